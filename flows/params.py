@@ -1,0 +1,43 @@
+"""Typed flow parameters: Prefect renders them as a form in the UI."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from recsys_core.data.sources import SourceSpec
+from recsys_core.settings import DEFAULT_MODELS, Settings
+
+
+class Source(BaseModel):
+    """Where raw data comes from. Leave everything empty for the bundled MovieLens-100K."""
+
+    movielens: str | None = Field(
+        None, description="A GroupLens MovieLens folder (ml-100k, ml-latest, ml-25m, ml-32m)."
+    )
+    events: list[str] = Field(
+        default_factory=list, description="Generic event files, folders or globs."
+    )
+    items: str | None = Field(None, description="Generic item catalog file.")
+
+    def spec(self) -> SourceSpec:
+        return SourceSpec(movielens=self.movielens, events=tuple(self.events), items=self.items)
+
+
+class RunOptions(BaseModel):
+    """Run-level options shared by every stage; unset values come from RECSYS_* variables."""
+
+    data_dir: str | None = Field(None, description="Data directory (default ./lake).")
+    k: int | None = Field(None, ge=1, le=1000, description="Recommendations per user (20).")
+    models: list[str] | None = Field(
+        None, description=f"Candidate models (default: {', '.join(DEFAULT_MODELS)})."
+    )
+    encoder: str | None = Field(
+        None, description="Hugging Face id or local folder (default: bundled all-MiniLM-L6-v2)."
+    )
+    device: str | None = Field(None, description="auto, cpu, cuda or mps.")
+
+    def settings(self) -> Settings:
+        given = {k: v for k, v in self.model_dump().items() if v is not None}
+        if "models" in given:
+            given["models"] = tuple(given["models"])
+        return Settings(**given)

@@ -1,0 +1,1 @@
+"""Sources, vocabularies, interaction data and evaluation splits."""

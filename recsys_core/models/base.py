@@ -1,0 +1,139 @@
+"""The one model contract.
+
+A model has a frozen config dataclass (its hyper-parameters), `fit(data, options)` that
+returns per-epoch metrics, and `score(histories)` that returns a (users, items) score matrix.
+Ranking, seen-item exclusion and chunking live in `recsys_core.ranking`, not in models.
+
+Models score users from their histories, not from a user index, wherever the family allows
+it: a user who arrived after training still gets recommendations from an item-based model.
+Fitted state is a flat dict of tensors (saved as safetensors, never pickled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from recsys_core.data.interactions import Interactions, UserHistories
+from recsys_core.errors import InputError
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Run-level settings, kept apart from model hyper-parameters."""
+
+    device: str = "cpu"
+    seed: int = 42
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a model trains on.
+
+    Attributes:
+        interactions: Training events in index space.
+        item_embeddings: (n_items, D) unit-length text vectors aligned with the item
+            vocabulary; zero rows for items without text. None when not encoded.
+    """
+
+    interactions: Interactions
+    item_embeddings: torch.Tensor | None = None
+
+    @property
+    def n_items(self) -> int:
+        return self.interactions.n_items
+
+    @property
+    def n_users(self) -> int:
+        return self.interactions.n_users
+
+
+EpochMetrics = list[dict[str, float]]
+
+
+class Recommender(ABC):
+    """Base class of every model. Subclasses set `name` and `config_class`."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    uses_text: ClassVar[bool] = False  # needs item embeddings; can rank items with no events
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.config_class()
+        self.n_items = 0
+
+    # -- training and scoring -------------------------------------------------------------
+    @abstractmethod
+    def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
+        """Train on `data`; return one metrics dict per epoch (empty for closed-form models)."""
+
+    @abstractmethod
+    def score(self, histories: UserHistories) -> torch.Tensor:
+        """Scores of every item for each user. Returns (B, n_items) float32."""
+
+    def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor | None:
+        """How much each history item supports each candidate, for explanations.
+
+        Args:
+            history: (B, L) item indexes, -1 for padding.
+            candidates: (B, K) item indexes.
+
+        Returns:
+            (B, L, K) weights, or None when the model has no item-to-item notion.
+        """
+        return None
+
+    # -- state ----------------------------------------------------------------------------
+    @abstractmethod
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Fitted tensors, enough to score after `load_state_dict` on a fresh instance."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def __repr__(self) -> str:
+        return f"{self.name}({self.params()})"
+
+
+MODELS: dict[str, type[Recommender]] = {}
+
+
+def register(cls: type[Recommender]) -> type[Recommender]:
+    """Class decorator: make a model available by its `name`."""
+    MODELS[cls.name] = cls
+    return cls
+
+
+def create(name: str, params: dict[str, Any] | None = None) -> Recommender:
+    """Instantiate a registered model from its name and config parameters."""
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise InputError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})") from None
+    try:
+        config = cls.config_class(**(params or {}))
+    except TypeError as exc:
+        raise InputError(f"model {name}: bad parameters {params}: {exc}") from None
+    return cls(config)
+
+
+def padded_history(histories: UserHistories, max_len: int = 200) -> torch.Tensor:
+    """Most recent `max_len` items of each user, left-aligned, -1 padded. Returns (B, L)."""
+    lengths = np.minimum(histories.lengths(), max_len)
+    width = max(int(lengths.max(initial=0)), 1)
+    out = np.full((len(histories), width), -1, dtype=np.int64)
+    for row in range(len(histories)):
+        items = histories.row(row)
+        if lengths[row]:
+            out[row, : lengths[row]] = items[-lengths[row] :]
+    return torch.from_numpy(out)

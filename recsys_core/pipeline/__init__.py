@@ -1,0 +1,22 @@
+"""The pipeline's stages as plain functions over a data directory.
+
+Each stage reads only the tables before it and writes its own in single commits; Prefect
+tasks in `tasks/` wrap these functions and pass nothing bigger than paths and reports.
+"""
+
+from recsys_core.pipeline.encode import EncodeReport, encode_items
+from recsys_core.pipeline.ingest import IngestReport, ingest
+from recsys_core.pipeline.recommend import PublishReport, recommend
+from recsys_core.pipeline.train import CandidateResult, TrainReport, train
+
+__all__ = [
+    "CandidateResult",
+    "EncodeReport",
+    "IngestReport",
+    "PublishReport",
+    "TrainReport",
+    "encode_items",
+    "ingest",
+    "recommend",
+    "train",
+]

@@ -1,0 +1,1 @@
+"""Model artifacts (safetensors + JSON + Parquet), MLflow tracking and the champion gate."""

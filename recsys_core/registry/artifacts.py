@@ -1,0 +1,118 @@
+"""A fitted model on disk, with no pickle anywhere.
+
+config.json          model name, config parameters, format version, extra metadata
+weights.safetensors  the model's state tensors
+users.parquet        user vocabulary (index, id)
+items.parquet        item vocabulary (index, id)
+history.safetensors  each user's distinct items, oldest first (CSR), to score users offline
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+
+from recsys_core.data.interactions import Interactions, UserHistories
+from recsys_core.data.vocab import Vocabulary
+from recsys_core.models import Recommender, create
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelBundle:
+    """A fitted model plus the vocabularies and histories it was fitted with."""
+
+    model: Recommender
+    users: Vocabulary
+    items: Vocabulary
+    histories: UserHistories
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_fit(
+        cls, model: Recommender, data: Interactions, metadata: dict[str, Any] | None = None
+    ) -> ModelBundle:
+        return cls(model, data.users, data.items, data.histories(), dict(metadata or {}))
+
+    def histories_for(self, user_ids: list[str]) -> tuple[UserHistories, np.ndarray]:
+        """Histories of `user_ids` (in order) and which of them the model knows."""
+        index = self.users.index(user_ids)
+        known = index >= 0
+        lengths = np.where(known, self.histories.lengths()[np.maximum(index, 0)], 0)
+        indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        parts = [self.histories.row(i) for i in index[known]]
+        times = [
+            self.histories.timestamps[self.histories.indptr[i] : self.histories.indptr[i + 1]]
+            for i in index[known]
+        ]
+        empty = np.zeros(0, dtype=np.int64)
+        return (
+            UserHistories(
+                user_index=index,
+                indptr=indptr,
+                items=np.concatenate(parts) if parts else empty,
+                timestamps=np.concatenate(times) if times else empty,
+                n_items=len(self.items),
+            ),
+            known,
+        )
+
+
+def save_bundle(bundle: ModelBundle, folder: Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": FORMAT_VERSION,
+        "model": bundle.model.name,
+        "params": bundle.model.params(),
+        "n_items": len(bundle.items),
+        "n_users": len(bundle.users),
+        "metadata": bundle.metadata,
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    save_file(
+        {k: v.contiguous().cpu() for k, v in bundle.model.state_dict().items()},
+        str(folder / "weights.safetensors"),
+    )
+    bundle.users.to_frame().write_parquet(folder / "users.parquet")
+    bundle.items.to_frame().write_parquet(folder / "items.parquet")
+    h = bundle.histories
+    save_file(
+        {
+            "user_index": torch.from_numpy(h.user_index.copy()),
+            "indptr": torch.from_numpy(h.indptr.copy()),
+            "items": torch.from_numpy(h.items.copy()),
+            "timestamps": torch.from_numpy(h.timestamps.copy()),
+        },
+        str(folder / "history.safetensors"),
+    )
+    return folder
+
+
+def load_bundle(folder: Path) -> ModelBundle:
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{folder}: model format {config.get('format')} is not {FORMAT_VERSION}")
+    model = create(config["model"], config["params"])
+    model.load_state_dict(load_file(str(folder / "weights.safetensors")))
+    items = Vocabulary.from_frame(pl.read_parquet(folder / "items.parquet"))
+    users = Vocabulary.from_frame(pl.read_parquet(folder / "users.parquet"))
+    h = {k: v.numpy() for k, v in load_file(str(folder / "history.safetensors")).items()}
+    histories = UserHistories(
+        user_index=h["user_index"],
+        indptr=h["indptr"],
+        items=h["items"],
+        timestamps=h["timestamps"],
+        n_items=len(items),
+    )
+    return ModelBundle(model, users, items, histories, config.get("metadata", {}))

@@ -1,0 +1,205 @@
+"""MLflow: candidate runs, registered versions and the champion gate.
+
+The store lives in the data directory (sqlite + artifact folder), so `make ui` shows the same
+runs that the nightly wrote. Aliases: `champion` is what recommendations come from;
+`challenger` is a better-than-nothing candidate that did not beat the champion.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from recsys_core.registry.artifacts import ModelBundle, load_bundle, save_bundle
+from recsys_core.storage import Lake
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy")
+# the signature is given explicitly; an input example would make MLflow run the model at log time
+warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+SERVING_REQUIREMENTS = ("torch", "numpy", "polars", "pyarrow", "scipy", "safetensors", "pandas")
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One registered model version and what it was."""
+
+    name: str
+    version: str
+    model: str
+    params: dict[str, Any]
+    metric: str
+    metric_value: float
+    run_id: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @property
+    def config_key(self) -> str:
+        return config_key(self.model, self.params)
+
+
+def config_key(model: str, params: dict[str, Any]) -> str:
+    return f"{model}:{json.dumps(params, sort_keys=True)}"
+
+
+class Tracker:
+    """MLflow access bound to one data directory.
+
+    Args:
+        lake: The data directory whose `mlflow/` folder holds the store.
+        experiment: Experiment name.
+        registered_model: Registered model name.
+    """
+
+    def __init__(self, lake: Lake, experiment: str, registered_model: str):
+        import mlflow
+        from mlflow import MlflowClient
+
+        lake.mlflow_dir.mkdir(parents=True, exist_ok=True)
+        lake.artifact_root.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(lake.tracking_uri)
+        mlflow.set_registry_uri(lake.tracking_uri)
+        self.mlflow = mlflow
+        self.client = MlflowClient(tracking_uri=lake.tracking_uri, registry_uri=lake.tracking_uri)
+        self.registered_model = registered_model
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = (
+            found.experiment_id
+            if found is not None
+            else self.client.create_experiment(
+                experiment, artifact_location=lake.artifact_root.as_uri()
+            )
+        )
+
+    @contextmanager
+    def run(
+        self, name: str, *, nested: bool = False, tags: dict[str, str] | None = None
+    ) -> Iterator:
+        with self.mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=name, nested=nested, tags=tags
+        ) as active:
+            yield active
+
+    def log_epochs(self, epochs: list[dict[str, float]]) -> None:
+        for step, values in enumerate(epochs):
+            self.mlflow.log_metrics(values, step=step)
+
+    # -- registry -------------------------------------------------------------------------
+    def register(
+        self,
+        bundle: ModelBundle,
+        *,
+        run_id: str,
+        metric: str,
+        metric_value: float,
+        alias: str,
+        tags: dict[str, str] | None = None,
+    ) -> RegisteredVersion:
+        """Log `bundle` as a pyfunc in `run_id`, register it, and point `alias` at it."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = save_bundle(bundle, Path(tmp) / "bundle")
+            with self.mlflow.start_run(run_id=run_id):
+                info = self.mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PYFUNC_CODE),
+                    artifacts={"bundle": str(folder)},
+                    code_paths=[str(PACKAGE_DIR)],
+                    pip_requirements=_pinned(SERVING_REQUIREMENTS),
+                    registered_model_name=self.registered_model,
+                    signature=_signature(),
+                )
+        version = str(info.registered_model_version)
+        all_tags = {
+            "model": bundle.model.name,
+            "params": json.dumps(bundle.model.params(), sort_keys=True),
+            "metric": metric,
+            "metric_value": repr(float(metric_value)),
+            "run_id": run_id,
+            **(tags or {}),
+        }
+        for key, value in all_tags.items():
+            self.client.set_model_version_tag(self.registered_model, version, key, value)
+        self.client.set_registered_model_alias(self.registered_model, alias, version)
+        return self.get(alias)  # type: ignore[return-value]
+
+    def get(self, alias: str) -> RegisteredVersion | None:
+        """The version behind `alias`, or None when there is none."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version_by_alias(self.registered_model, alias)
+        except MlflowException:
+            return None
+        tags = mv.tags
+        return RegisteredVersion(
+            name=self.registered_model,
+            version=str(mv.version),
+            model=tags.get("model", ""),
+            params=json.loads(tags.get("params", "{}")),
+            metric=tags.get("metric", ""),
+            metric_value=float(tags.get("metric_value", "nan")),
+            run_id=tags.get("run_id", mv.run_id or ""),
+        )
+
+    def clear_alias(self, alias: str) -> None:
+        if self.get(alias) is not None:
+            self.client.delete_registered_model_alias(self.registered_model, alias)
+
+    def load(self, alias: str = CHAMPION) -> tuple[ModelBundle, RegisteredVersion]:
+        """Download the version behind `alias` and load its bundle."""
+        found = self.get(alias)
+        if found is None:
+            raise LookupError(
+                f"no {alias} version of model {self.registered_model!r} (run `recsys train` first)"
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.registered_model}/{found.version}", dst_path=tmp
+            )
+            bundle = load_bundle(Path(local) / "artifacts" / "bundle")
+        return bundle, found
+
+
+def _signature():
+    """Input: user ids; param: k; output: one row per (user, rank), as the published table."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "user_id")]),
+        outputs=Schema(
+            [
+                ColSpec("string", "user_id"),
+                ColSpec("integer", "rank"),
+                ColSpec("string", "item_id"),
+                ColSpec("float", "score"),
+                ColSpec("string", "reason_item_id", required=False),
+            ]
+        ),
+        params=ParamSchema([ParamSpec("k", "long", 20)]),
+    )
+
+
+def _pinned(packages: tuple[str, ...]) -> list[str]:
+    """`name==version` of each installed package, without local labels such as `+cpu`."""
+    out = []
+    for name in packages:
+        try:
+            out.append(f"{name}=={metadata.version(name).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            out.append(name)
+    return out

@@ -1,0 +1,78 @@
+"""One Prefect task per pipeline stage.
+
+Tasks take the settings and a source description (small, serializable), call the stage in
+`recsys_core.pipeline`, log its report and return it as a dict. Retries apply to I/O errors
+only: bad input (InputError) fails at once with its message.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+
+from recsys_core import pipeline
+from recsys_core.data.sources import SourceSpec
+from recsys_core.errors import InputError
+from recsys_core.settings import Settings
+from recsys_core.storage import Lake
+
+
+def _retry_on_io(task, task_run, state) -> bool:
+    """Retry transient I/O failures (disk, network mounts), never bad input or bugs."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, OSError) and not isinstance(error, InputError)
+
+
+IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _retry_on_io}
+
+
+def _run_id() -> str:
+    return str(flow_run.id or "")
+
+
+@task(name="ingest", cache_policy=NONE, **IO_RETRIES)
+def ingest_task(source: SourceSpec, settings: Settings) -> dict:
+    report = pipeline.ingest(source, Lake(settings.data_dir), run_id=_run_id())
+    get_run_logger().info(
+        "ingested %s: %d events added, %d duplicates, %d quarantined; %d events, %d users, "
+        "%d items in total",
+        report.source, report.events_added, report.duplicates, report.quarantined,
+        report.events_total, report.users_total, report.items_total,
+    )  # fmt: skip
+    return report.as_dict()
+
+
+@task(name="encode", cache_policy=NONE, **IO_RETRIES)
+def encode_task(settings: Settings) -> dict:
+    report = pipeline.encode_items(Lake(settings.data_dir), settings, run_id=_run_id())
+    get_run_logger().info(
+        "encoded %d items with %s (%d reused, %d truncated) at %.1f items/s",
+        report.encoded, report.encoder, report.reused, report.truncated,
+        report.items_per_second,
+    )  # fmt: skip
+    return report.as_dict()
+
+
+@task(name="train", cache_policy=NONE)
+def train_task(settings: Settings) -> dict:
+    report = pipeline.train(Lake(settings.data_dir), settings, run_id=_run_id())
+    logger = get_run_logger()
+    for candidate in report.candidates:
+        logger.info(
+            "candidate %s: %s=%.4f (fit %.2fs)",
+            candidate.model, report.metric, candidate.metrics[report.metric],
+            candidate.fit_seconds,
+        )  # fmt: skip
+    logger.info("champion %s: %s", report.champion, report.decision)
+    return report.as_dict()
+
+
+@task(name="recommend", cache_policy=NONE, **IO_RETRIES)
+def recommend_task(settings: Settings) -> dict:
+    report = pipeline.recommend(Lake(settings.data_dir), settings, run_id=_run_id())
+    get_run_logger().info(
+        "published %d recommendations for %d users from %s (table version %s)",
+        report.rows, report.users, report.model, report.version,
+    )  # fmt: skip
+    return report.as_dict()

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys_core.data.sources import SourceSpec, expand_paths, preflight, read_source
+from recsys_core.errors import InputError
+
+
+def test_bundled_movielens_100k():
+    data = read_source(SourceSpec())
+    assert data.events.height == 100_000
+    assert data.events["user_id"].n_unique() == 943
+    assert data.items.height == 1682
+    assert data.quarantine.is_empty()
+    toy = data.items.filter(pl.col("item_id") == "1").row(0, named=True)
+    assert toy["title"] == "Toy Story (1995)"
+    assert "Animation" in toy["categories"]
+    assert data.events.schema["timestamp"] == pl.Datetime("us", "UTC")
+
+
+def test_grouplens_ml100k_layout_is_detected(tmp_path):
+    (tmp_path / "u.data").write_text("1\t10\t4\t881250949\n2\t10\t3\t881250950\n")
+    flags = ["0"] * 19
+    flags[1] = "1"  # Action
+    line = "|".join(["10", "Café Story (1995)", "01-Jan-1995", "", "http://x", *flags])
+    (tmp_path / "u.item").write_bytes((line + "\n").encode("latin-1"))
+    data = read_source(SourceSpec(movielens=str(tmp_path)))
+    assert data.events.height == 2
+    item = data.items.row(0, named=True)
+    assert item["title"] == "Café Story (1995)" and item["categories"] == ["Action"]
+
+
+def test_ml_latest_layout_uses_tags_as_text(tmp_path):
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,5,4.0,1000000000\n")
+    (tmp_path / "movies.csv").write_text('movieId,title,genres\n5,"Heat (1995)",Action|Crime\n')
+    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,5,Heist,1\n2,5,heist,2\n")
+    data = read_source(SourceSpec(movielens=str(tmp_path)))
+    item = data.items.row(0, named=True)
+    assert item["categories"] == ["Action", "Crime"]
+    assert item["description"] == "Tags: heist"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_generic_formats_and_timestamps(tmp_path, fmt):
+    events = pl.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3"],
+            "item_id": ["a", "b", "a"],
+            "timestamp": ["1700000000", "2023-11-14T22:13:21Z", "2023-11-14 22:13:22"],
+            "value": ["2.5", "1", None],
+        }
+    )
+    items = pl.DataFrame({"item_id": ["a", "b"], "title": ["A", "B"], "brand": ["x", None]})
+    paths = tmp_path / f"e.{fmt}", tmp_path / f"i.{fmt}"
+    for frame, path in zip((events, items), paths, strict=True):
+        {"csv": frame.write_csv, "jsonl": frame.write_ndjson, "parquet": frame.write_parquet}[fmt](
+            path
+        )
+    data = read_source(SourceSpec(events=(str(paths[0]),), items=str(paths[1])))
+    assert data.events.height == 3
+    seconds = data.events["timestamp"].dt.epoch("s").to_list()
+    assert seconds == [1_700_000_000, 1_700_000_001, 1_700_000_002]
+    assert data.events["value"].to_list() == [2.5, 1.0, 1.0]
+    assert data.events["event_type"].unique().to_list() == ["interaction"]
+    brand = data.items.filter(pl.col("item_id") == "a")["attributes"][0].to_list()
+    assert brand == [{"name": "brand", "value": "x"}]
+
+
+def test_bad_rows_are_quarantined_with_a_reason(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_text(
+        "user_id,item_id,timestamp,value\n"
+        "u1,a,1700000000,1\n"
+        ",a,1700000000,1\n"
+        "u2,,1700000000,1\n"
+        "u3,a,yesterday,1\n"
+        "u4,a,1700000000,lots\n"
+    )
+    items = tmp_path / "i.csv"
+    items.write_text("item_id,title\na,A\n")
+    data = read_source(SourceSpec(events=(str(path),), items=str(items)))
+    assert data.events.height == 1
+    reasons = dict(zip(data.quarantine["row_number"], data.quarantine["reason"], strict=True))
+    assert reasons == {2: "missing_user_id", 3: "missing_item_id", 4: "bad_timestamp",
+                       5: "bad_value"}  # fmt: skip
+    assert data.quarantine["source_file"].unique().to_list() == [str(path)]
+
+
+def test_missing_required_column_names_file_and_column(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("uid,item_id,timestamp\n1,2,3\n")
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n2,x\n")
+    spec = SourceSpec(events=(str(path),), items=str(items))
+    for check in (preflight, read_source):
+        with pytest.raises(InputError, match=r"events\.csv: missing required column 'user_id'"):
+            check(spec)
+
+
+def test_missing_file_and_bad_combinations(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        preflight(SourceSpec(events=(str(tmp_path / "nope.csv"),), items=str(tmp_path / "i.csv")))
+    with pytest.raises(InputError, match="go together"):
+        SourceSpec(events=("x.csv",))
+    with pytest.raises(InputError, match="not both"):
+        SourceSpec(movielens="x", events=("y",), items="z")
+    with pytest.raises(InputError, match="not a MovieLens folder"):
+        read_source(SourceSpec(movielens=str(tmp_path)))
+
+
+def test_expand_paths_folders_and_globs(tmp_path):
+    for name in ("a.csv", "b.jsonl", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    assert [p.name for p in expand_paths([str(tmp_path)])] == ["a.csv", "b.jsonl"]
+    assert [p.name for p in expand_paths([str(tmp_path / "*.csv")])] == ["a.csv"]
+    with pytest.raises(InputError, match="no files match"):
+        expand_paths([str(tmp_path / "*.parquet")])
+    assert isinstance(expand_paths([str(tmp_path / "a.csv")])[0], Path)
