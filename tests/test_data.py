@@ -78,3 +78,12 @@ def test_fingerprint_changes_with_the_data(planted):
     fewer = data.with_frame(data.frame.head(len(data) - 1))
     assert fewer.fingerprint() != data.fingerprint()
     assert np.array_equal(data.item_counts() > 0, data.matrix().sum(0).A1 > 0)
+
+
+def test_cold_item_split_keeps_held_out_items_out_of_training(planted):
+    data, _ = planted
+    split = make_split(data, "cold_items", 0.25)
+    cold = np.flatnonzero(split.candidates)
+    assert len(cold) == 5
+    assert not split.train.frame["item_index"].is_in(cold.tolist()).any()
+    assert split.test["item_index"].is_in(cold.tolist()).all()

@@ -24,11 +24,13 @@ class Split:
         train: Training interactions (same vocabularies as the full data).
         test: `user_index`, `item_index` pairs to retrieve, distinct and unseen in training.
         protocol: Name of the protocol that made the split.
+        candidates: (n_items,) bool mask of the items ranked in evaluation; None = all.
     """
 
     train: Interactions
     test: pl.DataFrame
     protocol: str
+    candidates: np.ndarray | None = None
 
     @property
     def test_users(self) -> np.ndarray:
@@ -68,7 +70,25 @@ def global_temporal(data: Interactions, test_fraction: float = 0.2) -> Split:
     return _finish(data, train, test, "global_temporal")
 
 
-PROTOCOLS = {"global_temporal": global_temporal}
+def cold_items(data: Interactions, test_fraction: float = 0.1, seed: int = 0) -> Split:
+    """Hold a random `test_fraction` of the items with events out of training entirely.
+
+    Training keeps every event of the other items; the test asks each user with training
+    history to retrieve their held-out items, ranked among the held-out items only. Models
+    that know items only from events cannot rank them; text-capable models can.
+    """
+    with_events = data.frame["item_index"].unique().sort().to_numpy()
+    rng = np.random.default_rng(seed)
+    n_cold = max(1, round(len(with_events) * test_fraction))
+    cold = np.sort(rng.choice(with_events, size=n_cold, replace=False))
+    is_cold = pl.col("item_index").is_in(cold.tolist())
+    split = _finish(data, data.frame.filter(~is_cold), data.frame.filter(is_cold), "cold_items")
+    mask = np.zeros(data.n_items, dtype=bool)
+    mask[cold] = True
+    return Split(split.train, split.test, split.protocol, candidates=mask)
+
+
+PROTOCOLS = {"global_temporal": global_temporal, "cold_items": cold_items}
 
 
 def make_split(data: Interactions, protocol: str, test_fraction: float = 0.2) -> Split:

@@ -30,7 +30,8 @@ def evaluate(
     """
     users = split.test_users
     histories = split.train.histories(users)
-    ranked = top_k(model, histories, max(ks), memory_mb=memory_mb).items
+    blocked = None if split.candidates is None else ~split.candidates
+    ranked = top_k(model, histories, max(ks), exclude_items=blocked, memory_mb=memory_mb).items
     row_of = np.full(split.train.n_users, -1, dtype=np.int64)
     row_of[users] = np.arange(len(users))
     relevant = sp.csr_matrix(

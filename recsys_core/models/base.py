@@ -78,6 +78,14 @@ class Recommender(ABC):
     def score(self, histories: UserHistories) -> torch.Tensor:
         """Scores of every item for each user. Returns (B, n_items) float32."""
 
+    def factors(self, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """User and item vectors whose product is `score`, for factor and embedding models.
+
+        Returns ((B, D) user vectors, (I, D) item vectors), or None for models that are not
+        a single inner product. The ranker uses it to score a chunk with one matrix product.
+        """
+        return None
+
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor | None:
         """How much each history item supports each candidate, for explanations.
 

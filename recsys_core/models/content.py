@@ -39,11 +39,16 @@ class Content(Recommender):
     def _history_weights(self, histories: UserHistories) -> np.ndarray:
         return (0.5 ** (histories.recency_rank() / self.config.half_life)).astype(np.float32)
 
+    def factors(self, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = torch.from_numpy(self._history_weights(histories))  # (nnz,)
+        rows = torch.from_numpy(np.repeat(np.arange(len(histories)), histories.lengths()))
+        profile = torch.zeros(len(histories), self.embeddings.shape[1])  # (B, D)
+        profile.index_add_(0, rows, self.embeddings[histories.items] * weights.unsqueeze(1))
+        return torch.nn.functional.normalize(profile, dim=-1), self.embeddings
+
     def score(self, histories: UserHistories) -> torch.Tensor:
-        weights = histories.dense(self._history_weights(histories))  # (B, I)
-        profile = weights @ self.embeddings  # (B, D)
-        profile = torch.nn.functional.normalize(profile, dim=-1)
-        return profile @ self.embeddings.T  # (B, I)
+        users, items = self.factors(histories)
+        return users @ items.T  # (B, D) @ (D, I)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         hist = self.embeddings[history.clamp_min(0)]  # (B, L, D)
