@@ -10,14 +10,16 @@ STAMP := $(VENV)/.installed
 RUN_DIR := .run
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
+GPU_POOL_TYPE ?= kubernetes
 
-.PHONY: setup run test test-fast lint format ui stop bench clean help
+.PHONY: setup run test test-fast lint format ui stop deploy-gpu bench clean help
 
 help:
 	@echo "make run    set up .venv, run the nightly pipeline on MovieLens-100K into ./$(DATA_DIR)"
 	@echo "make test   set up .venv, run the test suite"
-	@echo "make ui     start the Prefect UI (127.0.0.1:$(PREFECT_PORT)) and MLflow UI (127.0.0.1:$(MLFLOW_PORT))"
-	@echo "make stop   stop what make ui started"
+	@echo "make ui     start Prefect (127.0.0.1:$(PREFECT_PORT)) with deployments and a worker, and MLflow UI (127.0.0.1:$(MLFLOW_PORT))"
+	@echo "make stop   stop what make ui started, by PID"
+	@echo "make deploy-gpu GPU_POOL_TYPE=kubernetes|docker   the gpu pool and the encode-gpu deployment"
 	@echo "make lint   ruff check and format check"
 	@echo "make bench  run the benchmarks (one JSON line each)"
 
@@ -51,36 +53,17 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 ui: $(STAMP)
-	@mkdir -p $(RUN_DIR) $(DATA_DIR)/prefect $(DATA_DIR)/mlflow
-	@if [ -f $(RUN_DIR)/prefect.pid ] && kill -0 $$(cat $(RUN_DIR)/prefect.pid) 2>/dev/null; then \
-		echo "Prefect server already running (pid $$(cat $(RUN_DIR)/prefect.pid))"; \
-	else \
-		PREFECT_HOME=$(abspath $(DATA_DIR))/prefect setsid nohup $(BIN)/prefect server start \
-			--host 127.0.0.1 --port $(PREFECT_PORT) > $(RUN_DIR)/prefect.log 2>&1 & \
-		echo $$! > $(RUN_DIR)/prefect.pid; \
-	fi
-	@if [ -f $(RUN_DIR)/mlflow.pid ] && kill -0 $$(cat $(RUN_DIR)/mlflow.pid) 2>/dev/null; then \
-		echo "MLflow UI already running (pid $$(cat $(RUN_DIR)/mlflow.pid))"; \
-	else \
-		MLFLOW_DISABLE_TELEMETRY=true setsid nohup $(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) \
-			--backend-store-uri sqlite:///$(abspath $(DATA_DIR))/mlflow/mlflow.db \
-			--default-artifact-root $(abspath $(DATA_DIR))/mlflow/artifacts \
-			> $(RUN_DIR)/mlflow.log 2>&1 & \
-		echo $$! > $(RUN_DIR)/mlflow.pid; \
-	fi
-	@echo "Prefect UI  http://127.0.0.1:$(PREFECT_PORT)  (log $(RUN_DIR)/prefect.log)"
-	@echo "MLflow UI   http://127.0.0.1:$(MLFLOW_PORT)  (log $(RUN_DIR)/mlflow.log)"
-	@echo "To send CLI runs to this Prefect server: export PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api"
-	@echo "Stop both with: make stop"
+	$(BIN)/python -m flows.stack start --data-dir $(DATA_DIR) --run-dir $(RUN_DIR) \
+		--prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
 
 stop:
-	@for name in mlflow prefect; do \
-		if [ -f $(RUN_DIR)/$$name.pid ]; then \
-			pid=$$(cat $(RUN_DIR)/$$name.pid); \
-			kill -INT -- -$$pid 2>/dev/null && echo "stopped $$name (pid $$pid)" || echo "$$name was not running"; \
-			rm -f $(RUN_DIR)/$$name.pid; \
-		fi; \
-	done
+	$(BIN)/python -m flows.stack stop --run-dir $(RUN_DIR)
+
+# GPU_POOL_TYPE=kubernetes or docker; needs a running server (make ui)
+deploy-gpu: $(STAMP)
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/python -m flows.stack deploy-gpu \
+		--data-dir $(DATA_DIR) --run-dir $(RUN_DIR) --prefect-port $(PREFECT_PORT) \
+		--gpu-pool-type $(GPU_POOL_TYPE)
 
 bench: $(STAMP)
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done

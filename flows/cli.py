@@ -219,7 +219,8 @@ def render_summary(summary: dict) -> str:
             f"  events     {ingest_r['events_total']} in total ({ingest_r['events_added']} added, "
             f"{ingest_r['duplicates']} duplicates, {ingest_r['quarantined']} quarantined); "
             f"{ingest_r['users_total']} users, {ingest_r['items_total']} items",
-            f"  encoded    {encode_r['encoded']} items ({encode_r['reused']} unchanged) "
+            f"  encoded    {encode_r.get('encoded', 'n/a')} items "
+            f"({encode_r.get('reused', 'n/a')} unchanged) "
             f"with {encode_r['encoder']}",
             "",
             render_candidates(summary["train"]),

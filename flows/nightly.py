@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-from prefect import flow
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow, get_run_logger
+from prefect.deployments import run_deployment
 
 from flows.params import RunOptions, Source
+from flows.reporting import publish_artifacts
+from flows.runners import build_task_runner
+from recsys_core.settings import Settings
 from tasks import encode_task, ingest_task, recommend_task, train_task
 
 
-@flow(name="nightly")
+@flow(name="nightly", task_runner=build_task_runner())
 def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> dict:
-    """Ingest new logs, encode changed items, train and gate models, publish recommendations."""
+    """Ingest new logs, encode changed items, train and gate models, publish recommendations.
+
+    Stages whose input tables did not change since their last successful run are taken from
+    the cache, so running a failed night again resumes where it stopped.
+    """
     settings = options.settings()
+    refresh = {"refresh_cache": True} if options.refresh else {}
     ingested = ingest_task(source.spec(), settings)
-    encoded = encode_task(settings)
-    trained = train_task(settings)
-    published = recommend_task(settings)
+    if settings.encode_deployment:
+        encoded = encode_remotely(settings, options)
+    else:
+        encoded = encode_task.with_options(**refresh)(settings)
+    trained = train_task.with_options(**refresh)(settings)
+    published = recommend_task.with_options(**refresh)(settings)
     summary = {
         "data_dir": str(settings.data_dir),
         "ingest": ingested,
@@ -24,28 +35,18 @@ def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> di
         "train": trained,
         "publish": published,
     }
-    create_markdown_artifact(markdown=summary_markdown(summary), key="nightly-summary")
+    publish_artifacts(summary, settings)
     return summary
 
 
-def summary_markdown(summary: dict) -> str:
-    ingest, encode, train, publish = (summary[k] for k in ("ingest", "encode", "train", "publish"))
-    lines = [
-        "# Nightly run",
-        f"- events: {ingest['events_added']} added, {ingest['duplicates']} duplicates, "
-        f"{ingest['quarantined']} quarantined; {ingest['events_total']} in total",
-        f"- items encoded: {encode['encoded']} ({encode['reused']} reused) "
-        f"by `{encode['encoder']}`",
-        f"- champion: **{train['champion']}** ({train['champion_model']}): {train['decision']}",
-        f"- recommendations: {publish['rows']} rows for {publish['users']} users "
-        f"(table version {publish['version']})",
-        "",
-        f"| model | {train['metric']} | recall@10 | fit s |",
-        "|---|---|---|---|",
-    ]
-    for c in train["candidates"]:
-        lines.append(
-            f"| {c['model']} | {c['metrics'][train['metric']]:.4f} | "
-            f"{c['metrics']['recall@10']:.4f} | {c['fit_seconds']} |"
-        )
-    return "\n".join(lines)
+def encode_remotely(settings: Settings, options: RunOptions) -> dict:
+    """Run the encode stage as its own deployment (e.g. on the gpu work pool) and wait."""
+    logger = get_run_logger()
+    logger.info("encoding through deployment %s", settings.encode_deployment)
+    run = run_deployment(
+        settings.encode_deployment, parameters={"options": options.model_dump()}, timeout=None
+    )
+    if run.state is None or not run.state.is_completed():
+        state = run.state.name if run.state else "unknown"
+        raise RuntimeError(f"encode deployment run {run.name} ended {state}")
+    return {"encoder": f"(deployment {settings.encode_deployment}, run {run.name})"}

@@ -35,9 +35,12 @@ class RunOptions(BaseModel):
         None, description="Hugging Face id or local folder (default: bundled all-MiniLM-L6-v2)."
     )
     device: str | None = Field(None, description="auto, cpu, cuda or mps.")
+    refresh: bool = Field(
+        False, description="Run every stage even when its inputs did not change since last time."
+    )
 
     def settings(self) -> Settings:
-        given = {k: v for k, v in self.model_dump().items() if v is not None}
+        given = {k: v for k, v in self.model_dump(exclude={"refresh"}).items() if v is not None}
         if "models" in given:
             given["models"] = tuple(given["models"])
         return Settings(**given)

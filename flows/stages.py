@@ -1,4 +1,8 @@
-"""One flow per stage, for running a stage alone (CLI or a deployment's Run button)."""
+"""One flow per stage, for running a stage alone (CLI or a deployment's Run button).
+
+A person who runs one stage wants it run: these flows bypass the stage caches that let the
+nightly flow skip unchanged work.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +21,16 @@ def ingest_flow(source: Source = Source(), options: RunOptions = RunOptions()) -
 @flow(name="encode")
 def encode_flow(options: RunOptions = RunOptions()) -> dict:
     """Embed items whose text or encoder changed."""
-    return encode_task(options.settings())
+    return encode_task.with_options(refresh_cache=True)(options.settings())
 
 
 @flow(name="train")
 def train_flow(options: RunOptions = RunOptions()) -> dict:
     """Train, evaluate, track and register candidates; move `champion` if one wins."""
-    return train_task(options.settings())
+    return train_task.with_options(refresh_cache=True)(options.settings())
 
 
 @flow(name="recommend")
 def recommend_flow(options: RunOptions = RunOptions()) -> dict:
     """Publish top-K recommendations for every user from the champion."""
-    return recommend_task(options.settings())
+    return recommend_task.with_options(refresh_cache=True)(options.settings())

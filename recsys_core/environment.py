@@ -18,6 +18,8 @@ OFFLINE_DEFAULTS: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # artifact downloads are local copies; a bar per download only clutters logs
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     # implicit's ALS is slower, not faster, with a threaded BLAS underneath it.
     "OPENBLAS_NUM_THREADS": "1",
 }

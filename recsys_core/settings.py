@@ -35,6 +35,20 @@ class Settings(BaseSettings):
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     registered_model: str = Field("recsys", description="MLflow registered model name.")
     experiment: str = Field("recsys-nightly", description="MLflow experiment name.")
+    task_runner: str = Field(
+        "thread",
+        description="thread (one machine) or dask (RECSYS_DASK_ADDRESS or a local cluster).",
+    )
+    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster.")
+    dask_workers: int = Field(2, ge=1, description="Workers of the local Dask cluster.")
+    encode_deployment: str | None = Field(
+        None,
+        description="Run the encode stage as this deployment (e.g. encode/encode-gpu on the gpu "
+        "work pool) instead of inside the nightly run.",
+    )
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000", description="Base URL of the MLflow UI, for links in reports."
+    )
     score_memory_mb: int = Field(
         512, ge=16, description="Memory budget for one chunk of the user x item score matrix."
     )

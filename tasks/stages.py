@@ -7,6 +7,8 @@ only: bad input (InputError) fails at once with its message.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
@@ -16,6 +18,7 @@ from recsys_core.data.sources import SourceSpec
 from recsys_core.errors import InputError
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
+from tasks.cache import stage_key
 
 
 def _retry_on_io(task, task_run, state) -> bool:
@@ -25,6 +28,16 @@ def _retry_on_io(task, task_run, state) -> bool:
 
 
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _retry_on_io}
+
+
+def cached_on(stage: str, *tables: str, champion: bool = False) -> dict:
+    """Task options: cache the stage's report on the state of the tables it reads."""
+    return {
+        "cache_key_fn": stage_key(stage, tables, champion=champion),
+        "cache_expiration": timedelta(days=7),
+        "persist_result": True,
+        "result_serializer": "json",
+    }
 
 
 def _run_id() -> str:
@@ -43,7 +56,7 @@ def ingest_task(source: SourceSpec, settings: Settings) -> dict:
     return report.as_dict()
 
 
-@task(name="encode", cache_policy=NONE, **IO_RETRIES)
+@task(name="encode", **cached_on("encode", "items"), **IO_RETRIES)
 def encode_task(settings: Settings) -> dict:
     report = pipeline.encode_items(Lake(settings.data_dir), settings, run_id=_run_id())
     get_run_logger().info(
@@ -54,7 +67,7 @@ def encode_task(settings: Settings) -> dict:
     return report.as_dict()
 
 
-@task(name="train", cache_policy=NONE)
+@task(name="train", **cached_on("train", "events", "items", "item_embeddings"))
 def train_task(settings: Settings) -> dict:
     report = pipeline.train(Lake(settings.data_dir), settings, run_id=_run_id())
     logger = get_run_logger()
@@ -68,7 +81,7 @@ def train_task(settings: Settings) -> dict:
     return report.as_dict()
 
 
-@task(name="recommend", cache_policy=NONE, **IO_RETRIES)
+@task(name="recommend", **cached_on("recommend", "events", champion=True), **IO_RETRIES)
 def recommend_task(settings: Settings) -> dict:
     report = pipeline.recommend(Lake(settings.data_dir), settings, run_id=_run_id())
     get_run_logger().info(

@@ -39,6 +39,15 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
+def harness():
+    """One temporary Prefect server and database for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random BERT with the real tokenizer: fast, no weights needed."""
     from transformers import BertConfig, BertModel

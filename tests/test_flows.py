@@ -15,14 +15,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture(scope="session")
 def nightly_lake(harness, small_source, tiny_encoder_dir, tmp_path_factory):
     from flows.nightly import nightly
     from flows.params import RunOptions, Source

@@ -1,0 +1,66 @@
+"""Which engine runs mapped shard tasks: threads on this machine, or a Dask cluster.
+
+`RECSYS_TASK_RUNNER=dask` with `RECSYS_DASK_ADDRESS=tcp://scheduler:8786` uses an existing
+cluster; without an address a local cluster of `RECSYS_DASK_WORKERS` processes is started
+for the run. Shard tasks submitted inside `gpu_resources()` ask the scheduler for a worker
+that advertises a `GPU` resource (`dask worker --resources GPU=1`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from recsys_core.errors import InputError
+from recsys_core.settings import Settings
+
+
+def build_task_runner(settings: Settings | None = None) -> TaskRunner:
+    """The task runner the settings ask for."""
+    settings = settings or Settings()
+    if settings.task_runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2))
+    if settings.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if settings.dask_address:
+            return DaskTaskRunner(address=settings.dask_address)
+        os.environ.setdefault("DASK_TEMPORARY_DIRECTORY", str(settings.data_dir / "dask"))
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": settings.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            },
+        )
+    raise InputError(f"task runner {settings.task_runner!r} is not one of: thread, dask")
+
+
+@contextlib.contextmanager
+def gpu_resources() -> Iterator[None]:
+    """Submit tasks inside this block to Dask workers with a GPU, when the cluster has any.
+
+    Outside a Dask run, or on a cluster without GPU workers, it changes nothing.
+    """
+    try:
+        import dask
+        from distributed import get_client
+    except ImportError:
+        yield
+        return
+    try:
+        client = get_client()
+    except ValueError:  # no Dask client in this run
+        yield
+        return
+    workers = client.scheduler_info().get("workers", {}).values()
+    if any(w.get("resources", {}).get("GPU", 0) for w in workers):
+        with dask.annotate(resources={"GPU": 1}):
+            yield
+    else:
+        yield

@@ -1,0 +1,55 @@
+"""Cache keys on a stage's inputs, so a retried or repeated nightly skips finished stages.
+
+A stage's key is the state (Delta table id and version) of each table it reads, plus the
+settings and the code version. When a nightly fails in `recommend`, running it again finds
+`encode` and `train` cached (their input tables did not change) and reruns only what is
+left. A stage that writes its own input table (none do) would never hit the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import recsys_core
+from recsys_core.settings import Settings
+from recsys_core.storage import Lake
+from recsys_core.storage.state import table_state
+
+
+def champion_state(settings: Settings) -> str:
+    """Registered version behind the `champion` alias, or `none` (read-only, no side effects)."""
+    lake = Lake(settings.data_dir)
+    if not (lake.mlflow_dir / "mlflow.db").exists():
+        return "none"
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=lake.tracking_uri, registry_uri=lake.tracking_uri)
+    try:
+        return str(client.get_model_version_by_alias(settings.registered_model, "champion").version)
+    except MlflowException:
+        return "none"
+
+
+def stage_key(
+    stage: str, tables: tuple[str, ...], *, champion: bool = False
+) -> Callable[[Any, dict[str, Any]], str]:
+    """A Prefect `cache_key_fn` for a stage that reads `tables` (and the champion model)."""
+
+    def key(context: Any, parameters: dict[str, Any]) -> str:
+        settings: Settings = parameters["settings"]
+        lake = Lake(settings.data_dir)
+        inputs = {
+            "stage": stage,
+            "code": recsys_core.__version__,
+            "settings": settings.model_dump(mode="json"),
+            "tables": {table: table_state(lake, table) for table in tables},
+            "champion": champion_state(settings) if champion else None,
+        }
+        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+        return f"recsys-{stage}-{digest[:40]}"
+
+    return key

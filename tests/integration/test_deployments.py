@@ -1,0 +1,95 @@
+"""Deployments against a real Prefect server: deploy, start a worker, press Run, wait.
+
+Starts a server on a free loopback port, creates the cpu process pool, deploys from
+deployments/prefect.yaml, starts a worker, triggers the nightly deployment through the REST
+API the way the UI's Run button does, waits for Completed, checks the published table and
+the run's artifacts, and stops every process by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.request
+
+import polars as pl
+import pytest
+
+from flows.stack import Stack
+from recsys_core.storage import Lake
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def api(stack: Stack, path: str, body: dict | None = None) -> object:
+    request = urllib.request.Request(
+        f"{stack.api_url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def stack(tmp_path):
+    stack = Stack(tmp_path / "lake", tmp_path / "run", prefect_port=free_port())
+    try:
+        stack.start_prefect()
+        stack.deploy()
+        stack.start_worker()
+        yield stack
+    finally:
+        pids = [stack.running(name) for name in ("worker", "prefect")]
+        stack.stop("worker")
+        stack.stop("prefect")
+        for pid in filter(None, pids):
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+
+def test_nightly_deployment_runs_from_the_api(stack, small_source, tiny_encoder_dir):
+    deployments = {d["name"]: d for d in api(stack, "/deployments/filter", {})}
+    assert set(deployments) >= {"nightly", "ingest", "encode", "train", "recommend"}
+    nightly = deployments["nightly"]
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert nightly["global_concurrency_limit"]["limit"] == 1
+    form = nightly["parameter_openapi_schema"]
+    assert set(form["properties"]) == {"source", "options"}
+    assert form["definitions"]["RunOptions"]["properties"]["k"]["description"]
+
+    events, items = small_source
+    parameters = {
+        "source": {"events": [str(events)], "items": str(items)},
+        "options": {"data_dir": str(stack.data_dir), "k": 4, "encoder": str(tiny_encoder_dir)},
+    }
+    run = api(stack, f"/deployments/{nightly['id']}/create_flow_run", {"parameters": parameters})
+    deadline = time.monotonic() + 600
+    state = run["state"]["type"]
+    while state not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+        assert time.monotonic() < deadline, f"nightly still {state}; see {stack.run_dir}"
+        time.sleep(2)
+        state = api(stack, f"/flow_runs/{run['id']}")["state"]["type"]
+    assert state == "COMPLETED", (stack.run_dir / "worker.log").read_text()[-3000:]
+
+    recs = pl.read_delta(str(Lake(stack.data_dir).path("recommendations")))
+    users = Lake(stack.data_dir).read("events", ["user_id"])["user_id"].n_unique()
+    assert recs.height == 4 * users
+
+    artifacts = api(
+        stack, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
+    )
+    by_key = {a["key"]: a for a in artifacts}
+    assert {"nightly-summary", "nightly-candidates", "nightly-ingest"} <= set(by_key)
+    assert "champion" in by_key["nightly-summary"]["data"]
+    candidates = json.loads(by_key["nightly-candidates"]["data"])
+    assert {row["model"] for row in candidates} == {"popularity", "ease", "content"}
