@@ -194,6 +194,29 @@ def recs(
                    f"[{row['score']:.3f}]{because}")  # fmt: skip
 
 
+@app.command("forget-user")
+def forget_user(
+    user_id: Annotated[str, typer.Argument(help="External user id to forget.")],
+    data_dir: DataDir = Path("lake"),
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a user's data everywhere, including old table versions (no rollback past it)."""
+    if not yes:
+        typer.confirm(
+            f"Forget user {user_id!r}: delete their rows and every older version of the "
+            "events, recommendations and quarantine tables?",
+            abort=True,
+        )
+
+    def run() -> dict:
+        _prepare(data_dir)
+        from flows.privacy import forget_user_flow
+
+        return forget_user_flow(user_id=user_id, options=_options(data_dir))
+
+    typer.echo(json.dumps(_guard(run), indent=2, default=str))
+
+
 def render_candidates(report: dict) -> str:
     metric = report["metric"]
     names = ["ndcg@10", "recall@10", "ndcg@20", "recall@20"]

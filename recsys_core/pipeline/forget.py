@@ -1,0 +1,147 @@
+"""Forget a user: their rows leave every table, old file versions and model artifacts.
+
+Deleting rows from a Delta table only hides them from new reads: older versions keep the
+files, and the transaction log keeps per-file statistics that may hold the id. So after the
+deletes every touched table is vacuumed with zero retention and its log is cut back to a
+fresh checkpoint. Registered model bundles carry users' histories (to score them offline);
+the user is removed from those files as well. The cost: older versions of these tables can
+no longer be read or rolled back to.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from deltalake import DeltaTable
+from safetensors.torch import load_file, save_file
+
+from recsys_core.errors import InputError
+from recsys_core.storage import Lake
+
+USER_TABLES = ("events", "recommendations")
+LOG_RETENTION = "delta.logRetentionDuration"
+
+
+@dataclass
+class ForgetReport:
+    user_id: str
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    files_vacuumed: int = 0
+    model_files_rewritten: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def forget_user(lake: Lake, user_id: str) -> ForgetReport:
+    """Remove every trace of `user_id` from the data directory.
+
+    Args:
+        lake: The data directory.
+        user_id: External user id, exactly as ingested.
+
+    Raises:
+        InputError: The id is empty, or no table holds it.
+    """
+    if not user_id or not user_id.strip():
+        raise InputError("forget-user: the user id is empty")
+    report = ForgetReport(user_id=user_id)
+    literal = "'" + user_id.replace("'", "''") + "'"
+    for table in USER_TABLES:
+        if lake.exists(table):
+            metrics = DeltaTable(str(lake.path(table))).delete(f"user_id = {literal}")
+            report.rows_deleted[table] = int(metrics.get("num_deleted_rows", 0))
+    report.rows_deleted["quarantine"] = _forget_in_quarantine(lake, user_id)
+    report.model_files_rewritten = _forget_in_model_bundles(lake, user_id)
+    if not any(report.rows_deleted.values()) and not report.model_files_rewritten:
+        raise InputError(f"forget-user: no data of user {user_id!r} under {lake.root}")
+    for table in (*USER_TABLES, "quarantine"):
+        if lake.exists(table):
+            report.files_vacuumed += _purge_history(lake.path(table))
+    return report
+
+
+def _forget_in_quarantine(lake: Lake, user_id: str) -> int:
+    """Quarantined rows are raw text: drop those that have the id as one of their fields."""
+    if not lake.exists("quarantine"):
+        return 0
+    rows = lake.read("quarantine")
+    fields = rows["raw"].str.split(",")
+    hit = fields.list.eval(pl.element().str.strip_chars('" ') == user_id).list.any()
+    if not hit.any():
+        return 0
+    lake.write("quarantine", rows.filter(~hit), mode="overwrite", metadata={"stage": "forget"})
+    return int(hit.sum())
+
+
+def _purge_history(path: Path) -> int:
+    """Delete every file and log entry that is not part of the current version."""
+    table = DeltaTable(str(path))
+    removed = table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    previous = table.metadata().configuration.get(LOG_RETENTION)
+    table.alter.set_table_properties({LOG_RETENTION: "interval 0 days"})
+    table = DeltaTable(str(path))
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    # restore the normal log retention, so later versions keep their history again
+    table.alter.set_table_properties({LOG_RETENTION: previous or "interval 30 days"})
+    return len(removed)
+
+
+def _forget_in_model_bundles(lake: Lake, user_id: str) -> int:
+    """Blank the user in every stored bundle under the MLflow store.
+
+    The user's vocabulary entry becomes a random tombstone id, their history row becomes
+    empty, and rows of per-user weight tensors (names starting with `user`) become zero.
+    Indexes do not move, so the bundle still loads and scores every other user identically.
+    """
+    rewritten = 0
+    for users_file in sorted(lake.mlflow_dir.rglob("users.parquet")):
+        folder = users_file.parent
+        users = pl.read_parquet(users_file)
+        hit = users["id"] == user_id
+        if not hit.any():
+            continue
+        row = int(users.filter(hit)["index"][0])
+        tombstone = f"forgotten-{uuid.uuid4().hex}"
+        users.with_columns(
+            pl.when(hit).then(pl.lit(tombstone)).otherwise(pl.col("id")).alias("id")
+        ).write_parquet(users_file)
+        rewritten += 1
+        history_file = folder / "history.safetensors"
+        if history_file.exists():
+            save_file(_empty_history_row(load_file(str(history_file)), row), str(history_file))
+            rewritten += 1
+        weights_file = folder / "weights.safetensors"
+        if weights_file.exists():
+            weights = load_file(str(weights_file))
+            per_user = {
+                name for name, tensor in weights.items()
+                if name.startswith("user") and tensor.ndim and tensor.shape[0] == users.height
+            }  # fmt: skip
+            if per_user:
+                for name in per_user:
+                    weights[name][row] = 0
+                save_file(weights, str(weights_file))
+                rewritten += 1
+    return rewritten
+
+
+def _empty_history_row(history: dict[str, torch.Tensor], row: int) -> dict[str, torch.Tensor]:
+    indptr = history["indptr"].numpy()
+    lo, hi = int(indptr[row]), int(indptr[row + 1])
+    keep = np.ones(len(history["items"]), dtype=bool)
+    keep[lo:hi] = False
+    new_indptr = indptr.copy()
+    new_indptr[row + 1 :] -= hi - lo
+    return {
+        "user_index": history["user_index"],
+        "indptr": torch.from_numpy(new_indptr),
+        "items": torch.from_numpy(history["items"].numpy()[keep].copy()),
+        "timestamps": torch.from_numpy(history["timestamps"].numpy()[keep].copy()),
+    }
