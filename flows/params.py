@@ -35,6 +35,13 @@ class RunOptions(BaseModel):
         None, description="Hugging Face id or local folder (default: bundled all-MiniLM-L6-v2)."
     )
     device: str | None = Field(None, description="auto, cpu, cuda or mps.")
+    retention_days: float | None = Field(
+        None, ge=0, le=30, description="Days replaced recommendations stay restorable (7)."
+    )
+    unavailable_items: str | None = Field(
+        None, description="File of item ids never to recommend (.txt, or a table with item_id)."
+    )
+    shard_users: int | None = Field(None, ge=1, description="Users per recommend shard.")
 
     def settings(self) -> Settings:
         given = {k: v for k, v in self.model_dump().items() if v is not None}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, unmapped
 
 from flows.params import RunOptions, Source
-from tasks import encode_task, ingest_task, recommend_task, train_task
+from tasks import encode_task, ingest_task, train_task
+from tasks.stages import plan_recommend_task, publish_task, rank_shard_task
 
 
 @flow(name="ingest")
@@ -28,5 +29,13 @@ def train_flow(options: RunOptions = RunOptions()) -> dict:
 
 @flow(name="recommend")
 def recommend_flow(options: RunOptions = RunOptions()) -> dict:
-    """Publish top-K recommendations for every user from the champion."""
-    return recommend_task(options.settings())
+    """Publish top-K recommendations for every user from the champion.
+
+    The users are ranked in shards mapped over the flow's task runner (threads by default;
+    e.g. `recommend_flow.with_options(task_runner=DaskTaskRunner(...))` spreads them over
+    workers that share the data directory), then committed together in one commit.
+    """
+    settings = options.settings()
+    plan = plan_recommend_task(settings)
+    shards = rank_shard_task.map(unmapped(settings), unmapped(plan), plan.shards)
+    return publish_task(settings, plan, shards)

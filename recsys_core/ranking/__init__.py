@@ -1,6 +1,11 @@
 """The one top-K: chunked scoring, seen-item exclusion, candidate filters, queries and reasons."""
 
-from recsys_core.ranking.query import DEFAULT_QUERY_WEIGHT, QueryBlend, encode_queries
+from recsys_core.ranking.query import (
+    DEFAULT_QUERY_WEIGHT,
+    QueryBlend,
+    encode_queries,
+    load_query_encoder,
+)
 from recsys_core.ranking.topk import Shard, TopK, chunk_size, plan_shards, top_k
 
 __all__ = [
@@ -10,6 +15,7 @@ __all__ = [
     "TopK",
     "chunk_size",
     "encode_queries",
+    "load_query_encoder",
     "plan_shards",
     "top_k",
 ]

@@ -99,3 +99,35 @@ def encode_queries(encoder: ItemTextEncoder, queries: Sequence[str | None]) -> t
     if present:
         vectors[present] = encoder.encode([texts[i] for i in present]).embeddings
     return torch.from_numpy(vectors)
+
+
+def load_query_encoder(metadata: dict, *, device: str = "auto") -> ItemTextEncoder:
+    """The encoder that embedded a model bundle's items, from the bundle's metadata.
+
+    Args:
+        metadata: Bundle metadata with `encoder` (identity), `encoder_source` (Hugging Face
+            id, local folder, or None for the bundled default) and `encoder_max_length`.
+        device: auto, cpu, cuda or mps.
+
+    Raises:
+        InputError: The metadata names no encoder, or the encoder found under that name is
+            not the one that embedded the items (its weights changed).
+    """
+    from recsys_core.encoders.item_text_encoder import ItemTextEncoder
+
+    if "encoder" not in metadata:
+        raise InputError(
+            "this model carries no item embeddings, so it cannot rank by a query "
+            "(run `recsys encode`, then `recsys train`)"
+        )
+    encoder = ItemTextEncoder(
+        metadata.get("encoder_source"),
+        max_length=int(metadata.get("encoder_max_length", 256)),
+        device=device,
+    )
+    if encoder.encoder_id != metadata["encoder"]:
+        raise InputError(
+            f"the query encoder {encoder.encoder_id} is not {metadata['encoder']}, which "
+            "embedded the model's items (train again after changing the encoder)"
+        )
+    return encoder
