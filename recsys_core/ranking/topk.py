@@ -85,10 +85,19 @@ def plan_shards(n_users: int, shard_users: int) -> list[Shard]:
     return [Shard(i, s, min(s + shard_users, n_users)) for i, s in enumerate(starts)]
 
 
-def chunk_size(n_items: int, memory_mb: int) -> int:
-    """Users per chunk so that a few (users x items) float32 matrices fit `memory_mb`."""
-    per_user = max(n_items, 1) * 4 * 3  # scores, the model's own intermediate, slack
-    return max(1, (memory_mb << 20) // per_user)
+def chunk_size(n_items: int, memory_mb: int, *, matrices: int = 3) -> int:
+    """Users per chunk so that `matrices` (users x items) float32 matrices fit `memory_mb`.
+
+    Factor models need one (the score buffer); other models get room for their own
+    intermediates. A tenth of the budget is left for the top-k pre-filter's small matrices.
+
+    Args:
+        n_items: Columns of the score matrix.
+        memory_mb: Budget.
+        matrices: (users x items) matrices alive at once.
+    """
+    per_user = max(n_items, 1) * 4 * matrices
+    return max(1, int((memory_mb << 20) * 0.9) // per_user)
 
 
 def top_k(
@@ -125,7 +134,8 @@ def top_k(
     k_eff = min(k, scorer.n_columns)
     if n_users == 0 or k_eff == 0:
         return TopK(np.arange(n_users), items, scores, reasons)
-    step = chunk_size(scorer.padded, memory_mb)
+    factors = model.factors(histories.slice(0, 1)) is not None  # one matrix product per chunk
+    step = chunk_size(scorer.padded, memory_mb, matrices=1 if factors else 3)
     bar = tqdm(total=n_users, unit="users", desc="rank", disable=not progress)
     with bar, torch.inference_mode():
         for start in range(0, n_users, step):
