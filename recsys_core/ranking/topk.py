@@ -134,7 +134,8 @@ def top_k(
     k_eff = min(k, scorer.n_columns)
     if n_users == 0 or k_eff == 0:
         return TopK(np.arange(n_users), items, scores, reasons)
-    factors = model.factors(histories.slice(0, 1)) is not None  # one matrix product per chunk
+    with torch.inference_mode():  # factor models need only the one score buffer per chunk
+        factors = model.factors(histories.slice(0, 1)) is not None
     step = chunk_size(scorer.padded, memory_mb, matrices=1 if factors else 3)
     bar = tqdm(total=n_users, unit="users", desc="rank", disable=not progress)
     with bar, torch.inference_mode():
