@@ -108,7 +108,7 @@ def rank(args) -> dict:
     top_k(model, histories.slice(0, min(step, args.users)), args.k, memory_mb=args.memory_mb)
     ours = matmul = 0.0
     results = []
-    shard = max(step, 20_000 // step * step)
+    shard = max(step, 50_000 // step * step)  # a pipeline shard's worth of users per call
     for start in range(0, args.users, shard):
         stop = min(start + shard, args.users)
         t0 = time.perf_counter()

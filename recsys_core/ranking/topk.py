@@ -143,14 +143,13 @@ def top_k(
             stop = min(start + step, n_users)
             chunk = histories.slice(start, stop)
             ranked = scorer.score(chunk, start)  # (B, P), ours to modify
-            if exclude_seen:
-                scorer.drop_seen(ranked, chunk)
+            scorer.drop(ranked, chunk if exclude_seen else None)
             top_scores, top_items = scorer.top(ranked, k_eff)  # (B, K)
-            items[start:stop, :k_eff] = top_items.numpy()
-            scores[start:stop, :k_eff] = top_scores.masked_fill(top_items < 0, -torch.inf).numpy()
+            items[start:stop, :k_eff] = top_items
+            scores[start:stop, :k_eff] = top_scores
             if explain:
                 reasons[start:stop, :k_eff] = _reasons(
-                    model, chunk, top_items, scorer.item_vectors
+                    model, chunk, torch.from_numpy(top_items), scorer.item_vectors
                 ).numpy()
             bar.update(stop - start)
     return TopK(np.arange(n_users), items, scores, reasons)
@@ -202,7 +201,6 @@ class _ChunkScorer:
         else:
             raw = self.model.score(chunk).float()  # (B, I)
             out[:, : self.n_columns] = raw[:, self.columns] if self.columns is not None else raw
-        out[:, self.n_columns :] = -torch.inf  # padding is never a candidate
         if self.query is not None:
             self.query.blend(out[:, : self.n_columns], offset, self.columns)
         return out
@@ -227,28 +225,36 @@ class _ChunkScorer:
         padded[: self.n_columns] = vectors
         self._candidate_vectors = padded  # (P, D)
 
-    def drop_seen(self, scores: torch.Tensor, chunk: UserHistories) -> None:
-        """Set each user's history items to -inf, in place."""
-        if not len(chunk.items):
-            return
-        rows = torch.from_numpy(np.repeat(np.arange(len(chunk)), chunk.lengths()))
-        columns = torch.from_numpy(chunk.items)
-        if self.column_of is not None:
-            columns = self.column_of[columns]
-            keep = columns >= 0  # seen items that are excluded anyway have no column
-            rows, columns = rows[keep], columns[keep]
-        scores.view(-1).index_fill_(0, rows * scores.shape[1] + columns, -torch.inf)
+    def drop(self, scores: torch.Tensor, seen: UserHistories | None) -> None:
+        """Set the padding columns and each user's history items (when given) to -inf.
 
-    def top(self, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        One `index_fill_` for both: on a busy machine every extra torch call can wait for a
+        thread.
+        """
+        rows, width = scores.shape
+        padding = np.arange(self.n_columns, width)
+        flat = [(np.arange(rows)[:, None] * width + padding).ravel()] if len(padding) else []
+        if seen is not None and len(seen.items):
+            user = np.repeat(np.arange(rows), seen.lengths())
+            columns = seen.items
+            if self.column_of is not None:
+                columns = self.column_of.numpy()[columns]
+                keep = columns >= 0  # seen items that are excluded anyway have no column
+                user, columns = user[keep], columns[keep]
+            flat.append(user * width + columns)
+        if flat:
+            scores.view(-1).index_fill_(0, torch.from_numpy(np.concatenate(flat)), -torch.inf)
+
+    def top(self, scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) best values and item indexes (-1 where no candidate is left)."""
         if self.width is None:
             values, columns = _exact_topk(scores, k)
         else:
             values, columns = _blocked_topk(scores, k, self.width)
-        valid = torch.isfinite(values)
-        columns = columns.clamp_max(self.n_columns - 1)  # padding slots are invalid anyway
-        items = self.columns[columns] if self.columns is not None else columns
-        return values, torch.where(valid, items, -1)
+        columns = np.minimum(columns, self.n_columns - 1)  # padding slots are invalid anyway
+        items = self.columns.numpy()[columns] if self.columns is not None else columns
+        valid = np.isfinite(values)
+        return np.where(valid, values, -np.inf), np.where(valid, items, -1)
 
 
 def topk_deterministic(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,11 +271,12 @@ def topk_deterministic(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     k = min(k, n)
     width = _block_width(n, k)
     if width is None:
-        return _exact_topk(scores, k)
-    padded = torch.full((rows, -(-n // width) * width), -torch.inf)
-    padded[:, :n] = scores
-    values, index = _blocked_topk(padded, k, width)
-    return values, index.clamp_max(n - 1)
+        values, index = _exact_topk(scores, k)
+    else:
+        padded = torch.full((rows, -(-n // width) * width), -torch.inf)
+        padded[:, :n] = scores
+        values, index = _blocked_topk(padded, k, width)
+    return torch.from_numpy(values), torch.from_numpy(np.minimum(index, n - 1))
 
 
 def _block_width(n: int, k: int) -> int | None:
@@ -286,7 +293,11 @@ def _block_width(n: int, k: int) -> int | None:
     return width if n >= 8 * k * width else None
 
 
-def _blocked_topk(scores: torch.Tensor, k: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+# Below, everything of size (B, k) is done in numpy: a torch op that small still starts a
+# parallel region, and on a busy machine each one can wait milliseconds for a thread.
+
+
+def _blocked_topk(scores: torch.Tensor, k: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of rows whose length is a multiple of `width`, pre-filtered by blocks.
 
     The row is cut into blocks of `width`; the k blocks with the largest maxima hold every item
@@ -294,26 +305,29 @@ def _blocked_topk(scores: torch.Tensor, k: int, width: int) -> tuple[torch.Tenso
     so anything outside them is no larger). Only those k * width items are searched, which
     costs one reading pass over the row instead of a full selection. Rows where a left-out
     block ties with the k-th block maximum, or that hold NaN, are searched in full.
+
+    Returns:
+        (B, k) values and column indexes, best first.
     """
     rows, n = scores.shape
     blocks_view = scores.view(rows, n // width, width)
     maxima = blocks_view.amax(-1)  # (B, n / width)
     if maxima.shape[1] <= k:
         return _exact_topk(scores, k)
-    block_max, blocks = torch.topk(maxima, k + 1, dim=1)  # (B, k + 1)
-    redo = (block_max[:, k - 1] == block_max[:, k]) | torch.isnan(block_max).any(1)
+    block_max, blocks = (t.numpy() for t in torch.topk(maxima, k + 1, dim=1))  # (B, k + 1)
+    redo = (block_max[:, k - 1] == block_max[:, k]) | np.isnan(block_max).any(1)
     # kept blocks in index order, so a candidate's position orders like its item index
-    kept = blocks[:, :k].sort(dim=1).values  # (B, k)
-    candidates = blocks_view[torch.arange(rows).unsqueeze(1), kept]  # (B, k, width)
-    values, position = _exact_topk(candidates.view(rows, k * width), k)
-    index = kept.gather(1, position // width) * width + position % width
+    kept = np.sort(blocks[:, :k], axis=1)  # (B, k)
+    candidates = blocks_view[torch.arange(rows).unsqueeze(1), torch.from_numpy(kept)]
+    values, position = _exact_topk(candidates.view(rows, k * width), k)  # (B, k, width) flat
+    index = np.take_along_axis(kept, position // width, 1) * width + position % width
     if redo.any():
-        again = redo.nonzero().squeeze(1)
-        values[again], index[again] = _exact_topk(scores[again], k)
+        again = np.flatnonzero(redo)
+        values[again], index[again] = _exact_topk(scores[torch.from_numpy(again)], k)
     return values, index
 
 
-def _exact_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _exact_topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of each row with exact tie-breaking (lower position first).
 
     `torch.topk` is exact except when items tied with the k-th value were left out; so take
@@ -323,34 +337,36 @@ def _exact_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     Args:
         scores: (B, N) float32.
         k: Items to keep (<= N).
+
+    Returns:
+        (B, k) values and positions, best first.
     """
     n = scores.shape[1]
-    values, pos = torch.topk(scores, min(k + 1, n), dim=1)  # (B, k + 1)
-    nan_rows = torch.isnan(values[:, 0])  # NaN sorts above everything in torch.topk
+    values, pos = (t.numpy() for t in torch.topk(scores, min(k + 1, n), dim=1))  # (B, k + 1)
+    nan_rows = np.isnan(values[:, 0])  # NaN sorts above everything in torch.topk
     if nan_rows.any():
-        again = nan_rows.nonzero().squeeze(1)
+        again = torch.from_numpy(np.flatnonzero(nan_rows))
         scores = scores.clone()
         scores[again] = scores[again].nan_to_num(
             nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf
         )
-        values[again], pos[again] = torch.topk(scores[again], min(k + 1, n), dim=1)
+        redone = torch.topk(scores[again], min(k + 1, n), dim=1)
+        values[again.numpy()], pos[again.numpy()] = redone[0].numpy(), redone[1].numpy()
+    tied = np.zeros(len(values), dtype=bool)
     if k < n:
-        tied = (values[:, k - 1] == values[:, k]) & torch.isfinite(values[:, k - 1])
-        values, pos = values[:, :k], pos[:, :k]
-        if tied.any():
-            again = tied.nonzero().squeeze(1)
-            sub = scores[again] + 0.0  # -0.0 becomes 0.0, so equal floats get equal keys
-            bits = sub.contiguous().view(torch.int32).long()
-            ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # monotone in the value
-            keys = (ordered << 32) | (_MAX_INDEX - torch.arange(n))
-            _, exact = torch.topk(keys, k, dim=1)
-            pos[again] = exact
-            values[again] = sub.gather(1, exact)
+        tied = (values[:, k - 1] == values[:, k]) & np.isfinite(values[:, k - 1])
+    values, pos = values[:, :k].copy(), pos[:, :k].copy()
+    if tied.any():
+        again = np.flatnonzero(tied)
+        sub = scores[torch.from_numpy(again)] + 0.0  # -0.0 becomes 0.0: equal floats, equal keys
+        bits = sub.contiguous().view(torch.int32).long()
+        ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # monotone in the value
+        keys = (ordered << 32) | (_MAX_INDEX - torch.arange(n))
+        exact = torch.topk(keys, k, dim=1).indices
+        pos[again], values[again] = exact.numpy(), sub.gather(1, exact).numpy()
     # within the kept items: by value descending, then position ascending
-    by_pos = pos.argsort(dim=1)
-    pos, values = pos.gather(1, by_pos), values.gather(1, by_pos)
-    by_value = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return values.gather(1, by_value), pos.gather(1, by_value)
+    order = np.lexsort((pos, -values), axis=1)
+    return np.take_along_axis(values, order, 1), np.take_along_axis(pos, order, 1)
 
 
 def _reasons(
