@@ -215,7 +215,9 @@ def test_factor_models_without_pair_weights_explain_with_their_item_vectors():
 def test_query_blend_weight_zero_keeps_the_model_ranking_and_one_follows_the_query():
     rng = np.random.default_rng(3)
     scores = torch.from_numpy(rng.random((2, 50)).astype(np.float32))
-    item_vectors = torch.nn.functional.normalize(torch.randn(50, 8), dim=1)
+    item_vectors = torch.nn.functional.normalize(
+        torch.from_numpy(rng.normal(size=(50, 8))).float(), dim=1
+    )
     query = torch.zeros(2, 8)
     query[0] = item_vectors[17]  # user 0 asks for something like item 17; user 1 asks nothing
     hist = histories_of([[17], []], 50)
@@ -228,3 +230,23 @@ def test_query_blend_weight_zero_keeps_the_model_ranking_and_one_follows_the_que
     relevance[17] = -np.inf  # seen: excluded even though it matches the query best
     assert by_query.items[0].tolist() == np.argsort(-relevance, kind="stable")[:5].tolist()
     np.testing.assert_array_equal(by_query.items[1], plain.items[1])  # no query: no change
+
+
+def test_query_blend_works_the_same_on_the_factor_path():
+    rng = np.random.default_rng(4)
+    users = torch.from_numpy(rng.normal(size=(3, 6)).astype(np.float32))
+    items = torch.from_numpy(rng.normal(size=(400, 6)).astype(np.float32))
+    item_vectors = torch.nn.functional.normalize(
+        torch.from_numpy(rng.normal(size=(400, 8))).float(), dim=1
+    )
+    query = QueryBlend(item_vectors[[5, 9, 11]], item_vectors, weight=0.7)
+    hist = histories_of([[1, 2], [], [9]], 400)
+    blocked = np.zeros(400, dtype=bool)
+    blocked[[11, 12]] = True
+    via_factors = top_k(FixedFactors(users, items), hist, 6, query=query, exclude_items=blocked)
+    via_scores = top_k(FixedScores(users @ items.T), hist, 6, query=query, exclude_items=blocked)
+    np.testing.assert_array_equal(via_factors.items, via_scores.items)
+    only_query = QueryBlend(query.vectors, item_vectors, weight=1.0)
+    by_query = top_k(FixedFactors(users, items), hist, 6, query=only_query, exclude_items=blocked)
+    assert by_query.items[0, 0] == 5  # the item the query was made from wins
+    assert 9 not in by_query.items[2] and 11 not in by_query.items[2]  # seen, blocked
