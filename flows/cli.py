@@ -237,6 +237,7 @@ def recs(
         from recsys_core.pipeline.recommend import recommend_for_query
         from recsys_core.storage import Lake
 
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         settings = _options(data_dir, k=k).settings()
         frame = recommend_for_query(
             Lake(data_dir), settings, user_id, query, k=k, weight=query_weight
