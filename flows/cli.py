@@ -160,14 +160,49 @@ def train(data_dir: DataDir = Path("lake"), models: Models = None, encoder: Enco
 
 
 @app.command()
-def recommend(data_dir: DataDir = Path("lake"), k: K = None) -> None:
-    """Publish top-K recommendations for every user from the champion model."""
+def recommend(
+    data_dir: DataDir = Path("lake"),
+    k: K = None,
+    retention_days: Annotated[
+        float | None,
+        typer.Option(
+            "--retention-days",
+            min=0,
+            max=30,
+            help="Days a replaced version stays restorable before vacuum (default 7).",
+        ),
+    ] = None,
+    unavailable: Annotated[
+        Path | None,
+        typer.Option(
+            "--unavailable",
+            help="Item ids never to recommend: .txt (one per line) or CSV/JSONL/Parquet with "
+            "an item_id column.",
+        ),
+    ] = None,
+    shard_users: Annotated[
+        int | None, typer.Option("--shard-users", min=1, help="Users per shard (100000).")
+    ] = None,
+) -> None:
+    """Publish top-K recommendations for every user from the champion, in one commit."""
 
     def run() -> dict:
+        if unavailable is not None:
+            from recsys_core.pipeline.recommend import read_item_ids
+
+            read_item_ids(unavailable)  # bad input fails before the run starts
         _prepare(data_dir)
         from flows.stages import recommend_flow
 
-        return recommend_flow(options=_options(data_dir, k=k))
+        options = _options(data_dir, k=k).model_copy(
+            update={
+                "retention_days": retention_days,
+                "unavailable_items": str(unavailable.expanduser().resolve()) if unavailable
+                else None,
+                "shard_users": shard_users,
+            }
+        )  # fmt: skip
+        return recommend_flow(options=options)
 
     typer.echo(json.dumps(_guard(run), indent=2, default=str))
 
@@ -178,20 +213,112 @@ def recs(
     data_dir: DataDir = Path("lake"),
     k: Annotated[int, typer.Option("--k", min=1, help="How many to show.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show the history item behind each one.")
+    ] = False,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query", help="Rank live by a blend of this text's relevance and the model score."
+        ),
+    ] = None,
+    query_weight: Annotated[
+        float | None,
+        typer.Option("--query-weight", min=0.0, max=1.0, help="Share of the query (0.5)."),
+    ] = None,
 ) -> None:
-    """Show a user's published recommendations."""
-    from recsys_core.reader import read_user_recommendations
+    """Show a user's recommendations: the published ones, or live ones for a --query."""
 
-    frame = _guard(lambda: read_user_recommendations(data_dir, user_id, k=k))
+    def run():
+        from recsys_core.reader import add_titles, read_user_recommendations
+
+        if query is None:
+            return read_user_recommendations(data_dir, user_id, k=k)
+        from recsys_core.pipeline.recommend import recommend_for_query
+        from recsys_core.storage import Lake
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        settings = _options(data_dir, k=k).settings()
+        frame = recommend_for_query(
+            Lake(data_dir), settings, user_id, query, k=k, weight=query_weight
+        )
+        return add_titles(data_dir, frame)
+
+    frame = _guard(run)
+    model = frame["model"][0] if frame.height else ""
     if as_json:
-        typer.echo(json.dumps({"user_id": user_id, "recommendations": frame.to_dicts()},
-                              default=str, indent=2))  # fmt: skip
+        rows = frame.to_dicts()
+        if explain:
+            for row in rows:
+                row["because"] = _because(row)
+        payload = {"user_id": user_id, "model": model, "recommendations": rows}
+        if query is not None:
+            payload["query"] = query
+        typer.echo(json.dumps(payload, default=str, indent=2))
         return
-    typer.echo(f"Recommendations for user {user_id} ({frame['model'][0]}):")
+    matching = f" matching {query!r}" if query is not None else ""
+    typer.echo(f"Recommendations for user {user_id}{matching} ({model}):")
     for row in frame.iter_rows(named=True):
-        because = f"  (because of {row['reason_title']})" if row["reason_title"] else ""
-        typer.echo(f"{row['rank']:>3}. {row['title'] or row['item_id']}  "
-                   f"[{row['score']:.3f}]{because}")  # fmt: skip
+        typer.echo(f"{row['rank']:>3}. {row['title'] or row['item_id']}  [{row['score']:.3f}]")
+        if explain:
+            typer.echo(f"     {_because(row)}")
+
+
+def _because(row: dict) -> str:
+    if row.get("reason_item_id") is None:
+        return "no single item in your history stands out for this one"
+    return f"because you watched {row.get('reason_title') or row['reason_item_id']}"
+
+
+@app.command()
+def rollback(
+    to: Annotated[
+        int | None, typer.Option("--to", min=0, help="The recommendations version to restore.")
+    ] = None,
+    list_versions: Annotated[
+        bool, typer.Option("--list", help="List the versions that can be restored.")
+    ] = False,
+    data_dir: DataDir = Path("lake"),
+) -> None:
+    """Restore an earlier night of recommendations (one new commit), or --list versions."""
+    from recsys_core.storage import Lake
+
+    lake = Lake(data_dir)
+    if list_versions or to is None:
+        history = _guard(lambda: lake.history("recommendations"))
+        typer.echo(render_versions(history))
+        if to is None and not list_versions:
+            typer.echo("restore one with: recsys rollback --to VERSION", err=True)
+            raise typer.Exit(2)
+        return
+
+    def run() -> int:
+        return lake.rollback("recommendations", to, metadata={"run_id": "cli"})
+
+    version = _guard(run)
+    restored = _guard(lambda: lake.scan("recommendations", version=version).collect())
+    typer.echo(
+        f"recommendations version {to} restored as version {version}: {restored.height} rows, "
+        f"{restored['user_id'].n_unique()} users, model "
+        f"{', '.join(sorted(restored['model'].unique().to_list())) or '-'}"
+    )
+
+
+def render_versions(history: list[dict]) -> str:
+    """One line per commit, newest first: what each version holds and where it came from."""
+    from datetime import UTC, datetime
+
+    lines = [f"{'version':>7}  {'committed (UTC)':<19}  {'operation':<24}  {'model':<14}  rows"]
+    for entry in history:
+        when = datetime.fromtimestamp(entry.get("timestamp", 0) / 1000, UTC)
+        operation = entry.get("operation", "")
+        if "restored_version" in entry:
+            operation = f"{operation} of {entry['restored_version']}"
+        lines.append(
+            f"{entry.get('version', ''):>7}  {when:%Y-%m-%d %H:%M:%S}  {operation:<24}  "
+            f"{entry.get('model', ''):<14}  {entry.get('rows', '')}"
+        )
+    return "\n".join(lines)
 
 
 @app.command("forget-user")

@@ -8,16 +8,18 @@ from prefect.deployments import run_deployment
 from flows.params import RunOptions, Source
 from flows.reporting import publish_artifacts
 from flows.runners import build_task_runner
+from flows.stages import rank_and_publish
 from recsys_core.settings import Settings
-from tasks import encode_task, ingest_task, recommend_task, train_task
+from tasks import encode_task, ingest_task, train_task
 
 
 @flow(name="nightly", task_runner=build_task_runner())
 def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> dict:
     """Ingest new logs, encode changed items, train and gate models, publish recommendations.
 
-    Stages whose input tables did not change since their last successful run are taken from
-    the cache, so running a failed night again resumes where it stopped.
+    Work whose inputs did not change since it last succeeded is not done again (training
+    comes from the cache, recommendations already published stay), so running a failed
+    night again resumes where it stopped.
     """
     settings = options.settings()
     refresh = {"refresh_cache": True} if options.refresh else {}
@@ -27,7 +29,7 @@ def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> di
     else:
         encoded = encode_task.with_options(**refresh)(settings)
     trained = train_task.with_options(**refresh)(settings)
-    published = recommend_task.with_options(**refresh)(settings)
+    published = rank_and_publish(settings, refresh=options.refresh)
     summary = {
         "data_dir": str(settings.data_dir),
         "ingest": ingested,

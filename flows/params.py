@@ -38,6 +38,13 @@ class RunOptions(BaseModel):
     refresh: bool = Field(
         False, description="Run every stage even when its inputs did not change since last time."
     )
+    retention_days: float | None = Field(
+        None, ge=0, le=30, description="Days replaced recommendations stay restorable (7)."
+    )
+    unavailable_items: str | None = Field(
+        None, description="File of item ids never to recommend (.txt, or a table with item_id)."
+    )
+    shard_users: int | None = Field(None, ge=1, description="Users per recommend shard.")
 
     def settings(self) -> Settings:
         given = {k: v for k, v in self.model_dump(exclude={"refresh"}).items() if v is not None}

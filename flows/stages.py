@@ -6,10 +6,13 @@ nightly flow skip unchanged work.
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger, unmapped
 
 from flows.params import RunOptions, Source
-from tasks import encode_task, ingest_task, recommend_task, train_task
+from recsys_core.settings import Settings
+from tasks import encode_task, ingest_task, train_task
+from tasks.cache import published_report, recommend_inputs
+from tasks.stages import plan_recommend_task, publish_task, rank_shard_task
 
 
 @flow(name="ingest")
@@ -32,5 +35,27 @@ def train_flow(options: RunOptions = RunOptions()) -> dict:
 
 @flow(name="recommend")
 def recommend_flow(options: RunOptions = RunOptions()) -> dict:
-    """Publish top-K recommendations for every user from the champion."""
-    return recommend_task.with_options(refresh_cache=True)(options.settings())
+    """Publish top-K recommendations for every user from the champion.
+
+    The users are ranked in shards mapped over the flow's task runner (threads by default,
+    Dask workers with RECSYS_TASK_RUNNER=dask), then committed together in one commit.
+    """
+    return rank_and_publish(options.settings(), refresh=True)
+
+
+def rank_and_publish(settings: Settings, *, refresh: bool) -> dict:
+    """The recommend stage inside a flow: plan, shards mapped over the runner, one commit.
+
+    Unless `refresh`, a night whose inputs (events, champion, settings) were already
+    published is not published again: the latest commit records the inputs it came from.
+    """
+    inputs = recommend_inputs(settings)
+    if not refresh and (done := published_report(settings, inputs)) is not None:
+        get_run_logger().info(
+            "recommendations from these inputs are already published (version %s)",
+            done["version"],
+        )
+        return done
+    plan = plan_recommend_task(settings, inputs)
+    shards = rank_shard_task.map(unmapped(settings), unmapped(plan), plan.shards)
+    return publish_task(settings, plan, shards)

@@ -52,3 +52,22 @@ class Settings(BaseSettings):
     score_memory_mb: int = Field(
         512, ge=16, description="Memory budget for one chunk of the user x item score matrix."
     )
+    retention_days: float = Field(
+        7.0,
+        ge=0.0,
+        le=30.0,
+        description="Days a replaced recommendations version stays readable and restorable "
+        "(the rollback window) before vacuum deletes its files; at most 30, the Delta log's "
+        "own retention.",
+    )
+    unavailable_items: Path | None = Field(
+        None,
+        description="File of item ids never to recommend (.txt one per line, or CSV/TSV/"
+        "JSONL/Parquet with an item_id column).",
+    )
+    shard_users: int = Field(
+        100_000, ge=1, description="Users per recommend shard (one staged file, one task)."
+    )
+    query_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of query relevance when ranking with --query."
+    )

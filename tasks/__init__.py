@@ -1,6 +1,20 @@
 """Thin Prefect tasks over `recsys_core.pipeline`: they pass paths and small reports."""
 
 import recsys_core  # noqa: F401  (offline defaults before Prefect reads its settings)
-from tasks.stages import encode_task, ingest_task, recommend_task, train_task
+from tasks.stages import (
+    encode_task,
+    ingest_task,
+    plan_recommend_task,
+    publish_task,
+    rank_shard_task,
+    train_task,
+)
 
-__all__ = ["encode_task", "ingest_task", "recommend_task", "train_task"]
+__all__ = [
+    "encode_task",
+    "ingest_task",
+    "plan_recommend_task",
+    "publish_task",
+    "rank_shard_task",
+    "train_task",
+]

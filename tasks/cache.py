@@ -2,8 +2,9 @@
 
 A stage's key is the state (Delta table id and version) of each table it reads, plus the
 settings and the code version. When a nightly fails in `recommend`, running it again finds
-`encode` and `train` cached (their input tables did not change) and reruns only what is
-left. A stage that writes its own input table (none do) would never hit the cache.
+`train` cached (its input tables did not change) and reruns only what is left. The recommend
+stage keeps its key in the commit it publishes, so a night whose recommendations are already
+published is not ranked again; encoding skips unchanged items by itself.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import recsys_core
@@ -53,3 +55,31 @@ def stage_key(
         return f"recsys-{stage}-{digest[:40]}"
 
     return key
+
+
+def recommend_inputs(settings: Settings) -> str:
+    """Fingerprint of what the recommend stage reads: events, champion version, settings,
+    and the contents of the unavailable-items file when there is one."""
+    key = stage_key("recommend", ("events",), champion=True)(None, {"settings": settings})
+    unavailable = settings.unavailable_items
+    if unavailable is not None and Path(unavailable).is_file():
+        digest = hashlib.sha256(Path(unavailable).read_bytes()).hexdigest()[:16]
+        key = f"{key}-{digest}"
+    return key
+
+
+def published_report(settings: Settings, inputs: str) -> dict | None:
+    """The report of the latest publish when it came from exactly `inputs`, else None."""
+    lake = Lake(settings.data_dir)
+    if not lake.exists("recommendations"):
+        return None
+    latest = lake.history("recommendations")[0]
+    if latest.get("inputs") != inputs:
+        return None
+    return {
+        "model": latest.get("model", ""),
+        "rows": int(latest.get("rows", 0)),
+        "users": int(latest.get("users", 0)),
+        "version": int(latest["version"]),
+        "reused": True,
+    }

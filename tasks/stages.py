@@ -16,6 +16,8 @@ from prefect.runtime import flow_run
 from recsys_core import pipeline
 from recsys_core.data.sources import SourceSpec
 from recsys_core.errors import InputError
+from recsys_core.pipeline.recommend import RecommendPlan, ShardResult
+from recsys_core.ranking import Shard
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 from tasks.cache import stage_key
@@ -81,11 +83,32 @@ def train_task(settings: Settings) -> dict:
     return report.as_dict()
 
 
-@task(name="recommend", **cached_on("recommend", "events", champion=True), **IO_RETRIES)
-def recommend_task(settings: Settings) -> dict:
-    report = pipeline.recommend(Lake(settings.data_dir), settings, run_id=_run_id())
+@task(name="plan-recommend", cache_policy=NONE, **IO_RETRIES)
+def plan_recommend_task(settings: Settings, inputs: str = "") -> RecommendPlan:
+    plan = pipeline.plan_recommend(
+        Lake(settings.data_dir), settings, run_id=_run_id(), inputs=inputs
+    )
     get_run_logger().info(
-        "published %d recommendations for %d users from %s (table version %s)",
+        "ranking %d users with %s in %d shards", plan.users, plan.model, len(plan.shards)
+    )
+    return plan
+
+
+@task(name="rank-shard", cache_policy=NONE, **IO_RETRIES)
+def rank_shard_task(settings: Settings, plan: RecommendPlan, shard: Shard) -> ShardResult:
+    result = pipeline.rank_shard(Lake(settings.data_dir), settings, plan, shard)
+    get_run_logger().info(
+        "shard %d: users %d..%d ranked, %d rows staged", shard.index, shard.start, shard.stop,
+        result.file.rows,
+    )  # fmt: skip
+    return result
+
+
+@task(name="publish", cache_policy=NONE, **IO_RETRIES)
+def publish_task(settings: Settings, plan: RecommendPlan, results: list[ShardResult]) -> dict:
+    report = pipeline.publish(Lake(settings.data_dir), settings, plan, results)
+    get_run_logger().info(
+        "published %d recommendations for %d users from %s in one commit (table version %s)",
         report.rows, report.users, report.model, report.version,
     )  # fmt: skip
     return report.as_dict()

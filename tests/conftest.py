@@ -115,3 +115,36 @@ def group_embeddings(data: Interactions, n_groups: int = 4, per_group: int = 5) 
     ids = data.items.ids.to_list()
     rows = [centers[int(i[1:]) // per_group] + 0.1 * rng.normal(size=16) for i in ids]
     return torch.nn.functional.normalize(torch.tensor(np.array(rows), dtype=torch.float32), dim=1)
+
+
+@pytest.fixture(scope="session")
+def trained_lake_template(tmp_path_factory, small_source, tiny_encoder_dir):
+    """A data directory after ingest, encode (tiny BERT) and train (EASE champion).
+
+    Tests take a private copy through `trained_lake`.
+    """
+    from recsys_core.data.sources import SourceSpec
+    from recsys_core.pipeline import encode_items, ingest, train
+    from recsys_core.settings import Settings
+    from recsys_core.storage import Lake
+
+    lake = Lake(tmp_path_factory.mktemp("trained") / "lake")
+    events, items = small_source
+    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    settings = Settings(
+        data_dir=lake.root, encoder=str(tiny_encoder_dir), encoder_max_length=64, models=("ease",)
+    )
+    encode_items(lake, settings)
+    train(lake, settings)
+    return lake.root, settings
+
+
+@pytest.fixture
+def trained_lake(trained_lake_template, tmp_path):
+    """A private copy of `trained_lake_template`: (Lake, Settings) with a champion model."""
+    from recsys_core.storage import Lake
+
+    root, settings = trained_lake_template
+    copy = tmp_path / "lake"
+    shutil.copytree(root, copy)
+    return Lake(copy), settings.model_copy(update={"data_dir": copy})

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Recommender
-from recsys_core.ranking import top_k
+from recsys_core.ranking import QueryBlend, plan_shards, top_k
 from recsys_core.ranking.topk import topk_deterministic
 
 
@@ -96,3 +96,157 @@ def test_chunked_equals_unchunked(memory_mb):
     chunked = top_k(FixedScores(scores), hist, 10, memory_mb=memory_mb)
     np.testing.assert_array_equal(chunked.items, reference.items)
     np.testing.assert_array_equal(chunked.scores, reference.scores)
+
+
+class FixedFactors(Recommender):
+    """A factor model with given vectors: exercises the one-matmul path of the ranker."""
+
+    name = "fixed-factors"
+    config_class = dict
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor):
+        super().__init__({})
+        self.users, self.items = users, items
+
+    def fit(self, data, options):
+        return []
+
+    def factors(self, histories):
+        return self.users[torch.from_numpy(histories.user_index)], self.items
+
+    def score(self, histories):
+        users, items = self.factors(histories)
+        return users @ items.T
+
+    def state_dict(self):
+        return {"users": self.users, "items": self.items}
+
+    def load_state_dict(self, state):
+        self.users, self.items = state["users"], state["items"]
+
+
+def reference_top_k(scores: np.ndarray, rows: list[list[int]], k: int, blocked=None):
+    """Brute force: sort each row by (score desc, index asc) after dropping seen/blocked."""
+    out = np.full((len(rows), k), -1)
+    for u, seen in enumerate(rows):
+        allowed = [
+            j for j in range(scores.shape[1])
+            if j not in set(seen) and (blocked is None or not blocked[j])
+            and np.isfinite(scores[u, j])
+        ]  # fmt: skip
+        best = sorted(allowed, key=lambda j: (-scores[u, j], j))[:k]
+        out[u, : len(best)] = best
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_items=st.integers(150, 2500),
+    k=st.integers(1, 12),
+    levels=st.integers(2, 50),
+    seed=st.integers(0, 2**16),
+    with_blocked=st.booleans(),
+)
+def test_top_k_matches_brute_force_with_ties_seen_and_blocked_items(
+    n_items, k, levels, seed, with_blocked
+):
+    # few distinct score levels: many ties, also across the pre-filter's block boundaries
+    rng = np.random.default_rng(seed)
+    n_users = 6
+    scores = rng.integers(0, levels, size=(n_users, n_items)).astype(np.float32)
+    rows = [sorted(rng.choice(n_items, size=rng.integers(0, 40), replace=False).tolist())
+            for _ in range(n_users)]  # fmt: skip
+    blocked = rng.random(n_items) < 0.3 if with_blocked else None
+    ranked = top_k(
+        FixedScores(torch.from_numpy(scores)), histories_of(rows, n_items), k,
+        exclude_items=blocked, memory_mb=1,
+    )  # fmt: skip
+    np.testing.assert_array_equal(ranked.items, reference_top_k(scores, rows, k, blocked))
+
+
+def test_factor_path_equals_score_path_and_is_chunk_independent():
+    rng = np.random.default_rng(1)
+    # integer-valued factors give exactly representable products, so ties are real ties
+    users = torch.from_numpy(rng.integers(-2, 3, size=(257, 4)).astype(np.float32))
+    items = torch.from_numpy(rng.integers(-2, 3, size=(3001, 4)).astype(np.float32))
+    rows = [rng.choice(3001, size=rng.integers(0, 25), replace=False).tolist()
+            for _ in range(257)]  # fmt: skip
+    hist = histories_of(rows, 3001)
+    blocked = rng.random(3001) < 0.1
+    factor_model = FixedFactors(users, items)
+    score_model = FixedScores(users @ items.T)
+    whole = top_k(factor_model, hist, 15, exclude_items=blocked, memory_mb=10_000)
+    chunked = top_k(factor_model, hist, 15, exclude_items=blocked, memory_mb=1)
+    via_score = top_k(score_model, hist, 15, exclude_items=blocked, memory_mb=1)
+    expected = reference_top_k((users @ items.T).numpy(), rows, 15, blocked)
+    for ranked in (whole, chunked, via_score):
+        np.testing.assert_array_equal(ranked.items, expected)
+    np.testing.assert_array_equal(whole.scores, via_score.scores)
+    assert not any(set(r) & set(ranked.items[u]) for u, r in enumerate(rows))
+
+
+def test_nan_scores_are_never_returned():
+    scores = torch.tensor([[0.5, float("nan"), 0.9, float("nan"), 0.1]])
+    ranked = top_k(FixedScores(scores), histories_of([[]], 5), 5)
+    assert ranked.items[0].tolist() == [2, 0, 4, -1, -1]
+
+
+def test_shards_ranked_apart_equal_one_ranking():
+    rng = np.random.default_rng(2)
+    scores = torch.from_numpy(rng.random((101, 500)).astype(np.float32))
+    hist = histories_of([rng.choice(500, size=5, replace=False).tolist() for _ in range(101)], 500)
+    model = FixedScores(scores)
+    whole = top_k(model, hist, 7)
+    shards = plan_shards(len(hist), 30)
+    assert [(s.start, s.stop) for s in shards] == [(0, 30), (30, 60), (60, 90), (90, 101)]
+    parts = [top_k(model, hist.slice(s.start, s.stop), 7).items for s in shards]
+    np.testing.assert_array_equal(np.concatenate(parts), whole.items)
+
+
+def test_factor_models_without_pair_weights_explain_with_their_item_vectors():
+    # item 3 is a near copy of item 0, item 4 of item 1: each explains its twin
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0], [0.9, 0.1], [0.1, 0.9]])
+    users = torch.tensor([[1.0, 1.0]])
+    ranked = top_k(FixedFactors(users, items), histories_of([[0, 1]], 5), 2, explain=True)
+    assert ranked.items[0].tolist() == [3, 4]
+    assert ranked.reasons[0].tolist() == [0, 1]
+
+
+def test_query_blend_weight_zero_keeps_the_model_ranking_and_one_follows_the_query():
+    rng = np.random.default_rng(3)
+    scores = torch.from_numpy(rng.random((2, 50)).astype(np.float32))
+    item_vectors = torch.nn.functional.normalize(
+        torch.from_numpy(rng.normal(size=(50, 8))).float(), dim=1
+    )
+    query = torch.zeros(2, 8)
+    query[0] = item_vectors[17]  # user 0 asks for something like item 17; user 1 asks nothing
+    hist = histories_of([[17], []], 50)
+    model = FixedScores(scores)
+    plain = top_k(model, hist, 5)
+    same = top_k(model, hist, 5, query=QueryBlend(query, item_vectors, weight=0.0))
+    np.testing.assert_array_equal(same.items, plain.items)
+    by_query = top_k(model, hist, 5, query=QueryBlend(query, item_vectors, weight=1.0))
+    relevance = (item_vectors @ item_vectors[17]).numpy()
+    relevance[17] = -np.inf  # seen: excluded even though it matches the query best
+    assert by_query.items[0].tolist() == np.argsort(-relevance, kind="stable")[:5].tolist()
+    np.testing.assert_array_equal(by_query.items[1], plain.items[1])  # no query: no change
+
+
+def test_query_blend_works_the_same_on_the_factor_path():
+    rng = np.random.default_rng(4)
+    users = torch.from_numpy(rng.normal(size=(3, 6)).astype(np.float32))
+    items = torch.from_numpy(rng.normal(size=(400, 6)).astype(np.float32))
+    item_vectors = torch.nn.functional.normalize(
+        torch.from_numpy(rng.normal(size=(400, 8))).float(), dim=1
+    )
+    query = QueryBlend(item_vectors[[5, 9, 11]], item_vectors, weight=0.7)
+    hist = histories_of([[1, 2], [], [9]], 400)
+    blocked = np.zeros(400, dtype=bool)
+    blocked[[11, 12]] = True
+    via_factors = top_k(FixedFactors(users, items), hist, 6, query=query, exclude_items=blocked)
+    via_scores = top_k(FixedScores(users @ items.T), hist, 6, query=query, exclude_items=blocked)
+    np.testing.assert_array_equal(via_factors.items, via_scores.items)
+    only_query = QueryBlend(query.vectors, item_vectors, weight=1.0)
+    by_query = top_k(FixedFactors(users, items), hist, 6, query=only_query, exclude_items=blocked)
+    assert by_query.items[0, 0] == 5  # the item the query was made from wins
+    assert 9 not in by_query.items[2] and 11 not in by_query.items[2]  # seen, blocked

@@ -17,7 +17,7 @@ def test_rerun_after_a_failed_publish_skips_finished_stages(
     from flows.params import RunOptions, Source
 
     calls = {"encode": 0, "train": 0, "recommend": 0}
-    functions = {"encode": "encode_items", "train": "train", "recommend": "recommend"}
+    functions = {"encode": "encode_items", "train": "train", "recommend": "publish"}
     real = {name: getattr(pipeline, fn) for name, fn in functions.items()}
 
     def counting(name):
@@ -31,7 +31,7 @@ def test_rerun_after_a_failed_publish_skips_finished_stages(
 
     monkeypatch.setattr(pipeline, "encode_items", counting("encode"))
     monkeypatch.setattr(pipeline, "train", counting("train"))
-    monkeypatch.setattr(pipeline, "recommend", counting("recommend"))
+    monkeypatch.setattr(pipeline, "publish", counting("recommend"))
     events, items = small_source
     source = Source(events=[str(events)], items=str(items))
     options = RunOptions(
@@ -47,13 +47,13 @@ def test_rerun_after_a_failed_publish_skips_finished_stages(
         calls["recommend"] += 1
         raise RuntimeError("publish crashed")
 
-    monkeypatch.setattr(pipeline, "recommend", broken)
+    monkeypatch.setattr(pipeline, "publish", broken)
     with pytest.raises(RuntimeError, match="publish crashed"):
         nightly(source=source, options=options.model_copy(update={"refresh": True}))
     assert calls["encode"] == 2 and calls["train"] == 2  # refresh: everything recomputed
     version = Lake(tmp_path / "lake").version("recommendations")
 
-    monkeypatch.setattr(pipeline, "recommend", counting("recommend"))
+    monkeypatch.setattr(pipeline, "publish", counting("recommend"))
     before = dict(calls)
     summary = nightly(source=source, options=options)
     # inputs did not change since the last successful encode and train: both are cached
@@ -61,3 +61,8 @@ def test_rerun_after_a_failed_publish_skips_finished_stages(
     assert calls["recommend"] == before["recommend"] + 1
     assert Lake(tmp_path / "lake").version("recommendations") == version + 1
     assert summary["train"]["champion_model"] == "ease"
+
+    # nothing changed since: the published night is kept, nothing is ranked again
+    again = nightly(source=source, options=options)
+    assert calls["recommend"] == before["recommend"] + 1
+    assert again["publish"]["reused"] and again["publish"]["version"] == version + 1

@@ -45,7 +45,8 @@ class EASE(Recommender):
         return []
 
     def score(self, histories: UserHistories) -> torch.Tensor:
-        return histories.dense() @ self.weights  # (B, I) @ (I, I)
+        # sparse (B, I) history rows @ dense (I, I): nnz * I work instead of B * I * I
+        return torch.from_numpy(histories.csr() @ self.weights.numpy())  # (B, I)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)

@@ -6,7 +6,15 @@ tasks in `tasks/` wrap these functions and pass nothing bigger than paths and re
 
 from recsys_core.pipeline.encode import EncodeReport, encode_items
 from recsys_core.pipeline.ingest import IngestReport, ingest
-from recsys_core.pipeline.recommend import PublishReport, recommend
+from recsys_core.pipeline.recommend import (
+    PublishReport,
+    RecommendPlan,
+    ShardResult,
+    plan_recommend,
+    publish,
+    rank_shard,
+    recommend,
+)
 from recsys_core.pipeline.train import CandidateResult, TrainReport, train
 
 __all__ = [
@@ -14,9 +22,14 @@ __all__ = [
     "EncodeReport",
     "IngestReport",
     "PublishReport",
+    "RecommendPlan",
+    "ShardResult",
     "TrainReport",
     "encode_items",
     "ingest",
+    "plan_recommend",
+    "publish",
+    "rank_shard",
     "recommend",
     "train",
 ]

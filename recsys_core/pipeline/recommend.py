@@ -1,21 +1,92 @@
-"""Recommend: champion model -> top-K for every user -> one atomic commit of `recommendations`."""
+"""Recommend: champion model -> top-K for every user -> one atomic commit of `recommendations`.
+
+The users (sorted by id) are cut into shards, contiguous ranges that can be ranked on
+different workers. Each shard is ranked and written as a data file inside the table's folder,
+sorted by user id with row groups that never split a user; readers do not see it yet. The
+publish step then commits every shard's file at once: the previous night is replaced in one
+commit whose metadata records the run, the model, the row count and the user coverage. Files
+replaced longer ago than the retention period are vacuumed afterwards; until then any earlier
+night can be restored (`Lake.rollback`).
+
+`recommend` runs the three steps in one process; `flows.stages.recommend_flow` maps the shards
+over the flow's task runner.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from recsys_core import schemas
-from recsys_core.data.interactions import Interactions
+from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.data.vocab import Vocabulary
-from recsys_core.ranking import top_k
+from recsys_core.errors import InputError
+from recsys_core.ranking import (
+    QueryBlend,
+    Shard,
+    encode_queries,
+    load_query_encoder,
+    plan_shards,
+    top_k,
+)
+from recsys_core.registry.artifacts import ModelBundle, load_bundle
 from recsys_core.registry.tracking import CHAMPION, Tracker
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
+from recsys_core.storage.lake import DataFile
+
+TABLE = "recommendations"
+
+
+@dataclass(frozen=True)
+class RecommendPlan:
+    """What every shard of one run shares; small, so tasks can pass it around.
+
+    Attributes:
+        run_id: The pipeline run (recorded in the commit).
+        token: Unique id of this run's staged files.
+        model: Registered model label (`name/version`) of the champion.
+        model_version: Its registered version, loaded by every shard.
+        events_version: Version of the `events` table every shard reads its histories from.
+        users: Users to rank.
+        k: Recommendations per user.
+        shards: User ranges.
+        generated_at: Timestamp written into every row.
+        unavailable_items: File of item ids never to recommend, or None.
+        inputs: Fingerprint of the inputs the caller ranked from, kept in the commit so a
+            repeated run can tell the night was already published.
+    """
+
+    run_id: str
+    token: str
+    model: str
+    model_version: str
+    events_version: int
+    users: int
+    k: int
+    shards: list[Shard]
+    generated_at: datetime
+    unavailable_items: str | None = None
+    inputs: str = ""
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """One ranked shard: its staged file and counts for the run's report."""
+
+    shard: int
+    file: DataFile
+    users: int  # users with at least one recommendation
+    users_with_k: int
+    catalog_items: int  # items the model knows
+    items: list[int] = field(default_factory=list)  # distinct recommended item indexes
 
 
 @dataclass
@@ -24,69 +95,361 @@ class PublishReport:
     users: int = 0
     rows: int = 0
     users_with_k: int = 0
+    user_coverage: float = 0.0
     catalog_coverage: float = 0.0
+    shards: int = 0
+    unavailable_items: int = 0
     version: int | None = None
+    vacuumed_files: int = 0
     seconds: float = 0.0
+    example_user: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+# -- the three steps ------------------------------------------------------------------------
+def plan_recommend(
+    lake: Lake,
+    settings: Settings,
+    *,
+    run_id: str = "",
+    shard_users: int | None = None,
+    inputs: str = "",
+) -> RecommendPlan:
+    """Resolve the champion, the events snapshot and the shards; checks input up front.
+
+    Args:
+        lake: The data directory.
+        settings: Run settings (k, unavailable items file, shard size).
+        run_id: The pipeline run, recorded in the commit.
+        shard_users: Users per shard (default: `settings.shard_users`).
+        inputs: Fingerprint of the inputs, recorded in the commit.
+
+    Raises:
+        InputError: No champion, no events, or a bad unavailable-items file.
+    """
+    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    champion = tracker.get(CHAMPION)
+    if champion is None:
+        raise InputError(
+            f"no {CHAMPION} version of model {settings.registered_model!r} "
+            "(run `recsys train` first)"
+        )
+    if settings.unavailable_items is not None:
+        read_item_ids(settings.unavailable_items)  # fail now, before any shard runs
+    events_version = lake.version("events")
+    if events_version is None:
+        raise InputError(f"table events not found under {lake.root} (run `recsys ingest` first)")
+    users = lake.scan("events", version=events_version).select(
+        pl.col("user_id").n_unique()
+    ).collect().item()  # fmt: skip
+    if not users:
+        raise InputError(f"table events under {lake.root} is empty: no users to recommend for")
+    return RecommendPlan(
+        run_id=run_id,
+        token=uuid.uuid4().hex[:12],
+        model=champion.label,
+        model_version=champion.version,
+        events_version=events_version,
+        users=users,
+        k=settings.k,
+        shards=plan_shards(users, shard_users or settings.shard_users),
+        generated_at=datetime.now(UTC),
+        unavailable_items=str(settings.unavailable_items) if settings.unavailable_items else None,
+        inputs=inputs,
+    )
+
+
+def rank_shard(
+    lake: Lake, settings: Settings, plan: RecommendPlan, shard: Shard, *, progress: bool = False
+) -> ShardResult:
+    """Rank one shard's users and stage their rows as a data file (not yet visible).
+
+    Args:
+        lake: The data directory.
+        settings: Run settings (memory budget for scoring).
+        plan: The run's plan.
+        shard: Which users.
+        progress: Show a progress bar.
+    """
+    context = _shard_context(
+        str(lake.root), settings.experiment, settings.registered_model, plan.model_version,
+        plan.events_version, plan.unavailable_items,
+    )  # fmt: skip
+    histories = context.histories.slice(shard.start, shard.stop)
+    ranked = top_k(
+        context.bundle.model, histories, plan.k, exclude_items=context.unavailable,
+        explain=True, memory_mb=settings.score_memory_mb, progress=progress,
+    )  # fmt: skip
+    rows, ranks = np.nonzero(ranked.items >= 0)  # row-major: by user, then rank
+    items = context.bundle.items
+    table = pl.DataFrame(
+        {
+            "user_id": context.users.ids.gather(pl.Series(rows + shard.start)),
+            "rank": (ranks + 1).astype(np.int32),
+            "item_id": items.lookup(ranked.items[rows, ranks]),
+            "score": ranked.scores[rows, ranks].astype(np.float32),
+            "reason_item_id": items.lookup(ranked.reasons[rows, ranks]),
+        }
+    ).with_columns(
+        model=pl.lit(plan.model),
+        generated_at=pl.lit(plan.generated_at).cast(schemas.UTC_TIME),
+    )
+    staged = lake.write_file(
+        TABLE, table, name=f"run-{plan.token}-shard-{shard.index:05d}", group_by="user_id"
+    )
+    per_user = np.bincount(rows, minlength=len(histories))
+    return ShardResult(
+        shard=shard.index,
+        file=staged,
+        users=int((per_user > 0).sum()),
+        users_with_k=int((per_user == plan.k).sum()),
+        catalog_items=len(items),
+        items=np.unique(ranked.items[ranked.items >= 0]).tolist(),
+    )
+
+
+def publish(
+    lake: Lake, settings: Settings, plan: RecommendPlan, results: list[ShardResult]
+) -> PublishReport:
+    """Commit every shard's file in one commit that replaces the table, then vacuum.
+
+    Args:
+        lake: The data directory.
+        settings: Run settings (retention period).
+        plan: The run's plan.
+        results: One result per shard of the plan, in any order.
+
+    Raises:
+        RuntimeError: A shard is missing; nothing is published then.
+    """
+    by_shard = {r.shard: r for r in results}
+    missing = [s.index for s in plan.shards if s.index not in by_shard]
+    if missing:
+        raise RuntimeError(f"shards {missing} were not ranked; nothing was published")
+    ordered = [by_shard[s.index] for s in plan.shards]
+    n_items = ordered[0].catalog_items if ordered else 0
+    report = PublishReport(model=plan.model, shards=len(ordered))
+    report.users = sum(r.users for r in ordered)
+    report.rows = sum(r.file.rows for r in ordered)
+    report.users_with_k = sum(r.users_with_k for r in ordered)
+    report.user_coverage = round(report.users / max(plan.users, 1), 4)
+    distinct = set().union(*(r.items for r in ordered))
+    report.catalog_coverage = round(len(distinct) / max(n_items, 1), 4)
+    report.version = lake.commit_files(
+        TABLE,
+        [r.file for r in ordered],
+        metadata={
+            "run_id": plan.run_id, "stage": "recommend", "model": plan.model,
+            "rows": report.rows, "users": report.users, "k": plan.k,
+            "user_coverage": report.user_coverage, "shards": len(ordered),
+            "generated_at": plan.generated_at.isoformat(),
+            **({"inputs": plan.inputs} if plan.inputs else {}),
+        },
+    )  # fmt: skip
+    report.vacuumed_files = len(lake.vacuum(TABLE, retention_days=settings.retention_days))
+    first = lake.scan(TABLE, version=report.version).select("user_id").head(1).collect()
+    report.example_user = first["user_id"][0] if first.height else None
+    if plan.unavailable_items:
+        report.unavailable_items = len(read_item_ids(plan.unavailable_items))
+    report.seconds = round((datetime.now(UTC) - plan.generated_at).total_seconds(), 3)
+    return report
+
+
 def recommend(
     lake: Lake, settings: Settings, *, run_id: str = "", progress: bool = False
 ) -> PublishReport:
-    """Score every user with the champion and replace the recommendations table in one commit."""
-    start = time.perf_counter()
-    tracker = Tracker(lake, settings.experiment, settings.registered_model)
-    try:
-        bundle, version = tracker.load(CHAMPION)
-    except LookupError as exc:
-        from recsys_core.errors import InputError
+    """Score every user with the champion and replace the recommendations table in one commit.
 
-        raise InputError(str(exc)) from None
-    events = lake.read("events", ["user_id", "item_id", "timestamp", "value"])
-    users = Vocabulary.from_values(events["user_id"])
-    # tonight's histories, in the model's item index space (items it never saw are dropped)
-    data = Interactions.from_events(events, users=users, items=bundle.items)
-    histories = data.histories()
-    model_users = bundle.users.index(users.ids)
-    histories = type(histories)(
-        user_index=model_users, indptr=histories.indptr, items=histories.items,
-        timestamps=histories.timestamps, n_items=histories.n_items,
+    Args:
+        lake: The data directory.
+        settings: Run settings.
+        run_id: The pipeline run, recorded in the commit.
+        progress: Show progress bars.
+    """
+    plan = plan_recommend(lake, settings, run_id=run_id)
+    results = [rank_shard(lake, settings, plan, s, progress=progress) for s in plan.shards]
+    return publish(lake, settings, plan, results)
+
+
+# -- query-aware recommendations, computed live ------------------------------------------------
+def recommend_for_query(
+    lake: Lake,
+    settings: Settings,
+    user_id: str,
+    query: str,
+    *,
+    k: int = 20,
+    weight: float | None = None,
+) -> pl.DataFrame:
+    """Top `k` for one user, ranked by a blend of `query` relevance and the champion's score.
+
+    The query is encoded by the encoder that embedded the champion's items (recorded in its
+    bundle, with the item vectors); the user's seen items (from the `events` table) are
+    excluded. A user without events is ranked by the query and the model's scores for an
+    empty history.
+
+    Args:
+        lake: The data directory.
+        settings: Run settings (query weight, unavailable items, device).
+        user_id: External user id.
+        query: Free text, e.g. "space adventure".
+        k: How many items.
+        weight: Share of query relevance in the blend (default `settings.query_weight`).
+
+    Returns:
+        Rows in the `recommendations` schema, best first.
+    """
+    if not query.strip():
+        raise InputError("the query is empty")
+    bundle, version = Tracker(lake, settings.experiment, settings.registered_model).load(CHAMPION)
+    if bundle.item_embeddings is None:
+        raise InputError(
+            f"champion {version.label} carries no item embeddings, so it cannot rank by a "
+            "query (run `recsys encode`, then `recsys train`)"
+        )
+    encoder = load_query_encoder(bundle.metadata, device=settings.device)
+    events = (
+        lake.scan("events")
+        .filter(pl.col("user_id") == user_id)
+        .select("user_id", "item_id", "timestamp", "value")
+        .collect()
+    )
+    histories = _histories_of(events, [user_id], bundle)
+    blend = QueryBlend(
+        encode_queries(encoder, [query]), bundle.item_embeddings,
+        settings.query_weight if weight is None else weight,
     )  # fmt: skip
+    unavailable = _unavailable_mask(settings.unavailable_items, bundle.items)
     ranked = top_k(
-        bundle.model, histories, settings.k, explain=True,
-        memory_mb=settings.score_memory_mb, progress=progress,
+        bundle.model, histories, k, exclude_items=unavailable, explain=True, query=blend,
+        memory_mb=settings.score_memory_mb,
     )  # fmt: skip
-    rows, ranks = np.nonzero(ranked.items >= 0)
-    table = pl.DataFrame(
+    keep = ranked.items[0] >= 0
+    return pl.DataFrame(
         {
-            "user_id": users.ids.gather(pl.Series(rows)),
-            "rank": (ranks + 1).astype(np.int32),
-            "item_id": bundle.items.lookup(ranked.items[rows, ranks]),
-            "score": ranked.scores[rows, ranks].astype(np.float32),
-            "reason_item_id": bundle.items.lookup(ranked.reasons[rows, ranks]),
+            "user_id": [user_id] * int(keep.sum()),
+            "rank": np.arange(1, int(keep.sum()) + 1, dtype=np.int32),
+            "item_id": bundle.items.lookup(ranked.items[0][keep]),
+            "score": ranked.scores[0][keep].astype(np.float32),
+            "reason_item_id": bundle.items.lookup(ranked.reasons[0][keep]),
         }
     ).with_columns(
         model=pl.lit(version.label),
         generated_at=pl.lit(datetime.now(UTC)).cast(schemas.UTC_TIME),
     )
-    table = table.sort(["user_id", "rank"])
-    per_user = table.group_by("user_id").len()
-    report = PublishReport(model=version.label)
-    report.users = per_user.height
-    report.rows = table.height
-    report.users_with_k = per_user.filter(pl.col("len") == settings.k).height
-    report.catalog_coverage = round(table["item_id"].n_unique() / max(len(bundle.items), 1), 4)
-    report.version = lake.write(
-        "recommendations",
-        table,
-        mode="overwrite",
-        metadata={
-            "run_id": run_id, "stage": "recommend", "model": version.label,
-            "rows": report.rows, "users": report.users, "k": settings.k,
-            "user_coverage": round(report.users / max(users.__len__(), 1), 4),
-        },
-    )  # fmt: skip
-    report.seconds = round(time.perf_counter() - start, 3)
-    return report
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def read_item_ids(path: str | Path) -> list[str]:
+    """Item ids listed in a file: CSV, TSV, JSONL or Parquet with an `item_id` column, or a
+    text file with one id per line.
+
+    Args:
+        path: The file.
+
+    Raises:
+        InputError: The file is missing, unreadable or has no `item_id` column.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    name = path.name.lower()
+    try:
+        if name.endswith(".txt"):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            return sorted({line.strip() for line in lines if line.strip()})
+        if name.endswith((".csv", ".tsv")):
+            frame = pl.read_csv(
+                path, separator="\t" if name.endswith(".tsv") else ",", infer_schema=False
+            )
+        elif name.endswith((".jsonl", ".ndjson")):
+            frame = pl.read_ndjson(path)
+        elif name.endswith(".parquet"):
+            frame = pl.read_parquet(path)
+        else:
+            raise InputError(f"{path}: unsupported file type (use .txt, .csv, .tsv, .jsonl or "
+                             ".parquet)")  # fmt: skip
+    except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot be read: {first}") from None
+    if "item_id" not in frame.columns:
+        raise InputError(
+            f"{path}: missing required column 'item_id' "
+            f"(found: {', '.join(frame.columns) or 'no columns'})"
+        )
+    return frame["item_id"].cast(pl.String).drop_nulls().unique().sort().to_list()
+
+
+@dataclass(frozen=True)
+class _ShardContext:
+    bundle: ModelBundle
+    users: Vocabulary  # sorted user ids of the events snapshot: shard ranges index into it
+    histories: UserHistories
+    unavailable: np.ndarray | None
+
+
+@lru_cache(maxsize=1)
+def _shard_context(
+    root: str,
+    experiment: str,
+    registered_model: str,
+    model_version: str,
+    events_version: int,
+    unavailable_items: str | None,
+) -> _ShardContext:
+    """Model and histories shared by every shard of a run, loaded once per process."""
+    lake = Lake(Path(root))
+    bundle = _load_version(Tracker(lake, experiment, registered_model), model_version)
+    events = lake.read(
+        "events", ["user_id", "item_id", "timestamp", "value"], version=events_version
+    )
+    users = Vocabulary.from_values(events["user_id"])
+    return _ShardContext(
+        bundle=bundle,
+        users=users,
+        histories=_histories_of(events, users.ids.to_list(), bundle, users=users),
+        unavailable=_unavailable_mask(unavailable_items, bundle.items),
+    )
+
+
+def _histories_of(
+    events: pl.DataFrame,
+    user_ids: list[str],
+    bundle: ModelBundle,
+    users: Vocabulary | None = None,
+) -> UserHistories:
+    """Histories of `user_ids` (in order) in the model's item index space.
+
+    Items the model never saw are dropped; `user_index` is the user's index in the model
+    (-1 for users who arrived after training).
+    """
+    users = users or Vocabulary(pl.Series(user_ids, dtype=pl.String))
+    data = Interactions.from_events(events, users=users, items=bundle.items)
+    histories = data.histories(users.index(user_ids))
+    return UserHistories(
+        user_index=bundle.users.index(user_ids),
+        indptr=histories.indptr,
+        items=histories.items,
+        timestamps=histories.timestamps,
+        n_items=histories.n_items,
+    )
+
+
+def _unavailable_mask(path: str | Path | None, items: Vocabulary) -> np.ndarray | None:
+    if path is None:
+        return None
+    index = items.index(read_item_ids(path))
+    mask = np.zeros(len(items), dtype=bool)
+    mask[index[index >= 0]] = True  # ids outside the catalog cannot be recommended anyway
+    return mask
+
+
+def _load_version(tracker: Tracker, version: str) -> ModelBundle:
+    """The bundle of one registered version (not an alias, which may move during a run)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = tracker.mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{tracker.registered_model}/{version}", dst_path=tmp
+        )
+        return load_bundle(Path(local) / "artifacts" / "bundle")

@@ -192,8 +192,16 @@ def _gate(results, champion, metric: str, min_improvement: float):
 def _refit_and_register(tracker, result, full, options, settings, alias, extra):
     model = create(result.model, result.params)
     model.fit(full, options)
+    # the item vectors and their encoder travel with the model, so it can rank by a query
+    encoder = {} if full.item_embeddings is None else {
+        "encoder": encoder_id(settings), "encoder_source": settings.encoder,
+        "encoder_max_length": settings.encoder_max_length,
+    }  # fmt: skip
     bundle = ModelBundle.from_fit(
-        model, full.interactions, {"validation": result.metrics, "alias": alias, **extra}
+        model,
+        full.interactions,
+        {"validation": result.metrics, "alias": alias, **extra, **encoder},
+        item_embeddings=full.item_embeddings,
     )
     return tracker.register(
         bundle,

@@ -1,13 +1,27 @@
-"""Rank items for many users with any model.
+"""Rank items for many users with any model: the one top-K.
 
-Users are scored in chunks whose (users x items) score matrix fits a memory budget; each
-chunk drops the user's seen items and any excluded items, then keeps the top K. Ties are
-broken by the lower item index, so the same scores always give the same ranking.
+Users are scored in chunks whose (users x items) score matrix fits a memory budget. How a
+chunk is scored depends on what the model offers:
+
+- factor and embedding models (`factors()` returns user and item vectors): one matrix product
+  into a reused buffer, so the ranker runs close to the speed of a bare `torch.matmul`;
+- every other model (EASE and item-KNN with their sparse-dense products, sequential models
+  with batched forward passes): `score()` on the chunk.
+
+Each chunk then drops the user's seen items and any excluded items (e.g. unavailable ones;
+they are removed from the item matrix up front where the model allows it), optionally blends
+in a query, and keeps the top K. Ties always go to the lower item index, so the same scores
+give the same ranking however the users are chunked or sharded.
+
+A shard is a contiguous range of users (`plan_shards`); a flow can rank shards on different
+workers and publish them together in one commit.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +29,12 @@ from tqdm.auto import tqdm
 
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Recommender, padded_history
+
+if TYPE_CHECKING:
+    from recsys_core.ranking.query import QueryBlend
+
+# Integer sort keys put the item index in the low 32 bits; lower index = larger key.
+_MAX_INDEX = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -24,7 +44,7 @@ class TopK:
     Attributes:
         rows: (B,) position of each user in the input histories.
         items: (B, K) item indexes, best first.
-        scores: (B, K) float32 model scores.
+        scores: (B, K) float32 scores (the model's, or the query blend when one is given).
         reasons: (B, K) history item that most supports each item, or -1.
     """
 
@@ -34,10 +54,50 @@ class TopK:
     reasons: np.ndarray
 
 
-def chunk_size(n_items: int, memory_mb: int) -> int:
-    """Users per chunk so that a few (users x items) float32 matrices fit `memory_mb`."""
-    per_user = max(n_items, 1) * 4 * 3  # scores, a mask and the model's own intermediate
-    return max(1, (memory_mb << 20) // per_user)
+@dataclass(frozen=True)
+class Shard:
+    """A contiguous range of users, ranked as one unit of work.
+
+    Attributes:
+        index: Position of the shard in the plan (0-based).
+        start: First user row (inclusive).
+        stop: Last user row (exclusive).
+    """
+
+    index: int
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def plan_shards(n_users: int, shard_users: int) -> list[Shard]:
+    """Cut `n_users` rows into ranges of at most `shard_users` users.
+
+    Args:
+        n_users: Users to rank.
+        shard_users: Users per shard (>= 1).
+    """
+    if shard_users < 1:
+        raise ValueError(f"shard_users must be >= 1, got {shard_users}")
+    starts = range(0, n_users, shard_users)
+    return [Shard(i, s, min(s + shard_users, n_users)) for i, s in enumerate(starts)]
+
+
+def chunk_size(n_items: int, memory_mb: int, *, matrices: int = 3) -> int:
+    """Users per chunk so that `matrices` (users x items) float32 matrices fit `memory_mb`.
+
+    Factor models need one (the score buffer); other models get room for their own
+    intermediates. A tenth of the budget is left for the top-k pre-filter's small matrices.
+
+    Args:
+        n_items: Columns of the score matrix.
+        memory_mb: Budget.
+        matrices: (users x items) matrices alive at once.
+    """
+    per_user = max(n_items, 1) * 4 * matrices
+    return max(1, int((memory_mb << 20) * 0.9) // per_user)
 
 
 def top_k(
@@ -50,6 +110,7 @@ def top_k(
     explain: bool = False,
     memory_mb: int = 512,
     progress: bool = False,
+    query: QueryBlend | None = None,
 ) -> TopK:
     """Top `k` items per user.
 
@@ -62,77 +123,273 @@ def top_k(
         explain: Also find the history item that supports each recommendation most.
         memory_mb: Budget for one chunk's score matrix.
         progress: Show a progress bar over users.
+        query: Rank by a blend of query relevance and the model score (one query vector
+            per user row; see `recsys_core.ranking.query`).
     """
-    n_items = histories.n_items
-    k_eff = min(k, n_items)
-    step = chunk_size(n_items, memory_mb)
-    blocked = torch.from_numpy(exclude_items) if exclude_items is not None else None
-    items = np.full((len(histories), k), -1, dtype=np.int64)
-    scores = np.full((len(histories), k), -np.inf, dtype=np.float32)
-    reasons = np.full((len(histories), k), -1, dtype=np.int64)
-    bar = tqdm(total=len(histories), unit="users", desc="rank", disable=not progress)
+    n_users = len(histories)
+    items = np.full((n_users, k), -1, dtype=np.int64)
+    scores = np.full((n_users, k), -np.inf, dtype=np.float32)
+    reasons = np.full((n_users, k), -1, dtype=np.int64)
+    scorer = _ChunkScorer(model, histories.n_items, exclude_items, query, k)
+    k_eff = min(k, scorer.n_columns)
+    if n_users == 0 or k_eff == 0:
+        return TopK(np.arange(n_users), items, scores, reasons)
+    with torch.inference_mode():  # factor models need only the one score buffer per chunk
+        factors = model.factors(histories.slice(0, 1)) is not None
+    step = chunk_size(scorer.padded, memory_mb, matrices=1 if factors else 3)
+    bar = tqdm(total=n_users, unit="users", desc="rank", disable=not progress)
     with bar, torch.inference_mode():
-        for start in range(0, len(histories), step):
-            chunk = histories.slice(start, min(start + step, len(histories)))
-            raw = model.score(chunk).float()  # (B, I)
-            ranked = raw.clone()
-            if exclude_seen and len(chunk.items):
-                rows = torch.from_numpy(np.repeat(np.arange(len(chunk)), chunk.lengths()))
-                ranked[rows, torch.from_numpy(chunk.items)] = -torch.inf
-            if blocked is not None:
-                ranked[:, blocked] = -torch.inf
-            ranked[torch.isnan(ranked)] = -torch.inf
-            top_scores, top_items = topk_deterministic(ranked, k_eff)  # (B, K)
-            valid = torch.isfinite(top_scores)
-            top_items = torch.where(valid, top_items, -1)
-            stop = start + len(chunk)
-            items[start:stop, :k_eff] = top_items.numpy()
-            gathered = raw.gather(1, top_items.clamp_min(0))
-            scores[start:stop, :k_eff] = torch.where(valid, gathered, -torch.inf).numpy()
+        for start in range(0, n_users, step):
+            stop = min(start + step, n_users)
+            chunk = histories.slice(start, stop)
+            ranked = scorer.score(chunk, start)  # (B, P), ours to modify
+            scorer.drop(ranked, chunk if exclude_seen else None)
+            top_scores, top_items = scorer.top(ranked, k_eff)  # (B, K)
+            items[start:stop, :k_eff] = top_items
+            scores[start:stop, :k_eff] = top_scores
             if explain:
-                reasons[start:stop, :k_eff] = _reasons(model, chunk, top_items).numpy()
-            bar.update(len(chunk))
-    return TopK(np.arange(len(histories)), items, scores, reasons)
+                reasons[start:stop, :k_eff] = _reasons(
+                    model, chunk, torch.from_numpy(top_items), scorer.item_vectors
+                ).numpy()
+            bar.update(stop - start)
+    return TopK(np.arange(n_users), items, scores, reasons)
+
+
+class _ChunkScorer:
+    """Scores a chunk of users into a reused (B, P) buffer over the candidate columns.
+
+    Candidates are the items not excluded: excluded items are left out of the item matrix
+    (factor models) or gathered away (other models), so they cost nothing later and are never
+    returned. P pads the candidates to whole blocks of the top-k pre-filter with -inf.
+    """
+
+    def __init__(
+        self,
+        model: Recommender,
+        n_items: int,
+        exclude_items: np.ndarray | None,
+        query: QueryBlend | None,
+        k: int,
+    ):
+        self.model = model
+        self.query = query
+        if exclude_items is not None and exclude_items.any():
+            if len(exclude_items) != n_items:
+                raise ValueError(f"exclude_items has {len(exclude_items)} entries, not {n_items}")
+            self.columns: torch.Tensor | None = torch.from_numpy(np.flatnonzero(~exclude_items))
+            self.column_of: torch.Tensor | None = torch.full((n_items,), -1, dtype=torch.int64)
+            self.column_of[self.columns] = torch.arange(len(self.columns))
+            self.n_columns = len(self.columns)
+        else:
+            self.columns, self.column_of, self.n_columns = None, None, n_items
+        self.width = _block_width(self.n_columns, min(k, self.n_columns))
+        # whole blocks: the pre-filter views each row as (blocks, width)
+        width = self.width or 1
+        self.padded = -(-self.n_columns // width) * width
+        self.item_vectors: torch.Tensor | None = None  # (I, D) when the model has factors
+        self._candidate_vectors: torch.Tensor | None = None  # (P, D), zero padding rows
+        self._buffer: torch.Tensor | None = None
+
+    def score(self, chunk: UserHistories, offset: int) -> torch.Tensor:
+        """(B, P) float32 scores of the chunk's users (rows `offset`.. of the ranking)."""
+        out = self._output(len(chunk))
+        pair = self.model.factors(chunk)
+        if pair is not None:
+            users, item_vectors = pair  # (B, D), (I, D)
+            self._prepare_vectors(item_vectors)
+            torch.matmul(users.float(), self._candidate_vectors.T, out=out)  # (B, D) @ (D, P)
+        else:
+            raw = self.model.score(chunk).float()  # (B, I)
+            out[:, : self.n_columns] = raw[:, self.columns] if self.columns is not None else raw
+        if self.query is not None:
+            self.query.blend(out[:, : self.n_columns], offset, self.columns)
+        return out
+
+    def _output(self, rows: int) -> torch.Tensor:
+        if self._buffer is None or self._buffer.shape[0] < rows:
+            self._buffer = torch.empty(rows, self.padded)
+        return self._buffer[:rows]  # a contiguous prefix: reused, never re-allocated
+
+    def _prepare_vectors(self, item_vectors: torch.Tensor) -> None:
+        known = self.item_vectors
+        # once per model, not per chunk; we hold the old tensor, so its memory is not reused
+        if known is not None and (known.data_ptr(), known.shape, known.stride()) == (
+            item_vectors.data_ptr(), item_vectors.shape, item_vectors.stride()
+        ):  # fmt: skip
+            return
+        self.item_vectors = item_vectors
+        vectors = item_vectors.float()
+        if self.columns is not None:
+            vectors = vectors.index_select(0, self.columns)
+        padded = torch.zeros(self.padded, vectors.shape[1])
+        padded[: self.n_columns] = vectors
+        self._candidate_vectors = padded  # (P, D)
+
+    def drop(self, scores: torch.Tensor, seen: UserHistories | None) -> None:
+        """Set the padding columns and each user's history items (when given) to -inf.
+
+        One `index_fill_` for both: on a busy machine every extra torch call can wait for a
+        thread.
+        """
+        rows, width = scores.shape
+        padding = np.arange(self.n_columns, width)
+        flat = [(np.arange(rows)[:, None] * width + padding).ravel()] if len(padding) else []
+        if seen is not None and len(seen.items):
+            user = np.repeat(np.arange(rows), seen.lengths())
+            columns = seen.items
+            if self.column_of is not None:
+                columns = self.column_of.numpy()[columns]
+                keep = columns >= 0  # seen items that are excluded anyway have no column
+                user, columns = user[keep], columns[keep]
+            flat.append(user * width + columns)
+        if flat:
+            scores.view(-1).index_fill_(0, torch.from_numpy(np.concatenate(flat)), -torch.inf)
+
+    def top(self, scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) best values and item indexes (-1 where no candidate is left)."""
+        if self.width is None:
+            values, columns = _exact_topk(scores, k)
+        else:
+            values, columns = _blocked_topk(scores, k, self.width)
+        columns = np.minimum(columns, self.n_columns - 1)  # padding slots are invalid anyway
+        items = self.columns.numpy()[columns] if self.columns is not None else columns
+        valid = np.isfinite(values)
+        return np.where(valid, values, -np.inf), np.where(valid, items, -1)
 
 
 def topk_deterministic(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`torch.topk` whose ties always go to the lower item index.
-
-    The plain top-k is exact except where items tied with the k-th score were left out or
-    come in arbitrary order; only rows with such a boundary tie are redone with integer keys
-    (score bits, then reversed index), so the common case costs one extra comparison pass.
+    """Exact top-k per row; ties go to the lower index, NaN counts as -inf.
 
     Args:
         scores: (B, I) float32 scores; -inf marks items that must not be returned.
         k: Items to keep per row (<= I).
+
+    Returns:
+        (B, k) values and (B, k) column indexes, best first.
     """
-    values, indexes = torch.topk(scores, k, dim=1)  # (B, K)
-    kth = values[:, -1:]
-    tied_total = (scores == kth).sum(1)
-    tied_kept = (values == kth).sum(1)
-    redo = ((tied_total > tied_kept) & torch.isfinite(kth.squeeze(1))).nonzero().squeeze(1)
-    if len(redo):
-        sub = scores[redo] + 0.0  # -0.0 becomes 0.0, so equal floats get equal keys
+    rows, n = scores.shape
+    k = min(k, n)
+    width = _block_width(n, k)
+    if width is None:
+        values, index = _exact_topk(scores, k)
+    else:
+        padded = torch.full((rows, -(-n // width) * width), -torch.inf)
+        padded[:, :n] = scores
+        values, index = _blocked_topk(padded, k, width)
+    return torch.from_numpy(values), torch.from_numpy(np.minimum(index, n - 1))
+
+
+def _block_width(n: int, k: int) -> int | None:
+    """Block width of the pre-filter, or None when rows are too short for it to pay.
+
+    torch.topk on CPU selects with a heap when the row holds at least 64 (k + 1) items and
+    with nth_element otherwise, which is several times slower per item; so blocks are made
+    narrow enough that the search over block maxima takes the heap path, and the k * width
+    candidates stay few.
+    """
+    if k < 1 or n < 1:
+        return None
+    width = max(8, 1 << max(0, int(math.log2(max(n // (64 * (k + 1)), 1)))))
+    return width if n >= 8 * k * width else None
+
+
+# Below, everything of size (B, k) is done in numpy: a torch op that small still starts a
+# parallel region, and on a busy machine each one can wait milliseconds for a thread.
+
+
+def _blocked_topk(scores: torch.Tensor, k: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of rows whose length is a multiple of `width`, pre-filtered by blocks.
+
+    The row is cut into blocks of `width`; the k blocks with the largest maxima hold every item
+    that can be in the top k (each holds an item at least as large as the k-th block maximum,
+    so anything outside them is no larger). Only those k * width items are searched, which
+    costs one reading pass over the row instead of a full selection. Rows where a left-out
+    block ties with the k-th block maximum, or that hold NaN, are searched in full.
+
+    Returns:
+        (B, k) values and column indexes, best first.
+    """
+    rows, n = scores.shape
+    blocks_view = scores.view(rows, n // width, width)
+    maxima = blocks_view.amax(-1)  # (B, n / width)
+    if maxima.shape[1] <= k:
+        return _exact_topk(scores, k)
+    block_max, blocks = (t.numpy() for t in torch.topk(maxima, k + 1, dim=1))  # (B, k + 1)
+    redo = (block_max[:, k - 1] == block_max[:, k]) | np.isnan(block_max).any(1)
+    # kept blocks in index order, so a candidate's position orders like its item index
+    kept = np.sort(blocks[:, :k], axis=1)  # (B, k)
+    candidates = blocks_view[torch.arange(rows).unsqueeze(1), torch.from_numpy(kept)]
+    values, position = _exact_topk(candidates.view(rows, k * width), k)  # (B, k, width) flat
+    index = np.take_along_axis(kept, position // width, 1) * width + position % width
+    if redo.any():
+        again = np.flatnonzero(redo)
+        values[again], index[again] = _exact_topk(scores[torch.from_numpy(again)], k)
+    return values, index
+
+
+def _exact_topk(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each row with exact tie-breaking (lower position first).
+
+    `torch.topk` is exact except when items tied with the k-th value were left out; so take
+    k + 1 and redo only rows whose k-th and (k + 1)-th values tie, with integer keys (score
+    bits, then reversed position).
+
+    Args:
+        scores: (B, N) float32.
+        k: Items to keep (<= N).
+
+    Returns:
+        (B, k) values and positions, best first.
+    """
+    n = scores.shape[1]
+    values, pos = (t.numpy() for t in torch.topk(scores, min(k + 1, n), dim=1))  # (B, k + 1)
+    nan_rows = np.isnan(values[:, 0])  # NaN sorts above everything in torch.topk
+    if nan_rows.any():
+        again = torch.from_numpy(np.flatnonzero(nan_rows))
+        scores = scores.clone()
+        scores[again] = scores[again].nan_to_num(
+            nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf
+        )
+        redone = torch.topk(scores[again], min(k + 1, n), dim=1)
+        values[again.numpy()], pos[again.numpy()] = redone[0].numpy(), redone[1].numpy()
+    tied = np.zeros(len(values), dtype=bool)
+    if k < n:
+        tied = (values[:, k - 1] == values[:, k]) & np.isfinite(values[:, k - 1])
+    values, pos = values[:, :k].copy(), pos[:, :k].copy()
+    if tied.any():
+        again = np.flatnonzero(tied)
+        sub = scores[torch.from_numpy(again)] + 0.0  # -0.0 becomes 0.0: equal floats, equal keys
         bits = sub.contiguous().view(torch.int32).long()
-        ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # monotone in the float value
-        reversed_index = (scores.shape[1] - 1) - torch.arange(scores.shape[1])
-        _, exact = torch.topk((ordered << 32) | reversed_index, k, dim=1)
-        indexes[redo] = exact
-        values[redo] = sub.gather(1, exact)
-    # within the kept items: by score descending, then index ascending
-    by_index = indexes.argsort(dim=1)
-    indexes, values = indexes.gather(1, by_index), values.gather(1, by_index)
-    by_score = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return values.gather(1, by_score), indexes.gather(1, by_score)
+        ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)  # monotone in the value
+        keys = (ordered << 32) | (_MAX_INDEX - torch.arange(n))
+        exact = torch.topk(keys, k, dim=1).indices
+        pos[again], values[again] = exact.numpy(), sub.gather(1, exact).numpy()
+    # within the kept items: by value descending, then position ascending
+    order = np.lexsort((pos, -values), axis=1)
+    return np.take_along_axis(values, order, 1), np.take_along_axis(pos, order, 1)
 
 
-def _reasons(model: Recommender, chunk: UserHistories, top_items: torch.Tensor) -> torch.Tensor:
+def _reasons(
+    model: Recommender,
+    chunk: UserHistories,
+    top_items: torch.Tensor,
+    item_vectors: torch.Tensor | None,
+) -> torch.Tensor:
+    """History item that supports each recommendation most, from the model itself.
+
+    The model's own item-to-item weights (`pair_weights`: EASE weights, attention, text
+    similarity) when it has them; for factor models without them, the similarity of the
+    model's item vectors. -1 where nothing in the history supports the item.
+    """
     history = padded_history(chunk)  # (B, L)
     weights = model.pair_weights(history, top_items)  # (B, L, K)
+    if weights is None and item_vectors is not None:
+        hist = item_vectors[history.clamp_min(0)].float()  # (B, L, D)
+        cand = item_vectors[top_items.clamp_min(0)].float()  # (B, K, D)
+        weights = hist @ cand.transpose(1, 2)  # (B, L, K)
     if weights is None:
         return torch.full_like(top_items, -1)
     weights = weights.masked_fill((history < 0).unsqueeze(-1), -torch.inf)
     best_weight, best = weights.max(dim=1)  # (B, K)
     reason = history.gather(1, best)
-    # no reason when nothing in the history supports the item, or the slot is empty
     return torch.where((best_weight > 0) & (top_items >= 0), reason, -1)

@@ -5,6 +5,7 @@ weights.safetensors  the model's state tensors
 users.parquet        user vocabulary (index, id)
 items.parquet        item vocabulary (index, id)
 history.safetensors  each user's distinct items, oldest first (CSR), to score users offline
+item_embeddings.safetensors  (optional) item text vectors, to rank by a query when served
 """
 
 from __future__ import annotations
@@ -35,12 +36,19 @@ class ModelBundle:
     items: Vocabulary
     histories: UserHistories
     metadata: dict[str, Any] = field(default_factory=dict)
+    item_embeddings: torch.Tensor | None = None  # (n_items, D), for query-aware ranking
 
     @classmethod
     def from_fit(
-        cls, model: Recommender, data: Interactions, metadata: dict[str, Any] | None = None
+        cls,
+        model: Recommender,
+        data: Interactions,
+        metadata: dict[str, Any] | None = None,
+        item_embeddings: torch.Tensor | None = None,
     ) -> ModelBundle:
-        return cls(model, data.users, data.items, data.histories(), dict(metadata or {}))
+        return cls(
+            model, data.users, data.items, data.histories(), dict(metadata or {}), item_embeddings
+        )
 
     def histories_for(self, user_ids: list[str]) -> tuple[UserHistories, np.ndarray]:
         """Histories of `user_ids` (in order) and which of them the model knows."""
@@ -95,6 +103,11 @@ def save_bundle(bundle: ModelBundle, folder: Path) -> Path:
         },
         str(folder / "history.safetensors"),
     )
+    if bundle.item_embeddings is not None:
+        save_file(
+            {"embeddings": bundle.item_embeddings.float().contiguous().cpu()},
+            str(folder / "item_embeddings.safetensors"),
+        )
     return folder
 
 
@@ -115,4 +128,6 @@ def load_bundle(folder: Path) -> ModelBundle:
         timestamps=h["timestamps"],
         n_items=len(items),
     )
-    return ModelBundle(model, users, items, histories, config.get("metadata", {}))
+    embeddings_file = folder / "item_embeddings.safetensors"
+    embeddings = load_file(str(embeddings_file))["embeddings"] if embeddings_file.exists() else None
+    return ModelBundle(model, users, items, histories, config.get("metadata", {}), embeddings)

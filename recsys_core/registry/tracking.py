@@ -175,12 +175,13 @@ class Tracker:
 
 
 def _signature():
-    """Input: user ids; param: k; output: one row per (user, rank), as the published table."""
+    """Input: user ids and optional query texts; params: k, query_weight; output: one row per
+    (user, rank), as the published table."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
-        inputs=Schema([ColSpec("string", "user_id")]),
+        inputs=Schema([ColSpec("string", "user_id"), ColSpec("string", "query", required=False)]),
         outputs=Schema(
             [
                 ColSpec("string", "user_id"),
@@ -190,7 +191,7 @@ def _signature():
                 ColSpec("string", "reason_item_id", required=False),
             ]
         ),
-        params=ParamSchema([ParamSpec("k", "long", 20)]),
+        params=ParamSchema([ParamSpec("k", "long", 20), ParamSpec("query_weight", "double", 0.5)]),
     )
 
 

@@ -2,22 +2,63 @@
 
 Every write is one Delta commit, so a reader sees either the previous version of a table or
 the new one, never a half-written table. Commit metadata records which run wrote what.
+
+Publishing a large table happens in two steps: data files are written into the table's folder
+first (`write_file`, by one or many workers; readers do not see files the log does not list),
+then one commit adds them all and removes the previous version's files (`commit_files`).
+Replaced versions stay readable and restorable (`rollback`) until `vacuum` deletes files
+that were replaced longer ago than the retention period.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
+from deltalake import Schema as DeltaSchema
+from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from recsys_core import schemas
 from recsys_core.errors import InputError
 
 WriteMode = Literal["append", "overwrite"]
+
+# Rows per Parquet row group when publishing: small enough that reading one row group for a
+# single-key lookup is quick, large enough that the file footer stays small.
+ROW_GROUP_ROWS = 8_192
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A Parquet file inside a table's folder, written but not yet committed.
+
+    Attributes:
+        path: Path relative to the table folder.
+        size: Bytes on disk.
+        rows: Number of rows.
+        row_groups: Number of Parquet row groups.
+        stats: Delta statistics JSON (row count, per-column min/max/null count), which readers
+            use to skip files.
+        modification_time: Milliseconds since the epoch.
+    """
+
+    path: str
+    size: int
+    rows: int
+    row_groups: int
+    stats: str
+    modification_time: int
 
 
 @dataclass(frozen=True)
@@ -150,6 +191,182 @@ class Lake:
         )
         return DeltaTable(str(self.path(table))).version()
 
+    # -- publish: files first, then one commit ---------------------------------------------
+    def write_file(
+        self,
+        table: str,
+        df: pl.DataFrame,
+        *,
+        name: str = "part",
+        group_by: str | None = None,
+        group_rows: int = ROW_GROUP_ROWS,
+    ) -> DataFile:
+        """Write `df` as one Parquet file inside `table`'s folder, not yet part of the table.
+
+        Readers do not see the file until `commit_files` lists it. Rows keep their order.
+
+        Args:
+            table: Table name (see `schemas.TABLES`).
+            df: Rows; conformed to the table's declared schema first.
+            name: File name prefix (a unique suffix is added).
+            group_by: A column the rows are sorted by: row groups then end only where its value
+                changes, so all rows of one value sit in one row group and a lookup of one
+                value reads one row group.
+            group_rows: Target rows per row group.
+        """
+        df = schemas.conform(df, schemas.TABLES[table], table=table)
+        folder = self.path(table)
+        folder.mkdir(parents=True, exist_ok=True)
+        relative = f"{name}-{uuid.uuid4().hex}.parquet"
+        data = df.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(_arrow_schema(table))
+        bounds = _row_group_bounds(df[group_by] if group_by else None, df.height, group_rows)
+        with pq.ParquetWriter(folder / relative, data.schema, compression="zstd") as writer:
+            for start, stop in pairwise(bounds):
+                # one call per row group: pyarrow never merges rows across calls
+                writer.write_table(data.slice(start, stop - start), row_group_size=stop - start)
+        stat = (folder / relative).stat()
+        return DataFile(
+            path=relative,
+            size=stat.st_size,
+            rows=df.height,
+            row_groups=max(len(bounds) - 1, 0),
+            stats=_delta_stats(df),
+            modification_time=int(stat.st_mtime * 1000),
+        )
+
+    def commit_files(
+        self,
+        table: str,
+        files: Sequence[DataFile],
+        *,
+        mode: WriteMode = "overwrite",
+        metadata: Mapping[str, object] | None = None,
+    ) -> int:
+        """Make `files` (from `write_file`) the table's content in one commit.
+
+        With `overwrite`, every file of the previous version is removed in the same commit,
+        so a reader sees the whole previous version or the whole new one. Returns the version.
+
+        Args:
+            table: Table name.
+            files: Files written into this table's folder.
+            mode: `overwrite` replaces the table; `append` adds the files.
+            metadata: Stored in the commit (run id, row counts...); values become strings.
+        """
+        folder = self.path(table)
+        missing = [f.path for f in files if not (folder / f.path).is_file()]
+        if missing:
+            raise InputError(f"table {table}: data files to commit are missing: {missing[:3]}")
+        actions = [
+            AddAction(
+                path=f.path, size=f.size, partition_values={},
+                modification_time=f.modification_time, data_change=True, stats=f.stats,
+            )
+            for f in files
+        ]  # fmt: skip
+        schema = DeltaSchema.from_arrow(_arrow_schema(table))
+        commit = _commit(metadata)
+        if self.exists(table):
+            DeltaTable(str(folder)).create_write_transaction(
+                actions, mode=mode, schema=schema, commit_properties=commit
+            )
+        else:
+            create_table_with_add_actions(
+                str(folder), schema, actions, mode="overwrite", commit_properties=commit
+            )
+        return DeltaTable(str(folder)).version()
+
+    def publish(
+        self,
+        table: str,
+        df: pl.DataFrame,
+        *,
+        group_by: str | None = None,
+        group_rows: int = ROW_GROUP_ROWS,
+        metadata: Mapping[str, object] | None = None,
+        retention_days: float | None = None,
+    ) -> int:
+        """Replace `table` by `df` in one commit, then vacuum; returns the new version.
+
+        Args:
+            table: Table name.
+            df: The new content, sorted by `group_by` when given.
+            group_by: See `write_file`.
+            group_rows: Target rows per row group.
+            metadata: Stored in the commit.
+            retention_days: Vacuum files replaced longer ago than this; None = no vacuum.
+        """
+        written = self.write_file(table, df, group_by=group_by, group_rows=group_rows)
+        version = self.commit_files(table, [written], metadata=metadata)
+        if retention_days is not None:
+            self.vacuum(table, retention_days=retention_days)
+        return version
+
+    def vacuum(self, table: str, *, retention_days: float) -> list[str]:
+        """Delete data files that were replaced more than `retention_days` ago.
+
+        Versions whose files are deleted can no longer be read or restored, so the retention
+        period is the rollback window. Files never committed (a failed run's) go too once
+        they are older than the retention period. Returns the deleted paths.
+
+        Args:
+            table: Table name.
+            retention_days: Keep files replaced less than this many days ago.
+        """
+        if retention_days < 0:
+            raise InputError(f"retention must be >= 0 days, got {retention_days}")
+        if not self.exists(table):
+            return []
+        hours = math.ceil(retention_days * 24)
+        options = {"retention_hours": hours, "enforce_retention_duration": False}
+        folder = self.path(table)
+        delta = DeltaTable(str(folder))
+        # a dry run first: a vacuum with nothing to delete would still add two log entries
+        # (the log keeps listing files an earlier vacuum already deleted)
+        expired = delta.vacuum(dry_run=True, **options)
+        present = [path for path in expired if (folder / _local_path(path)).exists()]
+        if present:
+            delta.vacuum(dry_run=False, **options)
+        return present
+
+    def rollback(
+        self, table: str, version: int, *, metadata: Mapping[str, object] | None = None
+    ) -> int:
+        """Make an earlier version the current content again, in one new commit.
+
+        Args:
+            table: Table name.
+            version: The version to restore (see `history`).
+            metadata: Stored in the commit.
+
+        Returns:
+            The new version number (the restore is a commit of its own).
+
+        Raises:
+            InputError: No such version, or its files were vacuumed.
+        """
+        self._require(table)
+        folder = str(self.path(table))
+        current = DeltaTable(folder).version()
+        if not 0 <= version <= current:
+            raise InputError(f"table {table} has versions 0 to {current}; {version} is not one")
+        if version == current:
+            return current
+        try:
+            target = DeltaTable(folder, version=version)
+        except Exception as exc:  # its log entry was cleaned up
+            raise InputError(f"table {table}: version {version} cannot be loaded: {exc}") from None
+        gone = [uri for uri in target.file_uris() if not Path(_local_path(uri)).exists()]
+        if gone:
+            raise InputError(
+                f"table {table}: version {version} was vacuumed ({len(gone)} of its data files "
+                "are deleted); versions stay restorable for the retention period after they "
+                "are replaced"
+            )
+        info = {"stage": "rollback", "restored_version": version, **(metadata or {})}
+        DeltaTable(folder).restore(version, commit_properties=_commit(info))
+        return DeltaTable(folder).version()
+
     def _require(self, table: str) -> None:
         if not self.exists(table):
             raise InputError(
@@ -159,3 +376,53 @@ class Lake:
 
 def _commit(metadata: Mapping[str, object] | None) -> CommitProperties:
     return CommitProperties(custom_metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def _arrow_schema(table: str) -> pa.Schema:
+    """The declared schema as Arrow types that every Parquet and Delta reader handles.
+
+    Plain `large_string`, not polars' `string_view`: pyarrow datasets and DuckDB filter on
+    it without trouble.
+    """
+    empty = pl.DataFrame(schema=schemas.TABLES[table])
+    return empty.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+
+
+def _row_group_bounds(keys: pl.Series | None, rows: int, target: int) -> list[int]:
+    """Row offsets [0, ..., rows] cutting about `target` rows per group, only where `keys`
+    changes value (so one key's rows never straddle two groups)."""
+    if rows == 0:
+        return [0]
+    if keys is None:
+        return [*range(0, rows, target), rows]
+    starts = (keys != keys.shift(1)).fill_null(True).arg_true().to_numpy()  # each key's first row
+    bounds = [0]
+    while True:
+        i = int(np.searchsorted(starts, bounds[-1] + target))
+        if i >= len(starts):
+            break
+        bounds.append(int(starts[i]))
+    return [*bounds, rows]
+
+
+def _delta_stats(df: pl.DataFrame) -> str:
+    """Delta `add` statistics: row count, and min/max/null count per string or number column.
+
+    Other columns (timestamps, lists) get null counts only: statistics are optional per
+    column, and a wrong bound would make readers skip rows they need.
+    """
+    low, high, nulls = {}, {}, {}
+    for name, dtype in df.schema.items():
+        column = df[name]
+        nulls[name] = column.null_count()
+        if column.null_count() == df.height:
+            continue
+        if dtype == pl.String or (dtype.is_numeric() and not column.is_nan().any()):
+            low[name], high[name] = column.min(), column.max()
+    return json.dumps(
+        {"numRecords": df.height, "minValues": low, "maxValues": high, "nullCount": nulls}
+    )
+
+
+def _local_path(uri: str) -> str:
+    return uri.removeprefix("file://")

@@ -1,0 +1,55 @@
+"""The recommend flow maps shards over Prefect's task runner and publishes them in one commit."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from recsys_core.pipeline import recommend
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_mapped_shards_publish_what_one_process_publishes(harness, trained_lake, tmp_path):
+    from flows.params import RunOptions
+    from flows.stages import recommend_flow
+
+    lake, settings = trained_lake
+    recommend(lake, settings)
+    expected = lake.read("recommendations").drop("generated_at").sort("user_id", "rank")
+    unavailable = tmp_path / "unavailable.txt"
+    unavailable.write_text("no-such-item\n")
+    report = recommend_flow(
+        options=RunOptions(
+            data_dir=str(lake.root), shard_users=9, unavailable_items=str(unavailable)
+        )
+    )
+    assert report["version"] == 1 and report["shards"] == -(-expected["user_id"].n_unique() // 9)
+    published = lake.read("recommendations").drop("generated_at").sort("user_id", "rank")
+    assert published.equals(expected)
+    assert len(lake.history("recommendations")) == 2  # one commit per run, however many shards
+
+
+def test_cli_recommend_runs_the_sharded_flow(harness, trained_lake):
+    lake, _ = trained_lake
+    result = CliRunner().invoke(
+        app, ["recommend", "--data-dir", str(lake.root), "--shard-users", "25", "--k", "3",
+              "--retention-days", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["shards"] > 1 and report["rows"] == 3 * report["users"]
+    table = lake.read("recommendations")
+    assert table.group_by("user_id").agg(pl.col("rank").max())["rank"].unique().to_list() == [3]
