@@ -35,11 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 STAGES = ("ingest", "encode", "train", "recommend")
+# stage -> (function that opens it, function that closes it) in recsys_core.pipeline
 STAGE_FUNCTIONS = {
-    "ingest": "ingest",
-    "encode": "encode_items",
-    "train": "train",
-    "recommend": "recommend",
+    "ingest": ("ingest", "ingest"),
+    "encode": ("encode_items", "encode_items"),
+    "train": ("train", "train"),
+    "recommend": ("plan_recommend", "publish"),
 }
 K = 5
 
@@ -51,20 +52,26 @@ def drive(args: argparse.Namespace) -> None:
 
     markers = Path(args.markers)
 
-    def announce(stage: str, function):
+    def announce(stage: str, function, edges: tuple[str, ...]):
         def run(*a, **kw):
-            with markers.open("a") as fh:
-                fh.write(f"{stage} begin {time.time()}\n")
+            if "begin" in edges:
+                with markers.open("a") as fh:
+                    fh.write(f"{stage} begin {time.time()}\n")
             try:
                 return function(*a, **kw)
             finally:
-                with markers.open("a") as fh:
-                    fh.write(f"{stage} end {time.time()}\n")
+                if "end" in edges:
+                    with markers.open("a") as fh:
+                        fh.write(f"{stage} end {time.time()}\n")
 
         return run
 
-    for stage, name in STAGE_FUNCTIONS.items():
-        setattr(pipeline, name, announce(stage, getattr(pipeline, name)))
+    for stage, (opens, closes) in STAGE_FUNCTIONS.items():
+        if opens == closes:
+            setattr(pipeline, opens, announce(stage, getattr(pipeline, opens), ("begin", "end")))
+        else:
+            setattr(pipeline, opens, announce(stage, getattr(pipeline, opens), ("begin",)))
+            setattr(pipeline, closes, announce(stage, getattr(pipeline, closes), ("end",)))
     from flows.nightly import nightly
     from flows.params import RunOptions, Source
 
