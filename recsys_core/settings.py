@@ -38,3 +38,9 @@ class Settings(BaseSettings):
     score_memory_mb: int = Field(
         512, ge=16, description="Memory budget for one chunk of the user x item score matrix."
     )
+    bot_events_per_day: int = Field(
+        1000, ge=1, description="Events by one user on one day above which ingest reports a bot."
+    )
+    max_item_text_chars: int = Field(
+        20_000, ge=100, description="Longer item text fields are cut at ingest (and flagged)."
+    )

@@ -1,141 +1,611 @@
 """Ingest: raw logs and catalog -> `events`, `items`, `quarantine` and `ingest_manifest`.
 
-Idempotent: files whose content hash is in the manifest are skipped, events already stored
-(same user, item, timestamp and event type) are not stored again, and items are merged on
-`item_id` (a changed text updates the row and its hash). The manifest is written last, so a
-run killed midway is simply repeated.
+Events stream through in batches (memory is bounded by the batch size and a budget for
+duplicate-detection keys, never by the size of the log):
+
+    read batch (sources) -> parse + check (validation, dataframely) -> drop exact duplicates
+    (same user, item, timestamp, event type: within the run and against stored events of the
+    same dates) -> buffer per event date -> Parquet files -> one Delta commit per table
+
+Idempotent: files whose content hash is in the manifest are skipped, duplicates are never
+stored twice, and items are merged on `item_id` (a changed text updates the row and its
+hash). The manifest is written last, so a run that fails midway is simply repeated: its
+uncommitted files are invisible and removed, and what it did commit is not stored twice.
+
+Every row read is accounted for: rows read = stored + duplicates + quarantined, per run and
+per file (in the manifest).
 """
 
 from __future__ import annotations
 
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 import polars as pl
+from deltalake import DeltaTable
+from tqdm.auto import tqdm
 
 from recsys_core import schemas
-from recsys_core.data.sources import SourceSpec, file_hash, read_source
-from recsys_core.encoders.text import build_item_text
+from recsys_core.data.sources import (
+    FileFacts,
+    FileLayout,
+    InputFile,
+    SourceSpec,
+    file_facts,
+    inspect,
+    plan_source,
+    read_event_batches,
+    read_items,
+)
+from recsys_core.data.validation import check_events, check_items, latest_items
 from recsys_core.storage import Lake
+from recsys_core.storage.append import DeltaAppender
+
+EXAMPLES = 10  # ids listed in the report for each kind of finding
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How ingestion treats its input; `from_settings` reads them from `Settings`.
+
+    Args:
+        bot_events_per_day: A user with more events than this on one day is reported as
+            bot-like (kept, not dropped).
+        max_item_text_chars: Longer title, description or attribute values are cut and the
+            item is flagged `text_truncated`.
+        batch_rows: Rows read, checked and deduplicated at a time.
+        key_memory_mb: Memory for duplicate-detection keys (16 bytes per event) before the
+            keys of the least recently seen dates are spilled to a temporary folder.
+        progress: Show progress bars (default: when stderr is a terminal).
+    """
+
+    bot_events_per_day: int = 1000
+    max_item_text_chars: int = 20_000
+    batch_rows: int = 1_000_000
+    key_memory_mb: int = 512
+    progress: bool | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> IngestOptions:
+        return cls(
+            bot_events_per_day=settings.bot_events_per_day,
+            max_item_text_chars=settings.max_item_text_chars,
+        )
 
 
 @dataclass
 class IngestReport:
+    """What one ingest run read, stored, skipped and set aside.
+
+    Events: rows_read = events_added + duplicates + quarantined. Catalog: item_rows_read =
+    items_added + items_updated + items_unchanged + item_duplicates + items_quarantined.
+    """
+
     source: str
     files_read: int = 0
-    files_skipped: int = 0
+    files_skipped: int = 0  # already ingested (same content hash)
     rows_read: int = 0
     events_added: int = 0
     duplicates: int = 0
     quarantined: int = 0
-    unknown_item_events: int = 0
+    unknown_item_events: int = 0  # stored events whose item is not in the catalog
+    unknown_item_examples: list[str] = field(default_factory=list)
+    item_rows_read: int = 0
     items_added: int = 0
     items_updated: int = 0
+    items_unchanged: int = 0
+    item_duplicates: int = 0  # repeated item ids in this run (the latest row wins)
+    items_quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    flags: dict[str, int] = field(default_factory=dict)  # e.g. events.lossy_utf8
+    unknown_columns: dict[str, list[str]] = field(default_factory=dict)  # file -> columns
+    empty_files: list[str] = field(default_factory=list)
+    bot_events_per_day: int = 0
+    bot_users: int = 0  # users over the limit on at least one day touched by this run
+    bot_user_days: list[dict] = field(default_factory=list)  # the busiest user-days
     events_total: int = 0
     users_total: int = 0
     items_total: int = 0
+    accounted: bool = True  # every row read is stored, a duplicate or quarantined
+    seconds: float = 0.0
+    events_per_second: float = 0.0
+    files: list[dict] = field(default_factory=list)  # per file: rows read/stored/...
     versions: dict[str, int | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def ingest(spec: SourceSpec, lake: Lake, *, run_id: str = "") -> IngestReport:
+@dataclass
+class _FileCount:
+    file: InputFile
+    content_hash: str
+    rows_read: int = 0
+    rows_stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+    def manifest_row(self, now: datetime) -> dict:
+        return {
+            "source_file": self.file.label,
+            "content_hash": self.content_hash,
+            "kind": self.file.kind,
+            "rows_read": self.rows_read,
+            "rows_stored": self.rows_stored,
+            "duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "ingested_at": now,
+        }
+
+
+def ingest(
+    spec: SourceSpec, lake: Lake, *, run_id: str = "", options: IngestOptions | None = None
+) -> IngestReport:
     """Read `spec` and add its new rows to the tables under `lake`.
 
     Args:
         spec: Where the raw data is.
         lake: The data directory.
         run_id: Stored in each commit's metadata.
+        options: Limits and batch sizes (defaults: `IngestOptions()`).
+
+    Raises:
+        InputError: A file or a required column is missing (checked before any write).
     """
+    options = options or IngestOptions()
+    progress = sys.stderr.isatty() if options.progress is None else options.progress
+    started = time.perf_counter()
     now = datetime.now(UTC)
-    data = read_source(spec)  # raises InputError before anything is written
-    report = IngestReport(source=spec.describe())
-    hashes = {str(path): file_hash(path) for path in data.files}
-    done = set(lake.read_or_empty("ingest_manifest", ["content_hash"])["content_hash"].to_list())
-    fresh = {path for path, digest in hashes.items() if digest not in done}
-    report.files_read = len(fresh)
-    report.files_skipped = len(hashes) - len(fresh)
+    plan = plan_source(spec)
+    layouts = {file.path: inspect(file) for file in [*plan.events, *plan.items]}
+    report = IngestReport(source=spec.describe(), bot_events_per_day=options.bot_events_per_day)
     meta = {"run_id": run_id, "stage": "ingest"}
 
-    events = data.events.filter(pl.col("source").is_in(list(fresh)))
-    quarantine = data.quarantine.filter(pl.col("source_file").is_in(list(fresh)))
-    report.rows_read = events.height + quarantine.height
-    report.quarantined = quarantine.height
+    facts = _file_facts(plan.files, progress)
+    done = set(lake.read_or_empty("ingest_manifest", ["content_hash"])["content_hash"].to_list())
+    fresh: set[Path] = set()
+    for path in plan.files:
+        if facts[path].content_hash not in done:
+            fresh.add(path)
+            done.add(facts[path].content_hash)  # a second copy in the same run is skipped too
+    report.files_read = len(fresh)
+    report.files_skipped = len(plan.files) - len(fresh)
+    for file in [*plan.events, *plan.items]:
+        layout = layouts[file.path]
+        if file.path in fresh and layout.empty:
+            report.empty_files.append(file.label)
+        if file.path in fresh and layout.unknown:
+            report.unknown_columns[file.label] = layout.unknown
 
-    unique = events.unique(list(schemas.EVENT_KEY), keep="first", maintain_order=True)
-    if lake.exists("events") and unique.height:
-        lo, hi = unique["timestamp"].min(), unique["timestamp"].max()
-        stored = (
-            lake.scan("events")
-            .filter(pl.col("timestamp").is_between(lo, hi))
-            .select(schemas.EVENT_KEY)
-            .collect()
+    # a catalog is read whole when any of its files changed; the merge keeps only changes
+    item_files = [f for f in plan.items if {f.path, *f.companions} & fresh]
+    quarantine = DeltaAppender(lake.path("quarantine"), "quarantine")
+    counts: list[_FileCount] = []
+    reasons: Counter[str] = Counter()
+    try:
+        item_counts, rejected = _ingest_items(
+            item_files, layouts, facts, lake, now, options, meta, report
         )
-        unique = unique.join(stored, on=list(schemas.EVENT_KEY), how="anti")
-    report.events_added = unique.height
-    report.duplicates = events.height - unique.height
-
-    if unique.height:
-        lake.write(
-            "events",
-            unique.with_columns(
-                ingested_at=pl.lit(now).cast(schemas.UTC_TIME),
-                event_date=pl.col("timestamp").dt.date(),
-            ),
-            mode="append",
-            metadata={**meta, "rows": unique.height},
-            partition_by=["event_date"],
-        )
-    report.items_added, report.items_updated = _merge_items(lake, data.items, now, meta)
-    if quarantine.height:
-        lake.write("quarantine", quarantine, mode="append", metadata=meta)
-
-    catalog = lake.read_or_empty("items", ["item_id"])
-    report.unknown_item_events = unique.join(catalog, on="item_id", how="anti").height
-    if fresh:
-        manifest = pl.DataFrame(
-            {
-                "source_file": sorted(fresh),
-                "content_hash": [hashes[p] for p in sorted(fresh)],
-                "kind": ["source"] * len(fresh),
-                "rows_read": [
-                    int(events.filter(pl.col("source") == p).height
-                        + quarantine.filter(pl.col("source_file") == p).height)
-                    for p in sorted(fresh)
-                ],
-                "ingested_at": [now] * len(fresh),
-            }
+        counts += item_counts
+        for frame in rejected:
+            quarantine.add(frame)
+            reasons.update(frame["reason"].to_list())
+        event_files = [f for f in plan.events if f.path in fresh]
+        event_counts, bots = _ingest_events(
+            event_files, layouts, facts, lake, now, options, meta, report, quarantine, reasons,
+            progress,
         )  # fmt: skip
-        lake.write("ingest_manifest", manifest, mode="append", metadata=meta)
+        counts += event_counts
+        report.versions["quarantine"] = quarantine.commit({**meta, "rows": quarantine.rows_added})
+    except BaseException:
+        quarantine.abort()
+        raise
+    report.quarantine_reasons = dict(reasons.most_common())
+    _report_bots(lake, bots, report)
 
-    totals = lake.scan("events").select(
-        pl.len().alias("events"), pl.col("user_id").n_unique().alias("users")
-    )
-    counts = totals.collect().row(0, named=True) if lake.exists("events") else {}
-    report.events_total = int(counts.get("events", 0))
-    report.users_total = int(counts.get("users", 0))
-    report.items_total = catalog.height
-    report.versions = {t: lake.version(t) for t in ("events", "items", "quarantine")}
+    if counts:
+        manifest = pl.DataFrame(
+            [c.manifest_row(now) for c in counts], schema=schemas.INGEST_MANIFEST
+        )
+        lake.write("ingest_manifest", manifest, mode="append", metadata=meta)
+    report.files = [
+        {k: v for k, v in c.manifest_row(now).items() if k != "ingested_at"} for c in counts
+    ]
+    _totals(lake, report)
+    report.accounted = (
+        report.rows_read == report.events_added + report.duplicates + report.quarantined
+        and report.item_rows_read
+        == report.items_added + report.items_updated + report.items_unchanged
+        + report.item_duplicates + report.items_quarantined
+    )  # fmt: skip
+    report.seconds = round(time.perf_counter() - started, 3)
+    report.events_per_second = round(report.rows_read / max(report.seconds, 1e-9), 1)
+    for table in ("events", "items", "quarantine"):
+        report.versions.setdefault(table, lake.version(table))
+        report.versions[table] = report.versions[table] or lake.version(table)
     return report
 
 
-def _merge_items(lake: Lake, items: pl.DataFrame, now: datetime, meta: dict) -> tuple[int, int]:
-    """Upsert catalog rows on item_id; only rows whose text changed are rewritten."""
-    if items.is_empty():
-        return 0, 0
-    rows = build_item_text(items).with_columns(updated_at=pl.lit(now).cast(schemas.UTC_TIME))
-    rows = schemas.conform(rows, schemas.ITEMS, table="items")
+def _file_facts(paths: Sequence[Path], progress: bool) -> dict[Path, FileFacts]:
+    sizes = sum(p.stat().st_size for p in paths)
+    out = {}
+    with tqdm(total=sizes, unit="B", unit_scale=True, desc="hash", disable=not progress) as bar:
+        for path in paths:
+            out[path] = file_facts(path)
+            bar.update(path.stat().st_size)
+    return out
+
+
+# -- catalog ---------------------------------------------------------------------------------
+def _ingest_items(
+    files: list[InputFile],
+    layouts: dict[Path, FileLayout],
+    facts: dict[Path, FileFacts],
+    lake: Lake,
+    now: datetime,
+    options: IngestOptions,
+    meta: dict,
+    report: IngestReport,
+) -> tuple[list[_FileCount], list[pl.DataFrame]]:
+    counts, rows, rejected = [], [], []
+    flags: Counter[str] = Counter()
+    for index, file in enumerate(files):
+        raw = read_items(file, layouts[file.path])
+        checked = check_items(raw, file, now, options.max_item_text_chars)
+        digest = facts[file.path].content_hash
+        counts.append(_FileCount(file, digest, raw.height, quarantined=checked.quarantine.height))
+        rows.append(checked.valid.with_columns(pl.lit(index).alias("file_index")))
+        rejected.append(checked.quarantine)
+        flags.update(checked.flags)
+        report.item_rows_read += raw.height
+        report.items_quarantined += checked.quarantine.height
+    for name, count in flags.items():
+        report.flags[f"items.{name}"] = count
+    if not rows:
+        return counts, rejected
+    candidates = pl.concat(rows)
+    latest = latest_items(candidates)
+    report.item_duplicates = candidates.height - latest.height
+    stored = _merge_items(lake, latest, meta)
+    report.items_added = int(stored["added"].sum())
+    report.items_updated = stored.height - report.items_added
+    report.items_unchanged = latest.height - stored.height
+    per_file = latest.join(stored.select("item_id"), on="item_id", how="semi")["file_index"]
+    written = Counter(per_file.to_list())
+    valid_per_file = Counter(candidates["file_index"].to_list())
+    for index, count in enumerate(counts):
+        count.rows_stored = written.get(index, 0)
+        count.duplicates = valid_per_file.get(index, 0) - count.rows_stored
+    return counts, rejected
+
+
+def _merge_items(lake: Lake, items: pl.DataFrame, meta: dict) -> pl.DataFrame:
+    """Upsert catalog rows on item_id; only new rows and rows whose text changed are written.
+
+    Returns the written ids with `added` (True for new items, False for changed ones).
+    """
+    rows = schemas.conform(items, schemas.ITEMS, table="items")
     if not lake.exists("items"):
         lake.write("items", rows, mode="overwrite", metadata={**meta, "rows": rows.height})
-        return rows.height, 0
-    stored = lake.read("items", ["item_id", "text_hash"])
-    added = rows.join(stored, on="item_id", how="anti")
-    changed = rows.join(stored, on="item_id", how="inner").filter(
-        pl.col("text_hash") != pl.col("text_hash_right")
+        return rows.select("item_id", pl.lit(True).alias("added"))
+    stored = lake.read("items", ["item_id", "text_hash", "quality"])
+    joined = rows.join(stored, on="item_id", how="left", suffix="_stored")
+    changed = joined.filter(
+        pl.col("text_hash_stored").is_null()
+        | (pl.col("text_hash") != pl.col("text_hash_stored"))
+        | pl.col("quality").ne_missing(pl.col("quality_stored"))
     )
-    if added.is_empty() and changed.is_empty():
-        return 0, 0
-    upsert = pl.concat([added, changed.select(schemas.ITEMS.names())])
+    if changed.is_empty():
+        return pl.DataFrame(schema={"item_id": pl.String, "added": pl.Boolean})
+    upsert = changed.select(schemas.ITEMS.names())
     lake.upsert("items", upsert, keys=["item_id"], metadata={**meta, "rows": upsert.height})
-    return added.height, changed.height
+    return changed.select("item_id", pl.col("text_hash_stored").is_null().alias("added"))
+
+
+# -- events ----------------------------------------------------------------------------------
+def _ingest_events(
+    files: list[InputFile],
+    layouts: dict[Path, FileLayout],
+    facts: dict[Path, FileFacts],
+    lake: Lake,
+    now: datetime,
+    options: IngestOptions,
+    meta: dict,
+    report: IngestReport,
+    quarantine: DeltaAppender,
+    reasons: Counter[str],
+    progress: bool,
+) -> tuple[list[_FileCount], pl.DataFrame]:
+    """Stream event files into one `events` commit.
+
+    Returns per-file counts and the bot-like (user hash, date, events) rows found.
+    """
+    catalog = lake.read_or_empty("items", ["item_id"])["item_id"].implode()
+    events = DeltaAppender(lake.path("events"), "events", partition_by=["event_date"])
+    counts = []
+    unknown_items: dict[str, None] = {}
+    lossy = 0
+    bar = tqdm(unit=" rows", unit_scale=True, desc="events", disable=not progress)
+    with tempfile.TemporaryDirectory(prefix="recsys-ingest-keys-") as spill, bar:
+        budget = options.key_memory_mb * (1 << 20) // SeenKeys.BYTES_PER_KEY
+        seen = SeenKeys(lake, Path(spill), budget_rows=budget)
+        try:
+            for file in files:
+                count = _FileCount(file, facts[file.path].content_hash)
+                layout = layouts[file.path]
+                for batch in read_event_batches(file, layout, options.batch_rows):
+                    fact = facts[file.path]
+                    checked = check_events(
+                        batch, file, layout, now,
+                        valid_utf8=fact.valid_utf8, has_blanks=fact.has_blanks,
+                    )  # fmt: skip
+                    new, parts = seen.keep_new(checked.valid)
+                    events.add_parts(parts)
+                    quarantine.add(checked.quarantine)
+                    if checked.quarantine.height:
+                        reasons.update(checked.quarantine["reason"].to_list())
+                    lossy += checked.flags.get("lossy_utf8", 0)
+                    missing = new.filter(~pl.col("item_id").is_in(catalog))
+                    report.unknown_item_events += missing.height
+                    if len(unknown_items) < EXAMPLES:
+                        unknown_items.update(dict.fromkeys(missing["item_id"].head(EXAMPLES)))
+                    count.rows_read += batch.height
+                    count.rows_stored += new.height
+                    count.duplicates += checked.valid.height - new.height
+                    count.quarantined += checked.quarantine.height
+                    bar.update(batch.height)
+                counts.append(count)
+            bots = seen.busy_users(options.bot_events_per_day)
+            report.versions["events"] = events.commit({**meta, "rows": events.rows_added})
+        except BaseException:
+            events.abort()
+            raise
+    for count in counts:
+        report.rows_read += count.rows_read
+        report.events_added += count.rows_stored
+        report.duplicates += count.duplicates
+        report.quarantined += count.quarantined
+    if lossy:
+        report.flags["events.lossy_utf8"] = lossy
+    report.unknown_item_examples = list(unknown_items)[:EXAMPLES]
+    return counts, bots
+
+
+class SeenKeys:
+    """Keys of the events already stored or kept in this run, to drop exact duplicates.
+
+    A key is the exact timestamp (microseconds) plus a 64-bit hash of (user, item, event
+    type); two different events collide only if they share the microsecond and the hash
+    (about 1 in 10^19 per such pair). A hash of the user rides along to count events per
+    user and day. Keys are held per event date: the stored keys of a date are loaded the
+    first time a batch touches it (only the dates a run touches are read), and beyond
+    `budget_rows` keys the least recently touched dates are spilled to `spill_dir`.
+
+    Args:
+        lake: The data directory (its `events` table holds the stored keys).
+        spill_dir: A temporary folder for spilled keys.
+        budget_rows: Keys kept in memory before spilling.
+    """
+
+    SEED = 0x5EED
+    BYTES_PER_KEY = 24  # _ts (i64), _h (u64), _u (u64)
+
+    def __init__(self, lake: Lake, spill_dir: Path, budget_rows: int) -> None:
+        self.lake = lake
+        self.spill_dir = spill_dir
+        self.budget_rows = budget_rows
+        self._keys: dict[date, list[pl.DataFrame]] = {}
+        self._rows: dict[date, int] = {}
+        self._spilled: dict[date, list[Path]] = {}
+        self._loaded: set[date] = set()
+        self._last_used: dict[date, int] = {}
+        self._batch = 0
+        self._stored = lake.exists("events")
+
+    @classmethod
+    def key_columns(cls) -> list[pl.Expr]:
+        return [
+            pl.col("timestamp").cast(pl.Int64).alias("_ts"),
+            pl.struct("user_id", "item_id", "event_type").hash(cls.SEED).alias("_h"),
+            cls.user_hash(pl.col("user_id")).alias("_u"),
+        ]
+
+    @classmethod
+    def user_hash(cls, user_id: pl.Expr) -> pl.Expr:
+        return user_id.hash(cls.SEED)
+
+    def keep_new(
+        self, events: pl.DataFrame
+    ) -> tuple[pl.DataFrame, dict[tuple[date], pl.DataFrame]]:
+        """The rows of `events` (with `event_date`) not seen before, first occurrences only,
+        in their order, and the same rows split by event date; their keys are remembered."""
+        if events.is_empty():
+            return events, {}
+        self._batch += 1
+        keyed = events.with_columns(self.key_columns())
+        combined = keyed.select(_combined()).to_series()
+        dates = keyed["event_date"].unique().to_list()
+        self._prepare(dates)
+        known = [frame for d in dates for frame in self._keys.get(d, [])]
+        dropped = _repeats(keyed, combined)
+        if known:
+            seen = _seen_before(keyed, combined, pl.concat(known, rechunk=False))
+            dropped = seen if dropped is None else dropped | seen
+        if dropped is not None and dropped.any():
+            keyed = keyed.filter(~dropped)
+        parts = split_by_date(keyed)
+        for (day,), part in parts.items():
+            self._remember(day, part.select("_ts", "_h", "_u"))
+        self._spill_if_needed(set(dates))
+        keys = ["_ts", "_h", "_u"]
+        return keyed.drop(keys), {day: part.drop(keys) for day, part in parts.items()}
+
+    def busy_users(self, limit: int) -> pl.DataFrame:
+        """(_u, event_date, events) for each user with more than `limit` events on a date
+        this run touched, stored events included."""
+        found = [pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})]
+        for day in sorted(self._spilled):  # one date at a time, as they do not fit together
+            frames = [*self._keys.get(day, []), *map(pl.read_parquet, self._spilled[day])]
+            found.append(_busy(pl.concat(frames, rechunk=False), limit, day))
+        held = [
+            frame.with_columns(pl.lit(day).alias("event_date"))
+            for day, frames in self._keys.items()
+            if day not in self._spilled
+            for frame in frames
+        ]
+        if held:
+            found.append(_busy(pl.concat(held), limit))
+        return pl.concat(found)
+
+    def _prepare(self, dates: Iterable[date]) -> None:
+        """Make the keys of `dates` present in memory: reload spilled ones, load stored ones."""
+        to_load = []
+        for day in dates:
+            self._last_used[day] = self._batch
+            for path in self._spilled.pop(day, []):
+                self._remember(day, pl.read_parquet(path))
+                path.unlink()
+            if day not in self._loaded:
+                self._loaded.add(day)
+                to_load.append(day)
+        if to_load and self._stored:
+            stored = (
+                self.lake.scan("events")
+                .filter(pl.col("event_date").is_in(to_load))
+                .select("event_date", "user_id", "item_id", "event_type", "timestamp")
+                .collect()
+            )
+            for (day,), part in stored.partition_by("event_date", as_dict=True).items():
+                self._remember(day, part.select(self.key_columns()))
+
+    def _remember(self, day: date, keys: pl.DataFrame) -> None:
+        self._keys.setdefault(day, []).append(keys)
+        self._rows[day] = self._rows.get(day, 0) + keys.height
+
+    def _spill_if_needed(self, in_use: set[date]) -> None:
+        total = sum(self._rows.values())
+        if total <= self.budget_rows:
+            return
+        for day in sorted(self._keys, key=lambda d: self._last_used.get(d, 0)):
+            if total <= self.budget_rows // 2:
+                break
+            if day in in_use:
+                continue
+            path = self.spill_dir / f"{day.isoformat()}-{len(self._spilled.get(day, []))}.parquet"
+            pl.concat(self._keys.pop(day)).write_parquet(path, compression="lz4")
+            self._spilled.setdefault(day, []).append(path)
+            total -= self._rows.pop(day)
+
+
+def _busy(keys: pl.DataFrame, limit: int, day: date | None = None) -> pl.DataFrame:
+    """(_u, event_date, events) over `limit`, counted by sorting one 64-bit key per
+    (user, date) (a sort beats a hash group-by here by about 3x)."""
+    if day is not None:
+        keys = keys.with_columns(pl.lit(day).alias("event_date"))
+    pair = (pl.col("_u") ^ (pl.col("event_date").cast(pl.Int32).cast(pl.UInt64) * _MIX)).alias("k")
+    runs = keys.select(pair).to_series().sort().rle().struct.unnest()
+    heavy = runs.filter(pl.col("len") > limit)
+    if heavy.is_empty():
+        return pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})
+    found = keys.with_columns(pair).join(heavy.rename({"value": "k"}), on="k")
+    return found.unique(["_u", "event_date"]).select(
+        "_u", "event_date", pl.col("len").cast(pl.UInt32).alias("events")
+    )
+
+
+_MIX = 0x9E3779B97F4A7C15  # spreads dates over 64 bits, so (user hash, date) pairs stay distinct
+
+
+def _combined() -> pl.Expr:
+    """One 64-bit hash of the exact key (_ts, _h): cheap to compare, but only a hint."""
+    return pl.struct("_ts", "_h").hash(SeenKeys.SEED)
+
+
+def _repeats(keyed: pl.DataFrame, combined: pl.Series) -> pl.Series | None:
+    """True for each row whose exact (_ts, _h) key occurred earlier in the batch; None when
+    no key repeats.
+
+    Sorting the combined hash finds the few values that repeat (cheaper than a hash table
+    over the batch); only the rows holding them pay for the exact comparison, so a hash
+    collision never drops an event.
+    """
+    ordered = combined.sort()
+    twice = ordered.filter(ordered == ordered.shift(1))
+    if twice.is_empty():
+        return None
+    where = combined.is_in(twice.implode()).arg_true()
+    later = ~keyed[where].select(pl.struct("_ts", "_h").is_first_distinct()).to_series()
+    mask = pl.repeat(False, keyed.height, dtype=pl.Boolean, eager=True)
+    return mask.scatter(where.filter(later), True)
+
+
+def _seen_before(keyed: pl.DataFrame, combined: pl.Series, known: pl.DataFrame) -> pl.Series:
+    """True for each row whose exact key is in `known` (keys of earlier rows and stored
+    events); the combined hash picks candidates, an exact join confirms them."""
+    known_combined = known.select(_combined()).to_series()
+    candidates = combined.is_in(known_combined.implode())
+    mask = pl.repeat(False, keyed.height, dtype=pl.Boolean, eager=True)
+    if not candidates.any():
+        return mask
+    where = candidates.arg_true()
+    rows = keyed[where].select("_ts", "_h").with_columns(where.alias("_row"))
+    hits = rows.join(known.select("_ts", "_h"), on=["_ts", "_h"], how="semi")["_row"]
+    return mask.scatter(hits, True)
+
+
+def split_by_date(frame: pl.DataFrame) -> dict[tuple[date], pl.DataFrame]:
+    """{(event_date,): rows} in row order; time-ordered logs are cut into zero-copy slices."""
+    dates = frame["event_date"]
+    if not dates.is_sorted():
+        return frame.partition_by("event_date", as_dict=True, maintain_order=True)
+    parts, offset = {}, 0
+    for run in dates.rle().to_list():
+        parts[(run["value"],)] = frame.slice(offset, run["len"])
+        offset += run["len"]
+    return parts
+
+
+# -- findings over the stored table ----------------------------------------------------------
+def _report_bots(lake: Lake, busy: pl.DataFrame, report: IngestReport) -> None:
+    """Name the users behind the busy (user hash, date) pairs, reading only those dates."""
+    if busy.is_empty():
+        return
+    users = (
+        lake.scan("events")
+        .filter(pl.col("event_date").is_in(busy["event_date"].unique().implode()))
+        .select(pl.col("user_id").unique())
+        .with_columns(SeenKeys.user_hash(pl.col("user_id")).alias("_u"))
+        .collect()
+    )
+    found = busy.join(users, on="_u").sort(["events", "user_id"], descending=[True, False])
+    report.bot_users = found["user_id"].n_unique()
+    report.bot_user_days = [
+        {"user_id": r["user_id"], "date": r["event_date"].isoformat(), "events": r["events"]}
+        for r in found.head(EXAMPLES).iter_rows(named=True)
+    ]
+
+
+def _rows_per_date(lake: Lake) -> dict[date, int]:
+    """Rows per event date from the Delta log's file statistics (no data is read)."""
+    actions = pl.DataFrame(DeltaTable(str(lake.path("events"))).get_add_actions(flatten=True))
+    if actions.is_empty():
+        return {}
+    if actions["num_records"].null_count():  # a file without statistics: count its rows
+        counted = lake.scan("events").group_by("event_date").len().collect()
+        return dict(counted.iter_rows())
+    per_date = actions.group_by("partition.event_date").agg(pl.col("num_records").sum())
+    return {d: int(n) for d, n in per_date.iter_rows()}
+
+
+def _totals(lake: Lake, report: IngestReport) -> None:
+    if lake.exists("events"):
+        report.events_total = sum(_rows_per_date(lake).values())
+        users = lake.scan("events").select(pl.col("user_id").n_unique()).collect(engine="streaming")
+        report.users_total = int(users.item())
+    report.items_total = lake.read_or_empty("items", ["item_id"]).height
