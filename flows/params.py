@@ -35,6 +35,9 @@ class RunOptions(BaseModel):
         None, description="Hugging Face id or local folder (default: bundled all-MiniLM-L6-v2)."
     )
     device: str | None = Field(None, description="auto, cpu, cuda or mps.")
+    bot_events_per_day: int | None = Field(
+        None, ge=1, description="Ingest reports users with more events on one day (1000)."
+    )
 
     def settings(self) -> Settings:
         given = {k: v for k, v in self.model_dump().items() if v is not None}

@@ -442,14 +442,17 @@ def _csv_header(file: InputFile) -> list[str]:
         )  # fmt: skip
     except pl.exceptions.NoDataError:
         return []
-    except pl.exceptions.PolarsError as exc:
+    except (pl.exceptions.PolarsError, OSError) as exc:  # OSError: a broken .gz or .zst
         raise InputError(f"{file.path}: cannot be read: {_first_line(exc)}") from None
     return [c.strip() for c in header.columns]
 
 
 def _jsonl_keys(path: Path) -> list[str]:
     """Keys of the objects in the first lines (a JSONL file has no header)."""
-    lines = _scan_lines(path).head(JSON_SAMPLE_LINES).collect()["line"]
+    try:
+        lines = _scan_lines(path).head(JSON_SAMPLE_LINES).collect()["line"]
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"{path}: cannot be read: {_first_line(exc)}") from None
     keys: dict[str, None] = {}
     for line in lines.drop_nulls():
         try:
@@ -500,7 +503,7 @@ def read_event_batches(
     frame = frame.select(pl.col("row_number").cast(pl.Int64), *fields, *unknown, pl.col(EXTRA))
     try:
         yield from frame.collect_batches(chunk_size=batch_rows)
-    except pl.exceptions.PolarsError as exc:
+    except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"{file.path}: cannot be read: {_first_line(exc)}") from None
 
 
@@ -571,6 +574,15 @@ def _jsonl_batches(
     and null fields, so validation quarantines it."""
     used = {dst: src for src, dst in layout.used.items() if dst in fields}
     dtype = pl.Struct({src: pl.String for src in used.values()})
+    try:
+        yield from _decoded_jsonl(file, used, dtype, fields, batch_rows)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"{file.path}: cannot be read: {_first_line(exc)}") from None
+
+
+def _decoded_jsonl(
+    file: InputFile, used: dict[str, str], dtype: pl.Struct, fields: Sequence[str], batch_rows: int
+) -> Iterator[pl.DataFrame]:
     for batch in _scan_lines(file.path).collect_batches(chunk_size=batch_rows):
         batch = batch.with_columns(pl.col("row_number").cast(pl.Int64))
         decoded = _decode_json(batch["line"], dtype)
@@ -717,7 +729,7 @@ def _generic_items(file: InputFile, layout: FileLayout) -> pl.DataFrame:
 def _collect_csv(file: InputFile, layout: FileLayout) -> pl.DataFrame:
     try:
         frame = _scan_csv(file, layout).collect()
-    except pl.exceptions.PolarsError as exc:
+    except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"{file.path}: cannot be read: {_first_line(exc)}") from None
     return frame.with_columns(pl.col("row_number").cast(pl.Int64))
 

@@ -60,8 +60,9 @@ class IngestOptions:
         max_item_text_chars: Longer title, description or attribute values are cut and the
             item is flagged `text_truncated`.
         batch_rows: Rows read, checked and deduplicated at a time.
-        key_memory_mb: Memory for duplicate-detection keys (16 bytes per event) before the
+        key_memory_mb: Memory for duplicate-detection keys (24 bytes per event) before the
             keys of the least recently seen dates are spilled to a temporary folder.
+        flush_rows: New rows buffered before they are written as Parquet files.
         progress: Show progress bars (default: when stderr is a terminal).
     """
 
@@ -69,6 +70,7 @@ class IngestOptions:
     max_item_text_chars: int = 20_000
     batch_rows: int = 1_000_000
     key_memory_mb: int = 512
+    flush_rows: int = 2_000_000
     progress: bool | None = None
 
     @classmethod
@@ -327,7 +329,9 @@ def _ingest_events(
     Returns per-file counts and the bot-like (user hash, date, events) rows found.
     """
     catalog = lake.read_or_empty("items", ["item_id"])["item_id"].implode()
-    events = DeltaAppender(lake.path("events"), "events", partition_by=["event_date"])
+    events = DeltaAppender(
+        lake.path("events"), "events", partition_by=["event_date"], flush_rows=options.flush_rows
+    )
     counts = []
     unknown_items: dict[str, None] = {}
     lossy = 0
