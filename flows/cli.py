@@ -269,7 +269,10 @@ def quarantine(
     from recsys_core.storage import Lake
 
     def run() -> tuple[dict, list[dict]]:
-        table = Lake(data_dir).scan("quarantine")
+        lake = Lake(data_dir)
+        if not lake.exists("quarantine"):
+            return {}, []
+        table = lake.scan("quarantine")
         counts = table.group_by("reason").len().sort("len", descending=True).collect()
         if reason:
             table = table.filter(pl.col("reason") == reason)
@@ -280,6 +283,9 @@ def quarantine(
     counts, rows = _guard(run)
     if as_json:
         typer.echo(json.dumps({"reasons": counts, "rows": rows}, default=str, indent=2))
+        return
+    if not counts:
+        typer.echo(f"no rows quarantined under {data_dir}")
         return
     typer.echo("quarantined rows by reason: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for row in rows:

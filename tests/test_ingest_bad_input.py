@@ -3,6 +3,7 @@ what is stored, what is quarantined with which reason, and what the report says.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -266,3 +267,19 @@ def test_bot_limit_counts_events_already_stored_that_day(tmp_path):
     spec = SourceSpec(events=(str(later),), items=str(tmp_path / "src" / "items.csv"))
     again = ingest(spec, lake, options=IngestOptions(bot_events_per_day=20))
     assert again.bot_user_days == [{"user_id": "bot", "date": "2023-11-14", "events": 25}]
+
+
+def test_cli_quarantine_lists_rows_by_reason(tmp_path):
+    _, lake, path = run(tmp_path, f"user_id,item_id,timestamp\nu1,a,{T0}\n,a,{T0}\nu2,a,soon\n")
+    result = CliRunner().invoke(app, ["quarantine", "--data-dir", str(lake.root), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["reasons"] == {"missing_user_id": 1, "bad_timestamp": 1}
+    assert [(r["row_number"], r["raw"]) for r in payload["rows"]] == [
+        (2, f",a,{T0}"), (3, "u2,a,soon"),
+    ]  # fmt: skip
+    text = CliRunner().invoke(app, ["quarantine", "--data-dir", str(lake.root), "--reason",
+                                    "bad_timestamp"])  # fmt: skip
+    assert f"{path}:3  bad_timestamp: timestamp 'soon'" in text.stdout
+    empty = CliRunner().invoke(app, ["quarantine", "--data-dir", str(tmp_path / "none")])
+    assert empty.exit_code == 0 and "no rows quarantined" in empty.stdout
