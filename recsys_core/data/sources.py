@@ -21,9 +21,10 @@ import hashlib
 import importlib.util
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -471,7 +472,10 @@ def _first_line(exc: Exception) -> str:
 
 # -- events ----------------------------------------------------------------------------------
 def read_event_batches(
-    file: InputFile, layout: FileLayout, batch_rows: int = 1_000_000
+    file: InputFile,
+    layout: FileLayout,
+    batch_rows: int = 500_000,
+    prepare: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Stream `file`'s events as frames of string columns, `batch_rows` rows at a time.
 
@@ -484,11 +488,15 @@ def read_event_batches(
         file: The file, from `plan_source`.
         layout: Its header, from `inspect`.
         batch_rows: Rows per frame.
+        prepare: Columns to add to each batch, as a lazy query: for CSV and Parquet polars
+            evaluates it while it reads (in parallel), for JSONL on each decoded batch.
     """
     if layout.empty:
         return
+    prepare = prepare or (lambda frame: frame)
     if file.fmt == "jsonl":
-        yield from _jsonl_batches(file, layout, EVENT_FIELDS, batch_rows)
+        for batch in _jsonl_batches(file, layout, EVENT_FIELDS, batch_rows):
+            yield prepare(batch.lazy()).collect()
         return
     frame = _scan_csv(file, layout) if file.fmt == "csv" else _scan_parquet(file, layout)
     present = set(frame.collect_schema())
@@ -501,6 +509,7 @@ def read_event_batches(
     ]  # fmt: skip
     unknown = [pl.col(batch_column(layout, c)) for c in layout.unknown]
     frame = frame.select(pl.col("row_number").cast(pl.Int64), *fields, *unknown, pl.col(EXTRA))
+    frame = prepare(frame)
     try:
         yield from frame.collect_batches(chunk_size=batch_rows)
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -807,7 +816,8 @@ def read_source(spec: SourceSpec, now: datetime | None = None) -> SourceData:
     events, items, quarantine = [], [], []
     for file in plan.events:
         layout = inspect(file)
-        for batch in read_event_batches(file, layout):
+        prepare = partial(validation.prepare_events, now=now)
+        for batch in read_event_batches(file, layout, prepare=prepare):
             checked = validation.check_events(batch, file, layout, now)
             events.append(checked.valid)
             quarantine.append(checked.quarantine)

@@ -16,6 +16,7 @@ UTF-8 was replaced by U+FFFD), and for items `empty_text` and `text_truncated`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -159,74 +160,33 @@ class Checked:
 
 
 # -- events ----------------------------------------------------------------------------------
-def check_events(
-    batch: pl.DataFrame,
-    file: InputFile,
-    layout: FileLayout,
-    now: datetime,
-    *,
-    valid_utf8: bool | None = None,
-    has_blanks: bool | None = None,
-) -> Checked:
-    """Parse and check one raw batch from `sources.read_event_batches`.
+def prepare_events(
+    frame: pl.LazyFrame, now: datetime, *, trim: bool = True, check_utf8: bool = True
+) -> pl.LazyFrame:
+    """Add the parsed event columns to raw string columns, as expressions, so polars'
+    streaming reader computes them in parallel with reading.
+
+    Parsed columns are prefixed with `_` (the raw text stays, for quarantined rows):
+    `_user_id`, `_item_id`, `_event_type`, `_timestamp` (integer seconds only; other forms
+    are finished by `check_events`), `_value`, `_timestamp_text`, `_value_text` (null when
+    blank), plus `ingested_at` and `quality`.
 
     Args:
-        batch: String columns `row_number`, the event fields, `extra_fields` and any unknown
-            columns (kept only to rebuild a quarantined row's text).
-        file: The file the batch came from (its name and format go into quarantine rows).
-        layout: The file's header (its column order rebuilds a quarantined row's text).
-        now: Ingestion time: `ingested_at`, and the bound for future timestamps.
-        valid_utf8: The whole file is known to be valid UTF-8, so no row is checked for
-            replaced bytes (see `sources.file_facts`).
-        has_blanks: False when the file holds no space or tab, so no id needs trimming.
-
-    Returns:
-        `valid`: the `events` columns plus `event_date`; `quarantine`: rows of the
-        `quarantine` table; `flags`: {"lossy_utf8": n} when any.
+        frame: From `sources.read_event_batches` (before collecting).
+        now: Ingestion time.
+        trim: Strip surrounding blanks; False when the file has no space or tab at all
+            (see `sources.file_facts`), which saves a pass over every text column.
+        check_utf8: Look for replaced invalid UTF-8; False when the file is valid UTF-8.
     """
-    typed = _typed_events(batch, now, check_utf8=not valid_utf8, trim=has_blanks is not False)
-    good, failure = EventRow.filter(typed)
-    valid = good.select(
-        "user_id", "item_id", "timestamp", "event_type", "value",
-        pl.lit(file.label).alias("source"), "ingested_at", "quality",
-        pl.col("timestamp").dt.date().alias("event_date"),
-    )  # fmt: skip
-    lossy = valid.height - valid["quality"].null_count()
-    columns = [batch_column(layout, c) for c in layout.columns]
-    quarantine = _quarantine(failure, batch, file, now, _EVENT_REASONS, columns, kind="events")
-    return Checked(valid=valid, quarantine=quarantine, flags={"lossy_utf8": lossy} if lossy else {})
 
+    def text(name: str) -> pl.Expr:
+        if not trim:  # CSV reads an empty field as null already
+            return pl.col(name)
+        stripped = pl.col(name).str.strip_chars()
+        return pl.when(stripped != "").then(stripped)
 
-def _typed_events(
-    batch: pl.DataFrame, now: datetime, *, check_utf8: bool, trim: bool
-) -> pl.DataFrame:
-    """String columns -> the dtypes of `EventRow`; unreadable values become null.
-
-    Per-row string work is what costs here, so each step first asks whether the batch
-    needs it: ids are trimmed only when some id has edge whitespace, event types are
-    cleaned on their few distinct values, and numbers are trimmed only where a plain cast
-    failed.
-    """
-    value_text = batch["value"]
-    value = _parse_floats(value_text)
-    value, value_text = _retry_trimmed(value_text, value, _parse_floats)
-    timestamp_text = batch["timestamp"]
-    timestamp = parse_timestamps(timestamp_text)
-    timestamp, timestamp_text = _retry_trimmed(timestamp_text, timestamp, parse_timestamps)
-    ids = [_trimmed(batch[c]) if trim else batch[c] for c in ("user_id", "item_id")]
-    types = batch["event_type"]
-    # CSV reads empty fields as null: without blanks in the file, only nulls need a default
-    types = _event_types(types) if trim else types.fill_null(DEFAULT_EVENT_TYPE)
-    frame = pl.DataFrame(
-        [
-            batch["row_number"],
-            *ids,
-            types,
-            timestamp_text.alias("timestamp_text"),
-            value_text.alias("value_text"),
-            batch[EXTRA],
-        ]
-    )
+    seconds = text("timestamp").cast(pl.Int64, strict=False)
+    value = text("value").cast(pl.Float64, strict=False)
     lossy = (
         pl.any_horizontal(
             pl.col(c).str.contains(REPLACEMENT_CHAR, literal=True).fill_null(False)
@@ -236,46 +196,82 @@ def _typed_events(
         else pl.lit(False)
     )
     return frame.with_columns(
-        timestamp.alias("timestamp"),
-        pl.when(value_text.is_null()).then(pl.lit(DEFAULT_VALUE)).otherwise(value).alias("value"),
+        (pl.col(c).str.strip_chars() if trim else pl.col(c)).alias(f"_{c}")
+        for c in ("user_id", "item_id")
+    ).with_columns(
+        text("event_type").fill_null(DEFAULT_EVENT_TYPE).alias("_event_type"),
+        text("timestamp").alias("_timestamp_text"),
+        text("value").alias("_value_text"),
+        pl.when(seconds.abs() < _MAX_SECONDS)
+        .then(seconds * 1_000_000)
+        .cast(schemas.UTC_TIME)
+        .alias("_timestamp"),
+        pl.when(text("value").is_null())
+        .then(pl.lit(DEFAULT_VALUE))
+        .otherwise(value)
+        .alias("_value"),
         pl.lit(now).cast(schemas.UTC_TIME).alias("ingested_at"),
         pl.when(lossy).then(pl.lit("lossy_utf8")).alias("quality"),
     )
 
 
-def _parse_floats(text: pl.Series) -> pl.Series:
-    return text.cast(pl.Float64, strict=False)
+def check_events(
+    batch: pl.DataFrame,
+    file: InputFile,
+    layout: FileLayout,
+    now: datetime,
+    passthrough: Sequence[str] = (),
+) -> Checked:
+    """Check one prepared batch (see `prepare_events`).
+
+    Args:
+        batch: Raw columns (`row_number`, the event fields, `extra_fields`, any unknown
+            columns) plus the parsed `_` columns.
+        file: The file the batch came from (its name and format go into quarantine rows).
+        layout: The file's header (its column order rebuilds a quarantined row's text).
+        now: Ingestion time (in quarantine rows).
+        passthrough: Columns of `batch` to keep on the valid rows (e.g. precomputed keys).
+
+    Returns:
+        `valid`: the `events` columns plus `event_date`; `quarantine`: rows of the
+        `quarantine` table; `flags`: {"lossy_utf8": n} when any.
+    """
+    timestamps = _finish_timestamps(batch["_timestamp"], batch["_timestamp_text"])
+    typed = batch.select(
+        "row_number",
+        *[pl.col(f"_{c}").alias(c) for c in ("user_id", "item_id", "event_type", "value")],
+        timestamps.alias("timestamp"),
+        "ingested_at",
+        "quality",
+        pl.col("_timestamp_text").alias("timestamp_text"),
+        pl.col("_value_text").alias("value_text"),
+        EXTRA,
+    )
+    good, failure = EventRow.filter(typed)
+    valid = good.select(
+        "user_id", "item_id", "timestamp", "event_type", "value",
+        pl.lit(file.label).alias("source"), "ingested_at", "quality",
+        pl.col("timestamp").dt.date().alias("event_date"),
+    )  # fmt: skip
+    if passthrough:
+        kept = batch.select(passthrough)
+        if len(failure):  # filter keeps row order: align by the surviving row numbers
+            kept = kept.filter(batch["row_number"].is_in(good["row_number"].implode()))
+        valid = valid.hstack(kept)
+    lossy = valid.height - valid["quality"].null_count()
+    columns = [batch_column(layout, c) for c in layout.columns]
+    raw = batch.select(pl.exclude("^_.*$", "ingested_at", "quality"))
+    quarantine = _quarantine(failure, raw, file, now, _EVENT_REASONS, columns, kind="events")
+    return Checked(valid=valid, quarantine=quarantine, flags={"lossy_utf8": lossy} if lossy else {})
 
 
-def _trimmed(ids: pl.Series) -> pl.Series:
-    edges = ids.str.starts_with(" ") | ids.str.ends_with(" ") | ids.str.contains("\t", literal=True)
-    return ids.str.strip_chars() if edges.any() else ids
-
-
-def _event_types(types: pl.Series) -> pl.Series:
-    """Trimmed; empty or missing -> the default type. Work is done on distinct values."""
-    distinct = types.unique()
-    cleaned = distinct.str.strip_chars()
-    if distinct.null_count() == 0 and cleaned.equals(distinct) and not (cleaned == "").any():
-        return types
-    cleaned = pl.select(pl.when(cleaned != "").then(cleaned)).to_series()
-    mapping = dict(zip(distinct.to_list(), cleaned.to_list(), strict=True))
-    mapped = types.replace_strict(mapping, default=None, return_dtype=pl.String)
-    return mapped.fill_null(DEFAULT_EVENT_TYPE).alias("event_type")
-
-
-def _retry_trimmed(text: pl.Series, parsed: pl.Series, parse) -> tuple[pl.Series, pl.Series]:
-    """Where `parse` failed on non-null text, trim and parse again; blank text becomes null
-    (an absent value, not an unreadable one). Returns (parsed, text)."""
-    failed = parsed.is_null() & text.is_not_null()
-    if not failed.any():
-        return parsed, text
-    where = failed.arg_true()
-    trimmed = text.gather(where).str.strip_chars()
-    blank = trimmed == ""
-    parsed = parsed.scatter(where, parse(trimmed))
-    text = text.scatter(where.filter(blank), None) if blank.any() else text
-    return parsed, text
+def _finish_timestamps(parsed: pl.Series, text: pl.Series) -> pl.Series:
+    """Parse the timestamps the integer fast path left (ISO text, decimal seconds)."""
+    todo = parsed.is_null() & text.is_not_null()
+    if not todo.any():
+        return parsed
+    where = todo.arg_true()
+    return parsed.scatter(where, parse_timestamps(text.gather(where)))
 
 
 ISO_FORMATS = (

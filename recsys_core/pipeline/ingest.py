@@ -25,8 +25,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from deltalake import DeltaTable
 from tqdm.auto import tqdm
@@ -43,7 +45,7 @@ from recsys_core.data.sources import (
     read_event_batches,
     read_items,
 )
-from recsys_core.data.validation import check_events, check_items, latest_items
+from recsys_core.data.validation import check_events, check_items, latest_items, prepare_events
 from recsys_core.storage import Lake
 from recsys_core.storage.append import DeltaAppender
 
@@ -68,9 +70,9 @@ class IngestOptions:
 
     bot_events_per_day: int = 1000
     max_item_text_chars: int = 20_000
-    batch_rows: int = 1_000_000
-    key_memory_mb: int = 512
-    flush_rows: int = 2_000_000
+    batch_rows: int = 500_000
+    key_memory_mb: int = 256
+    flush_rows: int = 1_000_000
     progress: bool | None = None
 
     @classmethod
@@ -328,44 +330,35 @@ def _ingest_events(
 
     Returns per-file counts and the bot-like (user hash, date, events) rows found.
     """
-    catalog = lake.read_or_empty("items", ["item_id"])["item_id"].implode()
     events = DeltaAppender(
         lake.path("events"), "events", partition_by=["event_date"], flush_rows=options.flush_rows
     )
     counts = []
-    unknown_items: dict[str, None] = {}
-    lossy = 0
     bar = tqdm(unit=" rows", unit_scale=True, desc="events", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="recsys-ingest-keys-") as spill, bar:
         budget = options.key_memory_mb * (1 << 20) // SeenKeys.BYTES_PER_KEY
-        seen = SeenKeys(lake, Path(spill), budget_rows=budget)
+        stream = _EventStream(
+            seen=SeenKeys(lake, Path(spill), budget_rows=budget),
+            events=events,
+            quarantine=quarantine,
+            catalog=lake.read_or_empty("items", ["item_id"])["item_id"].implode(),
+            reasons=reasons,
+            report=report,
+        )
         try:
             for file in files:
-                count = _FileCount(file, facts[file.path].content_hash)
+                fact = facts[file.path]
+                count = _FileCount(file, fact.content_hash)
                 layout = layouts[file.path]
-                for batch in read_event_batches(file, layout, options.batch_rows):
-                    fact = facts[file.path]
-                    checked = check_events(
-                        batch, file, layout, now,
-                        valid_utf8=fact.valid_utf8, has_blanks=fact.has_blanks,
-                    )  # fmt: skip
-                    new, parts = seen.keep_new(checked.valid)
-                    events.add_parts(parts)
-                    quarantine.add(checked.quarantine)
-                    if checked.quarantine.height:
-                        reasons.update(checked.quarantine["reason"].to_list())
-                    lossy += checked.flags.get("lossy_utf8", 0)
-                    missing = new.filter(~pl.col("item_id").is_in(catalog))
-                    report.unknown_item_events += missing.height
-                    if len(unknown_items) < EXAMPLES:
-                        unknown_items.update(dict.fromkeys(missing["item_id"].head(EXAMPLES)))
-                    count.rows_read += batch.height
-                    count.rows_stored += new.height
-                    count.duplicates += checked.valid.height - new.height
-                    count.quarantined += checked.quarantine.height
+                prepare = partial(
+                    _prepare_with_keys, now=now, trim=fact.has_blanks is not False,
+                    check_utf8=not fact.valid_utf8,
+                )  # fmt: skip
+                for batch in read_event_batches(file, layout, options.batch_rows, prepare):
+                    stream.take(batch, file, layout, now, count)
                     bar.update(batch.height)
                 counts.append(count)
-            bots = seen.busy_users(options.bot_events_per_day)
+            bots = stream.seen.busy_users(options.bot_events_per_day)
             report.versions["events"] = events.commit({**meta, "rows": events.rows_added})
         except BaseException:
             events.abort()
@@ -375,10 +368,53 @@ def _ingest_events(
         report.events_added += count.rows_stored
         report.duplicates += count.duplicates
         report.quarantined += count.quarantined
-    if lossy:
-        report.flags["events.lossy_utf8"] = lossy
-    report.unknown_item_examples = list(unknown_items)[:EXAMPLES]
+    if stream.lossy:
+        report.flags["events.lossy_utf8"] = stream.lossy
+    report.unknown_item_examples = list(stream.unknown_items)[:EXAMPLES]
     return counts, bots
+
+
+def _prepare_with_keys(frame: pl.LazyFrame, **options) -> pl.LazyFrame:
+    """Parsing plus the duplicate-detection hashes, all computed while polars reads."""
+    return prepare_events(frame, **options).with_columns(SeenKeys.hash_columns(prefix="_"))
+
+
+@dataclass
+class _EventStream:
+    """Where each checked batch goes; a batch's frames are freed when `take` returns."""
+
+    seen: SeenKeys
+    events: DeltaAppender
+    quarantine: DeltaAppender
+    catalog: pl.Series  # the catalog's item ids, imploded for `is_in`
+    reasons: Counter[str]
+    report: IngestReport
+    unknown_items: dict[str, None] = field(default_factory=dict)
+    lossy: int = 0
+
+    def take(
+        self,
+        batch: pl.DataFrame,
+        file: InputFile,
+        layout: FileLayout,
+        now: datetime,
+        count: _FileCount,
+    ) -> None:
+        checked = check_events(batch, file, layout, now, passthrough=("_h", "_u"))
+        new, parts = self.seen.keep_new(checked.valid)
+        self.events.add_parts(parts)
+        if checked.quarantine.height:
+            self.quarantine.add(checked.quarantine)
+            self.reasons.update(checked.quarantine["reason"].to_list())
+        self.lossy += checked.flags.get("lossy_utf8", 0)
+        missing = new.filter(~pl.col("item_id").is_in(self.catalog))
+        self.report.unknown_item_events += missing.height
+        if len(self.unknown_items) < EXAMPLES:
+            self.unknown_items.update(dict.fromkeys(missing["item_id"].head(EXAMPLES)))
+        count.rows_read += batch.height
+        count.rows_stored += new.height
+        count.duplicates += checked.valid.height - new.height
+        count.quarantined += checked.quarantine.height
 
 
 class SeenKeys:
@@ -413,11 +449,13 @@ class SeenKeys:
         self._stored = lake.exists("events")
 
     @classmethod
-    def key_columns(cls) -> list[pl.Expr]:
+    def hash_columns(cls, prefix: str = "") -> list[pl.Expr]:
+        """`_h` (user, item, event type) and `_u` (user) from the columns named with
+        `prefix` (ingestion computes them while reading, from the parsed `_` columns)."""
+        fields = [pl.col(f"{prefix}{c}").alias(c) for c in ("user_id", "item_id", "event_type")]
         return [
-            pl.col("timestamp").cast(pl.Int64).alias("_ts"),
-            pl.struct("user_id", "item_id", "event_type").hash(cls.SEED).alias("_h"),
-            cls.user_hash(pl.col("user_id")).alias("_u"),
+            pl.struct(fields).hash(cls.SEED).alias("_h"),
+            cls.user_hash(pl.col(f"{prefix}user_id")).alias("_u"),
         ]
 
     @classmethod
@@ -427,44 +465,47 @@ class SeenKeys:
     def keep_new(
         self, events: pl.DataFrame
     ) -> tuple[pl.DataFrame, dict[tuple[date], pl.DataFrame]]:
-        """The rows of `events` (with `event_date`) not seen before, first occurrences only,
-        in their order, and the same rows split by event date; their keys are remembered."""
+        """The rows of `events` (with `event_date`, `_h` and `_u`) not seen before, first
+        occurrences only, in their order, and the same rows split by event date; their keys
+        are remembered."""
         if events.is_empty():
             return events, {}
         self._batch += 1
-        keyed = events.with_columns(self.key_columns())
-        combined = keyed.select(_combined()).to_series()
-        dates = keyed["event_date"].unique().to_list()
+        keys = pl.DataFrame([events["timestamp"].cast(pl.Int64).alias("_ts"), events["_h"]])
+        combined = keys.select(_combined()).to_series()
+        dates = events["event_date"].unique().to_list()
         self._prepare(dates)
         known = [frame for d in dates for frame in self._keys.get(d, [])]
-        dropped = _repeats(keyed, combined)
+        dropped = _repeats(keys, combined)
         if known:
-            seen = _seen_before(keyed, combined, pl.concat(known, rechunk=False))
+            seen = _seen_before(keys, combined, pl.concat(known, rechunk=False))
             dropped = seen if dropped is None else dropped | seen
         if dropped is not None and dropped.any():
-            keyed = keyed.filter(~dropped)
-        parts = split_by_date(keyed)
+            events = events.filter(~dropped)
+        parts = split_by_date(events)
         for (day,), part in parts.items():
-            self._remember(day, part.select("_ts", "_h", "_u"))
+            timestamps = part["timestamp"].cast(pl.Int64).alias("_ts")
+            self._remember(day, pl.DataFrame([timestamps, part["_h"], part["_u"]]))
         self._spill_if_needed(set(dates))
-        keys = ["_ts", "_h", "_u"]
-        return keyed.drop(keys), {day: part.drop(keys) for day, part in parts.items()}
+        # `_h` and `_u` stay: dropping them costs a pass, and the table's schema leaves them
+        return events, parts
 
-    def busy_users(self, limit: int) -> pl.DataFrame:
+    def busy_users(self, limit: int, group_rows: int = 2_000_000) -> pl.DataFrame:
         """(_u, event_date, events) for each user with more than `limit` events on a date
-        this run touched, stored events included."""
+        this run touched, stored events included; dates are counted a few million keys at
+        a time."""
         found = [pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})]
-        for day in sorted(self._spilled):  # one date at a time, as they do not fit together
-            frames = [*self._keys.get(day, []), *map(pl.read_parquet, self._spilled[day])]
-            found.append(_busy(pl.concat(frames, rechunk=False), limit, day))
-        held = [
-            frame.with_columns(pl.lit(day).alias("event_date"))
-            for day, frames in self._keys.items()
-            if day not in self._spilled
-            for frame in frames
-        ]
-        if held:
-            found.append(_busy(pl.concat(held), limit))
+        group: list[pl.DataFrame] = []
+        rows = 0
+        for day in sorted({*self._keys, *self._spilled}):
+            frames = [*self._keys.get(day, []), *map(pl.read_parquet, self._spilled.get(day, []))]
+            group += [frame.with_columns(pl.lit(day).alias("event_date")) for frame in frames]
+            rows += sum(frame.height for frame in frames)
+            if rows >= group_rows:
+                found.append(_busy(pl.concat(group), limit))
+                group, rows = [], 0
+        if group:
+            found.append(_busy(pl.concat(group), limit))
         return pl.concat(found)
 
     def _prepare(self, dates: Iterable[date]) -> None:
@@ -486,7 +527,8 @@ class SeenKeys:
                 .collect()
             )
             for (day,), part in stored.partition_by("event_date", as_dict=True).items():
-                self._remember(day, part.select(self.key_columns()))
+                timestamps = pl.col("timestamp").cast(pl.Int64).alias("_ts")
+                self._remember(day, part.select(timestamps, *self.hash_columns()))
 
     def _remember(self, day: date, keys: pl.DataFrame) -> None:
         self._keys.setdefault(day, []).append(keys)
@@ -507,46 +549,60 @@ class SeenKeys:
             total -= self._rows.pop(day)
 
 
-def _busy(keys: pl.DataFrame, limit: int, day: date | None = None) -> pl.DataFrame:
-    """(_u, event_date, events) over `limit`, counted by sorting one 64-bit key per
-    (user, date) (a sort beats a hash group-by here by about 3x)."""
-    if day is not None:
-        keys = keys.with_columns(pl.lit(day).alias("event_date"))
-    pair = (pl.col("_u") ^ (pl.col("event_date").cast(pl.Int32).cast(pl.UInt64) * _MIX)).alias("k")
-    runs = keys.select(pair).to_series().sort().rle().struct.unnest()
-    heavy = runs.filter(pl.col("len") > limit)
-    if heavy.is_empty():
-        return pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})
-    found = keys.with_columns(pair).join(heavy.rename({"value": "k"}), on="k")
-    return found.unique(["_u", "event_date"]).select(
-        "_u", "event_date", pl.col("len").cast(pl.UInt32).alias("events")
-    )
+def _busy(keys: pl.DataFrame, limit: int) -> pl.DataFrame:
+    """(_u, event_date, events) over `limit`.
+
+    (user, date) pairs are first counted into hash buckets: a pair over the limit fills
+    its bucket over the limit, so only the rows of such buckets (usually none) are counted
+    exactly.
+    """
+    pair = pl.col("_u") ^ (pl.col("event_date").cast(pl.Int32).cast(pl.UInt64) * _MIX)
+    hashes = keys.select(pair).to_series()
+    buckets = _buckets(hashes, per_row=1)  # a chance bucket never reaches a useful limit
+    full = np.flatnonzero(np.bincount(buckets) > limit)
+    empty = pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})
+    if not len(full):
+        return empty
+    suspects = keys.filter(pl.Series(np.isin(buckets, full)))
+    counts = suspects.group_by("_u", "event_date").agg(pl.len().cast(pl.UInt32).alias("events"))
+    return counts.filter(pl.col("events") > limit).select(empty.columns)
 
 
 _MIX = 0x9E3779B97F4A7C15  # spreads dates over 64 bits, so (user hash, date) pairs stay distinct
 
 
 def _combined() -> pl.Expr:
-    """One 64-bit hash of the exact key (_ts, _h): cheap to compare, but only a hint."""
-    return pl.struct("_ts", "_h").hash(SeenKeys.SEED)
+    """One 64-bit mix of the exact key (_ts, _h): cheap to compare, but only a hint."""
+    return pl.col("_h") ^ (pl.col("_ts").cast(pl.UInt64) * _MIX)
 
 
 def _repeats(keyed: pl.DataFrame, combined: pl.Series) -> pl.Series | None:
     """True for each row whose exact (_ts, _h) key occurred earlier in the batch; None when
     no key repeats.
 
-    Sorting the combined hash finds the few values that repeat (cheaper than a hash table
-    over the batch); only the rows holding them pay for the exact comparison, so a hash
-    collision never drops an event.
+    Counting the combined hash into buckets (numpy's bincount, far cheaper than a hash
+    table or a sort over the batch) finds the few rows that may repeat: those sharing a
+    bucket. Only they pay for the exact comparison, so a bucket or hash collision never
+    drops an event.
     """
-    ordered = combined.sort()
-    twice = ordered.filter(ordered == ordered.shift(1))
-    if twice.is_empty():
+    buckets = _buckets(combined, per_row=8)  # about 1 row in 8 shares a bucket by chance
+    shared = np.bincount(buckets)[buckets] > 1
+    if not shared.any():
         return None
-    where = combined.is_in(twice.implode()).arg_true()
-    later = ~keyed[where].select(pl.struct("_ts", "_h").is_first_distinct()).to_series()
+    where = pl.Series(np.flatnonzero(shared), dtype=pl.UInt32)
+    candidates = keyed.select("_ts", "_h")[where]
+    later = ~candidates.select(pl.struct("_ts", "_h").is_first_distinct()).to_series()
+    if not later.any():
+        return None
     mask = pl.repeat(False, keyed.height, dtype=pl.Boolean, eager=True)
     return mask.scatter(where.filter(later), True)
+
+
+def _buckets(hashes: pl.Series, per_row: int) -> np.ndarray:
+    """Bucket numbers from the low bits of 64-bit hashes, about `per_row` buckets per hash
+    (a power of two; at most 2^24, so a bincount stays within 128 MB)."""
+    bits = max(10, min(24, (len(hashes) * per_row).bit_length()))
+    return (hashes.to_numpy() & np.uint64((1 << bits) - 1)).astype(np.int64)
 
 
 def _seen_before(keyed: pl.DataFrame, combined: pl.Series, known: pl.DataFrame) -> pl.Series:
@@ -558,7 +614,7 @@ def _seen_before(keyed: pl.DataFrame, combined: pl.Series, known: pl.DataFrame) 
     if not candidates.any():
         return mask
     where = candidates.arg_true()
-    rows = keyed[where].select("_ts", "_h").with_columns(where.alias("_row"))
+    rows = keyed.select("_ts", "_h")[where].with_columns(where.alias("_row"))
     hits = rows.join(known.select("_ts", "_h"), on=["_ts", "_h"], how="semi")["_row"]
     return mask.scatter(hits, True)
 
