@@ -195,3 +195,15 @@ def test_corrupt_compressed_file_is_an_input_error_naming_it(tmp_path):
     items.write_text(ITEMS)
     with pytest.raises(InputError, match=r"events\.csv\.gz: cannot be read"):
         ingest(SourceSpec(events=(str(broken),), items=str(items)), Lake(tmp_path / "lake"))
+
+
+def test_totals_count_the_whole_table_whether_or_not_a_run_saw_every_date(tmp_path):
+    lake = Lake(tmp_path / "lake")
+    first = ingest(write_source(tmp_path / "a", EVENTS, ITEMS), lake)  # every date is new
+    assert (first.events_total, first.users_total) == (4, 2)
+    # a later day with one new and one known user: the earlier date is not read again
+    later = "user_id,item_id,timestamp\nu9,a,1700200000\nu1,b,1700200001\n"
+    second = ingest(write_source(tmp_path / "b", later, ITEMS), lake)
+    stored = lake.read("events")
+    assert (second.events_total, second.users_total) == (6, 3)
+    assert (stored.height, stored["user_id"].n_unique()) == (6, 3)

@@ -358,8 +358,10 @@ def _ingest_events(
                     stream.take(batch, file, layout, now, count)
                     bar.update(batch.height)
                 counts.append(count)
-            bots = stream.seen.busy_users(options.bot_events_per_day)
+            bots, users = stream.seen.summarize(options.bot_events_per_day)
             report.versions["events"] = events.commit({**meta, "rows": events.rows_added})
+            if lake.exists("events") and stream.seen.covers(_rows_per_date(lake)):
+                report.users_total = users  # every stored event's user was among the keys
         except BaseException:
             events.abort()
             raise
@@ -475,8 +477,8 @@ class SeenKeys:
         combined = keys.select(_combined()).to_series()
         dates = events["event_date"].unique().to_list()
         self._prepare(dates)
-        known = [frame for d in dates for frame in self._keys.get(d, [])]
         dropped = _repeats(keys, combined)
+        known = [frame for d in dates for frame in self._keys.get(d, [])]
         if known:
             seen = _seen_before(keys, combined, pl.concat(known, rechunk=False))
             dropped = seen if dropped is None else dropped | seen
@@ -490,23 +492,34 @@ class SeenKeys:
         # `_h` and `_u` stay: dropping them costs a pass, and the table's schema leaves them
         return events, parts
 
-    def busy_users(self, limit: int, group_rows: int = 2_000_000) -> pl.DataFrame:
-        """(_u, event_date, events) for each user with more than `limit` events on a date
-        this run touched, stored events included; dates are counted a few million keys at
-        a time."""
+    def summarize(self, limit: int, group_rows: int = 2_000_000) -> tuple[pl.DataFrame, int]:
+        """One pass over every key held: (_u, event_date, events) for each user with more
+        than `limit` events on a date this run touched (stored events included), and the
+        number of distinct user hashes among the keys. Dates are read a few million keys at
+        a time, so memory stays bounded."""
         found = [pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})]
+        users: list[pl.Series] = []
         group: list[pl.DataFrame] = []
         rows = 0
-        for day in sorted({*self._keys, *self._spilled}):
-            frames = [*self._keys.get(day, []), *map(pl.read_parquet, self._spilled.get(day, []))]
-            group += [frame.with_columns(pl.lit(day).alias("event_date")) for frame in frames]
-            rows += sum(frame.height for frame in frames)
-            if rows >= group_rows:
-                found.append(_busy(pl.concat(group), limit))
+        for day in [*sorted({*self._keys, *self._spilled}), None]:
+            if day is not None:
+                frames = [
+                    *self._keys.get(day, []),
+                    *map(pl.read_parquet, self._spilled.get(day, [])),
+                ]
+                group += [frame.with_columns(pl.lit(day).alias("event_date")) for frame in frames]
+                rows += sum(frame.height for frame in frames)
+            if group and (rows >= group_rows or day is None):
+                keys = pl.concat(group)
+                found.append(_busy(keys, limit))
+                users.append(keys["_u"].unique())
                 group, rows = [], 0
-        if group:
-            found.append(_busy(pl.concat(group), limit))
-        return pl.concat(found)
+        distinct = pl.concat(users).n_unique() if users else 0
+        return pl.concat(found), distinct
+
+    def covers(self, dates: Iterable[date]) -> bool:
+        """Whether the keys held include every event of `dates` (loaded or added here)."""
+        return set(dates) <= {*self._loaded, *self._keys, *self._spilled}
 
     def _prepare(self, dates: Iterable[date]) -> None:
         """Make the keys of `dates` present in memory: reload spilled ones, load stored ones."""
@@ -585,7 +598,7 @@ def _repeats(keyed: pl.DataFrame, combined: pl.Series) -> pl.Series | None:
     bucket. Only they pay for the exact comparison, so a bucket or hash collision never
     drops an event.
     """
-    buckets = _buckets(combined, per_row=8)  # about 1 row in 8 shares a bucket by chance
+    buckets = _buckets(combined, per_row=4)  # about 1 row in 5 shares a bucket by chance
     shared = np.bincount(buckets)[buckets] > 1
     if not shared.any():
         return None
@@ -607,15 +620,21 @@ def _buckets(hashes: pl.Series, per_row: int) -> np.ndarray:
 
 def _seen_before(keyed: pl.DataFrame, combined: pl.Series, known: pl.DataFrame) -> pl.Series:
     """True for each row whose exact key is in `known` (keys of earlier rows and stored
-    events); the combined hash picks candidates, an exact join confirms them."""
-    known_combined = known.select(_combined()).to_series()
-    candidates = combined.is_in(known_combined.implode())
+    events of the same dates).
+
+    The batch is the hash set and the known keys only probe it (so a large `known`, as an
+    out-of-order log builds up, costs a scan rather than a hash table per batch); the few
+    matches are then confirmed exactly.
+    """
     mask = pl.repeat(False, keyed.height, dtype=pl.Boolean, eager=True)
-    if not candidates.any():
+    known_combined = known.select(_combined()).to_series()
+    matched = known_combined.filter(known_combined.is_in(combined.implode()))
+    if matched.is_empty():
         return mask
-    where = candidates.arg_true()
+    where = combined.is_in(matched.implode()).arg_true()
     rows = keyed.select("_ts", "_h")[where].with_columns(where.alias("_row"))
-    hits = rows.join(known.select("_ts", "_h"), on=["_ts", "_h"], how="semi")["_row"]
+    found = known.join(rows.select("_ts", "_h"), on=["_ts", "_h"], how="semi")
+    hits = rows.join(found.unique(), on=["_ts", "_h"], how="semi")["_row"]
     return mask.scatter(hits, True)
 
 
@@ -666,6 +685,7 @@ def _rows_per_date(lake: Lake) -> dict[date, int]:
 def _totals(lake: Lake, report: IngestReport) -> None:
     if lake.exists("events"):
         report.events_total = sum(_rows_per_date(lake).values())
-        users = lake.scan("events").select(pl.col("user_id").n_unique()).collect(engine="streaming")
-        report.users_total = int(users.item())
+        if not report.users_total:  # this run did not see every date: count the table
+            users = lake.scan("events").select(pl.col("user_id").n_unique())
+            report.users_total = int(users.collect(engine="streaming").item())
     report.items_total = lake.read_or_empty("items", ["item_id"]).height
