@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from recsys_core.data import validation
 from recsys_core.data.sources import SourceSpec
 from recsys_core.errors import InputError
 from recsys_core.pipeline import IngestOptions, IngestReport, ingest
@@ -283,3 +284,21 @@ def test_cli_quarantine_lists_rows_by_reason(tmp_path):
     assert f"{path}:3  bad_timestamp: timestamp 'soon'" in text.stdout
     empty = CliRunner().invoke(app, ["quarantine", "--data-dir", str(tmp_path / "none")])
     assert empty.exit_code == 0 and "no rows quarantined" in empty.stdout
+
+
+def test_empty_strings_in_compact_jsonl_mean_absent(tmp_path):
+    # no space or tab anywhere in the file: the fast path skips trimming, not these checks
+    lines = (
+        f'{{"user_id":"u1","item_id":"a","timestamp":{T0},"event_type":"","value":""}}\n'
+        '{"user_id":"","item_id":"a","timestamp":""}\n'
+    )
+    _, lake, _ = run(tmp_path, lines, name="events.jsonl")
+    assert quarantined(lake) == {2: "missing_user_id"}
+    row = lake.read("events").row(0, named=True)
+    assert (row["event_type"], row["value"]) == ("interaction", 1.0)
+
+
+def test_every_reason_code_is_documented():
+    emitted = {*validation._EVENT_REASONS.values(), *validation._ITEM_REASONS.values(),
+               "empty_row", "malformed_json"}  # fmt: skip
+    assert emitted == set(validation.REASONS) == set(validation._DETAILS)

@@ -1,8 +1,11 @@
 """Row checks for events and catalog rows, declared as dataframely schemas.
 
-Each raw batch from `sources` is parsed (ids trimmed, timestamps to UTC, numbers to floats)
-and filtered by a dataframely schema: rows that pass are stored, rows that fail go to the
-`quarantine` table with a reason code and a sentence naming the column and the value.
+Events are parsed in two steps: `prepare_events` adds the parsed columns as expressions that
+polars evaluates while it streams the file (ids trimmed, integer unix seconds to UTC, numbers
+to floats), and `check_events` finishes the rare rows the fast path left (ISO-8601 text,
+decimal seconds) and filters the batch by a dataframely schema: rows that pass are stored,
+rows that fail go to the `quarantine` table with a reason code and a sentence naming the
+column and the value. Catalog rows are checked whole by `check_items`.
 
 Why dataframely rather than pandera.polars: its `Schema.filter` returns the valid rows and,
 for the others, which rule failed per row, which is exactly a quarantine; it is polars-only
@@ -15,7 +18,6 @@ UTF-8 was replaced by U+FFFD), and for items `empty_text` and `text_truncated`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,14 +27,12 @@ import polars as pl
 
 from recsys_core import schemas
 from recsys_core.data.sources import (
-    EVENT_FIELDS,
     EXTRA,
-    ITEM_FIELDS,
     FileLayout,
     InputFile,
     batch_column,
 )
-from recsys_core.encoders.text import build_item_text, text_hash
+from recsys_core.encoders.text import build_item_text
 
 EARLIEST_EVENT = datetime(1995, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)  # clocks drift; more than this ahead is an error
@@ -180,10 +180,8 @@ def prepare_events(
     """
 
     def text(name: str) -> pl.Expr:
-        if not trim:  # CSV reads an empty field as null already
-            return pl.col(name)
-        stripped = pl.col(name).str.strip_chars()
-        return pl.when(stripped != "").then(stripped)
+        value = pl.col(name).str.strip_chars() if trim else pl.col(name)
+        return pl.when(value != "").then(value)  # empty means absent
 
     seconds = text("timestamp").cast(pl.Int64, strict=False)
     value = text("value").cast(pl.Float64, strict=False)
@@ -395,13 +393,6 @@ def latest_items(items: pl.DataFrame) -> pl.DataFrame:
     return items.unique("item_id", keep="last", maintain_order=True)
 
 
-def retext(items: pl.DataFrame) -> pl.DataFrame:
-    """Recompute `text_hash` (after `text` was changed)."""
-    return items.with_columns(
-        pl.Series("text_hash", [text_hash(t) for t in items["text"].to_list()], dtype=pl.String)
-    )
-
-
 # -- quarantine ------------------------------------------------------------------------------
 def _quarantine(
     failure: dy.FailureInfo,
@@ -434,6 +425,7 @@ def _quarantine(
         pl.when(pl.col(rule) == "invalid").then(pl.lit(reasons.get(rule, rule))) for rule in ordered
     )
     rows = details.select("row_number", reason.alias("reason"), *_detail_inputs(details))
+    raw = raw.filter(pl.col("row_number").is_in(rows["row_number"].implode()))  # only these
     rows = rows.join(_raw_text(raw, file, columns), on="row_number", how="left")
     if columns is not None:
         # a blank line, or a JSONL line that is not an object, is named as such
@@ -515,23 +507,3 @@ def empty_items() -> pl.DataFrame:
 
 def empty_quarantine() -> pl.DataFrame:
     return pl.DataFrame(schema=schemas.QUARANTINE)
-
-
-def describe_reasons() -> str:
-    """Reason codes and flags with their meaning, one per line (for docs and `--help`)."""
-    return json.dumps({"reasons": REASONS, "flags": FLAGS}, indent=2)
-
-
-__all__ = [
-    "EVENT_FIELDS",
-    "FLAGS",
-    "ITEM_FIELDS",
-    "REASONS",
-    "Checked",
-    "EventRow",
-    "ItemRow",
-    "check_events",
-    "check_items",
-    "latest_items",
-    "parse_timestamps",
-]
