@@ -207,3 +207,19 @@ def test_totals_count_the_whole_table_whether_or_not_a_run_saw_every_date(tmp_pa
     stored = lake.read("events")
     assert (second.events_total, second.users_total) == (6, 3)
     assert (stored.height, stored["user_id"].n_unique()) == (6, 3)
+
+
+def test_movielens_folder_ingested_again_reads_nothing(tmp_path):
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,5,4.0,1000000000\n")
+    (tmp_path / "movies.csv").write_text('movieId,title,genres\n5,"Heat (1995)",Action|Crime\n')
+    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,5,heist,1\n")
+    lake = Lake(tmp_path / "lake")
+    first = ingest(SourceSpec(movielens=str(tmp_path)), lake)
+    assert (first.files_read, first.events_added, first.items_added) == (3, 1, 1)
+    again = ingest(SourceSpec(movielens=str(tmp_path)), lake)
+    assert (again.files_read, again.files_skipped) == (0, 3)
+    # new tags change the movie's text: the catalog is read again and the item updated
+    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,5,heist,1\n2,5,noir,2\n")
+    tagged = ingest(SourceSpec(movielens=str(tmp_path)), lake)
+    assert (tagged.files_read, tagged.items_updated) == (1, 1)
+    assert "noir" in lake.read("items")["text"][0]

@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
@@ -206,7 +206,7 @@ def ingest(
             progress,
         )  # fmt: skip
         counts += event_counts
-        report.versions["quarantine"] = quarantine.commit({**meta, "rows": quarantine.rows_added})
+        quarantine.commit({**meta, "rows": quarantine.rows_added})
     except BaseException:
         quarantine.abort()
         raise
@@ -230,9 +230,7 @@ def ingest(
     )  # fmt: skip
     report.seconds = round(time.perf_counter() - started, 3)
     report.events_per_second = round(report.rows_read / max(report.seconds, 1e-9), 1)
-    for table in ("events", "items", "quarantine"):
-        report.versions.setdefault(table, lake.version(table))
-        report.versions[table] = report.versions[table] or lake.version(table)
+    report.versions = {t: lake.version(t) for t in ("events", "items", "quarantine")}
     return report
 
 
@@ -257,13 +255,18 @@ def _ingest_items(
     meta: dict,
     report: IngestReport,
 ) -> tuple[list[_FileCount], list[pl.DataFrame]]:
-    counts, rows, rejected = [], [], []
+    counts, companions, rows, rejected = [], [], [], []
     flags: Counter[str] = Counter()
     for index, file in enumerate(files):
         raw = read_items(file, layouts[file.path])
         checked = check_items(raw, file, now, options.max_item_text_chars)
         digest = facts[file.path].content_hash
         counts.append(_FileCount(file, digest, raw.height, quarantined=checked.quarantine.height))
+        # a companion (MovieLens tags.csv) is remembered too, so an unchanged one is skipped
+        companions += [
+            _FileCount(replace(file, path=path), facts[path].content_hash)
+            for path in file.companions
+        ]
         rows.append(checked.valid.with_columns(pl.lit(index).alias("file_index")))
         rejected.append(checked.quarantine)
         flags.update(checked.flags)
@@ -272,7 +275,7 @@ def _ingest_items(
     for name, count in flags.items():
         report.flags[f"items.{name}"] = count
     if not rows:
-        return counts, rejected
+        return counts + companions, rejected
     candidates = pl.concat(rows)
     latest = latest_items(candidates)
     report.item_duplicates = candidates.height - latest.height
@@ -286,7 +289,7 @@ def _ingest_items(
     for index, count in enumerate(counts):
         count.rows_stored = written.get(index, 0)
         count.duplicates = valid_per_file.get(index, 0) - count.rows_stored
-    return counts, rejected
+    return counts + companions, rejected
 
 
 def _merge_items(lake: Lake, items: pl.DataFrame, meta: dict) -> pl.DataFrame:
@@ -359,7 +362,7 @@ def _ingest_events(
                     bar.update(batch.height)
                 counts.append(count)
             bots, users = stream.seen.summarize(options.bot_events_per_day)
-            report.versions["events"] = events.commit({**meta, "rows": events.rows_added})
+            events.commit({**meta, "rows": events.rows_added})
             if lake.exists("events") and stream.seen.covers(_rows_per_date(lake)):
                 report.users_total = users  # every stored event's user was among the keys
         except BaseException:
@@ -437,6 +440,7 @@ class SeenKeys:
 
     SEED = 0x5EED
     BYTES_PER_KEY = 24  # _ts (i64), _h (u64), _u (u64)
+    LOAD_ROWS = 2_000_000  # stored events read at a time when their keys are loaded
 
     def __init__(self, lake: Lake, spill_dir: Path, budget_rows: int) -> None:
         self.lake = lake
@@ -448,7 +452,8 @@ class SeenKeys:
         self._loaded: set[date] = set()
         self._last_used: dict[date, int] = {}
         self._batch = 0
-        self._stored = lake.exists("events")
+        # stored rows per date before this run (from the Delta log), to load keys in groups
+        self._stored = _rows_per_date(lake) if lake.exists("events") else {}
 
     @classmethod
     def hash_columns(cls, prefix: str = "") -> list[pl.Expr]:
@@ -532,16 +537,29 @@ class SeenKeys:
             if day not in self._loaded:
                 self._loaded.add(day)
                 to_load.append(day)
-        if to_load and self._stored:
-            stored = (
-                self.lake.scan("events")
-                .filter(pl.col("event_date").is_in(to_load))
-                .select("event_date", "user_id", "item_id", "event_type", "timestamp")
-                .collect()
+        to_load = [day for day in to_load if day in self._stored]
+        group: list[date] = []
+        for day in [*to_load, None]:  # a few million stored rows per read, then only keys
+            if day is not None:
+                group.append(day)
+            rows = sum(self._stored[d] for d in group)
+            if group and (rows >= self.LOAD_ROWS or day is None):
+                self._load(group)
+                group = []
+
+    def _load(self, dates: list[date]) -> None:
+        stored = (
+            self.lake.scan("events")
+            .filter(pl.col("event_date").is_in(dates))
+            .select(
+                "event_date",
+                pl.col("timestamp").cast(pl.Int64).alias("_ts"),
+                *self.hash_columns(),
             )
-            for (day,), part in stored.partition_by("event_date", as_dict=True).items():
-                timestamps = pl.col("timestamp").cast(pl.Int64).alias("_ts")
-                self._remember(day, part.select(timestamps, *self.hash_columns()))
+            .collect(engine="streaming")
+        )
+        for (day,), part in stored.partition_by("event_date", as_dict=True).items():
+            self._remember(day, part.drop("event_date"))
 
     def _remember(self, day: date, keys: pl.DataFrame) -> None:
         self._keys.setdefault(day, []).append(keys)
