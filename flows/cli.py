@@ -229,8 +229,11 @@ def synth(
     ] = "none",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
-    """Write a synthetic log and catalog in the generic format (power-law popularity, taste
-    clusters, item text whose words follow the clusters), streamed in chunks."""
+    """Write a synthetic log and catalog in the generic format.
+
+    Power-law popularity, user taste clusters and item text whose words follow the clusters,
+    so a model can learn from both; written in chunks, so 20M events need little memory.
+    """
     from recsys_core.data.synth import COMPRESSIONS, FORMATS, SynthConfig, write_synthetic
 
     def run() -> tuple[Path, Path]:
