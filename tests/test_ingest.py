@@ -223,3 +223,35 @@ def test_movielens_folder_ingested_again_reads_nothing(tmp_path):
     tagged = ingest(SourceSpec(movielens=str(tmp_path)), lake)
     assert (tagged.files_read, tagged.items_updated) == (1, 1)
     assert "noir" in lake.read("items")["text"][0]
+
+
+def test_appender_writes_many_files_in_one_commit_with_safe_statistics(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from deltalake import DeltaTable
+
+    from recsys_core.storage.append import DeltaAppender
+
+    lake = Lake(tmp_path / "lake")
+    base = datetime(2024, 1, 1, 12, tzinfo=UTC).timestamp() * 1_000_000
+    frame = pl.DataFrame({"user_id": ["u"] * 6, "item_id": list("abcdef")}).with_columns(
+        timestamp=pl.Series([int(base) + i * 86_400_000_000 // 2 + 999 for i in range(6)])
+        .cast(schemas.UTC_TIME),
+        event_type=pl.lit("view"), value=pl.lit(1.0), source=pl.lit("x"),
+        ingested_at=pl.lit(datetime.now(UTC)).cast(schemas.UTC_TIME),
+        quality=pl.lit(None, pl.String),
+    ).with_columns(event_date=pl.col("timestamp").dt.date())  # fmt: skip
+    appender = DeltaAppender(lake.path("events"), "events", partition_by=["event_date"],
+                             flush_rows=2)  # fmt: skip
+    for start in range(0, 6, 2):
+        appender.add(frame.slice(start, 2))
+    assert appender.commit({"run_id": "t"}) == 0 and lake.version("events") == 0
+    stored = lake.read("events").sort("item_id")
+    assert stored.drop("ingested_at").equals(frame.drop("ingested_at").select(stored.drop(
+        "ingested_at").columns))  # fmt: skip
+    actions = pl.DataFrame(DeltaTable(str(lake.path("events"))).get_add_actions(flatten=True))
+    assert actions.height >= 3 and actions["num_records"].sum() == 6
+    for path, low, high in actions.select("path", "min.timestamp", "max.timestamp").iter_rows():
+        written = pl.read_parquet(lake.path("events") / path)["timestamp"]
+        # the log holds milliseconds: the maximum is rounded up, so no reader skips a file
+        assert low <= written.min() and high >= written.max() > high - timedelta(milliseconds=1)
