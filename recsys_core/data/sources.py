@@ -608,8 +608,9 @@ def _constants(file: InputFile) -> list[pl.Expr]:
 
 def _decode_json(lines: pl.Series, dtype: pl.Struct) -> pl.Series:
     """Decode each line to `dtype`; null where a line is not a JSON object."""
-    objects = lines.str.strip_chars().str.starts_with("{") & lines.str.ends_with("}")
-    candidates = pl.when(objects).then(lines)
+    stripped = lines.str.strip_chars()
+    objects = stripped.str.starts_with("{") & stripped.str.ends_with("}")
+    candidates = pl.when(objects).then(stripped)
     try:
         return pl.select(candidates.str.json_decode(dtype)).to_series()
     except pl.exceptions.PolarsError:
