@@ -43,6 +43,15 @@ Models = Annotated[str | None, typer.Option("--models", help="Comma-separated ca
 Encoder = Annotated[
     str | None, typer.Option("--encoder", help="Hugging Face id or local model folder.")
 ]
+BotLimit = Annotated[
+    int | None,
+    typer.Option(
+        "--bot-events-per-day",
+        min=1,
+        help="Report users with more events than this on one day (default 1000, env "
+        "RECSYS_BOT_EVENTS_PER_DAY).",
+    ),
+]
 
 
 def _prepare(data_dir: Path) -> None:
@@ -99,6 +108,7 @@ def nightly(
     k: K = None,
     models: Models = None,
     encoder: Encoder = None,
+    bot_events_per_day: BotLimit = None,
 ) -> None:
     """Run the whole pipeline: ingest, encode, train, recommend, publish."""
 
@@ -107,7 +117,9 @@ def nightly(
         _prepare(data_dir)
         from flows.nightly import nightly as nightly_flow
 
-        return nightly_flow(source=source, options=_options(data_dir, k, models, encoder))
+        options = _options(data_dir, k, models, encoder)
+        options.bot_events_per_day = bot_events_per_day
+        return nightly_flow(source=source, options=options)
 
     summary = _guard(run)
     typer.echo(render_summary(summary))
@@ -119,6 +131,7 @@ def ingest(
     movielens: MovieLens = None,
     events: Events = None,
     items: Items = None,
+    bot_events_per_day: BotLimit = None,
 ) -> None:
     """Validate and store new events and catalog rows (bad rows go to quarantine)."""
 
@@ -127,7 +140,9 @@ def ingest(
         _prepare(data_dir)
         from flows.stages import ingest_flow
 
-        return ingest_flow(source=source, options=_options(data_dir))
+        options = _options(data_dir)
+        options.bot_events_per_day = bot_events_per_day
+        return ingest_flow(source=source, options=options)
 
     typer.echo(json.dumps(_guard(run), indent=2, default=str))
 
@@ -342,6 +357,93 @@ def forget_user(
         return forget_user_flow(user_id=user_id, options=_options(data_dir))
 
     typer.echo(json.dumps(_guard(run), indent=2, default=str))
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder for events.* and items.*.")],
+    users: Annotated[int, typer.Option("--users", min=1, help="Number of users.")] = 1000,
+    items: Annotated[int, typer.Option("--items", min=1, help="Number of items.")] = 500,
+    events: Annotated[int, typer.Option("--events", min=0, help="Number of events.")] = 50_000,
+    clusters: Annotated[int, typer.Option("--clusters", min=1, help="Taste clusters.")] = 8,
+    days: Annotated[int, typer.Option("--days", min=1, help="Days the events span.")] = 180,
+    duplicate_fraction: Annotated[
+        float,
+        typer.Option("--duplicate-fraction", min=0.0, max=0.99, help="Extra exact repeats."),
+    ] = 0.0,
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv, jsonl or parquet.", case_sensitive=False)
+    ] = "csv",
+    compression: Annotated[
+        str, typer.Option("--compression", help="none, gzip or zstd (csv and jsonl).")
+    ] = "none",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+) -> None:
+    """Write a synthetic log and catalog in the generic format.
+
+    Power-law popularity, user taste clusters and item text whose words follow the clusters,
+    so a model can learn from both; written in chunks, so 20M events need little memory.
+    """
+    from recsys_core.data.synth import COMPRESSIONS, FORMATS, SynthConfig, write_synthetic
+
+    def run() -> tuple[Path, Path]:
+        if fmt.lower() not in FORMATS or compression.lower() not in COMPRESSIONS:
+            raise InputError(
+                f"--format must be one of {', '.join(FORMATS)} and --compression one of "
+                f"{', '.join(COMPRESSIONS)}"
+            )
+        try:
+            config = SynthConfig(
+                users=users, items=items, events=events, clusters=clusters, days=days,
+                duplicate_fraction=duplicate_fraction, seed=seed,
+            )  # fmt: skip
+            return write_synthetic(
+                config, out, fmt=fmt.lower(), compression=compression.lower(),
+                progress=sys.stderr.isatty(),
+            )  # fmt: skip
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+    events_path, items_path = _guard(run)
+    typer.echo(f"wrote {events_path} and {items_path}")
+    typer.echo(f"ingest with: recsys ingest --events {events_path} --items {items_path}")
+
+
+@app.command()
+def quarantine(
+    data_dir: DataDir = Path("lake"),
+    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason code.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Rows to show.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the rows ingestion set aside, newest first, with their reasons."""
+    import polars as pl
+
+    from recsys_core.storage import Lake
+
+    def run() -> tuple[dict, list[dict]]:
+        lake = Lake(data_dir)
+        if not lake.exists("quarantine"):
+            return {}, []
+        table = lake.scan("quarantine")
+        counts = table.group_by("reason").len().sort("len", descending=True).collect()
+        if reason:
+            table = table.filter(pl.col("reason") == reason)
+        order = ["ingested_at", "source_file", "row_number"]
+        rows = table.sort(order, descending=[True, False, False]).head(limit).collect()
+        return dict(counts.iter_rows()), rows.to_dicts()
+
+    counts, rows = _guard(run)
+    if as_json:
+        typer.echo(json.dumps({"reasons": counts, "rows": rows}, default=str, indent=2))
+        return
+    if not counts:
+        typer.echo(f"no rows quarantined under {data_dir}")
+        return
+    typer.echo("quarantined rows by reason: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for row in rows:
+        typer.echo(f"{row['source_file']}:{row['row_number']}  {row['reason']}: {row['detail']}")
+        typer.echo(f"    {row['raw']}")
 
 
 def render_candidates(report: dict) -> str:

@@ -45,6 +45,9 @@ class RunOptions(BaseModel):
         None, description="File of item ids never to recommend (.txt, or a table with item_id)."
     )
     shard_users: int | None = Field(None, ge=1, description="Users per recommend shard.")
+    bot_events_per_day: int | None = Field(
+        None, ge=1, description="Ingest reports users with more events on one day (1000)."
+    )
 
     def settings(self) -> Settings:
         given = {k: v for k, v in self.model_dump(exclude={"refresh"}).items() if v is not None}

@@ -20,6 +20,8 @@ EVENTS = pl.Schema(
         "value": pl.Float64,
         "source": pl.String,
         "ingested_at": UTC_TIME,
+        # null for a clean row; otherwise comma-separated flags such as "lossy_utf8"
+        "quality": pl.String,
         "event_date": pl.Date,  # partition column, derived from timestamp
     }
 )
@@ -35,6 +37,9 @@ ITEMS = pl.Schema(
         "text": pl.String,  # the canonical text that is encoded
         "text_hash": pl.String,
         "updated_at": UTC_TIME,
+        # null for a clean row; otherwise comma-separated flags: lossy_utf8, empty_text,
+        # text_truncated
+        "quality": pl.String,
     }
 )
 
@@ -63,10 +68,12 @@ RECOMMENDATIONS = pl.Schema(
 
 QUARANTINE = pl.Schema(
     {
-        "raw": pl.String,
+        "raw": pl.String,  # the row as read: its fields joined by the file's separator
         "source_file": pl.String,
-        "row_number": pl.Int64,
-        "reason": pl.String,
+        "row_number": pl.Int64,  # 1-based data row (record) number; the header is row 0
+        "reason": pl.String,  # a reason code, see recsys_core.data.validation.REASONS
+        "detail": pl.String,  # the reason in words, naming the column and value
+        "kind": pl.String,  # events or items
         "ingested_at": UTC_TIME,
     }
 )
@@ -74,9 +81,12 @@ QUARANTINE = pl.Schema(
 INGEST_MANIFEST = pl.Schema(
     {
         "source_file": pl.String,
-        "content_hash": pl.String,
+        "content_hash": pl.String,  # sha256 of the file's bytes
         "kind": pl.String,  # events or items
         "rows_read": pl.Int64,
+        "rows_stored": pl.Int64,  # new events, or catalog rows added or changed
+        "duplicates": pl.Int64,  # already stored, or repeated in this run
+        "quarantined": pl.Int64,
         "ingested_at": UTC_TIME,
     }
 )

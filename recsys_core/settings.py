@@ -71,3 +71,9 @@ class Settings(BaseSettings):
     query_weight: float = Field(
         0.5, ge=0.0, le=1.0, description="Share of query relevance when ranking with --query."
     )
+    bot_events_per_day: int = Field(
+        1000, ge=1, description="Events by one user on one day above which ingest reports a bot."
+    )
+    max_item_text_chars: int = Field(
+        20_000, ge=100, description="Longer item text fields are cut at ingest (and flagged)."
+    )

@@ -48,13 +48,21 @@ def _run_id() -> str:
 
 @task(name="ingest", cache_policy=NONE, **IO_RETRIES)
 def ingest_task(source: SourceSpec, settings: Settings) -> dict:
-    report = pipeline.ingest(source, Lake(settings.data_dir), run_id=_run_id())
+    options = pipeline.IngestOptions.from_settings(settings)
+    report = pipeline.ingest(source, Lake(settings.data_dir), run_id=_run_id(), options=options)
     get_run_logger().info(
         "ingested %s: %d events added, %d duplicates, %d quarantined; %d events, %d users, "
         "%d items in total",
         report.source, report.events_added, report.duplicates, report.quarantined,
         report.events_total, report.users_total, report.items_total,
     )  # fmt: skip
+    if report.quarantined or report.items_quarantined or report.bot_users:
+        get_run_logger().warning(
+            "ingest set aside %d rows (%s; see the quarantine table); %d bot-like users over "
+            "%d events per day; %d events for items not in the catalog",
+            report.quarantined + report.items_quarantined, report.quarantine_reasons,
+            report.bot_users, report.bot_events_per_day, report.unknown_item_events,
+        )  # fmt: skip
     return report.as_dict()
 
 

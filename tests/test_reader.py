@@ -31,7 +31,8 @@ def items(ids: list[str]) -> pl.DataFrame:
     return pl.DataFrame(
         {"item_id": ids, "title": [f"Title {i}" for i in ids], "description": [None] * len(ids),
          "categories": [[]] * len(ids), "attributes": [[]] * len(ids), "text": ids,
-         "text_hash": ids, "updated_at": [datetime.now(UTC)] * len(ids)},
+         "text_hash": ids, "updated_at": [datetime.now(UTC)] * len(ids),
+         "quality": [None] * len(ids)},
         schema=schemas.ITEMS,
     )  # fmt: skip
 

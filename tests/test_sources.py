@@ -1,11 +1,29 @@
 from __future__ import annotations
 
+import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from recsys_core.data.sources import SourceSpec, expand_paths, preflight, read_source
+from recsys_core.data.sources import (
+    EVENT_FIELDS,
+    SourceSpec,
+    bundled_ml100k_dir,
+    expand_paths,
+    file_facts,
+    inspect,
+    plan_source,
+    preflight,
+    read_event_batches,
+    read_items,
+    read_source,
+)
+from recsys_core.data.validation import parse_timestamps
 from recsys_core.errors import InputError
 
 
@@ -119,3 +137,93 @@ def test_expand_paths_folders_and_globs(tmp_path):
     with pytest.raises(InputError, match="no files match"):
         expand_paths([str(tmp_path / "*.parquet")])
     assert isinstance(expand_paths([str(tmp_path / "a.csv")])[0], Path)
+
+
+def test_ml_latest_layout_reads_events_in_batches(tmp_path):
+    rows = "".join(f"{u},{m},3.5,{1_000_000_000 + u * 10 + m}\n" for u in range(1, 6)
+                   for m in range(1, 4))  # fmt: skip
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + rows)
+    (tmp_path / "movies.csv").write_text(
+        'movieId,title,genres\n1,"Heat (1995)",Action\n2,X,(no genres listed)\n3,Y,Drama\n'
+    )
+    plan = plan_source(SourceSpec(movielens=str(tmp_path)))
+    file = plan.events[0]
+    batches = list(read_event_batches(file, inspect(file), batch_rows=4))
+    assert sum(b.height for b in batches) == 15 and len(batches) >= 2
+    assert batches[0].columns[:6] == ["row_number", *EVENT_FIELDS]
+    assert set(pl.concat(batches)["event_type"]) == {"rating"}
+    data = read_source(SourceSpec(movielens=str(tmp_path)))
+    assert data.events["value"].unique().to_list() == [3.5]
+    assert data.items.filter(pl.col("item_id") == "2")["categories"].to_list() == [[]]
+
+
+def test_recbole_folder_is_detected_like_the_bundled_copy(tmp_path):
+    for name in ("ml-100k.inter", "ml-100k.item"):
+        lines = (bundled_ml100k_dir() / name).read_text(encoding="latin-1").splitlines()[:20]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    data = read_source(SourceSpec(movielens=str(tmp_path)))
+    assert data.events.height == 19 and data.items.height == 19
+    assert data.items.filter(pl.col("item_id") == "1")["title"][0] == "Toy Story (1995)"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_csv_reads_like_plain(tmp_path, compression):
+    text = "user_id,item_id,timestamp\nu1,a,1700000000\nu2,b,1700000001\n"
+    plain = tmp_path / "e.csv"
+    plain.write_text(text)
+    packed = tmp_path / f"e.csv{'.gz' if compression == 'gzip' else '.zst'}"
+    with pa.CompressedOutputStream(str(packed), compression) as fh:
+        fh.write(text.encode())
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\na,A\n")
+    now = datetime.now(UTC)
+    read = [read_source(SourceSpec(events=(str(p),), items=str(items)), now).events for p in
+            (plain, packed)]  # fmt: skip
+    assert read[0].drop("source").equals(read[1].drop("source"))
+    assert file_facts(packed).valid_utf8 is None  # compressed bytes say nothing about text
+
+
+def test_file_facts_hash_utf8_and_blanks(tmp_path):
+    clean = tmp_path / "clean.csv"
+    clean.write_bytes(b"user_id,item_id\nu1,caf\xc3\xa9\n")
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b"user_id,item_id\nu1,caf\xe9\n")
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(b"a,b\nu1,caf\xc3")  # ends inside a character
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_bytes(b"a,b\nu 1,x\n")
+    facts = {p.name: file_facts(p, block=4) for p in (clean, broken, cut, spaced)}
+    assert facts["clean.csv"].valid_utf8 and not facts["clean.csv"].has_blanks
+    assert facts["broken.csv"].valid_utf8 is False and facts["cut.csv"].valid_utf8 is False
+    assert facts["spaced.csv"].has_blanks
+    assert facts["clean.csv"].content_hash == hashlib.sha256(clean.read_bytes()).hexdigest()
+
+
+def test_parquet_catalog_keeps_text_columns_and_reports_others(tmp_path):
+    items = pl.DataFrame(
+        {"item_id": ["a"], "title": ["A"], "brand": ["Acme"], "price": [9.5],
+         "categories": [["x", "y"]]}
+    )  # fmt: skip
+    path = tmp_path / "items.parquet"
+    items.write_parquet(path)
+    file = plan_source(SourceSpec(events=(str(path),), items=str(path))).items[
+        0
+    ]  # the events side is not read here
+    layout = inspect(file)
+    assert layout.unknown == ["price"]
+    row = read_items(file, layout).row(0, named=True)
+    assert row["categories"] == ["x", "y"]
+    assert row["attributes"] == [{"name": "brand", "value": "Acme"}]
+
+
+@given(st.integers(min_value=788_918_400, max_value=4_102_444_800))  # 1995 .. 2100
+def test_parse_timestamps_reads_seconds_and_iso_alike(seconds):
+    moment = datetime.fromtimestamp(seconds, UTC)
+    texts = pl.Series(
+        [str(seconds), f"{seconds}.0", moment.isoformat(), moment.strftime("%Y-%m-%d %H:%M:%S"),
+         moment.strftime("%Y-%m-%dT%H:%M:%SZ"), f" {seconds} "]
+    )  # fmt: skip
+    parsed = parse_timestamps(texts.cast(pl.String))
+    got = parsed.dt.epoch("s").to_list()
+    assert got[:5] == [seconds] * 5
+    assert got[5] is None  # untrimmed text is trimmed by the caller, not here

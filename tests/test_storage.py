@@ -53,7 +53,8 @@ def test_upsert_replaces_matched_rows_and_inserts_new_ones(tmp_path):
     lake = Lake(tmp_path)
     base = pl.DataFrame(
         {"source_file": ["a", "b"], "content_hash": ["1", "2"], "kind": ["x", "x"],
-         "rows_read": [1, 2], "ingested_at": [datetime.now(UTC)] * 2}
+         "rows_read": [1, 2], "rows_stored": [1, 2], "duplicates": [0, 0], "quarantined": [0, 0],
+         "ingested_at": [datetime.now(UTC)] * 2}
     )  # fmt: skip
     lake.upsert("ingest_manifest", base, keys=["source_file"])
     change = base.with_columns(pl.Series("content_hash", ["9", "3"])).with_columns(

@@ -5,7 +5,7 @@ tasks in `tasks/` wrap these functions and pass nothing bigger than paths and re
 """
 
 from recsys_core.pipeline.encode import EncodeReport, encode_items
-from recsys_core.pipeline.ingest import IngestReport, ingest
+from recsys_core.pipeline.ingest import IngestOptions, IngestReport, ingest
 from recsys_core.pipeline.recommend import (
     PublishReport,
     RecommendPlan,
@@ -20,6 +20,7 @@ from recsys_core.pipeline.train import CandidateResult, TrainReport, train
 __all__ = [
     "CandidateResult",
     "EncodeReport",
+    "IngestOptions",
     "IngestReport",
     "PublishReport",
     "RecommendPlan",
