@@ -10,6 +10,7 @@ no longer be read or rolled back to.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,12 +68,14 @@ def forget_user(lake: Lake, user_id: str) -> ForgetReport:
 
 
 def _forget_in_quarantine(lake: Lake, user_id: str) -> int:
-    """Quarantined rows are raw text: drop those that have the id as one of their fields."""
+    """Quarantined rows are raw text (CSV fields or a JSON object): drop those that hold the
+    id as a whole field or value."""
     if not lake.exists("quarantine"):
         return 0
     rows = lake.read("quarantine")
-    fields = rows["raw"].str.split(",")
-    hit = fields.list.eval(pl.element().str.strip_chars('" ') == user_id).list.any()
+    edge = r"""[\s,;|\t"':{}\[\]]"""
+    pattern = f"(^|{edge}){re.escape(user_id)}({edge}|$)"
+    hit = rows["raw"].str.contains(pattern).fill_null(False)
     if not hit.any():
         return 0
     lake.write("quarantine", rows.filter(~hit), mode="overwrite", metadata={"stage": "forget"})

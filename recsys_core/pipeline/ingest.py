@@ -189,7 +189,10 @@ def ingest(
 
     # a catalog is read whole when any of its files changed; the merge keeps only changes
     item_files = [f for f in plan.items if {f.path, *f.companions} & fresh]
-    quarantine = DeltaAppender(lake.path("quarantine"), "quarantine")
+    quarantine = _NewQuarantine(
+        DeltaAppender(lake.path("quarantine"), "quarantine"),
+        _stored_quarantine(lake, [f.label for f in [*plan.events, *plan.items] if f.path in fresh]),
+    )
     counts: list[_FileCount] = []
     reasons: Counter[str] = Counter()
     try:
@@ -325,7 +328,7 @@ def _ingest_events(
     options: IngestOptions,
     meta: dict,
     report: IngestReport,
-    quarantine: DeltaAppender,
+    quarantine: _NewQuarantine,
     reasons: Counter[str],
     progress: bool,
 ) -> tuple[list[_FileCount], pl.DataFrame]:
@@ -384,13 +387,55 @@ def _prepare_with_keys(frame: pl.LazyFrame, **options) -> pl.LazyFrame:
     return prepare_events(frame, **options).with_columns(SeenKeys.hash_columns(prefix="_"))
 
 
+QUARANTINE_KEY = ["source_file", "row_number", "raw"]
+
+
+def _stored_quarantine(lake: Lake, labels: list[str]) -> pl.DataFrame:
+    """Quarantine keys already stored for these files (from a run that died before its
+    manifest was written: the files are read again, their bad rows must not be doubled)."""
+    empty = pl.DataFrame(schema={k: schemas.QUARANTINE[k] for k in QUARANTINE_KEY})
+    if not labels or not lake.exists("quarantine"):
+        return empty
+    return (
+        lake.scan("quarantine")
+        .filter(pl.col("source_file").is_in(labels))
+        .select(QUARANTINE_KEY)
+        .unique()
+        .collect()
+    )
+
+
+class _NewQuarantine:
+    """A quarantine appender that skips rows already stored by an earlier, interrupted run."""
+
+    def __init__(self, appender: DeltaAppender, stored: pl.DataFrame):
+        self.appender = appender
+        self.stored = stored
+
+    @property
+    def rows_added(self) -> int:
+        return self.appender.rows_added
+
+    def add(self, frame: pl.DataFrame) -> None:
+        if self.stored.height:
+            frame = frame.join(self.stored, on=QUARANTINE_KEY, how="anti", nulls_equal=True)
+        if frame.height:
+            self.appender.add(frame)
+
+    def commit(self, metadata: dict) -> int | None:
+        return self.appender.commit(metadata)
+
+    def abort(self) -> None:
+        self.appender.abort()
+
+
 @dataclass
 class _EventStream:
     """Where each checked batch goes; a batch's frames are freed when `take` returns."""
 
     seen: SeenKeys
     events: DeltaAppender
-    quarantine: DeltaAppender
+    quarantine: _NewQuarantine
     catalog: pl.Series  # the catalog's item ids, imploded for `is_in`
     reasons: Counter[str]
     report: IngestReport
