@@ -6,6 +6,7 @@ Exit codes: 0 ok; 2 bad input or usage (one line naming the file, row or column,
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -57,7 +58,12 @@ BotLimit = Annotated[
 def _prepare(data_dir: Path) -> None:
     """Point Prefect at the data directory before it is imported (unless a server is set)."""
     root = data_dir.expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"data directory {root} cannot be created: {exc.strerror}") from None
+    if not os.access(root, os.W_OK):
+        raise InputError(f"data directory {root} is not writable (read-only or no permission)")
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ["RECSYS_DATA_DIR"] = str(root)
@@ -95,8 +101,48 @@ def _guard(action: Callable[[], Any]) -> Any:
     except Exception as exc:  # an internal failure: say what, keep the traceback on request
         if os.environ.get("RECSYS_DEBUG"):
             traceback.print_exc()
+        problem = storage_problem(exc)
+        if problem is not None:
+            typer.echo(f"error: {problem}; tables keep their previous version", err=True)
+            raise typer.Exit(1) from None
         typer.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+STORAGE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
+STORAGE_MESSAGES = {
+    "no space left on device": errno.ENOSPC,
+    "os error 28": errno.ENOSPC,
+    "database or disk is full": errno.ENOSPC,
+    "read-only file system": errno.EROFS,
+    "os error 30": errno.EROFS,
+    "attempt to write a readonly database": errno.EROFS,
+}
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """One line for a failure of the disk rather than of the pipeline, else None.
+
+    Storage errors arrive as OSError from Python and pyarrow, but as plain exceptions with
+    the OS message from the Delta Lake (Rust) and sqlite layers, so both are checked, along
+    the chain of causes.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in STORAGE_ERRORS:
+            where = f" writing {seen.filename}" if seen.filename else ""
+            return f"{STORAGE_ERRORS[seen.errno]}{where}"
+        text = str(seen).lower()
+        for needle, code in STORAGE_MESSAGES.items():
+            if needle in text:
+                return STORAGE_ERRORS[code]
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @app.command()

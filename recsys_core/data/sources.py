@@ -16,7 +16,9 @@ naming the file and the column; everything else about a bad row is decided per r
 from __future__ import annotations
 
 import codecs
+import csv
 import glob
+import gzip
 import hashlib
 import importlib.util
 import io
@@ -502,12 +504,70 @@ def read_event_batches(
         for c in EVENT_FIELDS
     ]  # fmt: skip
     unknown = [pl.col(batch_column(layout, c)) for c in layout.unknown]
-    frame = frame.select(pl.col("row_number").cast(pl.Int64), *fields, *unknown, pl.col(EXTRA))
-    frame = prepare(frame)
+
+    def shape(raw: pl.LazyFrame) -> pl.LazyFrame:
+        selected = raw.select(pl.col("row_number").cast(pl.Int64), *fields, *unknown, pl.col(EXTRA))
+        return prepare(selected)
+
+    last_row = 0
     try:
-        yield from frame.collect_batches(chunk_size=batch_rows)
+        for batch in shape(frame).collect_batches(chunk_size=batch_rows):
+            if batch.height:
+                last_row = int(batch["row_number"][-1])
+            yield batch
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"{file.path}: cannot be read: {_first_line(exc)}") from None
+        if file.fmt != "csv" or not _python_readable(file):
+            raise InputError(f"{file.path}: cannot be read: {_first_line(exc)}") from None
+        # polars gives up on some damage (e.g. a quote never closed); Python's csv reader
+        # does not, so the rest of the file is read record by record and bad rows are
+        # quarantined instead of failing the whole file
+        for raw in _python_csv_batches(file, layout, batch_rows, after_row=last_row):
+            yield shape(raw.lazy()).collect()
+
+
+def _python_readable(file: InputFile) -> bool:
+    name = file.path.name.lower()
+    return not name.endswith((".zst", ".zstd"))
+
+
+def _python_csv_batches(
+    file: InputFile, layout: FileLayout, batch_rows: int, *, after_row: int
+) -> Iterator[pl.DataFrame]:
+    """The records of a CSV file past `after_row`, as `_scan_csv` would give them."""
+    opener = gzip.open if file.path.name.lower().endswith(".gz") else open
+    encoding = "latin-1" if file.encoding == "latin-1" else "utf-8-sig"
+    n_columns = len(layout.columns)
+    names = ["row_number", *[batch_column(layout, c) for c in layout.columns], EXTRA]
+    options: dict = {"delimiter": file.separator}
+    if file.quote_char is None:
+        options["quoting"] = csv.QUOTE_NONE
+    else:
+        options["quotechar"] = file.quote_char
+    with opener(file.path, "rt", encoding=encoding, errors="replace", newline="") as handle:
+        reader = csv.reader(handle, **options)
+        if not file.names:
+            next(reader, None)  # the header
+        rows: list[list] = []
+        number = 0
+        for record in reader:
+            if not record:  # a blank line is not a record, as for polars
+                continue
+            number += 1
+            if number <= after_row:
+                continue
+            values = [value if value != "" else None for value in record[: n_columns + 1]]
+            values += [None] * (n_columns + 1 - len(values))
+            rows.append([number, *values])
+            if len(rows) == batch_rows:
+                yield _string_frame(names, rows)
+                rows = []
+        if rows:
+            yield _string_frame(names, rows)
+
+
+def _string_frame(names: list[str], rows: list[list]) -> pl.DataFrame:
+    schema = {name: pl.String for name in names} | {"row_number": pl.Int64}
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def batch_column(layout: FileLayout, column: str) -> str:
@@ -527,6 +587,9 @@ def _scan_csv(file: InputFile, layout: FileLayout) -> pl.LazyFrame:
         quote_char=file.quote_char,
         schema=schema,
         missing_columns="insert",
+        # a row with more fields than the header keeps its first extra one in EXTRA (and is
+        # quarantined for it), also when it is the first row polars sees
+        extra_columns="ignore",
         truncate_ragged_lines=True,
         encoding="utf8-lossy",
         row_index_name="row_number",
