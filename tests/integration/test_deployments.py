@@ -57,7 +57,21 @@ def stack(tmp_path):
                 os.kill(pid, 0)
 
 
+def listening_addresses(pid: int) -> set[str]:
+    import psutil
+
+    parent = psutil.Process(pid)
+    tree = [parent, *parent.children(recursive=True)]
+    return {
+        conn.laddr.ip
+        for proc in tree
+        for conn in proc.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    }
+
+
 def test_nightly_deployment_runs_from_the_api(stack, small_source, tiny_encoder_dir):
+    assert listening_addresses(stack.running("prefect")) == {"127.0.0.1"}
     deployments = {d["name"]: d for d in api(stack, "/deployments/filter", {})}
     assert set(deployments) >= {"nightly", "ingest", "encode", "train", "recommend"}
     nightly = deployments["nightly"]
