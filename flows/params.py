@@ -35,6 +35,11 @@ class RunOptions(BaseModel):
         None, description="Hugging Face id or local folder (default: bundled all-MiniLM-L6-v2)."
     )
     device: str | None = Field(None, description="auto, cpu, cuda or mps.")
+    protocol: str | None = Field(
+        None,
+        description="Evaluation protocol that picks the champion (default user_temporal; "
+        "also global_temporal, leave_one_out, user_random).",
+    )
 
     def settings(self) -> Settings:
         given = {k: v for k, v in self.model_dump().items() if v is not None}
