@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODELS = ("popularity", "ease", "content")
+# the blend is meant to win; the single models are its baselines and fallbacks
+DEFAULT_MODELS = ("popularity", "ease", "content", "blend")
 
 
 class Settings(BaseSettings):

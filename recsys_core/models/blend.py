@@ -35,11 +35,14 @@ from recsys_core.models.base import (
     register,
 )
 
+# cheap, complementary members: co-occurrence with text and sitting-window signals, the same
+# weighted towards the latest items, neighbours, the learned text model and a factor model
 DEFAULT_MEMBERS = (
-    "ease",
+    "ease(text_weight=30, window=5, window_weight=0.7)",
     "ease(history_half_life=5)",
     "itemknn",
     "content",
+    "als",
 )
 
 

@@ -45,9 +45,9 @@ class SASRecConfig:
     heads: int = 2  # attention heads per block
     max_len: int = 50  # most recent items a user is read from
     dropout: float = 0.2  # on embeddings, attention and feed-forward outputs
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 128  # sequences per step
-    lr: float = 0.001
+    lr: float = 0.002
     weight_decay: float = 0.0
     negatives: int = 0  # sampled negatives per step; 0 = the whole catalog (exact softmax)
     use_text: bool = True  # fuse the projected text embedding into each item representation

@@ -34,7 +34,13 @@ from recsys_core.evaluation import evaluate
 from recsys_core.models import MODELS, FitOptions, TrainingData, create
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
-from recsys_core.registry.tracking import CHALLENGER, CHAMPION, Tracker, config_key
+from recsys_core.registry.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    Tracker,
+    config_key,
+    mlflow_names,
+)
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
@@ -252,7 +258,7 @@ def _fit_candidate(
         metrics = evaluate(
             model, split, KS, item_embeddings=embeddings, memory_mb=settings.score_memory_mb
         )
-        tracker.mlflow.log_metrics({**_mlflow_names(metrics), "fit_seconds": seconds})
+        tracker.mlflow.log_metrics({**mlflow_names(metrics), "fit_seconds": seconds})
         if log_files:
             tracker.log_bundle(
                 ModelBundle.from_fit(model, split.train, {"validation": metrics}),
@@ -340,11 +346,6 @@ def _refit_and_register(tracker, result, full, options, settings, alias, extra):
         alias=alias,
         tags={"validation": json.dumps(result.metrics, sort_keys=True), **extra},
     )
-
-
-def _mlflow_names(metrics: dict[str, float]) -> dict[str, float]:
-    """MLflow metric names cannot contain '@'."""
-    return {name.replace("@", "_at_"): value for name, value in metrics.items()}
 
 
 def _f(result: CandidateResult, metric: str) -> str:

@@ -97,7 +97,7 @@ class Tracker:
     def log_epochs(self, epochs: list[dict[str, float]]) -> None:
         """Per-epoch training metrics (losses) of the active run, one step per epoch."""
         for step, values in enumerate(epochs):
-            self.mlflow.log_metrics(values, step=step)
+            self.mlflow.log_metrics(mlflow_names(values), step=step)
 
     def log_bundle(
         self, bundle: ModelBundle, *, artifact_path: str = "model_files", max_weights_mb: int = 512
@@ -191,6 +191,11 @@ class Tracker:
             )
             bundle = load_bundle(Path(local) / "artifacts" / "bundle")
         return bundle, found
+
+
+def mlflow_names(metrics: dict[str, float]) -> dict[str, float]:
+    """MLflow metric names cannot contain '@': `ndcg@10` is logged as `ndcg_at_10`."""
+    return {name.replace("@", "_at_"): value for name, value in metrics.items()}
 
 
 def _signature():
