@@ -41,9 +41,9 @@ class DINConfig:
     dim: int = 64  # width of item representations
     attention_dim: int = 32  # width of the query/key space the attention compares in
     max_len: int = 50  # most recent history items a candidate attends over
-    negatives: int = 100  # sampled items each true next item is ranked against in training
-    epochs: int = 10
-    batch_size: int = 256  # (history, next item) examples per step
+    negatives: int = 50  # sampled items each true next item is ranked against in training
+    epochs: int = 5
+    batch_size: int = 512  # (history, next item) examples per step
     lr: float = 0.002
     dropout: float = 0.1  # on history representations
     use_text: bool = True  # fuse the projected text embedding into each item representation

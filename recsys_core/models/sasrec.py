@@ -89,7 +89,9 @@ class ItemRepresentation(nn.Module):
         out = self.ids(items) * keep.unsqueeze(-1)
         if self.project is not None:
             n_items = self.text.shape[0]
-            text = self.project(self.text[items.clamp_max(n_items - 1)])
+            # project each distinct item once: a batch repeats items many times
+            unique, inverse = torch.unique(items.clamp_max(n_items - 1), return_inverse=True)
+            text = self.project(self.text[unique])[inverse]  # (..., D)
             out = out + text * (items < n_items).unsqueeze(-1)
         return out
 

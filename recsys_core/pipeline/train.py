@@ -285,7 +285,7 @@ def _log_comparison(tracker: Tracker, report: TrainReport, winner, challenger) -
     tracker.mlflow.set_tag("decision", report.decision)
     with tempfile.TemporaryDirectory() as tmp:
         path = comparison_png(
-            [c.model for c in report.candidates],
+            [_label(asdict(c)) for c in report.candidates],
             [c.metrics for c in report.candidates],
             [c.epochs for c in report.candidates],
             Path(tmp) / "candidates.png",
