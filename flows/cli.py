@@ -80,6 +80,17 @@ def _model_specs(models: str) -> list[str]:
     return [s.strip() for s in specs if s.strip()]
 
 
+def _check_models(models: str | None, protocol: str | None = None) -> None:
+    """Refuse unknown models, bad model parameters or an unknown protocol before a run starts."""
+    from recsys_core.data.splits import check_protocol
+    from recsys_core.models import create
+
+    for spec in _model_specs(models or ""):
+        create(spec)
+    if protocol is not None:
+        check_protocol(protocol)
+
+
 def _source(movielens, events, items) -> Any:
     from flows.params import Source
     from recsys_core.data.sources import preflight
@@ -119,6 +130,7 @@ def nightly(
 
     def run() -> dict:
         source = _source(movielens, events, items)
+        _check_models(models)
         _prepare(data_dir)
         from flows.nightly import nightly as nightly_flow
 
@@ -180,6 +192,7 @@ def train(
     """Train and evaluate candidates, log them to MLflow, register and gate the champion."""
 
     def run() -> dict:
+        _check_models(models, protocol)
         _prepare(data_dir)
         from flows.stages import train_flow
 
@@ -206,6 +219,7 @@ def evaluate(
     """
 
     def run() -> dict:
+        _check_models(models, protocol)
         _prepare(data_dir)
         from recsys_core.pipeline.train import evaluate_models
         from recsys_core.storage import Lake

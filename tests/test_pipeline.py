@@ -196,3 +196,21 @@ def test_format_candidates_marks_champion_and_challenger():
     assert lines[3].startswith("ease(reg=100.0)")  # non-default params tell rows apart
     assert "-" in lines[1].split()  # metrics not computed show as a dash
     assert lines[-2] == "champion: m/2 (ease): kept" and lines[-1] == "challenger: m/3 (popularity)"
+
+
+def test_cli_refuses_unknown_models_and_protocols_before_running(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    cases = [
+        (["train", "--models", "ease,nope"], "unknown model 'nope'"),
+        (["train", "--models", "ease(reg=300, lam=2)"], "unexpected keyword argument 'lam'"),
+        (["train", "--protocol", "xx"], "unknown evaluation protocol 'xx'"),
+        (["evaluate", "--models", "sasrec(augment=shuffle)"], "unknown augmentation"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path / "lake")])
+        assert result.exit_code == 2, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not (tmp_path / "lake" / "mlflow").exists()  # nothing started

@@ -51,7 +51,7 @@ class SASRecConfig:
     weight_decay: float = 0.0
     negatives: int = 0  # sampled negatives per step; 0 = the whole catalog (exact softmax)
     use_text: bool = True  # fuse the projected text embedding into each item representation
-    id_dropout: float = 0.2  # chance that an item's ID embedding is hidden in a training step
+    id_dropout: float = 0.3  # chance that an item's ID embedding is hidden in a training step
     augment: str = ""  # comma-separated subset of crop, mask, reorder; "" = none
     augment_ratio: float = 0.3  # share of a sequence cropped away, masked or reordered
 
