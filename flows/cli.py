@@ -69,15 +69,41 @@ def _prepare(data_dir: Path) -> None:
     os.environ["RECSYS_DATA_DIR"] = str(root)
 
 
-def _options(data_dir: Path, k=None, models=None, encoder=None) -> Any:
+def _options(data_dir: Path, k=None, models=None, encoder=None, protocol=None) -> Any:
     from flows.params import RunOptions
 
     return RunOptions(
         data_dir=str(data_dir),
         k=k,
-        models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+        models=_model_specs(models) if models else None,
         encoder=encoder,
+        protocol=protocol,
     )
+
+
+def _model_specs(models: str) -> list[str]:
+    """Split `ease,blend` or `ease(reg=300, history_half_life=5),content` at top-level commas."""
+    specs, depth, current = [], 0, ""
+    for char in models:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            specs.append(current)
+            current = ""
+        else:
+            current += char
+    specs.append(current)
+    return [s.strip() for s in specs if s.strip()]
+
+
+def _check_models(models: str | None, protocol: str | None = None) -> None:
+    """Refuse unknown models, bad model parameters or an unknown protocol before a run starts."""
+    from recsys_core.data.splits import check_protocol
+    from recsys_core.models import create
+
+    for spec in _model_specs(models or ""):
+        create(spec)
+    if protocol is not None:
+        check_protocol(protocol)
 
 
 def _source(movielens, events, items) -> Any:
@@ -160,6 +186,7 @@ def nightly(
 
     def run() -> dict:
         source = _source(movielens, events, items)
+        _check_models(models)
         _prepare(data_dir)
         from flows.nightly import nightly as nightly_flow
 
@@ -206,18 +233,64 @@ def encode(data_dir: DataDir = Path("lake"), encoder: Encoder = None) -> None:
     typer.echo(json.dumps(_guard(run), indent=2, default=str))
 
 
+Protocol = Annotated[
+    str | None,
+    typer.Option(
+        "--protocol",
+        help="Evaluation protocol: user_temporal (default), global_temporal, leave_one_out, "
+        "user_random, or (evaluate only) cold_items.",
+    ),
+]
+
+
 @app.command()
-def train(data_dir: DataDir = Path("lake"), models: Models = None, encoder: Encoder = None) -> None:
+def train(
+    data_dir: DataDir = Path("lake"),
+    models: Models = None,
+    encoder: Encoder = None,
+    protocol: Protocol = None,
+) -> None:
     """Train and evaluate candidates, log them to MLflow, register and gate the champion."""
 
     def run() -> dict:
+        _check_models(models, protocol)
         _prepare(data_dir)
         from flows.stages import train_flow
 
-        return train_flow(options=_options(data_dir, models=models, encoder=encoder))
+        return train_flow(
+            options=_options(data_dir, models=models, encoder=encoder, protocol=protocol)
+        )
 
     report = _guard(run)
     typer.echo(render_candidates(report))
+
+
+@app.command()
+def evaluate(
+    data_dir: DataDir = Path("lake"),
+    protocol: Protocol = None,
+    models: Models = None,
+    encoder: Encoder = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Fit and evaluate candidate models on any protocol and print the metrics table.
+
+    Nothing is registered and no alias moves; runs go to the MLflow experiment
+    `<experiment>-evaluation`.
+    """
+
+    def run() -> dict:
+        _check_models(models, protocol)
+        _prepare(data_dir)
+        from recsys_core.pipeline.train import evaluate_models
+        from recsys_core.storage import Lake
+
+        settings = _options(data_dir, models=models, encoder=encoder).settings()
+        lake = Lake(settings.data_dir)
+        return evaluate_models(lake, settings, protocol=protocol, progress=True).as_dict()
+
+    report = _guard(run)
+    typer.echo(json.dumps(report, indent=2, default=str) if as_json else render_candidates(report))
 
 
 @app.command()
@@ -493,17 +566,10 @@ def quarantine(
 
 
 def render_candidates(report: dict) -> str:
-    metric = report["metric"]
-    names = ["ndcg@10", "recall@10", "ndcg@20", "recall@20"]
-    lines = [f"{'model':<14}" + "".join(f"{n:>11}" for n in names) + f"{'fit s':>9}"]
-    for c in report["candidates"]:
-        values = "".join(f"{c['metrics'][n]:>11.4f}" for n in names)
-        lines.append(f"{c['model']:<14}{values}{c['fit_seconds']:>9.2f}")
-    lines.append(f"selection metric {metric} on {report['protocol']} holdout")
-    lines.append(
-        f"champion: {report['champion']} ({report['champion_model']}): {report['decision']}"
-    )
-    return "\n".join(lines)
+    """Every candidate's metrics, the protocol and the gate's decision (train and evaluate)."""
+    from recsys_core.pipeline.train import format_candidates
+
+    return format_candidates(report)
 
 
 def render_summary(summary: dict) -> str:

@@ -48,6 +48,11 @@ class RunOptions(BaseModel):
     bot_events_per_day: int | None = Field(
         None, ge=1, description="Ingest reports users with more events on one day (1000)."
     )
+    protocol: str | None = Field(
+        None,
+        description="Evaluation protocol that picks the champion (default user_temporal; "
+        "also global_temporal, leave_one_out, user_random).",
+    )
 
     def settings(self) -> Settings:
         given = {k: v for k, v in self.model_dump(exclude={"refresh"}).items() if v is not None}

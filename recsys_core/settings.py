@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODELS = ("popularity", "ease", "content")
+# the blend is meant to win; the single models are its baselines and fallbacks
+DEFAULT_MODELS = ("popularity", "ease", "content", "blend")
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,14 @@ class Settings(BaseSettings):
         0.0, ge=0.0, description="How much a challenger must beat the champion's metric by."
     )
     holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    protocol: str = Field(
+        "user_temporal",
+        description="Evaluation protocol that picks the champion: user_temporal, "
+        "global_temporal, leave_one_out, user_random (see recsys_core.data.splits).",
+    )
+    log_weights_max_mb: int = Field(
+        512, ge=0, description="Largest candidate weights file logged to MLflow each night (MB)."
+    )
     registered_model: str = Field("recsys", description="MLflow registered model name.")
     experiment: str = Field("recsys-nightly", description="MLflow experiment name.")
     task_runner: str = Field(

@@ -82,8 +82,106 @@ def test_fingerprint_changes_with_the_data(planted):
 
 def test_cold_item_split_keeps_held_out_items_out_of_training(planted):
     data, _ = planted
+    assert make_split(data, "cold_items").candidates.sum() == 2  # 10% of 20 items by default
     split = make_split(data, "cold_items", 0.25)
     cold = np.flatnonzero(split.candidates)
     assert len(cold) == 5
     assert not split.train.frame["item_index"].is_in(cold.tolist()).any()
     assert split.test["item_index"].is_in(cold.tolist()).all()
+
+
+def _random_interactions(rows: list[tuple[int, int, int]]) -> Interactions:
+    return Interactions.from_events(events([(f"u{u}", f"i{i}", t) for u, i, t in rows]))
+
+
+@pytest.mark.parametrize("protocol", ["user_temporal", "leave_one_out", "user_random"])
+def test_per_user_splits_have_no_leakage_and_cover_every_user(protocol, planted):
+    data, _ = planted
+    split = make_split(data, protocol)
+    train_pairs = split.train.frame.select("user_index", "item_index").unique()
+    assert split.test.join(train_pairs, on=["user_index", "item_index"]).is_empty()
+    # every event of a test pair left training, and nothing else did
+    kept = data.frame.join(split.test, on=["user_index", "item_index"], how="anti")
+    assert kept.height == split.train.frame.height
+    assert set(split.test_users) == set(data.frame["user_index"].unique().to_list())
+
+
+def test_user_temporal_tests_each_users_latest_fifth():
+    # u0 meets items 0..9 in order; u1 meets items 5..9 in order
+    rows = [(0, i, 100 + i) for i in range(10)] + [(1, i, 200 + i) for i in range(5, 10)]
+    data = _random_interactions(rows)
+    split = make_split(data, "user_temporal")
+    tested = {
+        data.users.lookup([u])[0]: sorted(data.items.lookup(g["item_index"]).to_list())
+        for (u,), g in split.test.group_by("user_index")
+    }
+    assert tested == {"u0": ["i8", "i9"], "u1": ["i9"]}  # round(0.2 * 10) = 2, max(1, 1) = 1
+
+
+def test_user_temporal_orders_by_first_interaction():
+    # item a first met at t=1 and again at t=50: it is old, so the latest is b
+    rows = [(0, 1, 1), (0, 2, 10), (0, 1, 50)]
+    data = _random_interactions(rows)
+    split = make_split(data, "user_temporal", 0.3)
+    assert data.items.lookup(split.test["item_index"]).to_list() == ["i2"]
+    assert split.train.frame.height == 2  # both events of item 1 stay in training
+
+
+def test_leave_one_out_holds_out_exactly_the_latest_item():
+    rows = [(0, i, 10 * i) for i in range(5)] + [(1, 7, 3), (1, 8, 4), (2, 9, 1)]
+    data = _random_interactions(rows)
+    split = make_split(data, "leave_one_out")
+    tested = dict(
+        zip(
+            data.users.lookup(split.test["user_index"]).to_list(),
+            data.items.lookup(split.test["item_index"]).to_list(),
+            strict=True,
+        )
+    )
+    assert tested == {"u0": "i4", "u1": "i8"}  # u2 has a single item: not evaluated
+
+
+def test_user_random_holds_out_a_quarter_and_depends_on_the_seed():
+    rows = [(u, i, u * 100 + i) for u in range(20) for i in range(40)]
+    data = _random_interactions(rows)
+    a, b = make_split(data, "user_random", seed=1), make_split(data, "user_random", seed=1)
+    c = make_split(data, "user_random", seed=2)
+    assert a.test.equals(b.test) and not a.test.equals(c.test)
+    per_user = a.test.group_by("user_index").len()["len"]
+    assert per_user.unique().to_list() == [10]  # 25% of 40
+    # it is not simply the latest or earliest items
+    positions = a.test["item_index"].to_numpy() % 40
+    assert positions.min() < 30 and positions.max() >= 10
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 6), st.integers(0, 12), st.integers(0, 1000)),
+        min_size=4, max_size=80,
+    ),
+    st.sampled_from(["global_temporal", "user_temporal", "leave_one_out", "user_random"]),
+)  # fmt: skip
+def test_every_protocol_is_leak_free_on_any_data(rows, protocol):
+    data = _random_interactions(rows)
+    try:
+        split = make_split(data, protocol)
+    except InputError:
+        return  # too little data for a test part: refused with a clear error
+    seen = split.train.frame.select("user_index", "item_index").unique()
+    assert split.test.join(seen, on=["user_index", "item_index"]).is_empty()
+    assert set(split.test_users) <= set(split.train.frame["user_index"].to_list())
+    assert split.test.height > 0 and split.train.frame.height > 0
+    if protocol in ("user_temporal", "leave_one_out"):
+        # within a user, every test item was met no earlier than every training item
+        first = data.frame.group_by("user_index", "item_index").agg(pl.col("timestamp").min())
+        test_t = split.test.join(first, on=["user_index", "item_index"])
+        train_t = seen.join(first, on=["user_index", "item_index"])
+        latest_train = train_t.group_by("user_index").agg(pl.col("timestamp").max())
+        joined = test_t.join(latest_train, on="user_index", suffix="_train")
+        assert (joined["timestamp"] >= joined["timestamp_train"]).all()
+
+
+def test_protocol_fraction_is_checked():
+    data = _random_interactions([(0, i, i) for i in range(5)])
+    with pytest.raises(InputError, match="between 0 and 1"):
+        make_split(data, "user_random", 1.5)

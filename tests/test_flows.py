@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from recsys_core.settings import DEFAULT_MODELS
 from recsys_core.storage import Lake
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,7 @@ def test_nightly_flow_publishes_k_unseen_items_for_every_user(nightly_lake):
     assert recs.join(events, on=["user_id", "item_id"], how="inner").is_empty()
     assert summary["publish"]["rows"] == recs.height
     assert summary["train"]["champion"] == recs["model"][0]
-    assert {c["model"] for c in summary["train"]["candidates"]} == {"popularity", "ease", "content"}
+    assert {c["model"] for c in summary["train"]["candidates"]} == set(DEFAULT_MODELS)
     assert summary["encode"]["encoded"] == lake.read("items").height
 
 

@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
+from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.models import MODELS, FitOptions, TrainingData, create
+from recsys_core.models.base import format_spec, parse_spec
 from recsys_core.ranking import top_k
 from recsys_core.registry.artifacts import ModelBundle, load_bundle, save_bundle
 from tests.conftest import group_embeddings
 
+# tiny settings for the trained models, so the whole class runs in seconds
+FAST: dict[str, dict] = {
+    "mf": {"dim": 8, "epochs": 30, "batch_size": 64, "lr": 0.05},
+    "als": {"factors": 16, "iterations": 15},
+    "sasrec": {"dim": 16, "layers": 1, "heads": 1, "max_len": 8, "epochs": 3, "batch_size": 8,
+               "lr": 0.01, "dropout": 0.0, "id_dropout": 0.5},
+    "din": {"dim": 16, "attention_dim": 8, "max_len": 8, "negatives": 10, "epochs": 2,
+            "batch_size": 16, "lr": 0.01, "dropout": 0.0},
+    "blend": {"members": ["ease", "itemknn", "content"]},
+}  # fmt: skip
+# epochs for the tests that need a trained sequence model, not just a fitted one
+TRAINED = {"sasrec": {"epochs": 30}, "din": {"epochs": 20}}
+
 # models that must recover the planted structure (popularity cannot, by design)
-PERSONALIZED = ["ease", "content"]
+PERSONALIZED = ["ease", "itemknn", "als", "mf", "content", "blend"]
+# models that read the order of a history: they must continue a planted chain
+SEQUENTIAL = ["sasrec", "din"]
 
 
 def fit(name, data, **params):
-    model = create(name, params)
+    model = create(name, {**FAST.get(name, {}), **params})
     embeddings = group_embeddings(data) if model.uses_text else None
     model.fit(TrainingData(data, embeddings), FitOptions(seed=0))
     return model
@@ -57,6 +75,28 @@ class TestModelContract:
             reasons = ranked.reasons[row][ranked.reasons[row] >= 0]
             assert set(reasons.tolist()) <= seen
 
+    def test_factors_multiply_to_the_scores(self, name, planted):
+        data, _ = planted
+        model = fit(name, data)
+        histories = data.histories(np.arange(6))
+        found = model.factors(histories)
+        if found is None:
+            return  # not an inner-product model: nothing to check
+        users, items = found
+        assert users.shape == (6, items.shape[1]) and items.shape[0] == data.n_items
+        torch.testing.assert_close(users @ items.T, model.score(histories), rtol=1e-4, atol=1e-4)
+
+    def test_users_unknown_to_the_model_are_scored_from_their_history(self, name, planted):
+        data, _ = planted
+        model = fit(name, data)
+        known = data.histories(np.arange(3))
+        unknown = UserHistories(
+            user_index=np.full(3, -1), indptr=known.indptr, items=known.items,
+            timestamps=known.timestamps, n_items=known.n_items,
+        )  # fmt: skip
+        scores = model.score(unknown)
+        assert scores.shape == (3, data.n_items) and torch.isfinite(scores).all()
+
 
 @pytest.mark.parametrize("name", PERSONALIZED)
 def test_planted_item_is_each_users_top_recommendation(name, planted):
@@ -67,6 +107,17 @@ def test_planted_item_is_each_users_top_recommendation(name, planted):
     ranked = top_k(model, data.histories(index), 1)
     got = data.items.lookup(ranked.items[:, 0]).to_list()
     assert got == [expected[u] for u in users]
+
+
+@pytest.mark.parametrize("name", ["mf"])
+def test_a_folded_in_user_gets_the_planted_item(name, planted):
+    data, expected = planted
+    model = fit(name, data)
+    user = next(iter(expected))
+    h = data.histories(data.users.index([user]))
+    as_new = UserHistories(np.array([-1]), h.indptr, h.items, h.timestamps, h.n_items)
+    ranked = top_k(model, as_new, 1)
+    assert data.items.lookup(ranked.items[:, 0]).to_list() == [expected[user]]
 
 
 def test_popularity_ranks_by_distinct_users(planted):
@@ -86,14 +137,16 @@ def test_popularity_decay_prefers_recent_items(planted):
     assert not torch.equal(plain, decayed)
 
 
-def test_ease_explains_with_the_co_occurring_item(planted):
+@pytest.mark.parametrize("name", ["ease", "itemknn", "als"])
+def test_explanation_is_an_item_of_the_same_group(name, planted):
     data, expected = planted
-    model = fit("ease", data)
-    user = next(iter(expected))
-    histories = data.histories(data.users.index([user]))
-    ranked = top_k(model, histories, 1, explain=True)
-    group_items = set(histories.row(0).tolist())
-    assert ranked.reasons[0, 0] in group_items
+    model = fit(name, data)
+    for user in list(expected)[::6]:
+        histories = data.histories(data.users.index([user]))
+        ranked = top_k(model, histories, 1, explain=True)
+        assert ranked.reasons[0, 0] in set(histories.row(0).tolist())
+        group = int(data.items.lookup([ranked.items[0, 0]])[0][1:]) // 5
+        assert int(data.items.lookup([ranked.reasons[0, 0]])[0][1:]) // 5 == group
 
 
 def test_ease_refuses_a_catalog_too_large_for_its_dense_matrix(planted):
@@ -104,16 +157,177 @@ def test_ease_refuses_a_catalog_too_large_for_its_dense_matrix(planted):
         fit("ease", data, max_items=5)
 
 
-def test_content_model_ranks_an_item_without_events(planted):
+def test_ease_history_recency_changes_scores_but_not_weights(planted):
+    data, _ = planted
+    plain, recent = fit("ease", data), fit("ease", data, history_half_life=1.0)
+    torch.testing.assert_close(plain.weights, recent.weights)
+    h = data.histories()
+    assert not torch.allclose(plain.score(h), recent.score(h))
+
+
+def test_ease_with_text_ranks_an_item_without_events(planted):
     data, expected = planted
-    # drop every event of one planted item: only its text can bring it back
     cold = expected[next(iter(expected))]
     cold_index = int(data.items.index([cold])[0])
     warm = data.with_frame(data.frame.filter(data.frame["item_index"] != cold_index))
-    model = fit("content", warm)
+    model = fit("ease", warm, text_weight=5.0, reg=1.0)
+    assert model.uses_text
     user = next(iter(expected))
     ranked = top_k(model, warm.histories(warm.users.index([user])), 1)
     assert ranked.items[0, 0] == cold_index
+
+
+def chain_interactions(n_groups: int = 4, per_group: int = 5, users_per_group: int = 8):
+    """Ordered chains: a user of group g meets a few noise items, then the first 2..5 items
+    of chain g in order (i{g*5}, i{g*5+1}, ...). Text vectors share a direction per group.
+
+    Returns the interactions and the text vectors.
+    """
+    rng = np.random.default_rng(0)
+    rows, t = [], 1_000_000
+    for g in range(n_groups):
+        for u in range(users_per_group):
+            noise = [f"n{p}" for p in rng.choice(4, size=rng.integers(0, 5), replace=False)]
+            chain = [f"i{g * per_group + j:03d}" for j in range(2 + u % (per_group - 1))]
+            for item in noise + chain:
+                t += 60
+                rows.append((f"u{g}-{u}", item, t))
+    events = pl.DataFrame(
+        rows, schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64},
+        orient="row",
+    ).with_columns(
+        pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC"), value=pl.lit(1.0)
+    )  # fmt: skip
+    data = Interactions.from_events(events)
+    centers = rng.normal(size=(n_groups + 1, 16))
+    group = [int(i[1:]) // per_group if i[0] == "i" else n_groups for i in data.items.ids]
+    vectors = centers[group] + 0.1 * rng.normal(size=(data.n_items, 16))
+    return data, torch.nn.functional.normalize(torch.tensor(vectors, dtype=torch.float32), dim=1)
+
+
+def _history(data, item_ids: list[str]) -> UserHistories:
+    items = data.items.index(item_ids).copy()
+    return UserHistories(
+        np.array([-1]), np.array([0, len(items)]), items, np.arange(len(items)), data.n_items
+    )
+
+
+@pytest.mark.parametrize("name", SEQUENTIAL)
+def test_sequential_models_continue_the_chain_and_explain_from_it(name):
+    data, text = chain_interactions()
+    model = create(name, {**FAST[name], **TRAINED[name]})
+    model.fit(TrainingData(data, text), FitOptions(seed=0))
+    for g in range(4):
+        for cut in range(1, 4):
+            chain = [f"i{g * 5 + j:03d}" for j in range(cut)]
+            ranked = top_k(model, _history(data, ["n1", *chain]), 1, explain=True)
+            assert data.items.lookup(ranked.items[0]).to_list() == [f"i{g * 5 + cut:03d}"]
+            # the reason is a chain item, not the unrelated noise item
+            assert data.items.lookup(ranked.reasons[0]).to_list()[0] in chain
+
+
+@pytest.mark.parametrize("name", ["content", "sasrec", "din"])
+def test_text_models_rank_an_item_without_events_by_its_text(name):
+    data, text = chain_interactions()
+    cold = int(data.items.index(["i003"])[0])  # chain 0's fourth item loses every event
+    warm = data.with_frame(data.frame.filter(pl.col("item_index") != cold))
+    model = create(name, {**FAST.get(name, {}), **TRAINED.get(name, {})})
+    model.fit(TrainingData(warm, text), FitOptions(seed=0))
+    scores = model.score(_history(warm, ["i000", "i001", "i002"]))[0]
+    other_chains = [int(i) for i in data.items.index([f"i{j:03d}" for j in range(5, 20)])]
+    # its text puts it with chain 0: above every item of the other chains
+    assert scores[cold] > scores[other_chains].max()
+
+
+def test_content_without_learning_is_cosine_to_the_profile(planted):
+    data, _ = planted
+    model = fit("content", data, learned=False, half_life=None)
+    h = data.histories(np.arange(2))
+    profile = torch.nn.functional.normalize(
+        torch.stack([model.embeddings[h.row(r)].sum(0) for r in range(2)]), dim=-1
+    )
+    torch.testing.assert_close(model.score(h), profile @ model.embeddings.T)
+
+
+def test_als_fold_in_matches_implicits_user_step(planted):
+    data, _ = planted
+    model = fit("als", data)
+    # the ALS normal equations hold for the folded-in vector of user 0
+    h = data.histories(np.arange(1))
+    users, items = model.factors(h)
+    y = items.double()
+    c = np.full(len(h.row(0)), model.config.alpha)
+    a = y.T @ y + model.config.regularization * torch.eye(y.shape[1], dtype=torch.float64)
+    yh = y[torch.from_numpy(h.row(0))]
+    a += yh.T @ (yh * torch.from_numpy(c - 1.0).unsqueeze(1))
+    b = (yh * torch.from_numpy(c).unsqueeze(1)).sum(0)
+    torch.testing.assert_close(a @ users[0].double(), b, rtol=1e-4, atol=1e-4)
+
+
+def test_blend_weights_are_tuned_and_sum_to_one(planted):
+    data, _ = planted
+    model = fit("blend", data)
+    assert model.weights.shape == (3,)
+    assert model.weights.min() >= 0 and float(model.weights.sum()) == pytest.approx(1.0)
+
+
+def test_blend_standardizes_each_users_unseen_scores():
+    from recsys_core.models.blend import standardize
+
+    h = UserHistories(np.array([0, 1]), np.array([0, 1, 1]), np.array([2]), np.array([5]), 4)
+    z = standardize(torch.tensor([[1.0, 2.0, 100.0, 3.0], [5.0, 5.0, 5.0, 7.0]]), h)
+    assert z[0, 2] == 0.0  # the seen item is left out
+    unseen = torch.tensor([[True, True, False, True], [True, True, True, True]])
+    for row in range(2):
+        values = z[row][unseen[row]]
+        assert float(values.mean()) == pytest.approx(0.0, abs=1e-6)
+        assert float(values.pow(2).mean()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("augment", ["crop", "mask", "reorder"])
+def test_sasrec_augmentation_perturbs_within_the_sequence(augment):
+    from recsys_core.models.sasrec import SASRecConfig, _augment
+
+    pad = 99
+    sequences = np.array([[pad, pad, 1, 2, 3, 4, 5, 6], [10, 11, 12, 13, 14, 15, 16, 17]])
+    config = SASRecConfig(augment=augment, augment_ratio=0.5)
+    out = _augment(sequences, config, np.random.default_rng(0), pad)
+    assert out.shape == sequences.shape and not np.array_equal(out, sequences)
+    for before, after in zip(sequences, out, strict=True):
+        kept, original = after[after != pad].tolist(), before[before != pad].tolist()
+        if augment == "crop":  # a contiguous piece, at least an input and a target
+            assert len(kept) >= 2 and any(
+                original[i : i + len(kept)] == kept for i in range(len(original))
+            )
+        else:  # same length, the next-item target stays last
+            assert after[-1] == before[-1] and set(kept) <= set(original)
+
+
+def test_sasrec_rejects_an_unknown_augmentation():
+    from recsys_core.errors import InputError
+
+    with pytest.raises(InputError, match="bad parameters"):
+        create("sasrec", {"augment": "shuffle"})
+
+
+def test_din_pair_weights_are_its_attention(planted):
+    from recsys_core.models.base import padded_history
+
+    data, expected = planted
+    model = fit("din", data, **TRAINED["din"])
+    user = next(iter(expected))
+    history = padded_history(data.histories(data.users.index([user])))
+    weights = model.pair_weights(history, torch.tensor([[0, 5, 10]]))
+    assert weights.shape == (1, history.shape[1], 3)
+    # attention over real history items (plus the "nothing" slot) sums to at most one
+    assert (weights >= 0).all() and (weights.sum(1) <= 1.0 + 1e-5).all()
+
+
+def test_specs_parse_and_format_round_trip():
+    name, params = parse_spec("ease(reg=300, history_half_life=5, text_weight=0.5)")
+    assert name == "ease" and params == {"reg": 300, "history_half_life": 5, "text_weight": 0.5}
+    assert parse_spec(format_spec(name, params)) == (name, params)
+    assert create("ease(reg=300)").config.reg == 300
 
 
 def test_unknown_model_and_bad_params_are_input_errors():
@@ -123,3 +337,5 @@ def test_unknown_model_and_bad_params_are_input_errors():
         create("nope")
     with pytest.raises(InputError, match="bad parameters"):
         create("ease", {"lambda_": 3})
+    with pytest.raises(InputError, match="key=value"):
+        create("ease(300)")

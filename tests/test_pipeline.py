@@ -77,3 +77,140 @@ def test_publish_writes_k_unseen_items_per_user(lake_with_data):
     assert all(r == list(range(1, len(r) + 1)) for r in ranks)
     assert table["model"].unique().to_list() == [report.model]
     assert lake.history("recommendations")[0]["model"] == report.model
+
+
+def test_a_better_candidate_replaces_the_champion(lake_with_data):
+    lake, settings = lake_with_data
+    encode_items(lake, settings)
+    train(lake, settings.model_copy(update={"models": ("popularity",)}))
+    report = train(lake, settings.model_copy(update={"models": ("ease",)}))
+    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    assert tracker.get(CHAMPION).model == "ease"
+    assert tracker.get(CHALLENGER) is None
+    assert "replaces it" in report.decision
+    roles = {c.model: c.role for c in report.candidates}
+    assert roles == {"ease": "champion", "popularity": ""}
+
+
+def test_min_improvement_keeps_the_champion(lake_with_data):
+    lake, settings = lake_with_data
+    encode_items(lake, settings)
+    train(lake, settings.model_copy(update={"models": ("popularity",)}))
+    strict = settings.model_copy(update={"models": ("ease",), "min_improvement": 1.0})
+    report = train(lake, strict)
+    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    assert tracker.get(CHAMPION).model == "popularity"
+    assert tracker.get(CHALLENGER).model == "ease"
+    assert report.challenger_model == "ease"
+
+
+def test_candidate_runs_hold_files_epochs_and_a_comparison_png(lake_with_data, tmp_path):
+    from mlflow import MlflowClient
+
+    lake, settings = lake_with_data
+    encode_items(lake, settings)
+    report = train(lake, settings.model_copy(update={"models": ("ease", "mf(epochs=3, dim=8)")}))
+    client = MlflowClient(tracking_uri=lake.tracking_uri)
+    mf = next(c for c in report.candidates if c.model == "mf")
+    files = {a.path for a in client.list_artifacts(mf.run_id, "model_files")}
+    assert {
+        "model_files/config.json",
+        "model_files/weights.safetensors",
+        "model_files/items.parquet",
+        "model_files/users.parquet",
+    } <= files
+    assert len(client.get_metric_history(mf.run_id, "loss")) == 3  # one point per epoch
+    assert client.get_run(mf.run_id).data.metrics["ndcg_at_10"] == mf.metrics["ndcg@10"]
+    parent = client.get_run(mf.run_id).data.tags["mlflow.parentRunId"]
+    png = client.download_artifacts(parent, "candidates.png", str(tmp_path))
+    with open(png, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_same_metrics(lake_with_data):
+    from recsys_core.pipeline.train import evaluate_models
+
+    lake, settings = lake_with_data
+    encode_items(lake, settings)
+    models = ("ease", "content", "mf(epochs=2, dim=8)")
+    run = settings.model_copy(update={"models": models})
+    first = evaluate_models(lake, run, protocol="user_random")
+    second = evaluate_models(lake, run, protocol="user_random")
+    assert [c.metrics for c in first.candidates] == [c.metrics for c in second.candidates]
+    other = evaluate_models(lake, run.model_copy(update={"seed": 7}), protocol="user_random")
+    assert [c.metrics for c in other.candidates] != [c.metrics for c in first.candidates]
+
+
+def test_evaluate_registers_nothing_and_prints_the_table(lake_with_data):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    lake, settings = lake_with_data
+    encode_items(lake, settings)
+    args = [
+        "evaluate", "--data-dir", str(lake.root), "--protocol", "cold_items",
+        "--models", "popularity,content(half_life=5, reg=1.0)", "--encoder", settings.encoder,
+    ]  # fmt: skip
+    env = {"RECSYS_EXPERIMENT": "test", "RECSYS_REGISTERED_MODEL": "test-model",
+           "RECSYS_ENCODER_MAX_LENGTH": "64"}  # fmt: skip
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["model", "ndcg@10", "recall@10"]
+    assert lines[1].startswith("popularity") and lines[2].startswith("content(")
+    assert "protocol cold_items" in result.stdout and "nothing registered" in result.stdout
+    assert Tracker(lake, "test", "test-model").get(CHAMPION) is None
+
+    bad = CliRunner().invoke(app, [a if a != "cold_items" else "nope" for a in args], env=env)
+    assert bad.exit_code == 2 and "unknown evaluation protocol 'nope'" in bad.stderr
+
+
+def test_cold_items_cannot_pick_a_champion(lake_with_data):
+    from recsys_core.errors import InputError
+
+    lake, settings = lake_with_data
+    with pytest.raises(InputError, match="cannot pick a champion"):
+        train(lake, settings.model_copy(update={"protocol": "cold_items"}))
+
+
+def test_format_candidates_marks_champion_and_challenger():
+    from recsys_core.pipeline.train import format_candidates
+
+    metrics = {"ndcg@10": 0.3, "recall@10": 0.2}
+    report = {
+        "metric": "ndcg@10", "protocol": "user_temporal", "test_users": 5, "users": 9,
+        "items": 40, "champion": "m/2", "champion_model": "ease", "decision": "kept",
+        "challenger": "m/3", "challenger_model": "popularity",
+        "candidates": [
+            {"model": "ease", "params": {"reg": 500.0}, "metrics": metrics, "fit_seconds": 0.5,
+             "epochs": [], "role": "champion"},
+            {"model": "popularity", "params": {}, "metrics": metrics, "fit_seconds": 0.1,
+             "epochs": [], "role": "challenger"},
+            {"model": "ease", "params": {"reg": 100.0}, "metrics": metrics, "fit_seconds": 0.5,
+             "epochs": [{"loss": 1.0}], "role": ""},
+        ],
+    }  # fmt: skip
+    lines = format_candidates(report).splitlines()
+    assert lines[1].startswith("ease *") and lines[2].startswith("popularity ~")
+    assert lines[3].startswith("ease(reg=100.0)")  # non-default params tell rows apart
+    assert "-" in lines[1].split()  # metrics not computed show as a dash
+    assert lines[-2] == "champion: m/2 (ease): kept" and lines[-1] == "challenger: m/3 (popularity)"
+
+
+def test_cli_refuses_unknown_models_and_protocols_before_running(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    cases = [
+        (["train", "--models", "ease,nope"], "unknown model 'nope'"),
+        (["train", "--models", "ease(reg=300, lam=2)"], "unexpected keyword argument 'lam'"),
+        (["train", "--protocol", "xx"], "unknown evaluation protocol 'xx'"),
+        (["evaluate", "--models", "sasrec(augment=shuffle)"], "unknown augmentation"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path / "lake")])
+        assert result.exit_code == 2, result.output
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not (tmp_path / "lake" / "mlflow").exists()  # nothing started

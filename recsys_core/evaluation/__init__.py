@@ -1,6 +1,6 @@
 """Full-ranking evaluation: every item is a candidate, seen items excluded, no sampling."""
 
 from recsys_core.evaluation.evaluate import evaluate
-from recsys_core.evaluation.metrics import ranking_metrics
+from recsys_core.evaluation.metrics import list_metrics, ranking_metrics
 
-__all__ = ["evaluate", "ranking_metrics"]
+__all__ = ["evaluate", "list_metrics", "ranking_metrics"]

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from recsys_core.data.splits import Split
-from recsys_core.evaluation.metrics import ranking_metrics
+from recsys_core.evaluation.metrics import list_metrics, ranking_metrics
 from recsys_core.models.base import Recommender
 from recsys_core.ranking import top_k
 
@@ -18,6 +19,7 @@ def evaluate(
     split: Split,
     ks: Sequence[int] = (10, 20),
     *,
+    item_embeddings: torch.Tensor | None = None,
     memory_mb: int = 512,
 ) -> dict[str, float]:
     """Rank all items for every test user (training items excluded) and score the lists.
@@ -26,7 +28,12 @@ def evaluate(
         model: Fitted on `split.train`.
         split: The split whose test pairs are the relevant items.
         ks: Cut-offs.
+        item_embeddings: (n_items, D) text vectors for intra-list diversity; None leaves
+            diversity out.
         memory_mb: Score-matrix budget per chunk.
+
+    Returns:
+        Accuracy and beyond-accuracy metrics keyed like `ndcg@10`, plus `users`.
     """
     users = split.test_users
     histories = split.train.histories(users)
@@ -42,5 +49,15 @@ def evaluate(
         shape=(len(users), split.train.n_items),
     )
     metrics = ranking_metrics(ranked, relevant, ks)
+    n_candidates = split.train.n_items if split.candidates is None else int(split.candidates.sum())
+    metrics.update(
+        list_metrics(
+            ranked, ks,
+            item_users=split.train.item_counts(),
+            n_users=int(split.train.frame["user_index"].n_unique()),
+            n_candidates=n_candidates,
+            embeddings=item_embeddings,
+        )
+    )  # fmt: skip
     metrics["users"] = float(len(users))
     return metrics

@@ -1,11 +1,19 @@
-"""Top-K accuracy metrics from a ranked list and a set of relevant items per user.
+"""Top-K metrics: accuracy against held-out items, and what the lists look like.
 
-Conventions (binary relevance):
+Accuracy (binary relevance, the mean over evaluated users):
 - recall@K = hits / |relevant|; precision@K = hits / K; hr@K = 1 if any hit.
 - ndcg@K: DCG with 1/log2(rank + 1) gains over the ideal DCG of min(|relevant|, K) hits.
 - map@K: sum of precision at each hit rank / min(|relevant|, K).
 - mrr@K: 1 / rank of the first hit, 0 if none.
 Users without relevant items are not evaluated (the splits never produce them).
+
+Beyond accuracy (over every filled slot of every list):
+- coverage@K: share of the rankable catalog that appears in at least one list.
+- novelty@K: mean self-information -log2(p_i) of recommended items, p_i = the share of
+  training users who interacted with item i (an item nobody interacted with counts as one).
+- popularity@K: mean number of training users of recommended items (ARP).
+- diversity@K: mean over users of the mean pairwise text distance 1 - cos(e_i, e_j) within
+  the list (intra-list diversity); pairs involving an item without text are left out.
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 METRICS = ("ndcg", "recall", "precision", "map", "hr", "mrr")
+LIST_METRICS = ("coverage", "novelty", "popularity", "diversity")
 
 
 def hit_matrix(ranked: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
@@ -52,7 +62,7 @@ def per_user_metrics(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[s
 def ranking_metrics(
     ranked: np.ndarray, relevant: sp.csr_matrix, ks: Sequence[int] = (10, 20)
 ) -> dict[str, float]:
-    """Mean of every metric at every K, keyed like `ndcg@10`.
+    """Mean of every accuracy metric at every K, keyed like `ndcg@10`.
 
     Args:
         ranked: (U, K_max) item indexes per evaluated user, best first, -1 for empty slots.
@@ -69,4 +79,84 @@ def ranking_metrics(
     for k in ks:
         for name, values in per_user_metrics(hits, n_relevant, k).items():
             out[f"{name}@{k}"] = float(values.mean())
+    return out
+
+
+def catalog_coverage(ranked: np.ndarray, n_candidates: int) -> float:
+    """Share of the `n_candidates` rankable items that appear in at least one list."""
+    shown = np.unique(ranked[ranked >= 0])
+    return float(len(shown) / max(n_candidates, 1))
+
+
+def novelty(ranked: np.ndarray, item_users: np.ndarray, n_users: int) -> float:
+    """Mean -log2(share of training users who interacted with the item) over filled slots.
+
+    Args:
+        ranked: (U, K) item indexes, -1 for empty slots.
+        item_users: (n_items,) training users per item.
+        n_users: Training users in total.
+    """
+    items = ranked[ranked >= 0]
+    if len(items) == 0:
+        return 0.0
+    share = np.maximum(item_users[items], 1.0) / max(n_users, 1)
+    return float(np.mean(-np.log2(share)))
+
+
+def average_popularity(ranked: np.ndarray, item_users: np.ndarray) -> float:
+    """Mean number of training users of the recommended items (ARP) over filled slots."""
+    items = ranked[ranked >= 0]
+    return float(item_users[items].mean()) if len(items) else 0.0
+
+
+def intra_list_diversity(ranked: np.ndarray, embeddings: torch.Tensor) -> float:
+    """Mean over users of the mean pairwise 1 - cosine of their list's text vectors.
+
+    Args:
+        ranked: (U, K) item indexes, -1 for empty slots.
+        embeddings: (n_items, D) text vectors; zero rows (no text) are left out of pairs.
+    """
+    vectors = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    has_text = embeddings.abs().sum(-1) > 0  # (I,)
+    index = torch.from_numpy(ranked).clamp_min(0)  # (U, K)
+    valid = torch.from_numpy(ranked >= 0) & has_text[index]  # (U, K)
+    v = vectors[index] * valid.unsqueeze(-1)  # (U, K, D)
+    similarity = v @ v.transpose(1, 2)  # (U, K, K)
+    pair = valid.unsqueeze(1) & valid.unsqueeze(2)
+    pair &= ~torch.eye(ranked.shape[1], dtype=torch.bool).unsqueeze(0)
+    n_pairs = pair.sum((1, 2))  # (U,)
+    distance = ((1.0 - similarity) * pair).sum((1, 2))
+    users = n_pairs > 0
+    if not bool(users.any()):
+        return 0.0
+    return float((distance[users] / n_pairs[users]).mean())
+
+
+def list_metrics(
+    ranked: np.ndarray,
+    ks: Sequence[int],
+    *,
+    item_users: np.ndarray,
+    n_users: int,
+    n_candidates: int,
+    embeddings: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Beyond-accuracy metrics at every K, keyed like `coverage@10`.
+
+    Args:
+        ranked: (U, K_max) item indexes per user, best first, -1 for empty slots.
+        ks: Cut-offs, each <= K_max.
+        item_users: (n_items,) training users per item.
+        n_users: Training users in total.
+        n_candidates: Items that could be ranked (the coverage denominator).
+        embeddings: (n_items, D) item text vectors; without them diversity is left out.
+    """
+    out: dict[str, float] = {}
+    for k in ks:
+        top = ranked[:, :k]
+        out[f"coverage@{k}"] = catalog_coverage(top, n_candidates)
+        out[f"novelty@{k}"] = novelty(top, item_users, n_users)
+        out[f"popularity@{k}"] = average_popularity(top, item_users)
+        if embeddings is not None:
+            out[f"diversity@{k}"] = intra_list_diversity(top, embeddings)
     return out

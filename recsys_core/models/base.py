@@ -12,6 +12,7 @@ Fitted state is a flat dict of tensors (saved as safetensors, never pickled).
 from __future__ import annotations
 
 import dataclasses
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,11 +26,21 @@ from recsys_core.errors import InputError
 
 @dataclass(frozen=True)
 class FitOptions:
-    """Run-level settings, kept apart from model hyper-parameters."""
+    """Run-level settings, kept apart from model hyper-parameters.
+
+    Attributes:
+        device: Torch device for training (`auto`, `cpu`, `cuda`, ...); scoring runs on CPU.
+        seed: Seeds every random choice of a fit, so the same seed gives the same model.
+        progress: Show progress bars.
+        validation_protocol: How a model that tunes itself (the blend) holds out part of its
+            training data: the same protocol it will be judged by, so tuning targets the
+            same kind of future.
+    """
 
     device: str = "cpu"
     seed: int = 42
     progress: bool = False
+    validation_protocol: str = "user_temporal"
 
 
 @dataclass(frozen=True)
@@ -122,17 +133,72 @@ def register(cls: type[Recommender]) -> type[Recommender]:
     return cls
 
 
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split a model spec such as `ease` or `ease(reg=300, history_half_life=5)`.
+
+    Values are read as JSON where they parse (numbers, true/false, null, quoted strings) and
+    kept as plain strings otherwise.
+
+    Args:
+        spec: A registered model name, optionally followed by parameters in parentheses.
+
+    Returns:
+        The model name and its parameters.
+    """
+    spec = spec.strip()
+    if "(" not in spec:
+        return spec, {}
+    name, _, rest = spec.partition("(")
+    if not rest.endswith(")"):
+        raise InputError(f"model spec {spec!r}: expected name(key=value, ...)")
+    params: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in rest[:-1].split(","))):
+        key, sep, raw = part.partition("=")
+        if not sep:
+            raise InputError(f"model spec {spec!r}: {part!r} is not key=value")
+        try:
+            params[key.strip()] = json.loads(raw.strip())
+        except json.JSONDecodeError:
+            params[key.strip()] = raw.strip()
+    return name.strip(), params
+
+
+def format_spec(name: str, params: dict[str, Any]) -> str:
+    """The inverse of `parse_spec`: `name(key=value, ...)`, or `name` without parameters."""
+    if not params:
+        return name
+    return f"{name}({', '.join(f'{k}={json.dumps(v)}' for k, v in params.items())})"
+
+
 def create(name: str, params: dict[str, Any] | None = None) -> Recommender:
-    """Instantiate a registered model from its name and config parameters."""
+    """Instantiate a registered model from its name (or spec, see `parse_spec`) and params."""
+    if "(" in name:
+        name, from_spec = parse_spec(name)
+        params = {**from_spec, **(params or {})}
     try:
         cls = MODELS[name]
     except KeyError:
         raise InputError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})") from None
     try:
         config = cls.config_class(**(params or {}))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise InputError(f"model {name}: bad parameters {params}: {exc}") from None
     return cls(config)
+
+
+def recency_weights(histories: UserHistories, half_life: float | None) -> np.ndarray:
+    """Weight of each history entry: halves every `half_life` later items; None = all ones.
+
+    Returns (nnz,) float32 aligned with `histories.items`.
+    """
+    if half_life is None:
+        return np.ones(len(histories.items), dtype=np.float32)
+    return (0.5 ** (histories.recency_rank() / half_life)).astype(np.float32)
+
+
+def history_rows(histories: UserHistories) -> torch.Tensor:
+    """Row (user position) of each history entry. Returns (nnz,) int64."""
+    return torch.from_numpy(np.repeat(np.arange(len(histories)), histories.lengths()))
 
 
 def padded_history(histories: UserHistories, max_len: int = 200) -> torch.Tensor:

@@ -1,24 +1,47 @@
-"""EASE: closed-form shallow autoencoder (Steck, WWW 2019).
+"""EASE: closed-form shallow autoencoder (Steck, WWW 2019), with optional side signals.
 
-B = I - P diagMat(1 / diag(P)), P = (X^T X + reg I)^-1, diag(B) = 0. Scores are X_u B, so any
-user with a history can be scored, and B[h, i] says how much history item h supports item i.
+B = I - P diagMat(1 / diag(P)), P = (G + reg I)^-1, diag(B) = 0, where G is the item-item
+Gram matrix X^T X. Scores are x_u B, so any user with a history can be scored, and B[h, i]
+says how much history item h supports item i.
+
+Options beyond the paper, all off by default:
+- `history_half_life`: weight the user's recent items more when scoring (x_u becomes a
+  recency-decayed vector); strong when the future follows the latest items.
+- `text_weight`: add the item text similarity E E^T to G, as collective EASE does with side
+  information (Jeunen et al., 2020). Items with text but no events then get weights too.
+- `window` / `window_weight`: add co-occurrence of items a user met within `window`
+  positions of each other, so items of the same sitting count more than items years apart.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
-from recsys_core.data.interactions import UserHistories
+from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.errors import InputError
-from recsys_core.models.base import EpochMetrics, FitOptions, Recommender, TrainingData, register
+from recsys_core.models.base import (
+    EpochMetrics,
+    FitOptions,
+    Recommender,
+    TrainingData,
+    recency_weights,
+    register,
+)
 
 
 @dataclass(frozen=True)
 class EASEConfig:
     reg: float = 500.0  # L2 penalty; larger favours popular items less
     max_items: int = 40_000  # the dense item x item matrix needs 4 * items^2 bytes
+    # scoring: a history item loses half its weight every `history_half_life` later items
+    history_half_life: float | None = None
+    text_weight: float = 0.0  # weight of the text similarity added to the Gram matrix
+    window: int = 0  # co-occurrence window in each user's chronological history (0 = off)
+    window_weight: float = 0.0  # weight of that windowed co-occurrence in the Gram matrix
 
 
 @register
@@ -26,6 +49,10 @@ class EASE(Recommender):
     name = "ease"
     config_class = EASEConfig
     description = "Item-item linear autoencoder, closed form; strong on dense catalogs."
+
+    def __init__(self, config: EASEConfig | None = None):
+        super().__init__(config)
+        self.uses_text = self.config.text_weight > 0  # then it needs (and ranks by) item text
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         n = data.n_items
@@ -36,6 +63,17 @@ class EASE(Recommender):
             )
         x = data.interactions.matrix()
         gram = torch.from_numpy((x.T @ x).toarray()).double()  # (I, I)
+        if self.config.text_weight > 0:
+            if data.item_embeddings is None:
+                raise InputError(
+                    "ease: text_weight > 0 needs item embeddings (run `recsys encode`)"
+                )
+            text = data.item_embeddings.double()  # (I, D)
+            gram += self.config.text_weight * (text @ text.T)
+        if self.config.window > 0 and self.config.window_weight > 0:
+            gram += self.config.window_weight * window_cooccurrence(
+                data.interactions, self.config.window
+            )
         gram.diagonal().add_(self.config.reg)
         precision = torch.linalg.inv(gram)
         weights = -precision / precision.diagonal().unsqueeze(0)
@@ -44,9 +82,13 @@ class EASE(Recommender):
         self.n_items = n
         return []
 
+    def _history_values(self, histories: UserHistories) -> np.ndarray:
+        return recency_weights(histories, self.config.history_half_life)
+
     def score(self, histories: UserHistories) -> torch.Tensor:
         # sparse (B, I) history rows @ dense (I, I): nnz * I work instead of B * I * I
-        return torch.from_numpy(histories.csr() @ self.weights.numpy())  # (B, I)
+        rows = histories.csr(self._history_values(histories))
+        return torch.from_numpy(rows @ self.weights.numpy())  # (B, I)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)
@@ -58,3 +100,25 @@ class EASE(Recommender):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.weights = state["weights"].float()
         self.n_items = self.weights.shape[0]
+
+
+def window_cooccurrence(data: Interactions, window: int) -> torch.Tensor:
+    """How often two items are within `window` positions in some user's history.
+
+    Returns a symmetric (I, I) float64 tensor with a zero diagonal.
+    """
+    histories = data.histories()
+    user_stop = np.repeat(histories.indptr[1:], histories.lengths())  # (nnz,)
+    position = np.arange(len(histories.items))
+    left, right = [], []
+    for offset in range(1, window + 1):
+        first = position[position + offset < user_stop]  # pairs within one user's history
+        left.append(histories.items[first])
+        right.append(histories.items[first + offset])
+    rows, cols = np.concatenate(left), np.concatenate(right)
+    counts = sp.coo_matrix(
+        (np.ones(len(rows)), (rows, cols)), shape=(data.n_items, data.n_items)
+    ).toarray()
+    counts = counts + counts.T
+    np.fill_diagonal(counts, 0.0)
+    return torch.from_numpy(counts)

@@ -100,7 +100,8 @@ def _forget_in_model_bundles(lake: Lake, user_id: str) -> int:
     """Blank the user in every stored bundle under the MLflow store.
 
     The user's vocabulary entry becomes a random tombstone id, their history row becomes
-    empty, and rows of per-user weight tensors (names starting with `user`) become zero.
+    empty, and rows of per-user weight tensors (names, or their last dotted part inside a
+    blend, starting with `user`) become zero.
     Indexes do not move, so the bundle still loads and scores every other user identically.
     """
     rewritten = 0
@@ -125,7 +126,7 @@ def _forget_in_model_bundles(lake: Lake, user_id: str) -> int:
             weights = load_file(str(weights_file))
             per_user = {
                 name for name, tensor in weights.items()
-                if name.startswith("user") and tensor.ndim and tensor.shape[0] == users.height
+                if name.rsplit(".", 1)[-1].startswith("user") and tensor.ndim and tensor.shape[0] == users.height
             }  # fmt: skip
             if per_user:
                 for name in per_user:

@@ -9,29 +9,47 @@ validation metric beats the champion's by more than `min_improvement`; otherwise
 champion's own config wins and the best other candidate becomes `challenger`. The winner is
 refit on all events and registered; the alias `champion` then points at that refit, so
 recommendations always come from a model that has seen last night's data.
+
+Each candidate is one nested MLflow run: parameters, per-epoch training metrics, final
+validation metrics, and its fitted files (config JSON, vocabulary Parquet, safetensors
+weights). The parent run holds a PNG comparing the candidates and the decision.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
+import torch
 
 from recsys_core.data.interactions import Interactions
-from recsys_core.data.splits import make_split
+from recsys_core.data.splits import DEFAULT_FRACTIONS, Split, check_protocol, make_split
 from recsys_core.errors import InputError
 from recsys_core.evaluation import evaluate
 from recsys_core.models import MODELS, FitOptions, TrainingData, create
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
-from recsys_core.registry.artifacts import ModelBundle
-from recsys_core.registry.tracking import CHALLENGER, CHAMPION, Tracker, config_key
+from recsys_core.registry.artifacts import ModelBundle, comparison_png
+from recsys_core.registry.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    Tracker,
+    config_key,
+    mlflow_names,
+)
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
-PROTOCOL = "global_temporal"
+KS = (10, 20)
+# columns of the candidates table printed by `recsys train` and `recsys evaluate`
+TABLE_METRICS = (
+    "ndcg@10", "recall@10", "recall@20", "map@10", "mrr@10", "coverage@10", "novelty@10",
+    "diversity@10",
+)  # fmt: skip
 
 
 @dataclass
@@ -41,6 +59,8 @@ class CandidateResult:
     metrics: dict[str, float]
     fit_seconds: float
     run_id: str = ""
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    role: str = ""  # "champion" or "challenger" when the gate picked it
 
     @property
     def key(self) -> str:
@@ -57,9 +77,11 @@ class TrainReport:
     champion_metrics: dict[str, float] = field(default_factory=dict)
     decision: str = ""
     challenger: str = ""
+    challenger_model: str = ""
     users: int = 0
     items: int = 0
     events: int = 0
+    test_users: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,48 +95,80 @@ def load_interactions(lake: Lake) -> Interactions:
     return Interactions.from_events(events, catalog)
 
 
+def _holdout(settings: Settings, protocol: str) -> float | None:
+    """The test fraction: the setting when given explicitly, else the protocol's usual one."""
+    if "holdout_fraction" in settings.model_fields_set:
+        return settings.holdout_fraction
+    return DEFAULT_FRACTIONS.get(protocol)
+
+
+def _candidate_configs(settings: Settings, embeddings) -> list[tuple[str, dict[str, Any]]]:
+    """(model name, full params) of each configured model spec, checked before any fit."""
+    configs = []
+    for spec in settings.models:
+        model = create(spec)
+        if model.uses_text and embeddings is None:
+            raise InputError(
+                f"model {spec} needs item embeddings from encoder {encoder_id(settings)} "
+                "(run `recsys encode` first)"
+            )
+        configs.append((model.name, model.params()))
+    if not configs:
+        raise InputError("no candidate models configured (set --models or RECSYS_MODELS)")
+    return configs
+
+
 def train(
     lake: Lake, settings: Settings, *, run_id: str = "", progress: bool = False
 ) -> TrainReport:
     """Fit, evaluate, track and register; returns what was decided and why."""
+    protocol = check_protocol(settings.protocol)
+    if protocol == "cold_items":
+        raise InputError(
+            "protocol cold_items ranks held-out items only and cannot pick a champion; "
+            "use it with `recsys evaluate` (champion protocols: user_temporal, "
+            "global_temporal, leave_one_out, user_random)"
+        )
     data = load_interactions(lake)
     embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
-    split = make_split(data, PROTOCOL, settings.holdout_fraction)
-    options = FitOptions(device=settings.device, seed=settings.seed, progress=progress)
+    candidates = _candidate_configs(settings, embeddings)
+    split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.seed)
+    options = FitOptions(
+        device=settings.device, seed=settings.seed, progress=progress,
+        validation_protocol=protocol,
+    )  # fmt: skip
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
     champion = tracker.get(CHAMPION)
     report = TrainReport(
-        metric=settings.selection_metric, protocol=PROTOCOL,
-        users=data.n_users, items=data.n_items, events=len(data),
+        metric=settings.selection_metric, protocol=protocol, users=data.n_users,
+        items=data.n_items, events=len(data), test_users=len(split.test_users),
     )  # fmt: skip
 
-    candidates: list[tuple[str, dict[str, Any]]] = []
-    for name in settings.models:
-        model = create(name)
-        if model.uses_text and embeddings is None:
-            raise InputError(
-                f"model {name} needs item embeddings from encoder {encoder_id(settings)} "
-                "(run `recsys encode` first)"
-            )
-        candidates.append((name, model.params()))
+    note = ""
+    if champion is not None:
+        try:
+            create(champion.model, champion.params)
+        except InputError as exc:  # e.g. a model or parameter that no longer exists
+            note = f"champion {champion.label} cannot be re-measured ({exc}); "
+            champion = None
     keys = {config_key(n, p) for n, p in candidates}
-    if champion is not None and champion.model in MODELS and champion.config_key not in keys:
+    if champion is not None and champion.config_key not in keys:
         candidates.append((champion.model, champion.params))
 
-    tags = {"pipeline_run": run_id, "protocol": PROTOCOL, "split": split.fingerprint()}
+    tags = {"pipeline_run": run_id, "protocol": protocol, "split": split.fingerprint()}
     with tracker.run(f"train {time.strftime('%Y-%m-%d %H:%M')}", tags=tags) as parent:
         for name, params in candidates:
             report.candidates.append(
                 _fit_candidate(tracker, name, params, split, embeddings, options, settings)
             )
-        winner, challenger, report.decision = _gate(
+        winner, challenger, decision = _gate(
             report.candidates, champion, settings.selection_metric, settings.min_improvement
         )
-        tracker.mlflow.log_dict(
-            {"decision": report.decision, "candidates": [asdict(c) for c in report.candidates]},
-            "candidates.json",
-        )
-        tracker.mlflow.set_tag("decision", report.decision)
+        report.decision = note + decision
+        winner.role = CHAMPION
+        if challenger is not None:
+            challenger.role = CHALLENGER
+        _log_comparison(tracker, report, winner, challenger)
         parent_id = parent.info.run_id
 
     full = TrainingData(data, embeddings)
@@ -127,8 +181,56 @@ def train(
         report.challenger = _refit_and_register(
             tracker, challenger, full, options, settings, CHALLENGER, extra
         ).label
+        report.challenger_model = challenger.model
     else:
         tracker.clear_alias(CHALLENGER)
+    return report
+
+
+def evaluate_models(
+    lake: Lake, settings: Settings, *, protocol: str | None = None, progress: bool = False
+) -> TrainReport:
+    """Fit and evaluate every configured model on one protocol; registers nothing.
+
+    Runs are logged to the MLflow experiment `<experiment>-evaluation`, apart from the
+    nightly's training runs.
+
+    Args:
+        lake: The data directory.
+        settings: Models, seed, metric and memory settings.
+        protocol: Any protocol of `recsys_core.data.splits.PROTOCOLS`; default the setting.
+        progress: Show progress bars.
+    """
+    protocol = check_protocol(protocol or settings.protocol)
+    data = load_interactions(lake)
+    embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
+    candidates = _candidate_configs(settings, embeddings)
+    split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.seed)
+    options = FitOptions(
+        device=settings.device, seed=settings.seed, progress=progress,
+        validation_protocol=protocol,
+    )  # fmt: skip
+    tracker = Tracker(lake, f"{settings.experiment}-evaluation", settings.registered_model)
+    report = TrainReport(
+        metric=settings.selection_metric, protocol=protocol, users=data.n_users,
+        items=data.n_items, events=len(data), test_users=len(split.test_users),
+    )  # fmt: skip
+    tags = {"protocol": protocol, "split": split.fingerprint()}
+    with tracker.run(f"evaluate {protocol} {time.strftime('%Y-%m-%d %H:%M')}", tags=tags):
+        for name, params in candidates:
+            report.candidates.append(
+                _fit_candidate(
+                    tracker, name, params, split, embeddings, options, settings, log_files=False
+                )
+            )
+        if settings.selection_metric not in report.candidates[0].metrics:
+            raise InputError(f"selection metric {settings.selection_metric!r} is not computed")
+        best = max(report.candidates, key=lambda c: c.metrics[settings.selection_metric])
+        report.decision = (
+            f"best on {protocol}: {best.model} ({settings.selection_metric}="
+            f"{best.metrics[settings.selection_metric]:.4f}); nothing registered"
+        )
+        _log_comparison(tracker, report, best, None)
     return report
 
 
@@ -136,22 +238,63 @@ def _fit_candidate(
     tracker: Tracker,
     name: str,
     params: dict[str, Any],
-    split,
-    embeddings,
+    split: Split,
+    embeddings: torch.Tensor | None,
     options: FitOptions,
     settings: Settings,
+    *,
+    log_files: bool = True,
 ) -> CandidateResult:
     model = create(name, params)
-    with tracker.run(name, nested=True, tags={"model": name}) as run:
-        tracker.mlflow.log_params({"model": name, **{f"param.{k}": v for k, v in params.items()}})
+    with tracker.run(name, nested=True, tags={"model": name, "protocol": split.protocol}) as run:
+        tracker.mlflow.log_params(
+            {"model": name, **{f"param.{k}": _param(v) for k, v in params.items()}}
+        )
         tracker.mlflow.log_dict({"model": name, "params": params}, "config.json")
         start = time.perf_counter()
         epochs = model.fit(TrainingData(split.train, embeddings), options)
         seconds = time.perf_counter() - start
         tracker.log_epochs(epochs)
-        metrics = evaluate(model, split, (10, 20), memory_mb=settings.score_memory_mb)
-        tracker.mlflow.log_metrics({**_mlflow_names(metrics), "fit_seconds": seconds})
-        return CandidateResult(name, params, metrics, round(seconds, 3), run.info.run_id)
+        metrics = evaluate(
+            model, split, KS, item_embeddings=embeddings, memory_mb=settings.score_memory_mb
+        )
+        tracker.mlflow.log_metrics({**mlflow_names(metrics), "fit_seconds": seconds})
+        if log_files:
+            tracker.log_bundle(
+                ModelBundle.from_fit(model, split.train, {"validation": metrics}),
+                max_weights_mb=settings.log_weights_max_mb,
+            )
+        return CandidateResult(name, params, metrics, round(seconds, 3), run.info.run_id, epochs)
+
+
+def _param(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, list | tuple | dict) else value
+
+
+def _log_comparison(tracker: Tracker, report: TrainReport, winner, challenger) -> None:
+    """The decision, every candidate's figures, and a PNG comparing them, in the parent run."""
+    tracker.mlflow.log_dict(
+        {
+            "protocol": report.protocol,
+            "metric": report.metric,
+            "decision": report.decision,
+            "candidates": [asdict(c) for c in report.candidates],
+        },
+        "candidates.json",
+    )
+    tracker.mlflow.set_tag("decision", report.decision)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = comparison_png(
+            [_label(asdict(c)) for c in report.candidates],
+            [c.metrics for c in report.candidates],
+            [c.epochs for c in report.candidates],
+            Path(tmp) / "candidates.png",
+            metric=report.metric,
+            title=f"{report.protocol}: {report.decision}",
+            winner=report.candidates.index(winner),
+            challenger=None if challenger is None else report.candidates.index(challenger),
+        )
+        tracker.mlflow.log_artifact(str(path))
 
 
 def _gate(results, champion, metric: str, min_improvement: float):
@@ -213,25 +356,62 @@ def _refit_and_register(tracker, result, full, options, settings, alias, extra):
     )
 
 
-def _mlflow_names(metrics: dict[str, float]) -> dict[str, float]:
-    """MLflow metric names cannot contain '@'."""
-    return {name.replace("@", "_at_"): value for name, value in metrics.items()}
-
-
 def _f(result: CandidateResult, metric: str) -> str:
     return f"{result.metrics[metric]:.4f}"
 
 
-def candidates_table(report: TrainReport) -> pl.DataFrame:
-    """One row per candidate: model, key metrics, fit time (for the CLI and artifacts)."""
-    return pl.DataFrame(
-        [
+def candidates_table(report: TrainReport | dict) -> pl.DataFrame:
+    """One row per candidate: model, role, the table metrics, fit time and epochs."""
+    data = report if isinstance(report, dict) else report.as_dict()
+    rows = []
+    for c in data["candidates"]:
+        rows.append(
             {
-                "model": c.model,
-                **{m: round(c.metrics.get(m, float("nan")), 4)
-                   for m in ("ndcg@10", "recall@10", "ndcg@20", "recall@20")},
-                "fit_s": c.fit_seconds,
+                "model": c["model"],
+                "role": c.get("role", ""),
+                **{m: round(c["metrics"].get(m, float("nan")), 4) for m in TABLE_METRICS},
+                "fit_s": c["fit_seconds"],
+                "epochs": len(c.get("epochs") or []),
             }
-            for c in report.candidates
-        ]
-    )  # fmt: skip
+        )
+    return pl.DataFrame(rows)
+
+
+def format_candidates(report: TrainReport | dict) -> str:
+    """The candidates table as aligned text, then the protocol, metric and decision lines."""
+    data = report if isinstance(report, dict) else report.as_dict()
+    width = max([len("model"), *(len(_label(c)) for c in data["candidates"])]) + 2
+    header = f"{'model':<{width}}" + "".join(f"{m:>13}" for m in TABLE_METRICS)
+    lines = [header + f"{'fit s':>9}{'epochs':>8}"]
+    for row, c in zip(
+        candidates_table(data).iter_rows(named=True), data["candidates"], strict=True
+    ):
+        mark = {"champion": " *", "challenger": " ~"}.get(row["role"], "")
+        values = "".join(
+            f"{row[m]:>13.4f}" if row[m] == row[m] else f"{'-':>13}" for m in TABLE_METRICS
+        )
+        lines.append(f"{_label(c) + mark:<{width}}{values}{row['fit_s']:>9.2f}{row['epochs']:>8}")
+    lines.append(
+        f"protocol {data['protocol']} ({data.get('test_users', 0)} test users, "
+        f"{data.get('users', 0)} users, {data.get('items', 0)} items); "
+        f"selection metric {data['metric']}; * champion, ~ challenger"
+    )
+    if data.get("champion"):
+        lines.append(f"champion: {data['champion']} ({data['champion_model']}): {data['decision']}")
+        if data.get("challenger"):
+            lines.append(f"challenger: {data['challenger']} ({data['challenger_model']})")
+    else:
+        lines.append(data["decision"])
+    return "\n".join(lines)
+
+
+def _label(candidate: dict) -> str:
+    """Model name, plus the parameters that differ from its defaults (so rows stay apart)."""
+    name = candidate["model"]
+    if name not in MODELS:
+        return name
+    defaults = MODELS[name]().params()
+    changed = {k: v for k, v in candidate["params"].items() if defaults.get(k) != v}
+    if not changed:
+        return name
+    return f"{name}({', '.join(f'{k}={v}' for k, v in changed.items())})"

@@ -131,3 +131,84 @@ def load_bundle(folder: Path) -> ModelBundle:
     embeddings_file = folder / "item_embeddings.safetensors"
     embeddings = load_file(str(embeddings_file))["embeddings"] if embeddings_file.exists() else None
     return ModelBundle(model, users, items, histories, config.get("metadata", {}), embeddings)
+
+
+def comparison_png(
+    names: list[str],
+    metrics: list[dict[str, float]],
+    epochs: list[list[dict[str, float]]],
+    path: Path,
+    *,
+    metric: str = "ndcg@10",
+    title: str = "",
+    winner: int | None = None,
+    challenger: int | None = None,
+    shown: tuple[str, ...] = ("ndcg@10", "recall@10", "recall@20", "map@10", "mrr@10"),
+) -> Path:
+    """A PNG comparing candidates: accuracy bars, beyond-accuracy bars, training curves.
+
+    Args:
+        names: Candidate labels, in table order.
+        metrics: Each candidate's validation metrics.
+        epochs: Each candidate's per-epoch training metrics (empty for closed-form models).
+        path: Where to write the PNG.
+        metric: The selection metric (its bars are outlined).
+        title: Figure title (protocol and decision).
+        winner: Index of the champion, drawn in bold.
+        challenger: Index of the challenger.
+        shown: Accuracy metrics to draw.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render straight to the file
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [
+        name + (" (champion)" if i == winner else " (challenger)" if i == challenger else "")
+        for i, name in enumerate(names)
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5), gridspec_kw={"width_ratios": [3, 2, 2]})
+    x = np.arange(len(names))
+
+    def bars(ax, keys, ylabel):
+        width = 0.8 / max(len(keys), 1)
+        for j, key in enumerate(keys):
+            values = [m.get(key, np.nan) for m in metrics]
+            drawn = ax.bar(x + j * width, values, width, label=key)
+            if key == metric:
+                for patch in drawn:
+                    patch.set_edgecolor("black")
+                    patch.set_linewidth(1.5)
+        ax.set_xticks(x + width * (len(keys) - 1) / 2, labels, rotation=30, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+
+    bars(
+        axes[0], [k for k in shown if any(k in m for m in metrics)], "validation (higher is better)"
+    )
+    beyond = [k for k in ("coverage@10", "diversity@10") if any(k in m for m in metrics)]
+    bars(axes[1], beyond, "share / distance")
+    axes[1].set_title("beyond accuracy", fontsize=10)
+    curves = axes[2]
+    for label, history in zip(labels, epochs, strict=True):
+        losses = [e["loss"] for e in history if "loss" in e]
+        if losses:
+            curves.plot(np.arange(1, len(losses) + 1), losses, marker=".", label=label)
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("training loss")
+    curves.set_title("training curves", fontsize=10)
+    if curves.lines:
+        curves.legend(fontsize=8)
+    else:
+        curves.text(0.5, 0.5, "closed-form models only", ha="center", transform=curves.transAxes)
+    for tick in axes[0].get_xticklabels() + axes[1].get_xticklabels():
+        if winner is not None and tick.get_text() == labels[winner]:
+            tick.set_fontweight("bold")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

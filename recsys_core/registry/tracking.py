@@ -28,7 +28,16 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-SERVING_REQUIREMENTS = ("torch", "numpy", "polars", "pyarrow", "scipy", "safetensors", "pandas")
+SERVING_REQUIREMENTS = (
+    "torch",
+    "numpy",
+    "polars",
+    "pyarrow",
+    "scipy",
+    "safetensors",
+    "pandas",
+    "transformers",
+)  # transformers: ranking by a query encodes its text
 
 
 @dataclass(frozen=True)
@@ -95,8 +104,27 @@ class Tracker:
             yield active
 
     def log_epochs(self, epochs: list[dict[str, float]]) -> None:
+        """Per-epoch training metrics (losses) of the active run, one step per epoch."""
         for step, values in enumerate(epochs):
-            self.mlflow.log_metrics(values, step=step)
+            self.mlflow.log_metrics(mlflow_names(values), step=step)
+
+    def log_bundle(
+        self, bundle: ModelBundle, *, artifact_path: str = "model_files", max_weights_mb: int = 512
+    ) -> None:
+        """Log a fitted model's files to the active run: config JSON, vocabulary Parquet,
+        safetensors weights and histories.
+
+        Weights larger than `max_weights_mb` are left out (tag `weights_logged=false`), so
+        a nightly on a large catalog does not copy gigabytes per candidate.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = save_bundle(bundle, Path(tmp) / artifact_path)
+            weights = folder / "weights.safetensors"
+            logged = weights.stat().st_size <= max_weights_mb << 20
+            if not logged:
+                weights.unlink()
+            self.mlflow.log_artifacts(str(folder), artifact_path)
+            self.mlflow.set_tag("weights_logged", str(logged).lower())
 
     # -- registry -------------------------------------------------------------------------
     def register(
@@ -172,6 +200,11 @@ class Tracker:
             )
             bundle = load_bundle(Path(local) / "artifacts" / "bundle")
         return bundle, found
+
+
+def mlflow_names(metrics: dict[str, float]) -> dict[str, float]:
+    """MLflow metric names cannot contain '@': `ndcg@10` is logged as `ndcg_at_10`."""
+    return {name.replace("@", "_at_"): value for name, value in metrics.items()}
 
 
 def _signature():

@@ -1,0 +1,214 @@
+"""A blend of models: a weighted sum of each member's per-user standardized scores.
+
+Members' raw scores live on different scales (EASE weights, cosine similarities, logits),
+so each member's scores are standardized per user over the items the user has not seen,
+then summed with weights tuned on validation data:
+
+1. Hold out part of the training data the way the model will be judged
+   (`FitOptions.validation_protocol`, e.g. each user's latest 20%).
+2. Fit every member on the rest and tune the weights by coordinate ascent on NDCG@10 of
+   the held-out part (full ranking, seen items excluded).
+3. Refit the members with non-zero weight on all the training data.
+
+The fitted state is each member's tensors under a `m<j>.` prefix plus the weights, so a
+blend saves and loads as safetensors like any other model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recsys_core.data.interactions import UserHistories
+from recsys_core.data.splits import make_split
+from recsys_core.errors import InputError
+from recsys_core.models.base import (
+    EpochMetrics,
+    FitOptions,
+    Recommender,
+    TrainingData,
+    create,
+    history_rows,
+    register,
+)
+
+# cheap, complementary members: co-occurrence with text and sitting-window signals, the same
+# weighted towards the latest items, neighbours, the learned text model and a factor model
+DEFAULT_MEMBERS = (
+    "ease(text_weight=30, window=5, window_weight=0.7)",
+    "ease(history_half_life=5)",
+    "itemknn",
+    "content",
+    "als",
+)
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    # member models as specs: `name` or `name(key=value, ...)` (see models.base.parse_spec)
+    members: tuple[str, ...] = DEFAULT_MEMBERS
+    grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0)  # weights tried per member
+    rounds: int = 2  # coordinate-ascent passes over the members
+    tune_users: int = 2000  # held-out users the weights are tuned on (at most)
+    tune_memory_mb: int = 1024  # bound on the members' held-out score matrices together
+
+    def __post_init__(self) -> None:
+        # JSON round trips give lists; the config must stay hashable and compare equal
+        object.__setattr__(self, "members", tuple(self.members))
+        object.__setattr__(self, "grid", tuple(float(g) for g in self.grid))
+        if not self.members:
+            raise ValueError("a blend needs at least one member")
+
+
+@register
+class Blend(Recommender):
+    name = "blend"
+    config_class = BlendConfig
+    description = "Weighted sum of standardized member scores, weights tuned on validation."
+
+    def __init__(self, config: BlendConfig | None = None):
+        super().__init__(config)
+        self.members = [create(spec) for spec in self.config.members]
+        self.uses_text = any(m.uses_text for m in self.members)
+        self.weights = torch.ones(len(self.members)) / len(self.members)
+
+    def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
+        protocol = options.validation_protocol
+        if protocol == "cold_items":  # no member would see the held-out items' events
+            protocol = "user_temporal"
+        epochs: EpochMetrics = []
+        try:
+            split = make_split(data.interactions, protocol, seed=options.seed)
+        except InputError:
+            split = None  # too little data to hold any out: keep equal weights
+        if split is not None and len(self.members) > 1:
+            rng = np.random.default_rng(options.seed)
+            users = split.test_users
+            per_user = data.n_items * 4 * len(self.members)
+            limit = min(
+                self.config.tune_users, max(1, (self.config.tune_memory_mb << 20) // per_user)
+            )
+            if len(users) > limit:
+                users = np.sort(rng.choice(users, size=limit, replace=False))
+            histories = split.train.histories(users)
+            held_out = TrainingData(split.train, data.item_embeddings)
+            scores = []
+            for spec in self.config.members:
+                member = create(spec)
+                member.fit(held_out, options)
+                scores.append(standardize(member.score(histories), histories))
+            relevant = _relevance(split.test, users, data.n_items)
+            self.weights, epochs = _tune(
+                torch.stack(scores), histories, relevant, self.config.grid, self.config.rounds
+            )
+        for member, weight in zip(self.members, self.weights.tolist(), strict=True):
+            if weight > 0:
+                member.fit(data, options)
+        self.n_items = data.n_items
+        return epochs
+
+    def score(self, histories: UserHistories) -> torch.Tensor:
+        total = torch.zeros(len(histories), self.n_items)
+        for member, weight in zip(self.members, self.weights.tolist(), strict=True):
+            if weight > 0:
+                total += weight * standardize(member.score(histories), histories)
+        return total  # (B, I)
+
+    def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(history.shape[0], history.shape[1], candidates.shape[1])
+        for member, weight in zip(self.members, self.weights.tolist(), strict=True):
+            part = member.pair_weights(history, candidates) if weight > 0 else None
+            if part is not None:  # each member's support on a common scale per user
+                scale = part.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+                total += weight * part / scale
+        return total  # (B, L, K)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {"weights": self.weights.clone()}
+        for j, (member, weight) in enumerate(zip(self.members, self.weights.tolist(), strict=True)):
+            if weight > 0:
+                state.update({f"m{j}.{k}": v for k, v in member.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.weights = state["weights"].float()
+        for j, (member, weight) in enumerate(zip(self.members, self.weights.tolist(), strict=True)):
+            if weight > 0:
+                prefix = f"m{j}."
+                member.load_state_dict(
+                    {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                )
+                self.n_items = member.n_items
+
+    def params(self) -> dict:
+        params = super().params()
+        params["members"] = list(self.config.members)
+        params["grid"] = list(self.config.grid)
+        return params
+
+
+def standardize(scores: torch.Tensor, histories: UserHistories) -> torch.Tensor:
+    """Per-user z-scores over the items each user has not seen. (B, I) -> (B, I)."""
+    unseen = torch.ones_like(scores, dtype=torch.bool)
+    if len(histories.items):
+        unseen[history_rows(histories), torch.from_numpy(histories.items)] = False
+    count = unseen.sum(1, keepdim=True).clamp_min(1)
+    values = scores.float().masked_fill(~unseen, 0.0)
+    mean = values.sum(1, keepdim=True) / count
+    spread = ((values - mean).masked_fill(~unseen, 0.0).pow(2).sum(1, keepdim=True) / count).sqrt()
+    return ((scores - mean) / spread.clamp_min(1e-8)).masked_fill(~unseen, 0.0)
+
+
+def _relevance(test, users: np.ndarray, n_items: int) -> sp.csr_matrix:
+    row_of = {int(u): r for r, u in enumerate(users)}
+    pairs = test.filter(test["user_index"].is_in(users.tolist()))
+    rows = np.array([row_of[int(u)] for u in pairs["user_index"].to_list()], dtype=np.int64)
+    return sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, pairs["item_index"].to_numpy())),
+        shape=(len(users), n_items),
+    )
+
+
+def _tune(scores, histories, relevant, grid, rounds) -> tuple[torch.Tensor, EpochMetrics]:
+    """Coordinate ascent on validation NDCG@10 over the grid of each member's weight.
+
+    Args:
+        scores: (M, B, I) standardized member scores of the held-out users.
+        histories: Their training histories (seen items are never ranked).
+        relevant: (B, I) their held-out items.
+
+    Returns:
+        (M,) weights summing to 1, and the best NDCG@10 after each round.
+    """
+    from recsys_core.evaluation.metrics import ranking_metrics
+    from recsys_core.ranking.topk import topk_deterministic
+
+    seen = torch.zeros(scores.shape[1:], dtype=torch.bool)
+    if len(histories.items):
+        seen[history_rows(histories), torch.from_numpy(histories.items)] = True
+    k = min(10, scores.shape[2])
+
+    def ndcg(weights: torch.Tensor) -> float:
+        combined = torch.einsum("m,mbi->bi", weights, scores).masked_fill(seen, -torch.inf)
+        _, top = topk_deterministic(combined, k)
+        return ranking_metrics(top.numpy(), relevant, (k,))[f"ndcg@{k}"]
+
+    singles = [ndcg(torch.eye(len(scores))[m]) for m in range(len(scores))]
+    weights = torch.eye(len(scores))[int(np.argmax(singles))]  # start from the best member
+    best = max(singles)
+    epochs: EpochMetrics = []
+    for _ in range(rounds):
+        for m in range(len(scores)):
+            for value in grid:
+                trial = weights.clone()
+                trial[m] = value
+                if trial.sum() <= 0:
+                    continue
+                result = ndcg(trial)
+                if result > best + 1e-9:  # strictly better: ties keep the simpler blend
+                    best, weights = result, trial
+        epochs.append({"validation_ndcg@10": best})
+    return weights / weights.sum(), epochs

@@ -1,0 +1,205 @@
+"""Target attention over the user's history (DIN-style; Zhou et al., KDD 2018).
+
+Each candidate item attends over the user's recent items: history items that resemble the
+candidate get large weights, and the candidate's score is the inner product of that
+weighted "interest" with the candidate itself. The attention weights are the explanation:
+the history item with the largest weight is the reason for a recommendation.
+
+Items are represented like in SASRec: an ID embedding plus a projection of the item's text
+embedding, with ID dropout during training so items without events still rank by text.
+Training is next-item prediction with a softmax over the true item and `negatives` items
+sampled uniformly (every candidate needs its own attention, so the full catalog per step
+would be too dear).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from recsys_core.data.interactions import UserHistories
+from recsys_core.device import resolve_device
+from recsys_core.errors import InputError
+from recsys_core.models.base import (
+    EpochMetrics,
+    FitOptions,
+    Recommender,
+    TrainingData,
+    padded_history,
+    register,
+)
+from recsys_core.models.sasrec import ItemRepresentation
+
+
+@dataclass(frozen=True)
+class DINConfig:
+    dim: int = 64  # width of item representations
+    attention_dim: int = 32  # width of the query/key space the attention compares in
+    max_len: int = 50  # most recent history items a candidate attends over
+    negatives: int = 50  # sampled items each true next item is ranked against in training
+    epochs: int = 5
+    batch_size: int = 512  # (history, next item) examples per step
+    lr: float = 0.002
+    dropout: float = 0.1  # on history representations
+    use_text: bool = True  # fuse the projected text embedding into each item representation
+    id_dropout: float = 0.2  # chance that an item's ID embedding is hidden in a training step
+    score_memory_mb: int = 256  # bound on the (users, items, history) attention while scoring
+
+
+class TargetAttention(nn.Module):
+    def __init__(self, n_items: int, cfg: DINConfig, text: torch.Tensor | None):
+        super().__init__()
+        self.items = ItemRepresentation(n_items, cfg.dim, text)
+        self.query = nn.Linear(cfg.dim, cfg.attention_dim, bias=False)
+        self.key = nn.Linear(cfg.dim, cfg.attention_dim, bias=False)
+        self.recency = nn.Parameter(torch.zeros(cfg.max_len))  # bias by age in the history
+        self.null_key = nn.Parameter(torch.zeros(1))  # lets a candidate attend to nothing
+        self.bias = nn.Embedding(n_items + 1, 1)  # (I + 1, 1) item prior
+        nn.init.zeros_(self.bias.weight)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.pad = n_items
+
+    def attention(self, history: torch.Tensor, candidates: torch.Tensor, id_dropout: float = 0.0):
+        """history: (B, L) right-aligned, pad on the left; candidates: (B, K).
+
+        Returns weights (B, K, L), history values (B, L, D), candidate reps (B, K, D).
+        """
+        h = self.dropout(self.items(history, id_dropout))  # (B, L, D)
+        c = self.items(candidates, id_dropout)  # (B, K, D)
+        q, k = self.query(c), self.key(h)  # (B, K, A), (B, L, A)
+        logits = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])  # (B, K, L)
+        logits = logits + self.recency[-history.shape[1] :]
+        logits = logits.masked_fill((history == self.pad).unsqueeze(1), -torch.inf)
+        null = self.null_key.expand(*logits.shape[:2], 1)  # (B, K, 1)
+        weights = torch.cat([logits, null], dim=-1).softmax(-1)[..., :-1]  # (B, K, L)
+        return weights, h, c
+
+    def forward(self, history, candidates, id_dropout: float = 0.0) -> torch.Tensor:
+        weights, h, c = self.attention(history, candidates, id_dropout)
+        interest = weights @ h  # (B, K, D)
+        return (interest * c).sum(-1) + self.bias(candidates).squeeze(-1)  # (B, K)
+
+
+@register
+class DIN(Recommender):
+    name = "din"
+    config_class = DINConfig
+    uses_text = True
+    description = "Candidate-to-history target attention; attention weights explain."
+
+    def __init__(self, config: DINConfig | None = None):
+        super().__init__(config)
+        self.uses_text = self.config.use_text
+
+    def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
+        cfg = self.config
+        if cfg.use_text and data.item_embeddings is None:
+            raise InputError("din: item embeddings are missing (run `recsys encode` first)")
+        device = resolve_device(options.device)
+        n_items = data.n_items
+        histories = data.interactions.histories()
+        full = padded_history(histories, max_len=max(int(histories.lengths().max()), 1))
+        lengths = histories.lengths()
+        # one example per (user, position >= 1): the items before it predict it
+        example_user = np.repeat(np.arange(len(histories)), np.maximum(lengths - 1, 0))
+        example_pos = np.concatenate([np.arange(1, n) for n in lengths if n > 1] or [[]])
+        example_pos = example_pos.astype(np.int64)
+        epochs: EpochMetrics = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(options.seed)
+            rng = np.random.default_rng(options.seed)
+            net = TargetAttention(n_items, cfg, data.item_embeddings if cfg.use_text else None)
+            net = net.to(device)
+            with torch.no_grad():
+                counts = np.bincount(histories.items, minlength=n_items)
+                net.items.known[:n_items] = torch.from_numpy(counts > 0).float()
+            optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+            offsets = np.arange(-cfg.max_len, 0)  # (L,)
+            for _epoch in tqdm(range(cfg.epochs), desc="din", disable=not options.progress):
+                net.train()
+                order = rng.permutation(len(example_user))
+                total, steps = 0.0, 0
+                for start in range(0, len(order), cfg.batch_size):
+                    batch = order[start : start + cfg.batch_size]
+                    users, pos = example_user[batch], example_pos[batch]
+                    columns = pos[:, None] + offsets[None, :]  # (B, L) positions before the target
+                    history = full[users[:, None], np.maximum(columns, 0)].numpy()
+                    history = np.where(columns >= 0, history, n_items)
+                    target = full[users, pos].numpy()
+                    negatives = rng.integers(0, n_items, size=(len(batch), cfg.negatives))
+                    candidates = np.concatenate([target[:, None], negatives], axis=1)  # (B, K)
+                    logits = net(
+                        torch.from_numpy(history).to(device),
+                        torch.from_numpy(candidates).to(device),
+                        cfg.id_dropout,
+                    )  # (B, K)
+                    accidental = torch.from_numpy(candidates[:, 1:] == target[:, None]).to(device)
+                    logits[:, 1:] = logits[:, 1:].masked_fill(accidental, -torch.inf)
+                    loss = nn.functional.cross_entropy(
+                        logits, torch.zeros(len(batch), dtype=torch.int64, device=device)
+                    )
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.item()
+                    steps += 1
+                epochs.append({"loss": total / max(steps, 1)})
+        self.net = net.cpu().eval()
+        self.n_items = n_items
+        return epochs
+
+    def _history(self, histories: UserHistories) -> torch.Tensor:
+        """(B, L) newest `max_len` items, right-aligned, padded with `pad` on the left."""
+        left = padded_history(histories, self.config.max_len)  # (B, L) left-aligned, -1 pad
+        out = torch.full((len(histories), self.config.max_len), self.n_items, dtype=torch.int64)
+        lengths = (left >= 0).sum(1)
+        for row, n in enumerate(lengths.tolist()):
+            if n:
+                out[row, -n:] = left[row, :n]
+        return out
+
+    @torch.no_grad()
+    def score(self, histories: UserHistories) -> torch.Tensor:
+        history = self._history(histories)  # (B, L)
+        items = torch.arange(self.n_items)
+        per_user = self.n_items * self.config.max_len * 4 * 3  # weights, logits, softmax
+        step = max(1, (self.config.score_memory_mb << 20) // per_user)
+        out = torch.empty(len(histories), self.n_items)
+        for start in range(0, len(histories), step):
+            part = history[start : start + step]
+            candidates = items.unsqueeze(0).expand(len(part), -1)  # (b, I)
+            out[start : start + step] = self.net(part, candidates)
+        return out
+
+    @torch.no_grad()
+    def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        # `history` is left-aligned with -1 pads; the network reads right-aligned sequences
+        lengths = (history >= 0).sum(1)
+        width = self.config.max_len
+        aligned = torch.full((len(history), width), self.n_items, dtype=torch.int64)
+        source = torch.full((len(history), width), -1, dtype=torch.int64)  # column in `history`
+        for row, n in enumerate(lengths.tolist()):
+            n_kept = min(n, width)
+            if n_kept:
+                aligned[row, -n_kept:] = history[row, n - n_kept : n]
+                source[row, -n_kept:] = torch.arange(n - n_kept, n)
+        weights, _, _ = self.net.attention(aligned, candidates.clamp_min(0))  # (B, K, W)
+        out = torch.zeros(history.shape[0], history.shape[1], candidates.shape[1])  # (B, L, K)
+        rows, cols = torch.nonzero(source >= 0, as_tuple=True)
+        out[rows, source[rows, cols]] = weights[rows, :, cols]
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        n_items = state["items.known"].shape[0] - 1
+        self.net = TargetAttention(n_items, self.config, state.get("items.text"))
+        self.net.load_state_dict(state)
+        self.net.eval()
+        self.n_items = n_items

@@ -1,0 +1,318 @@
+"""SASRec-style sequential transformer (Kang & McAuley, 2018) with text-fused items.
+
+A causal transformer reads a user's items oldest to newest; the output at the last position
+is the user vector, and an item's score is its inner product with the item representation.
+Each item is represented by an ID embedding plus a projection of its text embedding, so an
+item with text but no events (a cold item) still has a representation: ID embeddings are
+dropped at random during training (`id_dropout`) so the text path learns to stand alone,
+and items without training events keep a zero ID embedding.
+
+Training uses cross-entropy over the whole catalog at every position (or over `negatives`
+sampled items on large catalogs), which trains much better than the paper's binary loss.
+Optional sequence augmentation (`augment`: crop, mask, reorder, as in CL4SRec) adds
+perturbed copies of each training sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from recsys_core.data.interactions import UserHistories
+from recsys_core.device import resolve_device
+from recsys_core.errors import InputError
+from recsys_core.models.base import (
+    EpochMetrics,
+    FitOptions,
+    Recommender,
+    TrainingData,
+    padded_history,
+    register,
+)
+
+AUGMENTATIONS = ("crop", "mask", "reorder")
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    dim: int = 64  # width of item representations and hidden states
+    layers: int = 2  # transformer blocks
+    heads: int = 2  # attention heads per block
+    max_len: int = 50  # most recent items a user is read from
+    dropout: float = 0.2  # on embeddings, attention and feed-forward outputs
+    epochs: int = 20
+    batch_size: int = 128  # sequences per step
+    lr: float = 0.002
+    weight_decay: float = 0.0
+    negatives: int = 0  # sampled negatives per step; 0 = the whole catalog (exact softmax)
+    use_text: bool = True  # fuse the projected text embedding into each item representation
+    id_dropout: float = 0.3  # chance that an item's ID embedding is hidden in a training step
+    augment: str = ""  # comma-separated subset of crop, mask, reorder; "" = none
+    augment_ratio: float = 0.3  # share of a sequence cropped away, masked or reordered
+
+    def __post_init__(self) -> None:
+        unknown = set(self.augmentations) - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(f"unknown augmentation {sorted(unknown)} (known: {AUGMENTATIONS})")
+
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.augment.split(",") if a.strip())
+
+
+class ItemRepresentation(nn.Module):
+    """ID embedding (+ projected text) per item; index `n_items` is the padding/mask slot."""
+
+    def __init__(self, n_items: int, dim: int, text: torch.Tensor | None):
+        super().__init__()
+        self.ids = nn.Embedding(n_items + 1, dim, padding_idx=n_items)  # (I + 1, D)
+        nn.init.normal_(self.ids.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.ids.weight[n_items].zero_()
+        self.project = None
+        if text is not None:
+            self.register_buffer("text", text.float())  # (I, T), not trained
+            self.project = nn.Linear(text.shape[1], dim)
+        # 1 for items with training events; items without keep only their text
+        self.register_buffer("known", torch.ones(n_items + 1))  # (I + 1,)
+
+    def forward(self, items: torch.Tensor, id_dropout: float = 0.0) -> torch.Tensor:
+        """items: (...) indexes in [0, n_items]. Returns (..., D)."""
+        keep = self.known[items]
+        if self.training and id_dropout > 0:
+            keep = keep * (torch.rand_like(keep) >= id_dropout)
+        out = self.ids(items) * keep.unsqueeze(-1)
+        if self.project is not None:
+            n_items = self.text.shape[0]
+            # project each distinct item once: a batch repeats items many times
+            unique, inverse = torch.unique(items.clamp_max(n_items - 1), return_inverse=True)
+            text = self.project(self.text[unique])[inverse]  # (..., D)
+            out = out + text * (items < n_items).unsqueeze(-1)
+        return out
+
+    def table(self) -> torch.Tensor:
+        """Every real item's representation. Returns (I, D)."""
+        return self.forward(torch.arange(len(self.known) - 1, device=self.known.device))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: masked self-attention, then a position-wise MLP."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.dropout = nn.Dropout(dropout)
+        self.attention_dropout = dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, D); allowed: (B, 1, T, T) True where a query may see a key."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).split(d, dim=-1)  # 3 x (B, T, D)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        a = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )  # (B, H, T, D / H)  # fmt: skip
+        x = x + self.dropout(self.out(a.transpose(1, 2).reshape(b, t, d)))
+        return x + self.dropout(self.mlp(self.norm2(x)))  # (B, T, D)
+
+
+class SASRecNetwork(nn.Module):
+    def __init__(self, n_items: int, cfg: SASRecConfig, text: torch.Tensor | None):
+        super().__init__()
+        if cfg.dim % cfg.heads:
+            raise ValueError(f"dim {cfg.dim} must be a multiple of heads {cfg.heads}")
+        self.items = ItemRepresentation(n_items, cfg.dim, text)
+        self.positions = nn.Embedding(cfg.max_len, cfg.dim)  # (T, D)
+        self.blocks = nn.ModuleList(
+            Block(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.layers)
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.max_len = cfg.max_len
+        self.pad = n_items
+
+    def forward(self, sequence: torch.Tensor, id_dropout: float = 0.0) -> torch.Tensor:
+        """sequence: (B, T) right-aligned item indexes, `pad` on the left. Returns (B, T, D)."""
+        length = sequence.shape[1]
+        x = self.items(sequence, id_dropout) * math.sqrt(self.positions.embedding_dim)
+        x = self.dropout(x + self.positions.weight[-length:])  # (B, T, D)
+        # a position sees itself and the real items before it; a padding position sees only
+        # itself, so no softmax row is empty (an empty row would give NaN)
+        eye = torch.eye(length, dtype=torch.bool, device=x.device)
+        causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
+        allowed = (causal & (sequence != self.pad).unsqueeze(1)) | eye  # (B, T, T)
+        allowed = allowed.unsqueeze(1)  # (B, 1, T, T): the same for every head
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.norm(x)  # (B, T, D)
+
+
+@register
+class SASRec(Recommender):
+    name = "sasrec"
+    config_class = SASRecConfig
+    uses_text = True
+    description = "Self-attentive sequential model; items fuse ID and text; ranks cold items."
+
+    def __init__(self, config: SASRecConfig | None = None):
+        super().__init__(config)
+        self.uses_text = self.config.use_text
+
+    def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
+        cfg = self.config
+        if cfg.use_text and data.item_embeddings is None:
+            raise InputError("sasrec: item embeddings are missing (run `recsys encode` first)")
+        device = resolve_device(options.device)
+        n_items = data.n_items
+        histories = data.interactions.histories()
+        sequences = _windows(histories, cfg.max_len + 1, pad=n_items)  # (S, T + 1)
+        history: EpochMetrics = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(options.seed)
+            rng = np.random.default_rng(options.seed)
+            text = data.item_embeddings if cfg.use_text else None
+            net = SASRecNetwork(n_items, cfg, text).to(device)
+            counts = np.bincount(histories.items, minlength=n_items)
+            with torch.no_grad():
+                net.items.known[:n_items] = torch.from_numpy(counts > 0).float()
+            optimizer = torch.optim.AdamW(
+                net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            )
+            for _epoch in tqdm(range(cfg.epochs), desc="sasrec", disable=not options.progress):
+                net.train()
+                batch_source = sequences
+                if cfg.augmentations:
+                    batch_source = np.concatenate(
+                        [sequences, _augment(sequences, cfg, rng, n_items)]
+                    )
+                order = rng.permutation(len(batch_source))
+                total, steps = 0.0, 0
+                for start in range(0, len(order), cfg.batch_size):
+                    batch = torch.from_numpy(batch_source[order[start : start + cfg.batch_size]])
+                    batch = batch.to(device)
+                    loss = self._loss(net, batch[:, :-1], batch[:, 1:])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.item()
+                    steps += 1
+                history.append({"loss": total / max(steps, 1)})
+        self.net = net.cpu().eval()
+        self.n_items = n_items
+        return history
+
+    def _loss(self, net: SASRecNetwork, inputs: torch.Tensor, targets: torch.Tensor):
+        cfg = self.config
+        hidden = net(inputs, cfg.id_dropout)  # (B, T, D)
+        valid = targets != net.pad  # (B, T)
+        hidden, targets = hidden[valid], targets[valid]  # (N, D), (N,)
+        table = net.items.table()  # (I, D)
+        if cfg.negatives <= 0 or cfg.negatives >= len(table):
+            return nn.functional.cross_entropy(hidden @ table.T, targets)
+        sampled = torch.randint(0, len(table), (cfg.negatives,), device=hidden.device)
+        positive = (hidden * table[targets]).sum(1, keepdim=True)  # (N, 1)
+        negative = hidden @ table[sampled].T  # (N, S)
+        negative = negative.masked_fill(sampled.unsqueeze(0) == targets.unsqueeze(1), -torch.inf)
+        logits = torch.cat([positive, negative], dim=1)
+        return nn.functional.cross_entropy(logits, torch.zeros_like(targets))
+
+    @torch.no_grad()
+    def factors(self, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor]:
+        sequence = torch.from_numpy(_right_aligned(histories, self.config.max_len, self.n_items))
+        hidden = self.net(sequence)[:, -1]  # (B, D): the state after the newest item
+        return hidden, self.net.items.table()  # (B, D), (I, D)
+
+    def score(self, histories: UserHistories) -> torch.Tensor:
+        users, items = self.factors(histories)
+        return users @ items.T  # (B, I)
+
+    @torch.no_grad()
+    def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        table = nn.functional.normalize(self.net.items.table(), dim=-1)  # (I, D)
+        hist = table[history.clamp_min(0)]  # (B, L, D)
+        cand = table[candidates.clamp_min(0)]  # (B, K, D)
+        # later items weigh more, as the sequence model reads the newest ones closest
+        length = (history >= 0).sum(1, keepdim=True)  # (B, 1)
+        age = (length - 1 - torch.arange(history.shape[1]).unsqueeze(0)).clamp_min(0)
+        recency = (1.0 - age / self.config.max_len).clamp_min(0.0)  # (B, L)
+        return hist @ cand.transpose(1, 2) * recency.unsqueeze(-1)  # (B, L, K)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        n_items = state["items.known"].shape[0] - 1
+        text = state.get("items.text")
+        self.net = SASRecNetwork(n_items, self.config, text)
+        self.net.load_state_dict(state)
+        self.net.eval()
+        self.n_items = n_items
+
+
+def _right_aligned(histories: UserHistories, length: int, pad: int) -> np.ndarray:
+    """Each user's newest `length` items, right-aligned, `pad` on the left. (B, length)."""
+    left = padded_history(histories, length).numpy()  # (B, L) left-aligned, -1 padded
+    out = np.full((len(histories), length), pad, dtype=np.int64)
+    lengths = (left >= 0).sum(1)
+    for row, n in enumerate(lengths):
+        if n:
+            out[row, length - n :] = left[row, :n]
+    return out
+
+
+def _windows(histories: UserHistories, length: int, pad: int) -> np.ndarray:
+    """Every user's history cut into right-aligned windows of `length` items, newest first.
+
+    Consecutive windows share one item (the last input of one is the first target of the
+    next), so every item of a long history is a training target once. Returns (S, length).
+    """
+    rows = []
+    step = length - 1
+    for user in range(len(histories)):
+        items = histories.row(user)
+        for stop in range(len(items), 1, -step):
+            window = items[max(0, stop - length) : stop]
+            row = np.full(length, pad, dtype=np.int64)
+            row[length - len(window) :] = window
+            rows.append(row)
+    return np.stack(rows) if rows else np.zeros((0, length), dtype=np.int64)
+
+
+def _augment(
+    sequences: np.ndarray, cfg: SASRecConfig, rng: np.random.Generator, pad: int
+) -> np.ndarray:
+    """One perturbed copy per sequence, each by a randomly chosen augmentation."""
+    out = np.full_like(sequences, pad)
+    kinds = cfg.augmentations
+    for row, seq in enumerate(sequences):
+        items = seq[seq != pad]
+        n = len(items)
+        span = max(1, int(n * cfg.augment_ratio))
+        kind = kinds[rng.integers(len(kinds))]
+        if kind == "crop" and n > 2:
+            keep = max(2, n - span)
+            start = rng.integers(0, n - keep + 1)
+            items = items[start : start + keep]
+        elif kind == "mask":
+            # masked positions read as padding (no item), the order and the rest stay
+            items = items.copy()
+            hidden = rng.choice(n - 1, size=min(span, n - 1), replace=False)  # keep the target
+            items[hidden] = pad
+        elif kind == "reorder" and n > 2:
+            start = rng.integers(0, max(1, n - 1 - span))
+            stop = min(start + span, n - 1)  # the target (last item) stays last
+            items = items.copy()
+            items[start:stop] = rng.permutation(items[start:stop])
+        out[row, len(out[row]) - len(items) :] = items
+    return out
