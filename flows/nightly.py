@@ -6,7 +6,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.params import RunOptions, Source
-from tasks import encode_task, ingest_task, recommend_task, train_task
+from flows.stages import encode_step
+from tasks import ingest_task, recommend_task, train_task
 
 
 @flow(name="nightly")
@@ -14,7 +15,7 @@ def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> di
     """Ingest new logs, encode changed items, train and gate models, publish recommendations."""
     settings = options.settings()
     ingested = ingest_task(source.spec(), settings)
-    encoded = encode_task(settings)
+    encoded = encode_step(settings)
     trained = train_task(settings)
     published = recommend_task(settings)
     summary = {
