@@ -78,6 +78,12 @@ def test_pairs_never_touch_held_out_items(planted):
     assert not trained & set(map(tuple, np.sort(pairs.validation, 1).tolist()))
 
 
+def test_pair_counts_follow_the_config(planted):
+    data, _ = planted
+    pairs = cooccurrence_pairs(data, FinetuneConfig(pairs=12, validation_pairs=200, batch_size=4))
+    assert len(pairs.train) == 12 and len(pairs.validation) == min(212, pairs.distinct) // 5
+
+
 def test_items_without_text_are_left_out_of_pairs(planted):
     data, _ = planted
     has_text = np.ones(data.n_items, dtype=bool)
@@ -91,6 +97,8 @@ def test_too_few_pairs_is_a_clear_error():
     data = history_events({"a": [0, 1]})
     with pytest.raises(InputError, match="only 1 distinct co-occurring item pairs"):
         cooccurrence_pairs(data, FinetuneConfig(pairs=8, batch_size=4))
+    two = history_events({"a": [0, 1, 2]})  # 3 distinct pairs: enough for one batch of 2
+    assert len(cooccurrence_pairs(two, FinetuneConfig(pairs=8, batch_size=2)).train) == 3
 
 
 def test_bad_config_values_are_named():

@@ -110,10 +110,12 @@ def cooccurrence_pairs(
     low, high = np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])
     keys, counts = np.unique(low * interactions.n_items + high, return_counts=True)
     wanted = config.pairs + config.validation_pairs
-    if len(keys) < config.batch_size + config.validation_pairs:
+    # with fewer distinct pairs than asked for, validation gives way first (to a fifth)
+    n_val = min(config.validation_pairs, min(wanted, len(keys)) // 5)
+    if len(keys) - n_val < config.batch_size:
         raise InputError(
             f"fine-tuning: only {len(keys)} distinct co-occurring item pairs (window "
-            f"{config.window}); need at least {config.batch_size + config.validation_pairs}"
+            f"{config.window}); need at least one batch of {config.batch_size} to train on"
         )
     rng = np.random.default_rng(config.seed)
     weights = counts.astype(np.float64) ** config.count_power
@@ -123,8 +125,8 @@ def cooccurrence_pairs(
     # a random direction per pair: the loss is symmetric, but batches should not sort by index
     flip = rng.random(len(pairs)) < 0.5
     pairs[flip] = pairs[flip][:, ::-1]
-    n_val = min(config.validation_pairs, len(pairs) // 5)
-    return PairSet(train=pairs[n_val:], validation=pairs[:n_val], distinct=len(keys))
+    train = pairs[n_val : n_val + config.pairs]
+    return PairSet(train=train, validation=pairs[:n_val], distinct=len(keys))
 
 
 def in_batch_loss(
