@@ -198,7 +198,7 @@ def finetune_encoder(
         ),
     ] = False,
     pairs: Annotated[
-        int | None, typer.Option("--pairs", min=2, help="Training pairs (1024).")
+        int | None, typer.Option("--pairs", min=2, help="Training pairs (2048).")
     ] = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", min=1, help="Passes over the pairs (1).")
@@ -228,23 +228,25 @@ def finetune_encoder(
     models:/recsys-encoder/N for `recsys encode --encoder`."""
 
     def run() -> dict:
+        from flows.params import FinetuneOptions, RunOptions
         from recsys_core.pipeline.finetune import SPLITS
 
-        if split not in SPLITS:  # before Prefect starts: a usage error is answered at once
+        # usage errors are answered before Prefect starts or anything is written
+        if split not in SPLITS:
             raise InputError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+        finetune = FinetuneOptions(
+            split=split, evaluate=evaluate, output=str(output) if output else None, pairs=pairs,
+            epochs=epochs, batch_size=batch_size, max_steps=max_steps,
+            learning_rate=learning_rate, max_length=max_length, window=window,
+        )  # fmt: skip
+        finetune.config()
         _prepare(data_dir)
-        from flows.params import FinetuneOptions, RunOptions
         from flows.stages import finetune_encoder_flow
 
         options = RunOptions(
             **_options(data_dir, encoder=encoder).model_dump(exclude_none=True),
             **({"device": device} if device else {}),
         )
-        finetune = FinetuneOptions(
-            split=split, evaluate=evaluate, output=str(output) if output else None, pairs=pairs,
-            epochs=epochs, batch_size=batch_size, max_steps=max_steps,
-            learning_rate=learning_rate, max_length=max_length, window=window,
-        )  # fmt: skip
         return finetune_encoder_flow(options=options, finetune=finetune)
 
     report = _guard(run)

@@ -64,11 +64,11 @@ class FinetuneOptions(BaseModel):
         False, description="Score the content model with the base and the fine-tuned encoder."
     )
     output: str | None = Field(None, description="Also save the Hugging Face folder here.")
-    pairs: int | None = Field(None, ge=2, description="Training pairs (1,024).")
+    pairs: int | None = Field(None, ge=2, description="Training pairs (2,048).")
     epochs: int | None = Field(None, ge=1, description="Passes over the pairs (1).")
     batch_size: int | None = Field(None, ge=2, description="Pairs per step (32).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
-    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate (3e-5).")
+    learning_rate: float | None = Field(None, description="Peak learning rate (3e-5).")
     max_length: int | None = Field(None, ge=8, description="Token limit while training (128).")
     window: int | None = Field(None, ge=1, description="Co-occurrence window in a history (5).")
     seed: int | None = Field(None, description="Seed for pair sampling and training (42).")

@@ -130,9 +130,14 @@ def test_cli_finetune_then_encode_with_the_registered_version(harness, ingested,
     assert "'models:/recsys-encoder/7' is not a registered version" in lines[0]
 
 
-def test_cli_finetune_rejects_an_unknown_split(harness, ingested):
-    result = CliRunner().invoke(
-        app, ["finetune-encoder", "--data-dir", str(ingested.root), "--split", "random"]
-    )
-    assert result.exit_code == 2
-    assert "unknown split 'random'" in result.stderr
+def test_cli_finetune_usage_errors_exit_2_before_anything_runs(tmp_path):
+    data_dir = tmp_path / "lake"
+    for extra, message in [
+        (["--split", "random"], "unknown split 'random'"),
+        (["--learning-rate", "0"], "invalid learning_rate=0.0"),
+    ]:
+        result = CliRunner().invoke(app, ["finetune-encoder", "--data-dir", str(data_dir), *extra])
+        assert result.exit_code == 2 and message in result.stderr
+    assert not data_dir.exists()
+    result = CliRunner().invoke(app, ["encode", "--data-dir", str(data_dir), "--shards", "0"])
+    assert result.exit_code == 2  # typer's own range check

@@ -102,7 +102,7 @@ def test_too_few_pairs_is_a_clear_error():
 
 
 def test_bad_config_values_are_named():
-    with pytest.raises(InputError, match="invalid batch_size, learning_rate"):
+    with pytest.raises(InputError, match=r"invalid batch_size=1, learning_rate=0$"):
         FinetuneConfig(batch_size=1, learning_rate=0)
 
 

@@ -33,7 +33,7 @@ class FinetuneConfig:
     # Training pairs drawn (without replacement) from the distinct co-occurring pairs, each
     # with weight count ** count_power: 0 = every distinct pair alike, 1 = as often as it
     # co-occurs (popular pairs then dominate).
-    pairs: int = 1024
+    pairs: int = 2048
     count_power: float = 0.5
     # Pairs kept out of training to measure validation loss and in-batch accuracy.
     validation_pairs: int = 256
@@ -63,9 +63,9 @@ class FinetuneConfig:
             "scale": self.scale > 0,
             "max_length": self.max_length >= 8,
         }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
         if bad:
-            raise InputError(f"fine-tuning config: invalid {', '.join(bad)} in {self}")
+            raise InputError(f"fine-tuning config: invalid {', '.join(bad)}")
 
 
 @dataclass(frozen=True)
