@@ -77,6 +77,35 @@ def test_a_hub_id_in_the_local_cache_loads_offline(tiny_encoder_dir, tmp_path, m
     np.testing.assert_allclose(encoder.encode(TEXTS).embeddings, local.encode(TEXTS).embeddings)
 
 
+@pytest.mark.slow
+def test_encoders_load_from_several_threads_in_a_fresh_process(tiny_encoder_dir):
+    """Encode shards on a thread pool load models at once; transformers' lazy imports are
+    not thread-safe on a process's first use, so this needs a new interpreter."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, threading\n"
+        "from recsys_core.encoders import ItemTextEncoder\n"
+        "errors = []\n"
+        "def build():\n"
+        "    try:\n"
+        "        ItemTextEncoder(sys.argv[1], device='cpu')\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=build) for _ in range(4)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "print(errors)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_encoder_dir)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_unknown_model_is_an_input_error():
     with pytest.raises(InputError, match="neither a local folder nor in the Hugging Face cache"):
         ItemTextEncoder("no-such-org/no-such-model")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from recsys_core.device import resolve_device
 from recsys_core.errors import InputError
 
 POOLINGS = ("mean", "cls")
+_LOAD_LOCK = threading.Lock()
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Texts per batch and padded tokens per batch when not given. A GPU is only busy with large
 # batches; on a CPU, batches past a few thousand tokens stop helping and cost memory.
@@ -160,10 +162,6 @@ class ItemTextEncoder:
         max_batch_tokens: int | None = None,
         name: str | None = None,
     ):
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
         folder = resolve_model_folder(model)
         self.source = str(folder)
         self.device = resolve_device(device)
@@ -174,8 +172,15 @@ class ItemTextEncoder:
         self.batch_size = batch_size or default_batch
         self.max_batch_tokens = max(max_batch_tokens or default_tokens, max_length)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.source)
-            self.model = AutoModel.from_pretrained(self.source)
+            # transformers resolves its names lazily on first use, and two threads doing that
+            # at once (encode shards on a thread pool) can see a half-made module
+            with _LOAD_LOCK:
+                from transformers import AutoModel, AutoTokenizer
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
+                self.tokenizer = AutoTokenizer.from_pretrained(self.source)
+                self.model = AutoModel.from_pretrained(self.source)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(
