@@ -38,7 +38,7 @@ STAGES = ("ingest", "encode", "train", "recommend")
 # stage -> (function that opens it, function that closes it) in recsys_core.pipeline
 STAGE_FUNCTIONS = {
     "ingest": ("ingest", "ingest"),
-    "encode": ("encode_items", "encode_items"),
+    "encode": ("plan_encode", "commit_encode"),
     "train": ("train", "train"),
     "recommend": ("plan_recommend", "publish"),
 }

@@ -42,7 +42,12 @@ Items = Annotated[str | None, typer.Option("--items", help="Generic item catalog
 K = Annotated[int | None, typer.Option("--k", min=1, max=1000, help="Recommendations per user.")]
 Models = Annotated[str | None, typer.Option("--models", help="Comma-separated candidate models.")]
 Encoder = Annotated[
-    str | None, typer.Option("--encoder", help="Hugging Face id or local model folder.")
+    str | None,
+    typer.Option(
+        "--encoder",
+        help="Hugging Face id, local model folder, or a fine-tuned version "
+        "(models:/recsys-encoder/N).",
+    ),
 ]
 BotLimit = Annotated[
     int | None,
@@ -53,6 +58,7 @@ BotLimit = Annotated[
         "RECSYS_BOT_EVENTS_PER_DAY).",
     ),
 ]
+Device = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 
 
 def _prepare(data_dir: Path) -> None:
@@ -221,14 +227,37 @@ def ingest(
 
 
 @app.command()
-def encode(data_dir: DataDir = Path("lake"), encoder: Encoder = None) -> None:
+def encode(
+    data_dir: DataDir = Path("lake"),
+    encoder: Encoder = None,
+    device: Device = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", min=1, help="Texts per batch (64 on CPU, 1024 on CUDA)."),
+    ] = None,
+    max_length: Annotated[
+        int | None,
+        typer.Option("--max-length", min=8, max=8192, help="Token limit per item text (256)."),
+    ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option("--shards", min=1, max=4096, help="Split the work into N encode tasks (1)."),
+    ] = None,
+) -> None:
     """Embed items whose text (or the encoder) changed since the last run."""
 
     def run() -> dict:
         _prepare(data_dir)
+        from flows.params import RunOptions
         from flows.stages import encode_flow
 
-        return encode_flow(options=_options(data_dir, encoder=encoder))
+        extra = {"device": device, "encoder_batch_size": batch_size,
+                 "encoder_max_length": max_length, "encode_shards": shards}  # fmt: skip
+        options = RunOptions(
+            **_options(data_dir, encoder=encoder).model_dump(exclude_none=True),
+            **{k: v for k, v in extra.items() if v is not None},
+        )
+        return encode_flow(options=options)
 
     typer.echo(json.dumps(_guard(run), indent=2, default=str))
 
@@ -241,6 +270,90 @@ Protocol = Annotated[
         "user_random, or (evaluate only) cold_items.",
     ),
 ]
+
+
+@app.command("finetune-encoder")
+def finetune_encoder(
+    data_dir: DataDir = Path("lake"),
+    encoder: Annotated[
+        str | None,
+        typer.Option("--encoder", help="Base encoder to start from (default: all-MiniLM-L6-v2)."),
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="Train only on this split's training part: global_temporal (what `train` "
+            "evaluates on), cold_items, or all (every event).",
+        ),
+    ] = "global_temporal",
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate",
+            help="Score the content model on the split's held-out part with the base and the "
+            "fine-tuned encoder (Recall/NDCG@10,20).",
+        ),
+    ] = False,
+    pairs: Annotated[
+        int | None, typer.Option("--pairs", min=2, help="Training pairs (2048).")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Passes over the pairs (1).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=2, help="Pairs per step (32).")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Stop after N steps.")
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--learning-rate", min=0.0, help="Peak learning rate (3e-5).")
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", min=8, help="Token limit while training (128).")
+    ] = None,
+    window: Annotated[
+        int | None,
+        typer.Option("--window", min=1, help="Items this many positions apart co-occur (5)."),
+    ] = None,
+    device: Device = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Also save the Hugging Face folder here.")
+    ] = None,
+) -> None:
+    """Fine-tune the encoder on items users consume together; register it in MLflow as
+    models:/recsys-encoder/N for `recsys encode --encoder`."""
+
+    def run() -> dict:
+        from flows.params import FinetuneOptions, RunOptions
+        from recsys_core.pipeline.finetune import SPLITS
+
+        # usage errors are answered before Prefect starts or anything is written
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+        finetune = FinetuneOptions(
+            split=split, evaluate=evaluate, output=str(output) if output else None, pairs=pairs,
+            epochs=epochs, batch_size=batch_size, max_steps=max_steps,
+            learning_rate=learning_rate, max_length=max_length, window=window,
+        )  # fmt: skip
+        finetune.config()
+        _prepare(data_dir)
+        from flows.stages import finetune_encoder_flow
+
+        options = RunOptions(
+            **_options(data_dir, encoder=encoder).model_dump(exclude_none=True),
+            **({"device": device} if device else {}),
+        )
+        return finetune_encoder_flow(options=options, finetune=finetune)
+
+    report = _guard(run)
+    typer.echo(json.dumps(report, indent=2, default=str))
+    typer.echo(
+        f"registered {report['reference']}; use it with: recsys encode --data-dir {data_dir} "
+        f"--encoder {report['reference']}",
+        err=True,
+    )
 
 
 @app.command()

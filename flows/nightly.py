@@ -8,9 +8,9 @@ from prefect.deployments import run_deployment
 from flows.params import RunOptions, Source
 from flows.reporting import publish_artifacts
 from flows.runners import build_task_runner
-from flows.stages import rank_and_publish
+from flows.stages import encode_step, rank_and_publish
 from recsys_core.settings import Settings
-from tasks import encode_task, ingest_task, train_task
+from tasks import ingest_task, train_task
 
 
 @flow(name="nightly", task_runner=build_task_runner())
@@ -27,7 +27,7 @@ def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> di
     if settings.encode_deployment:
         encoded = encode_remotely(settings, options)
     else:
-        encoded = encode_task.with_options(**refresh)(settings)
+        encoded = encode_step(settings)  # only changed items are encoded
     trained = train_task.with_options(**refresh)(settings)
     published = rank_and_publish(settings, refresh=options.refresh)
     summary = {

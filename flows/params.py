@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from recsys_core.data.sources import SourceSpec
+from recsys_core.encoders.finetune import FinetuneConfig
 from recsys_core.settings import DEFAULT_MODELS, Settings
 
 
@@ -53,9 +54,43 @@ class RunOptions(BaseModel):
         description="Evaluation protocol that picks the champion (default user_temporal; "
         "also global_temporal, leave_one_out, user_random).",
     )
+    encoder_max_length: int | None = Field(
+        None, ge=8, le=8192, description="Encoder token limit per item text (256)."
+    )
+    encoder_batch_size: int | None = Field(
+        None, ge=1, description="Texts per encoder batch (64 on CPU, 1,024 on CUDA)."
+    )
+    encode_shards: int | None = Field(
+        None, ge=1, le=4096, description="Shards the items to encode are split into (1)."
+    )
 
     def settings(self) -> Settings:
         given = {k: v for k, v in self.model_dump(exclude={"refresh"}).items() if v is not None}
         if "models" in given:
             given["models"] = tuple(given["models"])
         return Settings(**given)
+
+
+class FinetuneOptions(BaseModel):
+    """Encoder fine-tuning on co-occurring items; unset values keep FinetuneConfig's defaults."""
+
+    split: str = Field(
+        "global_temporal",
+        description="Train on this split's training part: global_temporal, cold_items or all.",
+    )
+    evaluate: bool = Field(
+        False, description="Score the content model with the base and the fine-tuned encoder."
+    )
+    output: str | None = Field(None, description="Also save the Hugging Face folder here.")
+    pairs: int | None = Field(None, ge=2, description="Training pairs (2,048).")
+    epochs: int | None = Field(None, ge=1, description="Passes over the pairs (1).")
+    batch_size: int | None = Field(None, ge=2, description="Pairs per step (32).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
+    learning_rate: float | None = Field(None, description="Peak learning rate (3e-5).")
+    max_length: int | None = Field(None, ge=8, description="Token limit while training (128).")
+    window: int | None = Field(None, ge=1, description="Co-occurrence window in a history (5).")
+    seed: int | None = Field(None, description="Seed for pair sampling and training (42).")
+
+    def config(self) -> FinetuneConfig:
+        given = self.model_dump(exclude={"split", "evaluate", "output"}, exclude_none=True)
+        return FinetuneConfig(**given)

@@ -25,7 +25,15 @@ import recsys_core  # noqa: F401  (offline defaults for the children we start)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CPU_DEPLOYMENTS = ("nightly", "ingest", "encode", "train", "recommend", "forget-user")
+CPU_DEPLOYMENTS = (
+    "nightly",
+    "ingest",
+    "encode",
+    "train",
+    "recommend",
+    "forget-user",
+    "finetune-encoder",
+)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, unmapped
 
-from flows.params import RunOptions, Source
+from flows.params import FinetuneOptions, RunOptions, Source
+from flows.runners import build_task_runner, gpu_resources
 from recsys_core.settings import Settings
-from tasks import encode_task, ingest_task, train_task
+from tasks import (
+    commit_encode_task,
+    encode_shard_task,
+    finetune_encoder_task,
+    ingest_task,
+    plan_encode_task,
+    train_task,
+)
 from tasks.cache import published_report, recommend_inputs
 from tasks.stages import plan_recommend_task, publish_task, rank_shard_task
 
@@ -21,10 +29,24 @@ def ingest_flow(source: Source = Source(), options: RunOptions = RunOptions()) -
     return ingest_task(source.spec(), options.settings())
 
 
-@flow(name="encode")
+def encode_step(settings: Settings) -> dict:
+    """The encode stage inside a flow: plan, shards mapped over the runner, one commit.
+
+    Only items whose text or encoder changed are planned, so a night with nothing new maps
+    no shard. On a Dask cluster with GPU workers the shards go to those workers. A failed
+    shard fails the step before the commit, so nothing is published.
+    """
+    plan = plan_encode_task(settings)
+    with gpu_resources():
+        shards = encode_shard_task.map(plan.shards, settings=unmapped(settings))
+    shards.wait()  # let every shard finish before failing on one
+    return commit_encode_task(plan, shards.result())
+
+
+@flow(name="encode", task_runner=build_task_runner())
 def encode_flow(options: RunOptions = RunOptions()) -> dict:
-    """Embed items whose text or encoder changed."""
-    return encode_task.with_options(refresh_cache=True)(options.settings())
+    """Embed items whose text or encoder changed, in `encode_shards` shards."""
+    return encode_step(options.settings())
 
 
 @flow(name="train")
@@ -33,7 +55,7 @@ def train_flow(options: RunOptions = RunOptions()) -> dict:
     return train_task.with_options(refresh_cache=True)(options.settings())
 
 
-@flow(name="recommend")
+@flow(name="recommend", task_runner=build_task_runner())
 def recommend_flow(options: RunOptions = RunOptions()) -> dict:
     """Publish top-K recommendations for every user from the champion.
 
@@ -59,3 +81,14 @@ def rank_and_publish(settings: Settings, *, refresh: bool) -> dict:
     plan = plan_recommend_task(settings, inputs)
     shards = rank_shard_task.map(unmapped(settings), unmapped(plan), plan.shards)
     return publish_task(settings, plan, shards)
+
+
+@flow(name="finetune-encoder")
+def finetune_encoder_flow(
+    options: RunOptions = RunOptions(), finetune: FinetuneOptions = FinetuneOptions()
+) -> dict:
+    """Fine-tune the item text encoder on co-occurring items; register it as an encoder
+    version (`models:/recsys-encoder/N`) that encode and nightly can use."""
+    return finetune_encoder_task(
+        options.settings(), finetune.config(), finetune.split, finetune.evaluate, finetune.output
+    )

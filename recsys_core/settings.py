@@ -25,6 +25,19 @@ class Settings(BaseSettings):
     encoder_max_length: int = Field(256, ge=8, le=8192)
     encoder_batch_size: int = Field(64, ge=1)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    encoder_batch_tokens: int | None = Field(
+        None,
+        ge=8,
+        description="Most padded tokens per encoder batch (texts x longest text); default "
+        "16,384 on CPU and 131,072 on CUDA. An encoder_batch_size left unset means 64 texts "
+        "per batch on CPU and 1,024 on CUDA.",
+    )
+    encoder_precision: str = Field(
+        "auto", description="auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, bf16 or fp16."
+    )
+    encode_shards: int = Field(
+        1, ge=1, le=4096, description="Shards the items to encode are split into (one task each)."
+    )
     seed: int = 42
     models: tuple[str, ...] = Field(DEFAULT_MODELS, description="Candidate models to train.")
     selection_metric: str = Field(

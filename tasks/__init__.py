@@ -2,8 +2,11 @@
 
 import recsys_core  # noqa: F401  (offline defaults before Prefect reads its settings)
 from tasks.stages import (
-    encode_task,
+    commit_encode_task,
+    encode_shard_task,
+    finetune_encoder_task,
     ingest_task,
+    plan_encode_task,
     plan_recommend_task,
     publish_task,
     rank_shard_task,
@@ -11,8 +14,11 @@ from tasks.stages import (
 )
 
 __all__ = [
-    "encode_task",
+    "commit_encode_task",
+    "encode_shard_task",
+    "finetune_encoder_task",
     "ingest_task",
+    "plan_encode_task",
     "plan_recommend_task",
     "publish_task",
     "rank_shard_task",

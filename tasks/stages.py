@@ -7,7 +7,9 @@ only: bad input (InputError) fails at once with its message.
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
@@ -15,7 +17,10 @@ from prefect.runtime import flow_run
 
 from recsys_core import pipeline
 from recsys_core.data.sources import SourceSpec
+from recsys_core.encoders.finetune import FinetuneConfig
 from recsys_core.errors import InputError
+from recsys_core.pipeline.encode import EncodePlan, EncodeShard, EncodeShardResult
+from recsys_core.pipeline.finetune import finetune_encoder
 from recsys_core.pipeline.recommend import RecommendPlan, ShardResult
 from recsys_core.ranking import Shard
 from recsys_core.settings import Settings
@@ -66,11 +71,37 @@ def ingest_task(source: SourceSpec, settings: Settings) -> dict:
     return report.as_dict()
 
 
-@task(name="encode", **cached_on("encode", "items"), **IO_RETRIES)
-def encode_task(settings: Settings) -> dict:
-    report = pipeline.encode_items(Lake(settings.data_dir), settings, run_id=_run_id())
+@task(name="plan-encode", cache_policy=NONE, **IO_RETRIES)
+def plan_encode_task(settings: Settings) -> EncodePlan:
+    plan = pipeline.plan_encode(Lake(settings.data_dir), settings)
     get_run_logger().info(
-        "encoded %d items with %s (%d reused, %d truncated) at %.1f items/s",
+        "%d of %d items to encode with %s in %d shard(s)",
+        plan.items_total - plan.reused, plan.items_total, plan.encoder, len(plan.shards),
+    )  # fmt: skip
+    return plan
+
+
+@task(
+    name="encode-shard",
+    task_run_name="encode-shard-{shard.index}",
+    cache_policy=NONE,
+    **IO_RETRIES,
+)
+def encode_shard_task(shard: EncodeShard, settings: Settings) -> EncodeShardResult:
+    """Encode one shard and stage its rows; the table is written only by the commit."""
+    result = pipeline.encode_shard(shard, settings, progress=sys.stderr.isatty())
+    get_run_logger().info(
+        "shard %d: %d items on %s in %.1fs (%d truncated)",
+        result.index, result.rows, result.device, result.seconds, result.truncated,
+    )  # fmt: skip
+    return result
+
+
+@task(name="commit-encode", cache_policy=NONE, **IO_RETRIES)
+def commit_encode_task(plan: EncodePlan, results: list[EncodeShardResult]) -> dict:
+    report = pipeline.commit_encode(plan, results, run_id=_run_id())
+    get_run_logger().info(
+        "encoded %d items with %s (%d reused, %d truncated) at %.1f items/s per shard",
         report.encoded, report.encoder, report.reused, report.truncated,
         report.items_per_second,
     )  # fmt: skip
@@ -119,4 +150,23 @@ def publish_task(settings: Settings, plan: RecommendPlan, results: list[ShardRes
         "published %d recommendations for %d users from %s in one commit (table version %s)",
         report.rows, report.users, report.model, report.version,
     )  # fmt: skip
+    return report.as_dict()
+
+
+@task(name="finetune-encoder", cache_policy=NONE)
+def finetune_encoder_task(
+    settings: Settings,
+    config: FinetuneConfig,
+    split: str,
+    evaluate: bool = False,
+    output: str | None = None,
+) -> dict:
+    report = finetune_encoder(
+        Lake(settings.data_dir), settings, config, split=split, evaluate_content=evaluate,
+        output=Path(output) if output else None, progress=sys.stderr.isatty(), run_id=_run_id(),
+    )  # fmt: skip
+    logger = get_run_logger()
+    for epoch in report.epochs:
+        logger.info("epoch %d: %s", int(epoch["epoch"]), epoch)
+    logger.info("registered %s (%s) from %s", report.reference, report.encoder, report.base_encoder)
     return report.as_dict()

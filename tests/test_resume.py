@@ -16,8 +16,11 @@ def test_rerun_after_a_failed_publish_skips_finished_stages(
     from flows.nightly import nightly
     from flows.params import RunOptions, Source
 
-    calls = {"encode": 0, "train": 0, "recommend": 0}
-    functions = {"encode": "encode_items", "train": "train", "recommend": "publish"}
+    calls = {"encode": 0, "encoded": 0, "train": 0, "recommend": 0}
+    functions = {
+        "encode": "plan_encode", "encoded": "encode_shard", "train": "train",
+        "recommend": "publish",
+    }  # fmt: skip
     real = {name: getattr(pipeline, fn) for name, fn in functions.items()}
 
     def counting(name):
@@ -29,7 +32,8 @@ def test_rerun_after_a_failed_publish_skips_finished_stages(
 
         return run
 
-    monkeypatch.setattr(pipeline, "encode_items", counting("encode"))
+    monkeypatch.setattr(pipeline, "plan_encode", counting("encode"))
+    monkeypatch.setattr(pipeline, "encode_shard", counting("encoded"))
     monkeypatch.setattr(pipeline, "train", counting("train"))
     monkeypatch.setattr(pipeline, "publish", counting("recommend"))
     events, items = small_source
@@ -39,7 +43,7 @@ def test_rerun_after_a_failed_publish_skips_finished_stages(
     )
     # the first recommend attempt fails with an I/O error: the task retries and succeeds
     summary = nightly(source=source, options=options)
-    assert calls == {"encode": 1, "train": 1, "recommend": 2}
+    assert calls == {"encode": 1, "encoded": 1, "train": 1, "recommend": 2}
     assert summary["publish"]["rows"] > 0
 
     # make the whole publish fail now, then run the night again
@@ -50,14 +54,16 @@ def test_rerun_after_a_failed_publish_skips_finished_stages(
     monkeypatch.setattr(pipeline, "publish", broken)
     with pytest.raises(RuntimeError, match="publish crashed"):
         nightly(source=source, options=options.model_copy(update={"refresh": True}))
-    assert calls["encode"] == 2 and calls["train"] == 2  # refresh: everything recomputed
+    assert calls["encode"] == 2 and calls["train"] == 2  # refresh: every stage runs again
+    assert calls["encoded"] == 1  # though no item text changed, so nothing is encoded again
     version = Lake(tmp_path / "lake").version("recommendations")
 
     monkeypatch.setattr(pipeline, "publish", counting("recommend"))
     before = dict(calls)
     summary = nightly(source=source, options=options)
-    # inputs did not change since the last successful encode and train: both are cached
-    assert calls["encode"] == before["encode"] and calls["train"] == before["train"]
+    # inputs did not change since the last successful encode and train: no item is encoded
+    # again and training comes from the cache
+    assert calls["encoded"] == before["encoded"] and calls["train"] == before["train"]
     assert calls["recommend"] == before["recommend"] + 1
     assert Lake(tmp_path / "lake").version("recommendations") == version + 1
     assert summary["train"]["champion_model"] == "ease"

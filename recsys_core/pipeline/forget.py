@@ -125,9 +125,12 @@ def _forget_in_model_bundles(lake: Lake, user_id: str) -> int:
         if weights_file.exists():
             weights = load_file(str(weights_file))
             per_user = {
-                name for name, tensor in weights.items()
-                if name.rsplit(".", 1)[-1].startswith("user") and tensor.ndim and tensor.shape[0] == users.height
-            }  # fmt: skip
+                name
+                for name, tensor in weights.items()
+                if name.rsplit(".", 1)[-1].startswith("user")  # also blend members' `m0.user...`
+                and tensor.ndim
+                and tensor.shape[0] == users.height
+            }
             if per_user:
                 for name in per_user:
                     weights[name][row] = 0
