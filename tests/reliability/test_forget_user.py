@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from recsys_core.data.sources import SourceSpec
 from recsys_core.errors import InputError
@@ -53,7 +54,7 @@ def lake_with_secret_user(tmp_path, small_source, tiny_encoder_dir):
         fh.write(f"{SECRET},i1,not-a-time,view,1.0\n")
     lake = Lake(tmp_path / "lake")
     settings = Settings(
-        data_dir=lake.root, encoder=str(tiny_encoder_dir), models=("ease",), k=5,
+        data_dir=lake.root, encoder=str(tiny_encoder_dir), models=("ease", "mf(epochs=2)"), k=5,
         experiment="forget", registered_model="forget-model",
     )  # fmt: skip
     ingest(SourceSpec(events=(str(source / "events.csv"),), items=str(source / "items.csv")), lake)
@@ -82,6 +83,18 @@ def test_forget_user_leaves_no_trace_and_keeps_everyone_else(lake_with_secret_us
 
     leftovers = files_mentioning(lake.root, SECRET)
     assert leftovers == []
+    # per-user weights (the mf candidate's user vectors) lose the user's row, and only it
+    blanked = 0
+    for weights_file in lake.mlflow_dir.rglob("weights.safetensors"):
+        vectors = load_file(str(weights_file)).get("user_vectors")
+        if vectors is None:
+            continue
+        users = pl.read_parquet(weights_file.parent / "users.parquet")
+        row = users.filter(pl.col("id").str.starts_with("forgotten-"))["index"]
+        assert row.len() == 1
+        assert not vectors[row[0]].any() and vectors.abs().sum(1).gt(0).sum() == len(vectors) - 1
+        blanked += 1
+    assert blanked >= 1
     others_after = lake.read("recommendations").filter(pl.col("user_id") != SECRET)
     assert others_after.sort(["user_id", "rank"]).equals(others_before.sort(["user_id", "rank"]))
     bundle_after, _ = tracker.load(CHAMPION)
