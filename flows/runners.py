@@ -28,7 +28,6 @@ def build_task_runner(settings: Settings | None = None) -> TaskRunner:
 
         if settings.dask_address:
             return DaskTaskRunner(address=settings.dask_address)
-        os.environ.setdefault("DASK_TEMPORARY_DIRECTORY", str(settings.data_dir / "dask"))
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
             cluster_kwargs={

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import polars as pl
 import pytest
 
 from recsys_core.pipeline.encode import encoder_id
-from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
 pytestmark = pytest.mark.slow
@@ -18,29 +21,48 @@ pytestmark = pytest.mark.slow
 def test_dask_runner_gives_the_same_embeddings_and_recommendations(
     harness, trained_lake_template, tmp_path
 ):
+    """The same encode and recommend runs on threads (in this process) and through the CLI
+    with RECSYS_TASK_RUNNER=dask (a local cluster of worker processes)."""
+    from prefect.settings import PREFECT_API_URL
+
     from flows.params import RunOptions
-    from flows.runners import build_task_runner
     from flows.stages import encode_flow, recommend_flow
 
     root, settings = trained_lake_template
-    dask = build_task_runner(Settings(task_runner="dask", dask_workers=2))
+    # a new max length is a new encoder id: every item is encoded again, in 3 shards
+    encode_args = {"encoder_max_length": 48, "encode_shards": 3}
     lakes = {}
     for runner in ("thread", "dask"):
         data_dir = tmp_path / runner
         shutil.copytree(root, data_dir)
-        options = RunOptions(
-            data_dir=str(data_dir), encoder=settings.encoder, k=5,
-            # a new max length is a new encoder id: every item is encoded again, in 3 shards
-            encoder_max_length=48, encode_shards=3, shard_users=16,
-        )  # fmt: skip
-        flows = (encode_flow, recommend_flow)
-        if runner == "dask":
-            flows = tuple(f.with_options(task_runner=dask) for f in flows)
-        encoded = flows[0](options=options)
-        assert encoded["encoded"] == 40 and encoded["shards"] == 3
-        published = flows[1](options=options)
-        assert published["shards"] == 4  # 60 users, 16 per shard
         lakes[runner] = Lake(data_dir)
+    options = RunOptions(
+        data_dir=str(lakes["thread"].root), encoder=settings.encoder, k=5, shard_users=16,
+        **encode_args,
+    )  # fmt: skip
+    reports = {"thread": (encode_flow(options=options), recommend_flow(options=options))}
+
+    env = {
+        **os.environ, "RECSYS_TASK_RUNNER": "dask", "RECSYS_DASK_WORKERS": "2",
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+    }  # fmt: skip
+    recsys = [sys.executable, "-m", "flows.cli"]
+    common = ["--data-dir", str(lakes["dask"].root)]
+    outputs = []
+    for args in (
+        ["encode", *common, "--encoder", settings.encoder, "--max-length", "48", "--shards", "3"],
+        ["recommend", *common, "--k", "5", "--shard-users", "16"],
+    ):
+        done = subprocess.run(
+            [*recsys, *args], env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "LocalCluster" in done.stderr, done.stderr[-3000:]  # prefect-dask made one
+        outputs.append(json.loads(done.stdout[done.stdout.index("{") :]))
+    reports["dask"] = tuple(outputs)
+    for encoded, published in reports.values():
+        assert encoded["encoded"] == 40 and encoded["shards"] == 3
+        assert published["shards"] == 4  # 60 users, 16 per shard
 
     encoder = encoder_id(settings.model_copy(update={"encoder_max_length": 48}))
 

@@ -17,14 +17,6 @@ from recsys_core.storage import Lake
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture
 def ingested(tmp_path, small_source):
     lake = Lake(tmp_path / "lake")

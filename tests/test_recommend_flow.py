@@ -14,14 +14,6 @@ from recsys_core.pipeline import recommend
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_mapped_shards_publish_what_one_process_publishes(harness, trained_lake, tmp_path):
     from flows.params import RunOptions
     from flows.stages import recommend_flow

@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 
 from flows.stack import Stack
+from recsys_core.settings import DEFAULT_MODELS
 from recsys_core.storage import Lake
 
 pytestmark = pytest.mark.slow
@@ -106,4 +107,4 @@ def test_nightly_deployment_runs_from_the_api(stack, small_source, tiny_encoder_
     assert {"nightly-summary", "nightly-candidates", "nightly-ingest"} <= set(by_key)
     assert "champion" in by_key["nightly-summary"]["data"]
     candidates = json.loads(by_key["nightly-candidates"]["data"])
-    assert {row["model"] for row in candidates} == {"popularity", "ease", "content"}
+    assert {row["model"] for row in candidates} == set(DEFAULT_MODELS)
