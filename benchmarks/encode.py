@@ -29,13 +29,23 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys_core.data.sources import read_bundled_ml100k
+from recsys_core.data.sources import SourceSpec
 from recsys_core.data.synth import SynthConfig, synth_items
 from recsys_core.encoders import ItemTextEncoder, build_item_text
 
 
 def ml100k_texts() -> list[str]:
-    return build_item_text(read_bundled_ml100k().items)["text"].to_list()
+    """The canonical item texts the pipeline encodes, from the bundled ML-100K catalog."""
+    import tempfile
+    from pathlib import Path
+
+    from recsys_core.pipeline import ingest
+    from recsys_core.storage import Lake
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lake = Lake(Path(tmp) / "lake")
+        ingest(SourceSpec(), lake)
+        return lake.read("items", ["item_id", "text"]).sort("item_id")["text"].to_list()
 
 
 def synthetic_texts(items: int) -> list[str]:

@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 
-from recsys_core.data.interactions import Interactions
-from recsys_core.data.sources import read_bundled_ml100k
+from recsys_core.data.sources import SourceSpec
 from recsys_core.data.splits import cold_items
-from recsys_core.encoders import ItemTextEncoder, build_item_text
+from recsys_core.encoders import ItemTextEncoder
 from recsys_core.encoders.finetune import FinetuneConfig, cooccurrence_pairs, finetune
+from recsys_core.pipeline import ingest
 from recsys_core.pipeline.finetune import content_metrics
+from recsys_core.pipeline.train import load_interactions
+from recsys_core.storage import Lake
 
 KEEP = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
 
@@ -44,9 +48,11 @@ def main() -> None:
     parser.add_argument("--encoder", default=None, help="base model (default MiniLM)")
     args = parser.parse_args()
 
-    source = read_bundled_ml100k()
-    items = build_item_text(source.items)
-    data = Interactions.from_events(source.events, items["item_id"])
+    with tempfile.TemporaryDirectory() as tmp:  # the bundled ML-100K, as the pipeline stores it
+        lake = Lake(Path(tmp) / "lake")
+        ingest(SourceSpec(), lake)
+        data = load_interactions(lake)
+        items = lake.read("items", ["item_id", "text"])
     text_of = dict(zip(items["item_id"], items["text"], strict=True))
     texts = [text_of.get(i, "") for i in data.items.ids.to_list()]
     split = cold_items(data, args.holdout, seed=args.split_seed)

@@ -89,16 +89,9 @@ def _options(data_dir: Path, k=None, models=None, encoder=None, protocol=None) -
 
 def _model_specs(models: str) -> list[str]:
     """Split `ease,blend` or `ease(reg=300, history_half_life=5),content` at top-level commas."""
-    specs, depth, current = [], 0, ""
-    for char in models:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            specs.append(current)
-            current = ""
-        else:
-            current += char
-    specs.append(current)
-    return [s.strip() for s in specs if s.strip()]
+    from recsys_core.models.base import split_top_level
+
+    return [s.strip() for s in split_top_level(models) if s.strip()]
 
 
 def _check_models(models: str | None, protocol: str | None = None) -> None:

@@ -328,6 +328,21 @@ def test_specs_parse_and_format_round_trip():
     assert name == "ease" and params == {"reg": 300, "history_half_life": 5, "text_weight": 0.5}
     assert parse_spec(format_spec(name, params)) == (name, params)
     assert create("ease(reg=300)").config.reg == 300
+    # commas inside quotes or brackets belong to the value
+    spec = 'sasrec(augment="crop,mask,reorder", epochs=2)'
+    assert parse_spec(spec) == ("sasrec", {"augment": "crop,mask,reorder", "epochs": 2})
+    assert parse_spec(format_spec(*parse_spec(spec))) == parse_spec(spec)
+    members = 'blend(members=["ease", "itemknn"])'
+    assert parse_spec(members) == ("blend", {"members": ["ease", "itemknn"]})
+
+
+def test_cli_model_lists_split_at_top_level_commas_only():
+    from flows.cli import _model_specs
+
+    models = 'ease,sasrec(augment="crop,mask", epochs=2), blend(members=["ease", "content"])'
+    assert _model_specs(models) == [
+        "ease", 'sasrec(augment="crop,mask", epochs=2)', 'blend(members=["ease", "content"])',
+    ]  # fmt: skip
 
 
 def test_unknown_model_and_bad_params_are_input_errors():

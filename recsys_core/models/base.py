@@ -133,6 +133,28 @@ def register(cls: type[Recommender]) -> type[Recommender]:
     return cls
 
 
+def split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split at `sep` outside parentheses, brackets and double-quoted strings.
+
+    `ease,sasrec(augment="crop,mask", epochs=2)` gives two parts, not four.
+    """
+    parts, depth, quoted, current = [], 0, False, []
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "([{":
+            depth += 1
+        elif not quoted and char in ")]}":
+            depth -= 1
+        if char == sep and depth == 0 and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """Split a model spec such as `ease` or `ease(reg=300, history_half_life=5)`.
 
@@ -152,7 +174,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if not rest.endswith(")"):
         raise InputError(f"model spec {spec!r}: expected name(key=value, ...)")
     params: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in rest[:-1].split(","))):
+    for part in filter(None, (p.strip() for p in split_top_level(rest[:-1]))):
         key, sep, raw = part.partition("=")
         if not sep:
             raise InputError(f"model spec {spec!r}: {part!r} is not key=value")
