@@ -129,20 +129,11 @@ def train(
             "use it with `recsys evaluate` (champion protocols: user_temporal, "
             "global_temporal, leave_one_out, user_random)"
         )
-    data = load_interactions(lake)
-    embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
-    candidates = _candidate_configs(settings, embeddings)
-    split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.seed)
-    options = FitOptions(
-        device=settings.device, seed=settings.seed, progress=progress,
-        validation_protocol=protocol,
-    )  # fmt: skip
+    data, embeddings, candidates, split, options, report = _prepare(
+        lake, settings, protocol, progress
+    )
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
     champion = tracker.get(CHAMPION)
-    report = TrainReport(
-        metric=settings.selection_metric, protocol=protocol, users=data.n_users,
-        items=data.n_items, events=len(data), test_users=len(split.test_users),
-    )  # fmt: skip
 
     note = ""
     if champion is not None:
@@ -202,19 +193,8 @@ def evaluate_models(
         progress: Show progress bars.
     """
     protocol = check_protocol(protocol or settings.protocol)
-    data = load_interactions(lake)
-    embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
-    candidates = _candidate_configs(settings, embeddings)
-    split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.seed)
-    options = FitOptions(
-        device=settings.device, seed=settings.seed, progress=progress,
-        validation_protocol=protocol,
-    )  # fmt: skip
+    _, embeddings, candidates, split, options, report = _prepare(lake, settings, protocol, progress)
     tracker = Tracker(lake, f"{settings.experiment}-evaluation", settings.registered_model)
-    report = TrainReport(
-        metric=settings.selection_metric, protocol=protocol, users=data.n_users,
-        items=data.n_items, events=len(data), test_users=len(split.test_users),
-    )  # fmt: skip
     tags = {"protocol": protocol, "split": split.fingerprint()}
     with tracker.run(f"evaluate {protocol} {time.strftime('%Y-%m-%d %H:%M')}", tags=tags):
         for name, params in candidates:
@@ -232,6 +212,23 @@ def evaluate_models(
         )
         _log_comparison(tracker, report, best, None)
     return report
+
+
+def _prepare(lake: Lake, settings: Settings, protocol: str, progress: bool):
+    """What training and evaluation share: the data, its split, the candidates to fit."""
+    data = load_interactions(lake)
+    embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
+    candidates = _candidate_configs(settings, embeddings)
+    split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.seed)
+    options = FitOptions(
+        device=settings.device, seed=settings.seed, progress=progress,
+        validation_protocol=protocol,
+    )  # fmt: skip
+    report = TrainReport(
+        metric=settings.selection_metric, protocol=protocol, users=data.n_users,
+        items=data.n_items, events=len(data), test_users=len(split.test_users),
+    )  # fmt: skip
+    return data, embeddings, candidates, split, options, report
 
 
 def _fit_candidate(
