@@ -218,6 +218,54 @@ def recency_weights(histories: UserHistories, half_life: float | None) -> np.nda
     return (0.5 ** (histories.recency_rank() / half_life)).astype(np.float32)
 
 
+class NetworkRecommender(Recommender):
+    """A model whose fitted state is one torch network `net` over an item table with a
+    padding row (`items.known`, n_items + 1 rows) and, when `config.use_text`, projected
+    text vectors (`items.text`). Subclasses set `network_class`, built as
+    `network_class(n_items, config, text)`."""
+
+    network_class: ClassVar[type]
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        self.uses_text = self.config.use_text
+
+    def require_text(self, data: TrainingData) -> None:
+        if self.config.use_text and data.item_embeddings is None:
+            raise InputError(
+                f"{self.name}: item embeddings are missing (run `recsys encode` first)"
+            )
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        n_items = state["items.known"].shape[0] - 1
+        self.net = self.network_class(n_items, self.config, state.get("items.text"))
+        self.net.load_state_dict(state)
+        self.net.eval()
+        self.n_items = n_items
+
+
+def item_item_scores(
+    histories: UserHistories, half_life: float | None, matrix: torch.Tensor
+) -> torch.Tensor:
+    """Scores of an item-item model: each user's (recency-weighted) history row times `matrix`.
+
+    A sparse (B, I) @ dense (I, I) product: nnz * I work instead of B * I * I.
+    """
+    rows = histories.csr(recency_weights(histories, half_life))
+    return torch.from_numpy(rows @ matrix.numpy())  # (B, I)
+
+
+def item_item_pair_weights(
+    matrix: torch.Tensor, history: torch.Tensor, candidates: torch.Tensor
+) -> torch.Tensor:
+    """Each history item's entry in `matrix` for each candidate: (B, L, K)."""
+    rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)
+    return matrix[rows, candidates.clamp_min(0).unsqueeze(1)]
+
+
 def history_rows(histories: UserHistories) -> torch.Tensor:
     """Row (user position) of each history entry. Returns (nnz,) int64."""
     return torch.from_numpy(np.repeat(np.arange(len(histories)), histories.lengths()))

@@ -24,11 +24,10 @@ from tqdm.auto import tqdm
 
 from recsys_core.data.interactions import UserHistories
 from recsys_core.device import resolve_device
-from recsys_core.errors import InputError
 from recsys_core.models.base import (
     EpochMetrics,
     FitOptions,
-    Recommender,
+    NetworkRecommender,
     TrainingData,
     padded_history,
     register,
@@ -86,20 +85,16 @@ class TargetAttention(nn.Module):
 
 
 @register
-class DIN(Recommender):
+class DIN(NetworkRecommender):
     name = "din"
     config_class = DINConfig
     uses_text = True
+    network_class = TargetAttention
     description = "Candidate-to-history target attention; attention weights explain."
-
-    def __init__(self, config: DINConfig | None = None):
-        super().__init__(config)
-        self.uses_text = self.config.use_text
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         cfg = self.config
-        if cfg.use_text and data.item_embeddings is None:
-            raise InputError("din: item embeddings are missing (run `recsys encode` first)")
+        self.require_text(data)
         device = resolve_device(options.device)
         n_items = data.n_items
         histories = data.interactions.histories()
@@ -193,13 +188,3 @@ class DIN(Recommender):
         rows, cols = torch.nonzero(source >= 0, as_tuple=True)
         out[rows, source[rows, cols]] = weights[rows, :, cols]
         return out
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        n_items = state["items.known"].shape[0] - 1
-        self.net = TargetAttention(n_items, self.config, state.get("items.text"))
-        self.net.load_state_dict(state)
-        self.net.eval()
-        self.n_items = n_items

@@ -28,7 +28,8 @@ from recsys_core.models.base import (
     FitOptions,
     Recommender,
     TrainingData,
-    recency_weights,
+    item_item_pair_weights,
+    item_item_scores,
     register,
 )
 
@@ -82,17 +83,11 @@ class EASE(Recommender):
         self.n_items = n
         return []
 
-    def _history_values(self, histories: UserHistories) -> np.ndarray:
-        return recency_weights(histories, self.config.history_half_life)
-
     def score(self, histories: UserHistories) -> torch.Tensor:
-        # sparse (B, I) history rows @ dense (I, I): nnz * I work instead of B * I * I
-        rows = histories.csr(self._history_values(histories))
-        return torch.from_numpy(rows @ self.weights.numpy())  # (B, I)
+        return item_item_scores(histories, self.config.history_half_life, self.weights)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)
-        return self.weights[rows, candidates.clamp_min(0).unsqueeze(1)]  # (B, L, K)
+        return item_item_pair_weights(self.weights, history, candidates)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"weights": self.weights}

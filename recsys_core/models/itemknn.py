@@ -17,7 +17,8 @@ from recsys_core.models.base import (
     FitOptions,
     Recommender,
     TrainingData,
-    recency_weights,
+    item_item_pair_weights,
+    item_item_scores,
     register,
 )
 
@@ -51,12 +52,10 @@ class ItemKNN(Recommender):
         return []
 
     def score(self, histories: UserHistories) -> torch.Tensor:
-        values = recency_weights(histories, self.config.history_half_life)
-        return histories.dense(values) @ self.similarity  # (B, I) @ (I, I)
+        return item_item_scores(histories, self.config.history_half_life, self.similarity)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)
-        return self.similarity[rows, candidates.clamp_min(0).unsqueeze(1)]  # (B, L, K)
+        return item_item_pair_weights(self.similarity, history, candidates)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"similarity": self.similarity}

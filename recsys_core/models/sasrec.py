@@ -25,11 +25,10 @@ from tqdm.auto import tqdm
 
 from recsys_core.data.interactions import UserHistories
 from recsys_core.device import resolve_device
-from recsys_core.errors import InputError
 from recsys_core.models.base import (
     EpochMetrics,
     FitOptions,
-    Recommender,
+    NetworkRecommender,
     TrainingData,
     padded_history,
     register,
@@ -159,20 +158,16 @@ class SASRecNetwork(nn.Module):
 
 
 @register
-class SASRec(Recommender):
+class SASRec(NetworkRecommender):
     name = "sasrec"
     config_class = SASRecConfig
     uses_text = True
+    network_class = SASRecNetwork
     description = "Self-attentive sequential model; items fuse ID and text; ranks cold items."
-
-    def __init__(self, config: SASRecConfig | None = None):
-        super().__init__(config)
-        self.uses_text = self.config.use_text
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         cfg = self.config
-        if cfg.use_text and data.item_embeddings is None:
-            raise InputError("sasrec: item embeddings are missing (run `recsys encode` first)")
+        self.require_text(data)
         device = resolve_device(options.device)
         n_items = data.n_items
         histories = data.interactions.histories()
@@ -247,17 +242,6 @@ class SASRec(Recommender):
         age = (length - 1 - torch.arange(history.shape[1]).unsqueeze(0)).clamp_min(0)
         recency = (1.0 - age / self.config.max_len).clamp_min(0.0)  # (B, L)
         return hist @ cand.transpose(1, 2) * recency.unsqueeze(-1)  # (B, L, K)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        n_items = state["items.known"].shape[0] - 1
-        text = state.get("items.text")
-        self.net = SASRecNetwork(n_items, self.config, text)
-        self.net.load_state_dict(state)
-        self.net.eval()
-        self.n_items = n_items
 
 
 def _right_aligned(histories: UserHistories, length: int, pad: int) -> np.ndarray:

@@ -111,10 +111,16 @@ class EncodeShardResult:
 
 def encoder_id(settings: Settings) -> str:
     """Id of the configured encoder (what `item_embeddings.encoder` holds for its vectors)."""
-    resolved = resolve_encoder(settings.encoder, settings.data_dir)
-    return encoder_identity(
+    return _resolve(settings, settings.data_dir)[1]
+
+
+def _resolve(settings: Settings, root: Path):
+    """The configured encoder's files and its id (source, max length, name)."""
+    resolved = resolve_encoder(settings.encoder, root)
+    identity = encoder_identity(
         resolved.source, max_length=settings.encoder_max_length, name=resolved.name
     )
+    return resolved, identity
 
 
 def plan_encode(lake: Lake, settings: Settings, shards: int | None = None) -> EncodePlan:
@@ -125,10 +131,7 @@ def plan_encode(lake: Lake, settings: Settings, shards: int | None = None) -> En
         settings: Encoder, max length and (when `shards` is None) `encode_shards`.
         shards: Number of shards; fewer when there are fewer items than shards.
     """
-    resolved = resolve_encoder(settings.encoder, lake.root)
-    identity = encoder_identity(
-        resolved.source, max_length=settings.encoder_max_length, name=resolved.name
-    )
+    resolved, identity = _resolve(settings, lake.root)
     items_version = lake.version("items")
     if items_version is None:
         raise InputError(f"table items not found under {lake.root} (run `recsys ingest` first)")
