@@ -189,8 +189,12 @@ def ingest(
 
     # a catalog is read whole when any of its files changed; the merge keeps only changes
     item_files = [f for f in plan.items if {f.path, *f.companions} & fresh]
+    appender = DeltaAppender(
+        lake.path("quarantine"), "quarantine",
+        dictionary=["source_file", "reason", "kind", "ingested_at"],
+    )  # fmt: skip
     quarantine = _NewQuarantine(
-        DeltaAppender(lake.path("quarantine"), "quarantine"),
+        appender,
         _stored_quarantine(lake, [f.label for f in [*plan.events, *plan.items] if f.path in fresh]),
     )
     counts: list[_FileCount] = []
@@ -337,8 +341,10 @@ def _ingest_events(
     Returns per-file counts and the bot-like (user hash, date, events) rows found.
     """
     events = DeltaAppender(
-        lake.path("events"), "events", partition_by=["event_date"], flush_rows=options.flush_rows
-    )
+        lake.path("events"), "events", partition_by=["event_date"], flush_rows=options.flush_rows,
+        dictionary=["event_type", "source", "ingested_at", "quality"],
+        no_statistics=["user_id", "item_id"],
+    )  # fmt: skip
     counts = []
     bar = tqdm(unit=" rows", unit_scale=True, desc="events", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="recsys-ingest-keys-") as spill, bar:

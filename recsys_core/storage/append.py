@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
@@ -37,6 +38,11 @@ class DeltaAppender:
         table: Table name in `schemas.TABLES`; rows are conformed to its schema.
         partition_by: Partition columns (must be columns of the schema).
         flush_rows: Buffered rows that trigger writing files.
+        dictionary: Columns with few distinct values (a file name, a code, a run's time):
+            dictionary-encoded, which is smaller and cheaper to write than plain text.
+        no_statistics: Columns without Parquet min/max statistics: ids spread over their
+            whole range in every file, so their bounds never let a reader skip one, and
+            computing them is a good part of the cost of writing.
     """
 
     def __init__(
@@ -46,12 +52,18 @@ class DeltaAppender:
         *,
         partition_by: Sequence[str] = (),
         flush_rows: int = 2_000_000,
+        dictionary: Sequence[str] = (),
+        no_statistics: Sequence[str] = (),
     ) -> None:
         self.path = Path(path)
         self.table = table
         self.schema = schemas.TABLES[table]
         self.partition_by = list(partition_by)
         self.flush_rows = flush_rows
+        self.dictionary = [c for c in dictionary if c in self.schema]
+        self.statistics = [
+            c for c in self.schema if c not in no_statistics and c not in self.partition_by
+        ]
         self.rows_added = 0
         self.rows_per_partition: dict[tuple, int] = {}
         self._buffers: dict[tuple, list[pl.DataFrame]] = {}
@@ -161,8 +173,15 @@ class DeltaAppender:
         target = self.path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         data = frame.drop(self.partition_by)
-        # snappy: Delta's default codec, and the fastest to write of polars' codecs
-        data.write_parquet(target, compression="snappy")
+        # snappy: Delta's default codec, and among the fastest to write; plain Arrow strings
+        # (not polars' string views), as `Lake.write_file` writes them
+        pq.write_table(
+            data.to_arrow(compat_level=pl.CompatLevel.oldest()),
+            target,
+            compression="snappy",
+            use_dictionary=self.dictionary,
+            write_statistics=self.statistics,
+        )
         self._written.append(target)
         self._actions.append(
             AddAction(
