@@ -551,24 +551,23 @@ class SeenKeys:
     def summarize(self, limit: int, group_rows: int = 2_000_000) -> tuple[pl.DataFrame, int]:
         """One pass over every key held: (_u, event_date, events) for each user with more
         than `limit` events on a date this run touched (stored events included), and the
-        number of distinct user hashes among the keys. Dates are read a few million keys at
-        a time, so memory stays bounded."""
-        found = [pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})]
+        number of distinct user hashes among the keys. Only the user hashes are read, one
+        date at a time, and distinct ones are kept per group of a few million keys, so
+        memory stays bounded."""
+        found = [_no_busy()]
         users: list[pl.Series] = []
-        group: list[pl.DataFrame] = []
+        group: list[pl.Series] = []
         rows = 0
         for day in [*sorted({*self._keys, *self._spilled}), None]:
             if day is not None:
-                frames = [
-                    *self._keys.get(day, []),
-                    *map(pl.read_parquet, self._spilled.get(day, [])),
-                ]
-                group += [frame.with_columns(pl.lit(day).alias("event_date")) for frame in frames]
-                rows += sum(frame.height for frame in frames)
+                spilled = [pl.read_parquet(p, columns=["_u"]) for p in self._spilled.get(day, [])]
+                frames = [*self._keys.get(day, []), *spilled]
+                day_users = pl.concat([frame["_u"] for frame in frames], rechunk=False)
+                found.append(_busy(day_users, day, limit))
+                group.append(day_users)
+                rows += len(day_users)
             if group and (rows >= group_rows or day is None):
-                keys = pl.concat(group)
-                found.append(_busy(keys, limit))
-                users.append(keys["_u"].unique())
+                users.append(pl.concat(group, rechunk=False).unique())
                 group, rows = [], 0
         distinct = pl.concat(users).n_unique() if users else 0
         return pl.concat(found), distinct
@@ -631,26 +630,31 @@ class SeenKeys:
             total -= self._rows.pop(day)
 
 
-def _busy(keys: pl.DataFrame, limit: int) -> pl.DataFrame:
-    """(_u, event_date, events) over `limit`.
+def _busy(users: pl.Series, day: date, limit: int) -> pl.DataFrame:
+    """(_u, event_date, events) for the user hashes with over `limit` events on `day`.
 
-    (user, date) pairs are first counted into hash buckets: a pair over the limit fills
-    its bucket over the limit, so only the rows of such buckets (usually none) are counted
-    exactly.
+    Users are first counted into hash buckets (about one per event, so the counts stay in
+    cache): a user over the limit fills its bucket over the limit, so only the events of
+    such buckets (usually none) are counted exactly.
     """
-    pair = pl.col("_u") ^ (pl.col("event_date").cast(pl.Int32).cast(pl.UInt64) * _MIX)
-    hashes = keys.select(pair).to_series()
-    buckets = _buckets(hashes, per_row=1)  # a chance bucket never reaches a useful limit
+    if len(users) <= limit:
+        return _no_busy()
+    buckets = _buckets(users, per_row=1)  # a chance bucket never reaches a useful limit
     full = np.flatnonzero(np.bincount(buckets) > limit)
-    empty = pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})
     if not len(full):
-        return empty
-    suspects = keys.filter(pl.Series(np.isin(buckets, full)))
-    counts = suspects.group_by("_u", "event_date").agg(pl.len().cast(pl.UInt32).alias("events"))
-    return counts.filter(pl.col("events") > limit).select(empty.columns)
+        return _no_busy()
+    suspects = users.filter(pl.Series(np.isin(buckets, full)))
+    counts = suspects.value_counts(name="events").filter(pl.col("events") > limit)
+    return counts.select(
+        pl.col("_u"), pl.lit(day).alias("event_date"), pl.col("events").cast(pl.UInt32)
+    )
 
 
-_MIX = 0x9E3779B97F4A7C15  # spreads dates over 64 bits, so (user hash, date) pairs stay distinct
+def _no_busy() -> pl.DataFrame:
+    return pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})
+
+
+_MIX = 0x9E3779B97F4A7C15  # an odd constant that spreads timestamps over 64 bits
 
 
 def _combined() -> pl.Expr:
