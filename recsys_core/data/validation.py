@@ -234,32 +234,43 @@ def check_events(
         `valid`: the `events` columns plus `event_date`; `quarantine`: rows of the
         `quarantine` table; `flags`: {"lossy_utf8": n} when any.
     """
+    # whole columns are picked and renamed rather than selected by expressions: a batch is
+    # wide, and every query over it costs a pass over all of its columns
     timestamps = _finish_timestamps(batch["_timestamp"], batch["_timestamp_text"])
-    typed = batch.select(
-        "row_number",
-        *[pl.col(f"_{c}").alias(c) for c in ("user_id", "item_id", "event_type", "value")],
-        timestamps.alias("timestamp"),
-        "ingested_at",
-        "quality",
-        pl.col("_timestamp_text").alias("timestamp_text"),
-        pl.col("_value_text").alias("value_text"),
-        EXTRA,
+    typed = pl.DataFrame(
+        [
+            batch["row_number"],
+            *[batch[f"_{c}"].alias(c) for c in ("user_id", "item_id", "event_type", "value")],
+            timestamps.alias("timestamp"),
+            batch["ingested_at"],
+            batch["quality"],
+            batch["_timestamp_text"].alias("timestamp_text"),
+            batch["_value_text"].alias("value_text"),
+            batch[EXTRA],
+        ]
     )
     good, failure = EventRow.filter(typed)
-    valid = good.select(
-        "user_id", "item_id", "timestamp", "event_type", "value",
-        pl.lit(file.label).alias("source"), "ingested_at", "quality",
-        pl.col("timestamp").dt.date().alias("event_date"),
-    )  # fmt: skip
+    failed = typed.height - good.height
+    kept = [good[c] for c in ("user_id", "item_id", "timestamp", "event_type", "value")]
+    kept += [
+        pl.repeat(file.label, good.height, dtype=pl.String, eager=True).alias("source"),
+        good["ingested_at"],
+        good["quality"],
+        good["timestamp"].dt.date().alias("event_date"),
+    ]
     if passthrough:
-        kept = batch.select(passthrough)
-        if len(failure):  # filter keeps row order: align by the surviving row numbers
-            kept = kept.filter(batch["row_number"].is_in(good["row_number"].implode()))
-        valid = valid.hstack(kept)
+        extra = batch[list(passthrough)]
+        if failed:  # filter keeps row order: align by the surviving row numbers
+            extra = extra.filter(batch["row_number"].is_in(good["row_number"].implode()))
+        kept += extra.get_columns()
+    valid = pl.DataFrame(kept)
     lossy = valid.height - valid["quality"].null_count()
-    columns = [batch_column(layout, c) for c in layout.columns]
-    raw = batch.select(pl.exclude("^_.*$", "ingested_at", "quality"))
-    quarantine = _quarantine(failure, raw, file, now, _EVENT_REASONS, columns, kind="events")
+    if failed:
+        columns = [batch_column(layout, c) for c in layout.columns]
+        raw = batch.select(pl.exclude("^_.*$", "ingested_at", "quality"))
+        quarantine = _quarantine(failure, raw, file, now, _EVENT_REASONS, columns, kind="events")
+    else:
+        quarantine = empty_quarantine()
     return Checked(valid=valid, quarantine=quarantine, flags={"lossy_utf8": lossy} if lossy else {})
 
 
