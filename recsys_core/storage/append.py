@@ -172,7 +172,7 @@ class DeltaAppender:
         relative += f"part-{uuid.uuid4().hex}.snappy.parquet"
         target = self.path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        data = frame.drop(self.partition_by)
+        data = frame[[c for c in frame.columns if c not in self.partition_by]]
         # snappy: Delta's default codec, and among the fastest to write; plain Arrow strings
         # (not polars' string views), as `Lake.write_file` writes them
         pq.write_table(
@@ -208,12 +208,8 @@ def _stats(frame: pl.DataFrame) -> str:
     columns = [c for c, dtype in frame.schema.items() if isinstance(dtype, _STATS_DTYPES)]
     stats: dict[str, object] = {"numRecords": frame.height}
     if columns:
-        row = frame.select(
-            *[pl.col(c).min().alias(f"min:{c}") for c in columns],
-            *[pl.col(c).max().alias(f"max:{c}") for c in columns],
-        ).row(0, named=True)
-        stats["minValues"] = {c: _json_value(row[f"min:{c}"]) for c in columns}
-        stats["maxValues"] = {c: _json_value(row[f"max:{c}"], upper=True) for c in columns}
+        stats["minValues"] = {c: _json_value(frame[c].min()) for c in columns}
+        stats["maxValues"] = {c: _json_value(frame[c].max(), upper=True) for c in columns}
         stats["nullCount"] = {c: frame[c].null_count() for c in frame.columns}
     return json.dumps(stats)
 
