@@ -353,7 +353,10 @@ def _ingest_events(
             seen=SeenKeys(lake, Path(spill), budget_rows=budget),
             events=events,
             quarantine=quarantine,
-            catalog=lake.read_or_empty("items", ["item_id"])["item_id"].implode(),
+            catalog=lake.read_or_empty("items", ["item_id"])
+            .select(SeenKeys.item_hash(pl.col("item_id")))
+            .to_series()
+            .implode(),
             reasons=reasons,
             report=report,
         )
@@ -390,7 +393,8 @@ def _ingest_events(
 
 def _prepare_with_keys(frame: pl.LazyFrame, **options) -> pl.LazyFrame:
     """Parsing plus the duplicate-detection hashes, all computed while polars reads."""
-    return prepare_events(frame, **options).with_columns(SeenKeys.hash_columns(prefix="_"))
+    ids, key = SeenKeys.hash_columns(prefix="_")
+    return prepare_events(frame, **options).with_columns(*ids).with_columns(*key)
 
 
 QUARANTINE_KEY = ["source_file", "row_number", "raw"]
@@ -442,7 +446,7 @@ class _EventStream:
     seen: SeenKeys
     events: DeltaAppender
     quarantine: _NewQuarantine
-    catalog: pl.Series  # the catalog's item ids, imploded for `is_in`
+    catalog: pl.Series  # hashes of the catalog's item ids (see `SeenKeys`), for `is_in`
     reasons: Counter[str]
     report: IngestReport
     unknown_items: dict[str, None] = field(default_factory=dict)
@@ -456,17 +460,21 @@ class _EventStream:
         now: datetime,
         count: _FileCount,
     ) -> None:
-        checked = check_events(batch, file, layout, now, passthrough=("_h", "_u"))
+        checked = check_events(batch, file, layout, now, passthrough=("_h", "_u", "_i"))
         new, parts = self.seen.keep_new(checked.valid)
         self.events.add_parts(parts)
         if checked.quarantine.height:
             self.quarantine.add(checked.quarantine)
             self.reasons.update(checked.quarantine["reason"].to_list())
         self.lossy += checked.flags.get("lossy_utf8", 0)
-        missing = new.filter(~pl.col("item_id").is_in(self.catalog))
-        self.report.unknown_item_events += missing.height
-        if len(self.unknown_items) < EXAMPLES:
-            self.unknown_items.update(dict.fromkeys(missing["item_id"].head(EXAMPLES)))
+        # by the item hash computed while reading (no string hashing here); a collision with
+        # a catalog id (about 1 in 10^19 per pair) would only leave one event uncounted
+        missing = ~new["_i"].is_in(self.catalog)
+        unknown = int(missing.sum())
+        self.report.unknown_item_events += unknown
+        if unknown and len(self.unknown_items) < EXAMPLES:
+            examples = new["item_id"].filter(missing).head(EXAMPLES)
+            self.unknown_items.update(dict.fromkeys(examples))
         count.rows_read += batch.height
         count.rows_stored += new.height
         count.duplicates += checked.valid.height - new.height
@@ -507,18 +515,25 @@ class SeenKeys:
         self._stored = _rows_per_date(lake) if lake.exists("events") else {}
 
     @classmethod
-    def hash_columns(cls, prefix: str = "") -> list[pl.Expr]:
-        """`_h` (user, item, event type) and `_u` (user) from the columns named with
-        `prefix` (ingestion computes them while reading, from the parsed `_` columns)."""
-        fields = [pl.col(f"{prefix}{c}").alias(c) for c in ("user_id", "item_id", "event_type")]
+    def hash_columns(cls, prefix: str = "") -> list[list[pl.Expr]]:
+        """Two steps of columns from the columns named with `prefix` (ingestion computes
+        them while reading, from the parsed `_` columns): `_u` (user) and `_i` (item), then
+        `_h` (user, item, event type) from those two, so each id is hashed once."""
         return [
-            pl.struct(fields).hash(cls.SEED).alias("_h"),
-            cls.user_hash(pl.col(f"{prefix}user_id")).alias("_u"),
+            [
+                cls.user_hash(pl.col(f"{prefix}user_id")).alias("_u"),
+                cls.item_hash(pl.col(f"{prefix}item_id")).alias("_i"),
+            ],
+            [pl.struct("_u", "_i", pl.col(f"{prefix}event_type")).hash(cls.SEED).alias("_h")],
         ]
 
     @classmethod
     def user_hash(cls, user_id: pl.Expr) -> pl.Expr:
         return user_id.hash(cls.SEED)
+
+    @classmethod
+    def item_hash(cls, item_id: pl.Expr) -> pl.Expr:
+        return item_id.hash(cls.SEED)
 
     def keep_new(
         self, events: pl.DataFrame
@@ -529,20 +544,20 @@ class SeenKeys:
         if events.is_empty():
             return events, {}
         self._batch += 1
-        keys = pl.DataFrame([events["timestamp"].cast(pl.Int64).alias("_ts"), events["_h"]])
-        combined = keys.select(_combined()).to_series()
-        dates = events["event_date"].unique().to_list()
+        keys = pl.DataFrame([events["timestamp"].to_physical().alias("_ts"), events["_h"]])
+        hints = _hints(keys)
+        dates = _distinct_dates(events["event_date"])
         self._prepare(dates)
-        dropped = _repeats(keys, combined)
+        dropped = _repeats(keys, hints)
         known = [frame for d in dates for frame in self._keys.get(d, [])]
         if known:
-            seen = _seen_before(keys, combined, pl.concat(known, rechunk=False))
+            seen = _seen_before(keys, hints, pl.concat(known, rechunk=False))
             dropped = seen if dropped is None else dropped | seen
-        if dropped is not None and dropped.any():
-            events = events.filter(~dropped)
+        if dropped is not None:
+            events = events.filter(pl.Series(~dropped))
         parts = split_by_date(events)
         for (day,), part in parts.items():
-            timestamps = part["timestamp"].cast(pl.Int64).alias("_ts")
+            timestamps = part["timestamp"].to_physical().alias("_ts")
             self._remember(day, pl.DataFrame([timestamps, part["_h"], part["_u"]]))
         self._spill_if_needed(set(dates))
         # `_h` and `_u` stay: dropping them costs a pass, and the table's schema leaves them
@@ -560,7 +575,7 @@ class SeenKeys:
         rows = 0
         for day in [*sorted({*self._keys, *self._spilled}), None]:
             if day is not None:
-                spilled = [pl.read_parquet(p, columns=["_u"]) for p in self._spilled.get(day, [])]
+                spilled = [pl.read_ipc(path, columns=["_u"]) for path in self._spilled.get(day, [])]
                 frames = [*self._keys.get(day, []), *spilled]
                 day_users = pl.concat([frame["_u"] for frame in frames], rechunk=False)
                 found.append(_busy(day_users, day, limit))
@@ -582,7 +597,7 @@ class SeenKeys:
         for day in dates:
             self._last_used[day] = self._batch
             for path in self._spilled.pop(day, []):
-                self._remember(day, pl.read_parquet(path))
+                self._remember(day, pl.read_ipc(path))
                 path.unlink()
             if day not in self._loaded:
                 self._loaded.add(day)
@@ -598,14 +613,12 @@ class SeenKeys:
                 group = []
 
     def _load(self, dates: list[date]) -> None:
+        ids, key = self.hash_columns()
         stored = (
             self.lake.scan("events")
             .filter(pl.col("event_date").is_in(dates))
-            .select(
-                "event_date",
-                pl.col("timestamp").cast(pl.Int64).alias("_ts"),
-                *self.hash_columns(),
-            )
+            .with_columns(*ids)
+            .select("event_date", pl.col("timestamp").cast(pl.Int64).alias("_ts"), *key, "_u")
             .collect(engine="streaming")
         )
         for (day,), part in stored.partition_by("event_date", as_dict=True).items():
@@ -624,8 +637,9 @@ class SeenKeys:
                 break
             if day in in_use:
                 continue
-            path = self.spill_dir / f"{day.isoformat()}-{len(self._spilled.get(day, []))}.parquet"
-            pl.concat(self._keys.pop(day)).write_parquet(path, compression="lz4")
+            # Arrow IPC: hashes do not compress, and it is written and read back at disk speed
+            path = self.spill_dir / f"{day.isoformat()}-{len(self._spilled.get(day, []))}.arrow"
+            pl.concat(self._keys.pop(day)).write_ipc(path)
             self._spilled.setdefault(day, []).append(path)
             total -= self._rows.pop(day)
 
@@ -657,58 +671,75 @@ def _no_busy() -> pl.DataFrame:
 _MIX = 0x9E3779B97F4A7C15  # an odd constant that spreads timestamps over 64 bits
 
 
-def _combined() -> pl.Expr:
-    """One 64-bit mix of the exact key (_ts, _h): cheap to compare, but only a hint."""
-    return pl.col("_h") ^ (pl.col("_ts").cast(pl.UInt64) * _MIX)
+def _hints(keys: pl.DataFrame) -> pl.Series:
+    """One 64-bit mix of each exact key (_ts, _h): cheap to compare, but only a hint."""
+    timestamps = keys["_ts"].to_numpy().view(np.uint64)
+    return pl.Series("_hint", keys["_h"].to_numpy() ^ (timestamps * np.uint64(_MIX)))
 
 
-def _repeats(keyed: pl.DataFrame, combined: pl.Series) -> pl.Series | None:
+def _distinct_dates(dates: pl.Series) -> list[date]:
+    if dates.is_sorted():  # a time-ordered log: the runs of one date, without hashing
+        return dates.rle().struct.field("value").to_list()
+    return dates.unique().to_list()
+
+
+def _repeats(keys: pl.DataFrame, hints: pl.Series) -> np.ndarray | None:
     """True for each row whose exact (_ts, _h) key occurred earlier in the batch; None when
     no key repeats.
 
-    Counting the combined hash into buckets (numpy's bincount, far cheaper than a hash
-    table or a sort over the batch) finds the few rows that may repeat: those sharing a
-    bucket. Only they pay for the exact comparison, so a bucket or hash collision never
-    drops an event.
+    Counting the hints into buckets (numpy's bincount, far cheaper than a hash table or a
+    sort over the batch) finds the rows that may repeat: those sharing a bucket. Among
+    them, those whose hint repeats are compared exactly, so a bucket or hint collision
+    never drops an event.
     """
-    buckets = _buckets(combined, per_row=4)  # about 1 row in 5 shares a bucket by chance
-    shared = np.bincount(buckets)[buckets] > 1
-    if not shared.any():
+    buckets = _buckets(hints, per_row=4)  # about 1 row in 5 shares a bucket by chance
+    shared = np.flatnonzero(np.bincount(buckets)[buckets] > 1)
+    if not len(shared):
         return None
-    where = pl.Series(np.flatnonzero(shared), dtype=pl.UInt32)
-    candidates = keyed.select("_ts", "_h")[where]
+    where = pl.Series(shared, dtype=pl.UInt32)
+    where = where.filter(hints.gather(where).is_duplicated())
+    if where.is_empty():
+        return None
+    candidates = keys.select("_ts", "_h")[where]
     later = ~candidates.select(pl.struct("_ts", "_h").is_first_distinct()).to_series()
     if not later.any():
         return None
-    mask = pl.repeat(False, keyed.height, dtype=pl.Boolean, eager=True)
-    return mask.scatter(where.filter(later), True)
+    mask = np.zeros(keys.height, dtype=bool)
+    mask[where.filter(later).to_numpy()] = True
+    return mask
 
 
 def _buckets(hashes: pl.Series, per_row: int) -> np.ndarray:
     """Bucket numbers from the low bits of 64-bit hashes, about `per_row` buckets per hash
     (a power of two; at most 2^24, so a bincount stays within 128 MB)."""
     bits = max(10, min(24, (len(hashes) * per_row).bit_length()))
-    return (hashes.to_numpy() & np.uint64((1 << bits) - 1)).astype(np.int64)
+    return (hashes.to_numpy() & np.uint64((1 << bits) - 1)).astype(np.intp)
 
 
-def _seen_before(keyed: pl.DataFrame, combined: pl.Series, known: pl.DataFrame) -> pl.Series:
+def _seen_before(keys: pl.DataFrame, hints: pl.Series, known: pl.DataFrame) -> np.ndarray:
     """True for each row whose exact key is in `known` (keys of earlier rows and stored
     events of the same dates).
 
-    The batch is the hash set and the known keys only probe it (so a large `known`, as an
-    out-of-order log builds up, costs a scan rather than a hash table per batch); the few
-    matches are then confirmed exactly.
+    The smaller side's hints are the hash set and the other side probes it (so a large
+    `known`, as an out-of-order log builds up, costs a scan rather than a hash table per
+    batch); the few matches are then confirmed exactly.
     """
-    mask = pl.repeat(False, keyed.height, dtype=pl.Boolean, eager=True)
-    known_combined = known.select(_combined()).to_series()
-    matched = known_combined.filter(known_combined.is_in(combined.implode()))
-    if matched.is_empty():
+    mask = np.zeros(keys.height, dtype=bool)
+    known_hints = _hints(known)
+    if len(known_hints) < len(hints):
+        where = hints.is_in(known_hints.implode()).arg_true()
+    else:
+        matched = known_hints.filter(known_hints.is_in(hints.implode()))
+        if matched.is_empty():
+            return mask
+        where = hints.is_in(matched.implode()).arg_true()
+    if where.is_empty():
         return mask
-    where = combined.is_in(matched.implode()).arg_true()
-    rows = keyed.select("_ts", "_h")[where].with_columns(where.alias("_row"))
+    rows = keys.select("_ts", "_h")[where].with_columns(where.alias("_row"))
     found = known.join(rows.select("_ts", "_h"), on=["_ts", "_h"], how="semi")
     hits = rows.join(found.unique(), on=["_ts", "_h"], how="semi")["_row"]
-    return mask.scatter(hits, True)
+    mask[hits.to_numpy()] = True
+    return mask
 
 
 def split_by_date(frame: pl.DataFrame) -> dict[tuple[date], pl.DataFrame]:
