@@ -63,10 +63,12 @@ class EventRow(dy.Schema):
     """One parsed event; each failing rule is a quarantine reason (see `_EVENT_REASONS`)."""
 
     row_number = dy.Int64(nullable=False)
-    user_id = dy.String(nullable=False, min_length=1)
-    item_id = dy.String(nullable=False, min_length=1)
+    # non-empty ids are rules on the byte length, which a string column knows without
+    # reading the text (a minimum length in characters would count each string's chars)
+    user_id = dy.String(nullable=False)
+    item_id = dy.String(nullable=False)
     timestamp = dy.Datetime(nullable=False, time_zone="UTC", time_unit="us", min=EARLIEST_EVENT)
-    event_type = dy.String(nullable=False, min_length=1)
+    event_type = dy.String(nullable=False)
     value = dy.Float64(nullable=False)  # NaN and infinities fail too
     ingested_at = dy.Datetime(nullable=False, time_zone="UTC", time_unit="us")
     quality = dy.String(nullable=True)
@@ -78,6 +80,18 @@ class EventRow(dy.Schema):
     @dy.rule()
     def fields_match_header(cls) -> pl.Expr:
         return pl.col(EXTRA).is_null()
+
+    @dy.rule()
+    def user_id_not_empty(cls) -> pl.Expr:
+        return pl.col("user_id").str.len_bytes() > 0
+
+    @dy.rule()
+    def item_id_not_empty(cls) -> pl.Expr:
+        return pl.col("item_id").str.len_bytes() > 0
+
+    @dy.rule()
+    def event_type_not_empty(cls) -> pl.Expr:
+        return pl.col("event_type").str.len_bytes() > 0
 
     @dy.rule()
     def timestamp_readable(cls) -> pl.Expr:
@@ -115,9 +129,9 @@ class ItemRow(dy.Schema):
 _EVENT_REASONS: dict[str, str] = {
     "fields_match_header": "wrong_field_count",
     "user_id|nullability": "missing_user_id",
-    "user_id|min_length": "missing_user_id",
+    "user_id_not_empty": "missing_user_id",
     "item_id|nullability": "missing_item_id",
-    "item_id|min_length": "missing_item_id",
+    "item_id_not_empty": "missing_item_id",
     "timestamp_readable": "bad_timestamp",
     "timestamp|nullability": "missing_timestamp",
     "timestamp|min": "timestamp_too_old",
