@@ -472,6 +472,8 @@ def read_event_batches(
     layout: FileLayout,
     batch_rows: int = 500_000,
     prepare: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
+    *,
+    valid_utf8: bool = False,
 ) -> Iterator[pl.DataFrame]:
     """Stream `file`'s events as frames of string columns, `batch_rows` rows at a time.
 
@@ -486,6 +488,8 @@ def read_event_batches(
         batch_rows: Rows per frame.
         prepare: Columns to add to each batch, as a lazy query: for CSV and Parquet polars
             evaluates it while it reads (in parallel), for JSONL on each decoded batch.
+        valid_utf8: The file is known to be valid UTF-8 (see `file_facts`), so a CSV is
+            decoded without looking for bytes to replace.
     """
     if layout.empty:
         return
@@ -494,7 +498,10 @@ def read_event_batches(
         for batch in _jsonl_batches(file, layout, EVENT_FIELDS, batch_rows):
             yield prepare(batch.lazy()).collect()
         return
-    frame = _scan_csv(file, layout) if file.fmt == "csv" else _scan_parquet(file, layout)
+    if file.fmt == "csv":
+        frame = _scan_csv(file, layout, lossy=not valid_utf8)
+    else:
+        frame = _scan_parquet(file, layout)
     present = set(frame.collect_schema())
     constants = dict(file.constants)
     fields = [
@@ -575,8 +582,10 @@ def batch_column(layout: FileLayout, column: str) -> str:
     return layout.used.get(column) or UNKNOWN_PREFIX + column
 
 
-def _scan_csv(file: InputFile, layout: FileLayout) -> pl.LazyFrame:
-    """All columns as text; one more column catches fields past the header's last one."""
+def _scan_csv(file: InputFile, layout: FileLayout, *, lossy: bool = True) -> pl.LazyFrame:
+    """All columns as text; one more column catches fields past the header's last one.
+    Invalid UTF-8 is replaced (and flagged later) unless `lossy` is False: the file is
+    known to be valid UTF-8."""
     schema = {column: pl.String for column in layout.columns}
     schema[EXTRA] = pl.String
     frame = pl.scan_csv(
@@ -591,7 +600,7 @@ def _scan_csv(file: InputFile, layout: FileLayout) -> pl.LazyFrame:
         # quarantined for it), also when it is the first row polars sees
         extra_columns="ignore",
         truncate_ragged_lines=True,
-        encoding="utf8-lossy",
+        encoding="utf8-lossy" if lossy else "utf8",
         row_index_name="row_number",
         row_index_offset=1,
         raise_if_empty=False,

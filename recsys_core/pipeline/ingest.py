@@ -369,7 +369,10 @@ def _ingest_events(
                     _prepare_with_keys, now=now, trim=fact.has_blanks is not False,
                     check_utf8=not fact.valid_utf8,
                 )  # fmt: skip
-                for batch in read_event_batches(file, layout, options.batch_rows, prepare):
+                batches = read_event_batches(
+                    file, layout, options.batch_rows, prepare, valid_utf8=bool(fact.valid_utf8)
+                )
+                for batch in batches:
                     stream.take(batch, file, layout, now, count)
                     bar.update(batch.height)
                 counts.append(count)
