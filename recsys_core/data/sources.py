@@ -24,6 +24,7 @@ import importlib.util
 import io
 import json
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -178,9 +179,14 @@ def file_facts(path: Path, block: int = 8 << 20) -> FileFacts:
     compressed = plain_name(path) != path.name.lower() or plain_name(path).endswith(".parquet")
     valid = not compressed
     blanks = False
-    with path.open("rb") as fh:
+    # the hash runs on a second thread (hashlib lets go of the GIL on large buffers) while
+    # this one reads the next block and looks at its text
+    with path.open("rb") as fh, ThreadPoolExecutor(1, thread_name_prefix="hash") as hasher:
+        hashed: Future | None = None
         while chunk := fh.read(block):
-            digest.update(chunk)
+            if hashed is not None:
+                hashed.result()
+            hashed = hasher.submit(digest.update, chunk)
             blanks = blanks or b" " in chunk or b"\t" in chunk
             if not valid or (chunk.isascii() and not decoder.getstate()[0]):
                 continue
@@ -188,6 +194,8 @@ def file_facts(path: Path, block: int = 8 << 20) -> FileFacts:
                 decoder.decode(chunk)
             except UnicodeDecodeError:
                 valid = False
+        if hashed is not None:
+            hashed.result()
     if valid:
         try:
             decoder.decode(b"", final=True)  # a file cut inside a character
