@@ -566,29 +566,23 @@ class SeenKeys:
         # `_h` and `_u` stay: dropping them costs a pass, and the table's schema leaves them
         return events, parts
 
-    def summarize(self, limit: int, group_rows: int = 2_000_000) -> tuple[pl.DataFrame, int]:
-        """One pass over every key held: (_u, event_date, events) for each user with more
-        than `limit` events on a date this run touched (stored events included), and the
-        number of distinct user hashes among the keys. Only the user hashes are read, one
-        date at a time, and distinct ones are kept per group of a few million keys, so
-        memory stays bounded."""
+    def summarize(self, limit: int) -> tuple[pl.DataFrame, int]:
+        """(_u, event_date, events) for each user with more than `limit` events on a date
+        this run touched (stored events included), and the number of distinct user hashes
+        among the keys held. Only user hashes are read (8 bytes a key), one date at a time
+        for the first, then counted by one streaming query."""
         found = [_no_busy()]
-        users: list[pl.Series] = []
-        group: list[pl.Series] = []
-        rows = 0
-        for day in [*sorted({*self._keys, *self._spilled}), None]:
-            if day is not None:
-                spilled = [pl.read_ipc(path, columns=["_u"]) for path in self._spilled.get(day, [])]
-                frames = [*self._keys.get(day, []), *spilled]
-                day_users = pl.concat([frame["_u"] for frame in frames], rechunk=False)
-                found.append(_busy(day_users, day, limit))
-                group.append(day_users)
-                rows += len(day_users)
-            if group and (rows >= group_rows or day is None):
-                users.append(pl.concat(group, rechunk=False).unique())
-                group, rows = [], 0
-        distinct = pl.concat(users).n_unique() if users else 0
-        return pl.concat(found), distinct
+        users = []
+        for day in sorted({*self._keys, *self._spilled}):
+            spilled = [pl.read_ipc(path, columns=["_u"]) for path in self._spilled.get(day, [])]
+            frames = [*self._keys.get(day, []), *spilled]
+            users.append(pl.concat([frame["_u"] for frame in frames], rechunk=False))
+            found.append(_busy(users[-1], day, limit))
+        if not users:
+            return pl.concat(found), 0
+        held = pl.DataFrame([pl.concat(users, rechunk=False)]).lazy()
+        distinct = held.select(pl.col("_u").n_unique()).collect(engine="streaming").item()
+        return pl.concat(found), int(distinct)
 
     def covers(self, dates: Iterable[date]) -> bool:
         """Whether the keys held include every event of `dates` (loaded or added here)."""
@@ -769,7 +763,9 @@ def _report_bots(lake: Lake, busy: pl.DataFrame, report: IngestReport) -> None:
         .with_columns(SeenKeys.user_hash(pl.col("user_id")).alias("_u"))
         .collect()
     )
-    found = busy.join(users, on="_u").sort(["events", "user_id"], descending=[True, False])
+    found = busy.join(users, on="_u").sort(
+        ["events", "user_id", "event_date"], descending=[True, False, False]
+    )
     report.bot_users = found["user_id"].n_unique()
     report.bot_user_days = [
         {"user_id": r["user_id"], "date": r["event_date"].isoformat(), "events": r["events"]}
