@@ -266,18 +266,19 @@ def check_events(
     good, failure = EventRow.filter(typed)
     failed = typed.height - good.height
     kept = [good[c] for c in ("user_id", "item_id", "timestamp", "event_type", "value")]
-    kept += [
-        pl.repeat(file.label, good.height, dtype=pl.String, eager=True).alias("source"),
-        good["ingested_at"],
-        good["quality"],
-        good["timestamp"].dt.date().alias("event_date"),
-    ]
+    kept += [good["quality"], good["timestamp"].dt.date().alias("event_date")]
     if passthrough:
         extra = batch[list(passthrough)]
         if failed:  # filter keeps row order: align by the surviving row numbers
             extra = extra.filter(batch["row_number"].is_in(good["row_number"].implode()))
         kept += extra.get_columns()
-    valid = pl.DataFrame(kept)
+    # the same value on every row: literals stay one value however the rows are cut later
+    constants = [
+        pl.lit(file.label).alias("source"),
+        pl.lit(now).cast(schemas.UTC_TIME).alias("ingested_at"),
+    ]
+    valid = pl.DataFrame(kept).with_columns(constants)
+    valid = valid[[*schemas.EVENTS.names(), *passthrough]]
     lossy = valid.height - valid["quality"].null_count()
     if failed:
         columns = [batch_column(layout, c) for c in layout.columns]
