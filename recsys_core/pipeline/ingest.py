@@ -376,6 +376,7 @@ def _ingest_events(
                     stream.take(batch, file, layout, now, count)
                     bar.update(batch.height)
                 counts.append(count)
+            events.flush()  # the last files are written while the keys are summarized
             bots, users = stream.seen.summarize(options.bot_events_per_day)
             events.commit({**meta, "rows": events.rows_added})
             if lake.exists("events") and stream.seen.covers(_rows_per_date(lake)):
