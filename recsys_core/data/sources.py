@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -891,7 +890,7 @@ def read_source(spec: SourceSpec, now: datetime | None = None) -> SourceData:
     events, items, quarantine = [], [], []
     for file in plan.events:
         layout = inspect(file)
-        prepare = partial(validation.prepare_events, now=now)
+        prepare = validation.prepare_events
         for batch in read_event_batches(file, layout, prepare=prepare):
             checked = validation.check_events(batch, file, layout, now)
             events.append(checked.valid)

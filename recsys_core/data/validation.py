@@ -175,7 +175,7 @@ class Checked:
 
 # -- events ----------------------------------------------------------------------------------
 def prepare_events(
-    frame: pl.LazyFrame, now: datetime, *, trim: bool = True, check_utf8: bool = True
+    frame: pl.LazyFrame, *, trim: bool = True, check_utf8: bool = True
 ) -> pl.LazyFrame:
     """Add the parsed event columns to raw string columns, as expressions, so polars'
     streaming reader computes them in parallel with reading.
@@ -183,11 +183,10 @@ def prepare_events(
     Parsed columns are prefixed with `_` (the raw text stays, for quarantined rows):
     `_user_id`, `_item_id`, `_event_type`, `_timestamp` (integer seconds only; other forms
     are finished by `check_events`), `_value`, `_timestamp_text`, `_value_text` (null when
-    blank), plus `ingested_at` and `quality`.
+    blank), plus `quality` when `check_utf8` (without it every row is clean).
 
     Args:
         frame: From `sources.read_event_batches` (before collecting).
-        now: Ingestion time.
         trim: Strip surrounding blanks; False when the file has no space or tab at all
             (see `sources.file_facts`), which saves a pass over every text column.
         check_utf8: Look for replaced invalid UTF-8; False when the file is valid UTF-8.
@@ -199,14 +198,13 @@ def prepare_events(
 
     seconds = text("timestamp").cast(pl.Int64, strict=False)
     value = text("value").cast(pl.Float64, strict=False)
-    lossy = (
-        pl.any_horizontal(
+    quality = []
+    if check_utf8:
+        lossy = pl.any_horizontal(
             pl.col(c).str.contains(REPLACEMENT_CHAR, literal=True).fill_null(False)
             for c in ("user_id", "item_id", "event_type")
         )
-        if check_utf8
-        else pl.lit(False)
-    )
+        quality.append(pl.when(lossy).then(pl.lit("lossy_utf8")).alias("quality"))
     return frame.with_columns(
         (pl.col(c).str.strip_chars() if trim else pl.col(c)).alias(f"_{c}")
         for c in ("user_id", "item_id")
@@ -222,8 +220,7 @@ def prepare_events(
         .then(pl.lit(DEFAULT_VALUE))
         .otherwise(value)
         .alias("_value"),
-        pl.lit(now).cast(schemas.UTC_TIME).alias("ingested_at"),
-        pl.when(lossy).then(pl.lit("lossy_utf8")).alias("quality"),
+        *quality,
     )
 
 
@@ -249,37 +246,41 @@ def check_events(
         `quarantine` table; `flags`: {"lossy_utf8": n} when any.
     """
     # whole columns are picked and renamed rather than selected by expressions: a batch is
-    # wide, and every query over it costs a pass over all of its columns
+    # wide, and every query over it costs a pass over all of its columns. Values that are
+    # the same on every row are literals: a column of one chunk among the batch's columns
+    # of many would make each query copy them all to line the chunks up.
     timestamps = _finish_timestamps(batch["_timestamp"], batch["_timestamp_text"])
-    typed = pl.DataFrame(
-        [
-            batch["row_number"],
-            *[batch[f"_{c}"].alias(c) for c in ("user_id", "item_id", "event_type", "value")],
-            timestamps.alias("timestamp"),
-            batch["ingested_at"],
-            batch["quality"],
-            batch["_timestamp_text"].alias("timestamp_text"),
-            batch["_value_text"].alias("value_text"),
-            batch[EXTRA],
-        ]
-    )
+    columns = [
+        batch["row_number"],
+        *[batch[f"_{c}"].alias(c) for c in ("user_id", "item_id", "event_type", "value")],
+        timestamps.alias("timestamp"),
+        batch["_timestamp_text"].alias("timestamp_text"),
+        batch["_value_text"].alias("value_text"),
+        batch[EXTRA],
+    ]
+    ingested_at = pl.lit(now).cast(schemas.UTC_TIME).alias("ingested_at")
+    clean = pl.lit(None, pl.String).alias("quality")
+    flagged = "quality" in batch.columns and batch["quality"].null_count() < batch.height
+    if flagged:
+        columns.append(batch["quality"])
+    typed = pl.DataFrame(columns).with_columns(ingested_at, *([] if flagged else [clean]))
     good, failure = EventRow.filter(typed)
     failed = typed.height - good.height
+    if not failed:  # the batch's own columns: their chunks line up with the passthrough ones
+        good = typed
     kept = [good[c] for c in ("user_id", "item_id", "timestamp", "event_type", "value")]
-    kept += [good["quality"], utc_date(good["timestamp"]).alias("event_date")]
+    kept += [good["quality"]] if flagged else []
+    kept += [utc_date(good["timestamp"]).alias("event_date")]
     if passthrough:
         extra = batch[list(passthrough)]
         if failed:  # filter keeps row order: align by the surviving row numbers
             extra = extra.filter(batch["row_number"].is_in(good["row_number"].implode()))
         kept += extra.get_columns()
-    # the same value on every row: literals stay one value however the rows are cut later
-    constants = [
-        pl.lit(file.label).alias("source"),
-        pl.lit(now).cast(schemas.UTC_TIME).alias("ingested_at"),
-    ]
-    valid = pl.DataFrame(kept).with_columns(constants)
+    # literals also stay one value however the rows are cut later
+    literals = [pl.lit(file.label).alias("source"), ingested_at, *([] if flagged else [clean])]
+    valid = pl.DataFrame(kept).with_columns(literals)
     valid = valid[[*schemas.EVENTS.names(), *passthrough]]
-    lossy = valid.height - valid["quality"].null_count()
+    lossy = valid.height - valid["quality"].null_count() if flagged else 0
     if failed:
         columns = [batch_column(layout, c) for c in layout.columns]
         raw = batch.select(pl.exclude("^_.*$", "ingested_at", "quality"))

@@ -366,7 +366,7 @@ def _ingest_events(
                 count = _FileCount(file, fact.content_hash)
                 layout = layouts[file.path]
                 prepare = partial(
-                    _prepare_with_keys, now=now, trim=fact.has_blanks is not False,
+                    _prepare_with_keys, trim=fact.has_blanks is not False,
                     check_utf8=not fact.valid_utf8,
                 )  # fmt: skip
                 batches = read_event_batches(
