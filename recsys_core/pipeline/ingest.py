@@ -553,9 +553,15 @@ class SeenKeys:
         dates = _distinct_dates(events["event_date"])
         self._prepare(dates)
         dropped = _repeats(keys, hints)
-        known = [frame for d in dates for frame in self._keys.get(d, [])]
-        if known:
-            seen = _seen_before(keys, hints, pl.concat(known, rechunk=False))
+        known_dates = [d for d in dates if self._keys.get(d)]
+        if known_dates:
+            known = pl.concat([f for d in known_dates for f in self._keys[d]], rechunk=False)
+            # only rows of those dates can repeat a known key (in a time-ordered log, the
+            # rows of the date the previous batch ended in)
+            rows = None
+            if len(known_dates) < len(dates):
+                rows = events["event_date"].is_in(pl.Series(known_dates).implode()).arg_true()
+            seen = _seen_before(keys, hints, known, rows)
             dropped = seen if dropped is None else dropped | seen
         if dropped is not None:
             events = events.filter(pl.Series(~dropped))
@@ -714,23 +720,28 @@ def _buckets(hashes: pl.Series, per_row: int) -> np.ndarray:
     return (hashes.to_numpy() & np.uint64((1 << bits) - 1)).astype(np.intp)
 
 
-def _seen_before(keys: pl.DataFrame, hints: pl.Series, known: pl.DataFrame) -> np.ndarray:
+def _seen_before(
+    keys: pl.DataFrame, hints: pl.Series, known: pl.DataFrame, rows: pl.Series | None = None
+) -> np.ndarray:
     """True for each row whose exact key is in `known` (keys of earlier rows and stored
-    events of the same dates).
+    events of the same dates); only `rows` (indices) are looked at when given.
 
     The smaller side's hints are the hash set and the other side probes it (so a large
     `known`, as an out-of-order log builds up, costs a scan rather than a hash table per
     batch); the few matches are then confirmed exactly.
     """
     mask = np.zeros(keys.height, dtype=bool)
+    probe = hints if rows is None else hints.gather(rows)
     known_hints = _hints(known)
-    if len(known_hints) < len(hints):
-        where = hints.is_in(known_hints.implode()).arg_true()
+    if len(known_hints) < len(probe):
+        where = probe.is_in(known_hints.implode()).arg_true()
     else:
-        matched = known_hints.filter(known_hints.is_in(hints.implode()))
+        matched = known_hints.filter(known_hints.is_in(probe.implode()))
         if matched.is_empty():
             return mask
-        where = hints.is_in(matched.implode()).arg_true()
+        where = probe.is_in(matched.implode()).arg_true()
+    if rows is not None:
+        where = rows.gather(where)
     if where.is_empty():
         return mask
     rows = keys.select("_ts", "_h")[where].with_columns(where.alias("_row"))
