@@ -343,7 +343,7 @@ def _ingest_events(
     events = DeltaAppender(
         lake.path("events"), "events", partition_by=["event_date"], flush_rows=options.flush_rows,
         dictionary=["event_type", "source", "ingested_at", "quality"],
-        no_statistics=["user_id", "item_id"],
+        no_statistics=["user_id", "item_id", "event_type", "source", "quality"],
     )  # fmt: skip
     counts = []
     bar = tqdm(unit=" rows", unit_scale=True, desc="events", disable=not progress)

@@ -40,9 +40,10 @@ class DeltaAppender:
         flush_rows: Buffered rows that trigger writing files.
         dictionary: Columns with few distinct values (a file name, a code, a run's time):
             dictionary-encoded, which is smaller and cheaper to write than plain text.
-        no_statistics: Columns without Parquet min/max statistics: ids spread over their
-            whole range in every file, so their bounds never let a reader skip one, and
-            computing them is a good part of the cost of writing.
+        no_statistics: Columns without Parquet min/max statistics: text whose bounds never
+            let a reader skip a file (ids spread over their whole range, the same few codes
+            in every file), and computing them is a good part of the cost of writing. The
+            Delta log's statistics (numeric and time columns) are not affected.
     """
 
     def __init__(
