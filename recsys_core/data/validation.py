@@ -264,10 +264,15 @@ def check_events(
     if flagged:
         columns.append(batch["quality"])
     typed = pl.DataFrame(columns).with_columns(ingested_at, *([] if flagged else [clean]))
-    good, failure = EventRow.filter(typed)
-    failed = typed.height - good.height
-    if not failed:  # the batch's own columns: their chunks line up with the passthrough ones
-        good = typed
+    # only the failing rows are collected (the passing ones are the rest, in order): a
+    # clean batch is checked without copying it, and its columns keep lining up with the
+    # passthrough ones
+    failure = EventRow.filter(typed.lazy()).failure
+    failed = len(failure)
+    good = typed
+    if failed:
+        bad = failure.invalid()["row_number"].implode()
+        good = typed.filter(~pl.col("row_number").is_in(bad))
     kept = [good[c] for c in ("user_id", "item_id", "timestamp", "event_type", "value")]
     kept += [good["quality"]] if flagged else []
     kept += [utc_date(good["timestamp"]).alias("event_date")]
