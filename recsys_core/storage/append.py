@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -71,10 +71,11 @@ class DeltaAppender:
         self._buffered = 0
         self._actions: list[AddAction] = []
         self._written: list[Path] = []
-        # files are written on a background thread (polars releases the GIL), so encoding
-        # one flush overlaps with reading and checking the next rows
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{table}-writer")
-        self._pending: Future | None = None
+        # files are written on background threads (pyarrow releases the GIL), so encoding
+        # one flush overlaps with reading and checking the next rows; a flush's files are
+        # written two at a time, so the next flush rarely waits for this one
+        self._writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{table}-writer")
+        self._pending: list[Future] = []
 
     def add(self, frame: pl.DataFrame) -> None:
         """Buffer `frame` (any column order; extra columns are dropped)."""
@@ -107,16 +108,13 @@ class DeltaAppender:
         parts = [(key, pl.concat(frames, rechunk=False)) for key, frames in self._buffers.items()]
         self._buffers = {}
         self._buffered = 0
-        self._pending = self._writer.submit(self._write_files, parts)
+        self._pending = [self._writer.submit(self._write_file, key, frame) for key, frame in parts]
 
     def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()  # re-raises a failed write here
-
-    def _write_files(self, parts: list[tuple[tuple, pl.DataFrame]]) -> None:
-        for key, frame in parts:
-            self._write_file(key, frame)
+        pending, self._pending = self._pending, []
+        wait(pending)  # every file settled, so a failure leaves nothing being written
+        for future in pending:
+            future.result()  # re-raises a failed write here
 
     def commit(self, metadata: Mapping[str, object] | None = None) -> int | None:
         """Commit everything added so far as one Delta version; None when nothing was added.
