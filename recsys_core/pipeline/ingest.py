@@ -697,7 +697,7 @@ def _repeats(keys: pl.DataFrame, hints: pl.Series) -> np.ndarray | None:
     never drops an event.
     """
     buckets = _buckets(hints, per_row=4)  # about 1 row in 5 shares a bucket by chance
-    shared = np.flatnonzero(np.bincount(buckets)[buckets] > 1)
+    shared = np.flatnonzero((np.bincount(buckets) > 1)[buckets])  # gathers bytes, not counts
     if not len(shared):
         return None
     where = pl.Series(shared, dtype=pl.UInt32)
