@@ -238,7 +238,7 @@ def check_events(
             columns) plus the parsed `_` columns.
         file: The file the batch came from (its name and format go into quarantine rows).
         layout: The file's header (its column order rebuilds a quarantined row's text).
-        now: Ingestion time (in quarantine rows).
+        now: Ingestion time (`ingested_at` of the valid rows and of quarantine rows).
         passthrough: Columns of `batch` to keep on the valid rows (e.g. precomputed keys).
 
     Returns:
@@ -278,8 +278,8 @@ def check_events(
     kept += [utc_date(good["timestamp"]).alias("event_date")]
     if passthrough:
         extra = batch[list(passthrough)]
-        if failed:  # filter keeps row order: align by the surviving row numbers
-            extra = extra.filter(batch["row_number"].is_in(good["row_number"].implode()))
+        if failed:  # the same rows as `good`, in the same order
+            extra = extra.filter(~batch["row_number"].is_in(bad))
         kept += extra.get_columns()
     # literals also stay one value however the rows are cut later
     literals = [pl.lit(file.label).alias("source"), ingested_at, *([] if flagged else [clean])]
