@@ -115,7 +115,7 @@ def conform(df: pl.DataFrame, schema: pl.Schema, *, table: str) -> pl.DataFrame:
     missing = [name for name in schema.names() if name not in df.columns]
     if missing:
         raise InputError(f"table {table}: missing column(s) {', '.join(missing)}")
-    out = df.select(schema.names())
+    out = df[schema.names()]  # picks the columns, without running a query over the frame
     if out.schema == schema:
         return out
     try:

@@ -24,9 +24,9 @@ import importlib.util
 import io
 import json
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -178,9 +178,14 @@ def file_facts(path: Path, block: int = 8 << 20) -> FileFacts:
     compressed = plain_name(path) != path.name.lower() or plain_name(path).endswith(".parquet")
     valid = not compressed
     blanks = False
-    with path.open("rb") as fh:
+    # the hash runs on a second thread (hashlib lets go of the GIL on large buffers) while
+    # this one reads the next block and looks at its text
+    with path.open("rb") as fh, ThreadPoolExecutor(1, thread_name_prefix="hash") as hasher:
+        hashed: Future | None = None
         while chunk := fh.read(block):
-            digest.update(chunk)
+            if hashed is not None:
+                hashed.result()
+            hashed = hasher.submit(digest.update, chunk)
             blanks = blanks or b" " in chunk or b"\t" in chunk
             if not valid or (chunk.isascii() and not decoder.getstate()[0]):
                 continue
@@ -188,6 +193,8 @@ def file_facts(path: Path, block: int = 8 << 20) -> FileFacts:
                 decoder.decode(chunk)
             except UnicodeDecodeError:
                 valid = False
+        if hashed is not None:
+            hashed.result()
     if valid:
         try:
             decoder.decode(b"", final=True)  # a file cut inside a character
@@ -472,6 +479,8 @@ def read_event_batches(
     layout: FileLayout,
     batch_rows: int = 500_000,
     prepare: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
+    *,
+    valid_utf8: bool = False,
 ) -> Iterator[pl.DataFrame]:
     """Stream `file`'s events as frames of string columns, `batch_rows` rows at a time.
 
@@ -486,6 +495,8 @@ def read_event_batches(
         batch_rows: Rows per frame.
         prepare: Columns to add to each batch, as a lazy query: for CSV and Parquet polars
             evaluates it while it reads (in parallel), for JSONL on each decoded batch.
+        valid_utf8: The file is known to be valid UTF-8 (see `file_facts`), so a CSV is
+            decoded without looking for bytes to replace.
     """
     if layout.empty:
         return
@@ -494,7 +505,10 @@ def read_event_batches(
         for batch in _jsonl_batches(file, layout, EVENT_FIELDS, batch_rows):
             yield prepare(batch.lazy()).collect()
         return
-    frame = _scan_csv(file, layout) if file.fmt == "csv" else _scan_parquet(file, layout)
+    if file.fmt == "csv":
+        frame = _scan_csv(file, layout, lossy=not valid_utf8)
+    else:
+        frame = _scan_parquet(file, layout)
     present = set(frame.collect_schema())
     constants = dict(file.constants)
     fields = [
@@ -575,8 +589,10 @@ def batch_column(layout: FileLayout, column: str) -> str:
     return layout.used.get(column) or UNKNOWN_PREFIX + column
 
 
-def _scan_csv(file: InputFile, layout: FileLayout) -> pl.LazyFrame:
-    """All columns as text; one more column catches fields past the header's last one."""
+def _scan_csv(file: InputFile, layout: FileLayout, *, lossy: bool = True) -> pl.LazyFrame:
+    """All columns as text; one more column catches fields past the header's last one.
+    Invalid UTF-8 is replaced (and flagged later) unless `lossy` is False: the file is
+    known to be valid UTF-8."""
     schema = {column: pl.String for column in layout.columns}
     schema[EXTRA] = pl.String
     frame = pl.scan_csv(
@@ -591,7 +607,7 @@ def _scan_csv(file: InputFile, layout: FileLayout) -> pl.LazyFrame:
         # quarantined for it), also when it is the first row polars sees
         extra_columns="ignore",
         truncate_ragged_lines=True,
-        encoding="utf8-lossy",
+        encoding="utf8-lossy" if lossy else "utf8",
         row_index_name="row_number",
         row_index_offset=1,
         raise_if_empty=False,
@@ -874,7 +890,7 @@ def read_source(spec: SourceSpec, now: datetime | None = None) -> SourceData:
     events, items, quarantine = [], [], []
     for file in plan.events:
         layout = inspect(file)
-        prepare = partial(validation.prepare_events, now=now)
+        prepare = validation.prepare_events
         for batch in read_event_batches(file, layout, prepare=prepare):
             checked = validation.check_events(batch, file, layout, now)
             events.append(checked.valid)

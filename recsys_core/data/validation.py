@@ -63,10 +63,12 @@ class EventRow(dy.Schema):
     """One parsed event; each failing rule is a quarantine reason (see `_EVENT_REASONS`)."""
 
     row_number = dy.Int64(nullable=False)
-    user_id = dy.String(nullable=False, min_length=1)
-    item_id = dy.String(nullable=False, min_length=1)
+    # non-empty ids are rules on the byte length, which a string column knows without
+    # reading the text (a minimum length in characters would count each string's chars)
+    user_id = dy.String(nullable=False)
+    item_id = dy.String(nullable=False)
     timestamp = dy.Datetime(nullable=False, time_zone="UTC", time_unit="us", min=EARLIEST_EVENT)
-    event_type = dy.String(nullable=False, min_length=1)
+    event_type = dy.String(nullable=False)
     value = dy.Float64(nullable=False)  # NaN and infinities fail too
     ingested_at = dy.Datetime(nullable=False, time_zone="UTC", time_unit="us")
     quality = dy.String(nullable=True)
@@ -78,6 +80,18 @@ class EventRow(dy.Schema):
     @dy.rule()
     def fields_match_header(cls) -> pl.Expr:
         return pl.col(EXTRA).is_null()
+
+    @dy.rule()
+    def user_id_not_empty(cls) -> pl.Expr:
+        return pl.col("user_id").str.len_bytes() > 0
+
+    @dy.rule()
+    def item_id_not_empty(cls) -> pl.Expr:
+        return pl.col("item_id").str.len_bytes() > 0
+
+    @dy.rule()
+    def event_type_not_empty(cls) -> pl.Expr:
+        return pl.col("event_type").str.len_bytes() > 0
 
     @dy.rule()
     def timestamp_readable(cls) -> pl.Expr:
@@ -115,9 +129,9 @@ class ItemRow(dy.Schema):
 _EVENT_REASONS: dict[str, str] = {
     "fields_match_header": "wrong_field_count",
     "user_id|nullability": "missing_user_id",
-    "user_id|min_length": "missing_user_id",
+    "user_id_not_empty": "missing_user_id",
     "item_id|nullability": "missing_item_id",
-    "item_id|min_length": "missing_item_id",
+    "item_id_not_empty": "missing_item_id",
     "timestamp_readable": "bad_timestamp",
     "timestamp|nullability": "missing_timestamp",
     "timestamp|min": "timestamp_too_old",
@@ -161,7 +175,7 @@ class Checked:
 
 # -- events ----------------------------------------------------------------------------------
 def prepare_events(
-    frame: pl.LazyFrame, now: datetime, *, trim: bool = True, check_utf8: bool = True
+    frame: pl.LazyFrame, *, trim: bool = True, check_utf8: bool = True
 ) -> pl.LazyFrame:
     """Add the parsed event columns to raw string columns, as expressions, so polars'
     streaming reader computes them in parallel with reading.
@@ -169,11 +183,10 @@ def prepare_events(
     Parsed columns are prefixed with `_` (the raw text stays, for quarantined rows):
     `_user_id`, `_item_id`, `_event_type`, `_timestamp` (integer seconds only; other forms
     are finished by `check_events`), `_value`, `_timestamp_text`, `_value_text` (null when
-    blank), plus `ingested_at` and `quality`.
+    blank), plus `quality` when `check_utf8` (without it every row is clean).
 
     Args:
         frame: From `sources.read_event_batches` (before collecting).
-        now: Ingestion time.
         trim: Strip surrounding blanks; False when the file has no space or tab at all
             (see `sources.file_facts`), which saves a pass over every text column.
         check_utf8: Look for replaced invalid UTF-8; False when the file is valid UTF-8.
@@ -185,14 +198,13 @@ def prepare_events(
 
     seconds = text("timestamp").cast(pl.Int64, strict=False)
     value = text("value").cast(pl.Float64, strict=False)
-    lossy = (
-        pl.any_horizontal(
+    quality = []
+    if check_utf8:
+        lossy = pl.any_horizontal(
             pl.col(c).str.contains(REPLACEMENT_CHAR, literal=True).fill_null(False)
             for c in ("user_id", "item_id", "event_type")
         )
-        if check_utf8
-        else pl.lit(False)
-    )
+        quality.append(pl.when(lossy).then(pl.lit("lossy_utf8")).alias("quality"))
     return frame.with_columns(
         (pl.col(c).str.strip_chars() if trim else pl.col(c)).alias(f"_{c}")
         for c in ("user_id", "item_id")
@@ -208,8 +220,7 @@ def prepare_events(
         .then(pl.lit(DEFAULT_VALUE))
         .otherwise(value)
         .alias("_value"),
-        pl.lit(now).cast(schemas.UTC_TIME).alias("ingested_at"),
-        pl.when(lossy).then(pl.lit("lossy_utf8")).alias("quality"),
+        *quality,
     )
 
 
@@ -227,40 +238,70 @@ def check_events(
             columns) plus the parsed `_` columns.
         file: The file the batch came from (its name and format go into quarantine rows).
         layout: The file's header (its column order rebuilds a quarantined row's text).
-        now: Ingestion time (in quarantine rows).
+        now: Ingestion time (`ingested_at` of the valid rows and of quarantine rows).
         passthrough: Columns of `batch` to keep on the valid rows (e.g. precomputed keys).
 
     Returns:
         `valid`: the `events` columns plus `event_date`; `quarantine`: rows of the
         `quarantine` table; `flags`: {"lossy_utf8": n} when any.
     """
+    # whole columns are picked and renamed rather than selected by expressions: a batch is
+    # wide, and every query over it costs a pass over all of its columns. Values that are
+    # the same on every row are literals: a column of one chunk among the batch's columns
+    # of many would make each query copy them all to line the chunks up.
     timestamps = _finish_timestamps(batch["_timestamp"], batch["_timestamp_text"])
-    typed = batch.select(
-        "row_number",
-        *[pl.col(f"_{c}").alias(c) for c in ("user_id", "item_id", "event_type", "value")],
+    columns = [
+        batch["row_number"],
+        *[batch[f"_{c}"].alias(c) for c in ("user_id", "item_id", "event_type", "value")],
         timestamps.alias("timestamp"),
-        "ingested_at",
-        "quality",
-        pl.col("_timestamp_text").alias("timestamp_text"),
-        pl.col("_value_text").alias("value_text"),
-        EXTRA,
-    )
-    good, failure = EventRow.filter(typed)
-    valid = good.select(
-        "user_id", "item_id", "timestamp", "event_type", "value",
-        pl.lit(file.label).alias("source"), "ingested_at", "quality",
-        pl.col("timestamp").dt.date().alias("event_date"),
-    )  # fmt: skip
+        batch["_timestamp_text"].alias("timestamp_text"),
+        batch["_value_text"].alias("value_text"),
+        batch[EXTRA],
+    ]
+    ingested_at = pl.lit(now).cast(schemas.UTC_TIME).alias("ingested_at")
+    clean = pl.lit(None, pl.String).alias("quality")
+    flagged = "quality" in batch.columns and batch["quality"].null_count() < batch.height
+    if flagged:
+        columns.append(batch["quality"])
+    typed = pl.DataFrame(columns).with_columns(ingested_at, *([] if flagged else [clean]))
+    # only the failing rows are collected (the passing ones are the rest, in order): a
+    # clean batch is checked without copying it, and its columns keep lining up with the
+    # passthrough ones
+    failure = EventRow.filter(typed.lazy()).failure
+    failed = len(failure)
+    good = typed
+    if failed:
+        bad = failure.invalid()["row_number"].implode()
+        good = typed.filter(~pl.col("row_number").is_in(bad))
+    kept = [good[c] for c in ("user_id", "item_id", "timestamp", "event_type", "value")]
+    kept += [good["quality"]] if flagged else []
+    kept += [utc_date(good["timestamp"]).alias("event_date")]
     if passthrough:
-        kept = batch.select(passthrough)
-        if len(failure):  # filter keeps row order: align by the surviving row numbers
-            kept = kept.filter(batch["row_number"].is_in(good["row_number"].implode()))
-        valid = valid.hstack(kept)
-    lossy = valid.height - valid["quality"].null_count()
-    columns = [batch_column(layout, c) for c in layout.columns]
-    raw = batch.select(pl.exclude("^_.*$", "ingested_at", "quality"))
-    quarantine = _quarantine(failure, raw, file, now, _EVENT_REASONS, columns, kind="events")
+        extra = batch[list(passthrough)]
+        if failed:  # the same rows as `good`, in the same order
+            extra = extra.filter(~batch["row_number"].is_in(bad))
+        kept += extra.get_columns()
+    # literals also stay one value however the rows are cut later
+    literals = [pl.lit(file.label).alias("source"), ingested_at, *([] if flagged else [clean])]
+    valid = pl.DataFrame(kept).with_columns(literals)
+    valid = valid[[*schemas.EVENTS.names(), *passthrough]]
+    lossy = valid.height - valid["quality"].null_count() if flagged else 0
+    if failed:
+        columns = [batch_column(layout, c) for c in layout.columns]
+        raw = batch.select(pl.exclude("^_.*$", "ingested_at", "quality"))
+        quarantine = _quarantine(failure, raw, file, now, _EVENT_REASONS, columns, kind="events")
+    else:
+        quarantine = empty_quarantine()
     return Checked(valid=valid, quarantine=quarantine, flags={"lossy_utf8": lossy} if lossy else {})
+
+
+_DAY_US = 86_400_000_000
+
+
+def utc_date(timestamps: pl.Series) -> pl.Series:
+    """The UTC date of UTC timestamps, by whole days since the epoch (the same as
+    `dt.date()`, without the time zone lookup per value)."""
+    return (timestamps.to_physical() // _DAY_US).cast(pl.Int32).cast(pl.Date)
 
 
 def _finish_timestamps(parsed: pl.Series, text: pl.Series) -> pl.Series:

@@ -189,8 +189,12 @@ def ingest(
 
     # a catalog is read whole when any of its files changed; the merge keeps only changes
     item_files = [f for f in plan.items if {f.path, *f.companions} & fresh]
+    appender = DeltaAppender(
+        lake.path("quarantine"), "quarantine",
+        dictionary=["source_file", "reason", "kind", "ingested_at"],
+    )  # fmt: skip
     quarantine = _NewQuarantine(
-        DeltaAppender(lake.path("quarantine"), "quarantine"),
+        appender,
         _stored_quarantine(lake, [f.label for f in [*plan.events, *plan.items] if f.path in fresh]),
     )
     counts: list[_FileCount] = []
@@ -337,8 +341,10 @@ def _ingest_events(
     Returns per-file counts and the bot-like (user hash, date, events) rows found.
     """
     events = DeltaAppender(
-        lake.path("events"), "events", partition_by=["event_date"], flush_rows=options.flush_rows
-    )
+        lake.path("events"), "events", partition_by=["event_date"], flush_rows=options.flush_rows,
+        dictionary=["event_type", "source", "ingested_at", "quality"],
+        no_statistics=["user_id", "item_id", "event_type", "source", "quality"],
+    )  # fmt: skip
     counts = []
     bar = tqdm(unit=" rows", unit_scale=True, desc="events", disable=not progress)
     with tempfile.TemporaryDirectory(prefix="recsys-ingest-keys-") as spill, bar:
@@ -347,7 +353,10 @@ def _ingest_events(
             seen=SeenKeys(lake, Path(spill), budget_rows=budget),
             events=events,
             quarantine=quarantine,
-            catalog=lake.read_or_empty("items", ["item_id"])["item_id"].implode(),
+            catalog=lake.read_or_empty("items", ["item_id"])
+            .select(SeenKeys.item_hash(pl.col("item_id")))
+            .to_series()
+            .implode(),
             reasons=reasons,
             report=report,
         )
@@ -357,13 +366,17 @@ def _ingest_events(
                 count = _FileCount(file, fact.content_hash)
                 layout = layouts[file.path]
                 prepare = partial(
-                    _prepare_with_keys, now=now, trim=fact.has_blanks is not False,
+                    _prepare_with_keys, trim=fact.has_blanks is not False,
                     check_utf8=not fact.valid_utf8,
                 )  # fmt: skip
-                for batch in read_event_batches(file, layout, options.batch_rows, prepare):
+                batches = read_event_batches(
+                    file, layout, options.batch_rows, prepare, valid_utf8=bool(fact.valid_utf8)
+                )
+                for batch in batches:
                     stream.take(batch, file, layout, now, count)
                     bar.update(batch.height)
                 counts.append(count)
+            events.flush()  # the last files are written while the keys are summarized
             bots, users = stream.seen.summarize(options.bot_events_per_day)
             events.commit({**meta, "rows": events.rows_added})
             if lake.exists("events") and stream.seen.covers(_rows_per_date(lake)):
@@ -384,7 +397,8 @@ def _ingest_events(
 
 def _prepare_with_keys(frame: pl.LazyFrame, **options) -> pl.LazyFrame:
     """Parsing plus the duplicate-detection hashes, all computed while polars reads."""
-    return prepare_events(frame, **options).with_columns(SeenKeys.hash_columns(prefix="_"))
+    ids, key = SeenKeys.hash_columns(prefix="_")
+    return prepare_events(frame, **options).with_columns(*ids).with_columns(*key)
 
 
 QUARANTINE_KEY = ["source_file", "row_number", "raw"]
@@ -436,7 +450,7 @@ class _EventStream:
     seen: SeenKeys
     events: DeltaAppender
     quarantine: _NewQuarantine
-    catalog: pl.Series  # the catalog's item ids, imploded for `is_in`
+    catalog: pl.Series  # hashes of the catalog's item ids (see `SeenKeys`), for `is_in`
     reasons: Counter[str]
     report: IngestReport
     unknown_items: dict[str, None] = field(default_factory=dict)
@@ -450,17 +464,21 @@ class _EventStream:
         now: datetime,
         count: _FileCount,
     ) -> None:
-        checked = check_events(batch, file, layout, now, passthrough=("_h", "_u"))
+        checked = check_events(batch, file, layout, now, passthrough=("_h", "_u", "_i"))
         new, parts = self.seen.keep_new(checked.valid)
         self.events.add_parts(parts)
         if checked.quarantine.height:
             self.quarantine.add(checked.quarantine)
             self.reasons.update(checked.quarantine["reason"].to_list())
         self.lossy += checked.flags.get("lossy_utf8", 0)
-        missing = new.filter(~pl.col("item_id").is_in(self.catalog))
-        self.report.unknown_item_events += missing.height
-        if len(self.unknown_items) < EXAMPLES:
-            self.unknown_items.update(dict.fromkeys(missing["item_id"].head(EXAMPLES)))
+        # by the item hash computed while reading (no string hashing here); a collision with
+        # a catalog id (about 1 in 10^19 per pair) would only leave one event uncounted
+        missing = ~new["_i"].is_in(self.catalog)
+        unknown = int(missing.sum())
+        self.report.unknown_item_events += unknown
+        if unknown and len(self.unknown_items) < EXAMPLES:
+            examples = new["item_id"].filter(missing).head(EXAMPLES)
+            self.unknown_items.update(dict.fromkeys(examples))
         count.rows_read += batch.height
         count.rows_stored += new.height
         count.duplicates += checked.valid.height - new.height
@@ -501,18 +519,25 @@ class SeenKeys:
         self._stored = _rows_per_date(lake) if lake.exists("events") else {}
 
     @classmethod
-    def hash_columns(cls, prefix: str = "") -> list[pl.Expr]:
-        """`_h` (user, item, event type) and `_u` (user) from the columns named with
-        `prefix` (ingestion computes them while reading, from the parsed `_` columns)."""
-        fields = [pl.col(f"{prefix}{c}").alias(c) for c in ("user_id", "item_id", "event_type")]
+    def hash_columns(cls, prefix: str = "") -> list[list[pl.Expr]]:
+        """Two steps of columns from the columns named with `prefix` (ingestion computes
+        them while reading, from the parsed `_` columns): `_u` (user) and `_i` (item), then
+        `_h` (user, item, event type) from those two, so each id is hashed once."""
         return [
-            pl.struct(fields).hash(cls.SEED).alias("_h"),
-            cls.user_hash(pl.col(f"{prefix}user_id")).alias("_u"),
+            [
+                cls.user_hash(pl.col(f"{prefix}user_id")).alias("_u"),
+                cls.item_hash(pl.col(f"{prefix}item_id")).alias("_i"),
+            ],
+            [pl.struct("_u", "_i", pl.col(f"{prefix}event_type")).hash(cls.SEED).alias("_h")],
         ]
 
     @classmethod
     def user_hash(cls, user_id: pl.Expr) -> pl.Expr:
         return user_id.hash(cls.SEED)
+
+    @classmethod
+    def item_hash(cls, item_id: pl.Expr) -> pl.Expr:
+        return item_id.hash(cls.SEED)
 
     def keep_new(
         self, events: pl.DataFrame
@@ -523,49 +548,48 @@ class SeenKeys:
         if events.is_empty():
             return events, {}
         self._batch += 1
-        keys = pl.DataFrame([events["timestamp"].cast(pl.Int64).alias("_ts"), events["_h"]])
-        combined = keys.select(_combined()).to_series()
-        dates = events["event_date"].unique().to_list()
+        keys = pl.DataFrame([events["timestamp"].to_physical().alias("_ts"), events["_h"]])
+        hints = _hints(keys)
+        dates = _distinct_dates(events["event_date"])
         self._prepare(dates)
-        dropped = _repeats(keys, combined)
-        known = [frame for d in dates for frame in self._keys.get(d, [])]
-        if known:
-            seen = _seen_before(keys, combined, pl.concat(known, rechunk=False))
+        dropped = _repeats(keys, hints)
+        known_dates = [d for d in dates if self._keys.get(d)]
+        if known_dates:
+            known = pl.concat([f for d in known_dates for f in self._keys[d]], rechunk=False)
+            # only rows of those dates can repeat a known key (in a time-ordered log, the
+            # rows of the date the previous batch ended in)
+            rows = None
+            if len(known_dates) < len(dates):
+                rows = events["event_date"].is_in(pl.Series(known_dates).implode()).arg_true()
+            seen = _seen_before(keys, hints, known, rows)
             dropped = seen if dropped is None else dropped | seen
-        if dropped is not None and dropped.any():
-            events = events.filter(~dropped)
+        if dropped is not None:
+            events = events.filter(pl.Series(~dropped))
         parts = split_by_date(events)
         for (day,), part in parts.items():
-            timestamps = part["timestamp"].cast(pl.Int64).alias("_ts")
+            timestamps = part["timestamp"].to_physical().alias("_ts")
             self._remember(day, pl.DataFrame([timestamps, part["_h"], part["_u"]]))
         self._spill_if_needed(set(dates))
         # `_h` and `_u` stay: dropping them costs a pass, and the table's schema leaves them
         return events, parts
 
-    def summarize(self, limit: int, group_rows: int = 2_000_000) -> tuple[pl.DataFrame, int]:
-        """One pass over every key held: (_u, event_date, events) for each user with more
-        than `limit` events on a date this run touched (stored events included), and the
-        number of distinct user hashes among the keys. Dates are read a few million keys at
-        a time, so memory stays bounded."""
-        found = [pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})]
-        users: list[pl.Series] = []
-        group: list[pl.DataFrame] = []
-        rows = 0
-        for day in [*sorted({*self._keys, *self._spilled}), None]:
-            if day is not None:
-                frames = [
-                    *self._keys.get(day, []),
-                    *map(pl.read_parquet, self._spilled.get(day, [])),
-                ]
-                group += [frame.with_columns(pl.lit(day).alias("event_date")) for frame in frames]
-                rows += sum(frame.height for frame in frames)
-            if group and (rows >= group_rows or day is None):
-                keys = pl.concat(group)
-                found.append(_busy(keys, limit))
-                users.append(keys["_u"].unique())
-                group, rows = [], 0
-        distinct = pl.concat(users).n_unique() if users else 0
-        return pl.concat(found), distinct
+    def summarize(self, limit: int) -> tuple[pl.DataFrame, int]:
+        """(_u, event_date, events) for each user with more than `limit` events on a date
+        this run touched (stored events included), and the number of distinct user hashes
+        among the keys held. Only user hashes are read (8 bytes a key), one date at a time
+        for the first, then counted by one streaming query."""
+        found = [_no_busy()]
+        users = []
+        for day in sorted({*self._keys, *self._spilled}):
+            spilled = [pl.read_ipc(path, columns=["_u"]) for path in self._spilled.get(day, [])]
+            frames = [*self._keys.get(day, []), *spilled]
+            users.append(pl.concat([frame["_u"] for frame in frames], rechunk=False))
+            found.append(_busy(users[-1], day, limit))
+        if not users:
+            return pl.concat(found), 0
+        held = pl.DataFrame([pl.concat(users, rechunk=False)]).lazy()
+        distinct = held.select(pl.col("_u").n_unique()).collect(engine="streaming").item()
+        return pl.concat(found), int(distinct)
 
     def covers(self, dates: Iterable[date]) -> bool:
         """Whether the keys held include every event of `dates` (loaded or added here)."""
@@ -577,7 +601,7 @@ class SeenKeys:
         for day in dates:
             self._last_used[day] = self._batch
             for path in self._spilled.pop(day, []):
-                self._remember(day, pl.read_parquet(path))
+                self._remember(day, pl.read_ipc(path))
                 path.unlink()
             if day not in self._loaded:
                 self._loaded.add(day)
@@ -593,14 +617,12 @@ class SeenKeys:
                 group = []
 
     def _load(self, dates: list[date]) -> None:
+        ids, key = self.hash_columns()
         stored = (
             self.lake.scan("events")
             .filter(pl.col("event_date").is_in(dates))
-            .select(
-                "event_date",
-                pl.col("timestamp").cast(pl.Int64).alias("_ts"),
-                *self.hash_columns(),
-            )
+            .with_columns(*ids)
+            .select("event_date", pl.col("timestamp").cast(pl.Int64).alias("_ts"), *key, "_u")
             .collect(engine="streaming")
         )
         for (day,), part in stored.partition_by("event_date", as_dict=True).items():
@@ -619,86 +641,114 @@ class SeenKeys:
                 break
             if day in in_use:
                 continue
-            path = self.spill_dir / f"{day.isoformat()}-{len(self._spilled.get(day, []))}.parquet"
-            pl.concat(self._keys.pop(day)).write_parquet(path, compression="lz4")
+            # Arrow IPC: hashes do not compress, and it is written and read back at disk speed
+            path = self.spill_dir / f"{day.isoformat()}-{len(self._spilled.get(day, []))}.arrow"
+            pl.concat(self._keys.pop(day)).write_ipc(path)
             self._spilled.setdefault(day, []).append(path)
             total -= self._rows.pop(day)
 
 
-def _busy(keys: pl.DataFrame, limit: int) -> pl.DataFrame:
-    """(_u, event_date, events) over `limit`.
+def _busy(users: pl.Series, day: date, limit: int) -> pl.DataFrame:
+    """(_u, event_date, events) for the user hashes with over `limit` events on `day`.
 
-    (user, date) pairs are first counted into hash buckets: a pair over the limit fills
-    its bucket over the limit, so only the rows of such buckets (usually none) are counted
-    exactly.
+    Users are first counted into hash buckets (about one per event, so the counts stay in
+    cache): a user over the limit fills its bucket over the limit, so only the events of
+    such buckets (usually none) are counted exactly.
     """
-    pair = pl.col("_u") ^ (pl.col("event_date").cast(pl.Int32).cast(pl.UInt64) * _MIX)
-    hashes = keys.select(pair).to_series()
-    buckets = _buckets(hashes, per_row=1)  # a chance bucket never reaches a useful limit
+    if len(users) <= limit:
+        return _no_busy()
+    buckets = _buckets(users, per_row=1)  # a chance bucket never reaches a useful limit
     full = np.flatnonzero(np.bincount(buckets) > limit)
-    empty = pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})
     if not len(full):
-        return empty
-    suspects = keys.filter(pl.Series(np.isin(buckets, full)))
-    counts = suspects.group_by("_u", "event_date").agg(pl.len().cast(pl.UInt32).alias("events"))
-    return counts.filter(pl.col("events") > limit).select(empty.columns)
+        return _no_busy()
+    suspects = users.filter(pl.Series(np.isin(buckets, full)))
+    counts = suspects.value_counts(name="events").filter(pl.col("events") > limit)
+    return counts.select(
+        pl.col("_u"), pl.lit(day).alias("event_date"), pl.col("events").cast(pl.UInt32)
+    )
 
 
-_MIX = 0x9E3779B97F4A7C15  # spreads dates over 64 bits, so (user hash, date) pairs stay distinct
+def _no_busy() -> pl.DataFrame:
+    return pl.DataFrame(schema={"_u": pl.UInt64, "event_date": pl.Date, "events": pl.UInt32})
 
 
-def _combined() -> pl.Expr:
-    """One 64-bit mix of the exact key (_ts, _h): cheap to compare, but only a hint."""
-    return pl.col("_h") ^ (pl.col("_ts").cast(pl.UInt64) * _MIX)
+_MIX = 0x9E3779B97F4A7C15  # an odd constant that spreads timestamps over 64 bits
 
 
-def _repeats(keyed: pl.DataFrame, combined: pl.Series) -> pl.Series | None:
+def _hints(keys: pl.DataFrame) -> pl.Series:
+    """One 64-bit mix of each exact key (_ts, _h): cheap to compare, but only a hint."""
+    timestamps = keys["_ts"].to_numpy().view(np.uint64)
+    return pl.Series("_hint", keys["_h"].to_numpy() ^ (timestamps * np.uint64(_MIX)))
+
+
+def _distinct_dates(dates: pl.Series) -> list[date]:
+    if dates.is_sorted():  # a time-ordered log: the runs of one date, without hashing
+        return dates.rle().struct.field("value").to_list()
+    return dates.unique().to_list()
+
+
+def _repeats(keys: pl.DataFrame, hints: pl.Series) -> np.ndarray | None:
     """True for each row whose exact (_ts, _h) key occurred earlier in the batch; None when
     no key repeats.
 
-    Counting the combined hash into buckets (numpy's bincount, far cheaper than a hash
-    table or a sort over the batch) finds the few rows that may repeat: those sharing a
-    bucket. Only they pay for the exact comparison, so a bucket or hash collision never
-    drops an event.
+    Counting the hints into buckets (numpy's bincount, far cheaper than a hash table or a
+    sort over the batch) finds the rows that may repeat: those sharing a bucket. Among
+    them, those whose hint repeats are compared exactly, so a bucket or hint collision
+    never drops an event.
     """
-    buckets = _buckets(combined, per_row=4)  # about 1 row in 5 shares a bucket by chance
-    shared = np.bincount(buckets)[buckets] > 1
-    if not shared.any():
+    buckets = _buckets(hints, per_row=4)  # about 1 row in 5 shares a bucket by chance
+    shared = np.flatnonzero((np.bincount(buckets) > 1)[buckets])  # gathers bytes, not counts
+    if not len(shared):
         return None
-    where = pl.Series(np.flatnonzero(shared), dtype=pl.UInt32)
-    candidates = keyed.select("_ts", "_h")[where]
+    where = pl.Series(shared, dtype=pl.UInt32)
+    where = where.filter(hints.gather(where).is_duplicated())
+    if where.is_empty():
+        return None
+    candidates = keys.select("_ts", "_h")[where]
     later = ~candidates.select(pl.struct("_ts", "_h").is_first_distinct()).to_series()
     if not later.any():
         return None
-    mask = pl.repeat(False, keyed.height, dtype=pl.Boolean, eager=True)
-    return mask.scatter(where.filter(later), True)
+    mask = np.zeros(keys.height, dtype=bool)
+    mask[where.filter(later).to_numpy()] = True
+    return mask
 
 
 def _buckets(hashes: pl.Series, per_row: int) -> np.ndarray:
     """Bucket numbers from the low bits of 64-bit hashes, about `per_row` buckets per hash
     (a power of two; at most 2^24, so a bincount stays within 128 MB)."""
     bits = max(10, min(24, (len(hashes) * per_row).bit_length()))
-    return (hashes.to_numpy() & np.uint64((1 << bits) - 1)).astype(np.int64)
+    return (hashes.to_numpy() & np.uint64((1 << bits) - 1)).astype(np.intp)
 
 
-def _seen_before(keyed: pl.DataFrame, combined: pl.Series, known: pl.DataFrame) -> pl.Series:
+def _seen_before(
+    keys: pl.DataFrame, hints: pl.Series, known: pl.DataFrame, rows: pl.Series | None = None
+) -> np.ndarray:
     """True for each row whose exact key is in `known` (keys of earlier rows and stored
-    events of the same dates).
+    events of the same dates); only `rows` (indices) are looked at when given.
 
-    The batch is the hash set and the known keys only probe it (so a large `known`, as an
-    out-of-order log builds up, costs a scan rather than a hash table per batch); the few
-    matches are then confirmed exactly.
+    The smaller side's hints are the hash set and the other side probes it (so a large
+    `known`, as an out-of-order log builds up, costs a scan rather than a hash table per
+    batch); the few matches are then confirmed exactly.
     """
-    mask = pl.repeat(False, keyed.height, dtype=pl.Boolean, eager=True)
-    known_combined = known.select(_combined()).to_series()
-    matched = known_combined.filter(known_combined.is_in(combined.implode()))
-    if matched.is_empty():
+    mask = np.zeros(keys.height, dtype=bool)
+    probe = hints if rows is None else hints.gather(rows)
+    known_hints = _hints(known)
+    if len(known_hints) < len(probe):
+        where = probe.is_in(known_hints.implode()).arg_true()
+    else:
+        matched = known_hints.filter(known_hints.is_in(probe.implode()))
+        if matched.is_empty():
+            return mask
+        where = probe.is_in(matched.implode()).arg_true()
+    if rows is not None:
+        where = rows.gather(where)
+    if where.is_empty():
         return mask
-    where = combined.is_in(matched.implode()).arg_true()
-    rows = keyed.select("_ts", "_h")[where].with_columns(where.alias("_row"))
+    rows = keys.select("_ts", "_h")[where].with_columns(where.alias("_row"))
     found = known.join(rows.select("_ts", "_h"), on=["_ts", "_h"], how="semi")
     hits = rows.join(found.unique(), on=["_ts", "_h"], how="semi")["_row"]
-    return mask.scatter(hits, True)
+    mask[hits.to_numpy()] = True
+    return mask
 
 
 def split_by_date(frame: pl.DataFrame) -> dict[tuple[date], pl.DataFrame]:
@@ -725,7 +775,9 @@ def _report_bots(lake: Lake, busy: pl.DataFrame, report: IngestReport) -> None:
         .with_columns(SeenKeys.user_hash(pl.col("user_id")).alias("_u"))
         .collect()
     )
-    found = busy.join(users, on="_u").sort(["events", "user_id"], descending=[True, False])
+    found = busy.join(users, on="_u").sort(
+        ["events", "user_id", "event_date"], descending=[True, False, False]
+    )
     report.bot_users = found["user_id"].n_unique()
     report.bot_user_days = [
         {"user_id": r["user_id"], "date": r["event_date"].isoformat(), "events": r["events"]}

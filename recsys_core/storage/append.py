@@ -15,11 +15,12 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake.transaction import AddAction, create_table_with_add_actions
 
@@ -37,6 +38,12 @@ class DeltaAppender:
         table: Table name in `schemas.TABLES`; rows are conformed to its schema.
         partition_by: Partition columns (must be columns of the schema).
         flush_rows: Buffered rows that trigger writing files.
+        dictionary: Columns with few distinct values (a file name, a code, a run's time):
+            dictionary-encoded, which is smaller and cheaper to write than plain text.
+        no_statistics: Columns without Parquet min/max statistics: text whose bounds never
+            let a reader skip a file (ids spread over their whole range, the same few codes
+            in every file), and computing them is a good part of the cost of writing. The
+            Delta log's statistics (numeric and time columns) are not affected.
     """
 
     def __init__(
@@ -46,22 +53,29 @@ class DeltaAppender:
         *,
         partition_by: Sequence[str] = (),
         flush_rows: int = 2_000_000,
+        dictionary: Sequence[str] = (),
+        no_statistics: Sequence[str] = (),
     ) -> None:
         self.path = Path(path)
         self.table = table
         self.schema = schemas.TABLES[table]
         self.partition_by = list(partition_by)
         self.flush_rows = flush_rows
+        self.dictionary = [c for c in dictionary if c in self.schema]
+        self.statistics = [
+            c for c in self.schema if c not in no_statistics and c not in self.partition_by
+        ]
         self.rows_added = 0
         self.rows_per_partition: dict[tuple, int] = {}
         self._buffers: dict[tuple, list[pl.DataFrame]] = {}
         self._buffered = 0
         self._actions: list[AddAction] = []
         self._written: list[Path] = []
-        # files are written on a background thread (polars releases the GIL), so encoding
-        # one flush overlaps with reading and checking the next rows
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{table}-writer")
-        self._pending: Future | None = None
+        # files are written on background threads (pyarrow releases the GIL), so encoding
+        # one flush overlaps with reading and checking the next rows; a flush's files are
+        # written two at a time, so the next flush rarely waits for this one
+        self._writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"{table}-writer")
+        self._pending: list[Future] = []
 
     def add(self, frame: pl.DataFrame) -> None:
         """Buffer `frame` (any column order; extra columns are dropped)."""
@@ -94,16 +108,13 @@ class DeltaAppender:
         parts = [(key, pl.concat(frames, rechunk=False)) for key, frames in self._buffers.items()]
         self._buffers = {}
         self._buffered = 0
-        self._pending = self._writer.submit(self._write_files, parts)
+        self._pending = [self._writer.submit(self._write_file, key, frame) for key, frame in parts]
 
     def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()  # re-raises a failed write here
-
-    def _write_files(self, parts: list[tuple[tuple, pl.DataFrame]]) -> None:
-        for key, frame in parts:
-            self._write_file(key, frame)
+        pending, self._pending = self._pending, []
+        wait(pending)  # every file settled, so a failure leaves nothing being written
+        for future in pending:
+            future.result()  # re-raises a failed write here
 
     def commit(self, metadata: Mapping[str, object] | None = None) -> int | None:
         """Commit everything added so far as one Delta version; None when nothing was added.
@@ -160,9 +171,16 @@ class DeltaAppender:
         relative += f"part-{uuid.uuid4().hex}.snappy.parquet"
         target = self.path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        data = frame.drop(self.partition_by)
-        # snappy: Delta's default codec, and the fastest to write of polars' codecs
-        data.write_parquet(target, compression="snappy")
+        data = frame[[c for c in frame.columns if c not in self.partition_by]]
+        # snappy: Delta's default codec, and among the fastest to write; plain Arrow strings
+        # (not polars' string views), as `Lake.write_file` writes them
+        pq.write_table(
+            data.to_arrow(compat_level=pl.CompatLevel.oldest()),
+            target,
+            compression="snappy",
+            use_dictionary=self.dictionary,
+            write_statistics=self.statistics,
+        )
         self._written.append(target)
         self._actions.append(
             AddAction(
@@ -189,12 +207,8 @@ def _stats(frame: pl.DataFrame) -> str:
     columns = [c for c, dtype in frame.schema.items() if isinstance(dtype, _STATS_DTYPES)]
     stats: dict[str, object] = {"numRecords": frame.height}
     if columns:
-        row = frame.select(
-            *[pl.col(c).min().alias(f"min:{c}") for c in columns],
-            *[pl.col(c).max().alias(f"max:{c}") for c in columns],
-        ).row(0, named=True)
-        stats["minValues"] = {c: _json_value(row[f"min:{c}"]) for c in columns}
-        stats["maxValues"] = {c: _json_value(row[f"max:{c}"], upper=True) for c in columns}
+        stats["minValues"] = {c: _json_value(frame[c].min()) for c in columns}
+        stats["maxValues"] = {c: _json_value(frame[c].max(), upper=True) for c in columns}
         stats["nullCount"] = {c: frame[c].null_count() for c in frame.columns}
     return json.dumps(stats)
 
