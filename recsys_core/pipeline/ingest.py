@@ -570,7 +570,7 @@ class SeenKeys:
             timestamps = part["timestamp"].to_physical().alias("_ts")
             self._remember(day, pl.DataFrame([timestamps, part["_h"], part["_u"]]))
         self._spill_if_needed(set(dates))
-        # `_h` and `_u` stay: dropping them costs a pass, and the table's schema leaves them
+        # `_h`, `_u` and `_i` stay: dropping them costs a pass; the table's schema leaves them
         return events, parts
 
     def summarize(self, limit: int) -> tuple[pl.DataFrame, int]:
