@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
+import tempfile
 
 import polars as pl
 import pytest
@@ -145,6 +149,24 @@ def test_dedupe_keys_spilled_to_disk_give_the_same_table(tmp_path):
         tables.append(lake.read("events").drop("ingested_at").sort(list(schemas.EVENT_KEY)))
     assert tables[0].equals(tables[1])
     assert tables[0].height == tables[0].unique(list(schemas.EVENT_KEY)).height == 3000
+
+
+def test_spill_folders_of_killed_ingests_are_removed_and_live_ones_kept(tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = temp / f"recsys-ingest-keys-{gone.stdout.strip()}-x1"
+    (dead / "sub").mkdir(parents=True)
+    (dead / "sub" / "2020-01-01-0.arrow").write_bytes(b"keys")
+    live = temp / f"recsys-ingest-keys-{os.getppid()}-x2"  # the test runner's parent is alive
+    live.mkdir()
+    other = temp / "unrelated-123-x3"
+    other.mkdir()
+    ingest(write_source(tmp_path / "src", EVENTS, ITEMS), Lake(tmp_path / "lake"),
+           options=IngestOptions(key_memory_mb=0))  # fmt: skip
+    assert sorted(p.name for p in temp.iterdir()) == sorted([live.name, other.name])
 
 
 @pytest.mark.parametrize(("fmt", "compression"), [("csv", "gzip"), ("jsonl", "zstd"),

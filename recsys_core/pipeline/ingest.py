@@ -18,11 +18,14 @@ per file (in the manifest).
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import partial
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import psutil
 from deltalake import DeltaTable
 from tqdm.auto import tqdm
 
@@ -323,6 +327,24 @@ def _merge_items(lake: Lake, items: pl.DataFrame, meta: dict) -> pl.DataFrame:
 
 
 # -- events ----------------------------------------------------------------------------------
+SPILL_PREFIX = "recsys-ingest-keys-"
+
+
+@contextmanager
+def _spill_folder() -> Iterator[Path]:
+    """A temporary folder for spilled keys, named after this process.
+
+    Folders left behind by ingests that were killed (their process is gone) are removed first,
+    so repeated kills do not pile up folders in the temporary directory.
+    """
+    for old in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*-*"):
+        pid = old.name.removeprefix(SPILL_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-") as path:
+        yield Path(path)
+
+
 def _ingest_events(
     files: list[InputFile],
     layouts: dict[Path, FileLayout],
@@ -347,10 +369,10 @@ def _ingest_events(
     )  # fmt: skip
     counts = []
     bar = tqdm(unit=" rows", unit_scale=True, desc="events", disable=not progress)
-    with tempfile.TemporaryDirectory(prefix="recsys-ingest-keys-") as spill, bar:
+    with _spill_folder() as spill, bar:
         budget = options.key_memory_mb * (1 << 20) // SeenKeys.BYTES_PER_KEY
         stream = _EventStream(
-            seen=SeenKeys(lake, Path(spill), budget_rows=budget),
+            seen=SeenKeys(lake, spill, budget_rows=budget),
             events=events,
             quarantine=quarantine,
             catalog=lake.read_or_empty("items", ["item_id"])
