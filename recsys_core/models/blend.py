@@ -38,7 +38,7 @@ from recsys_core.models.base import (
 # cheap, complementary members: co-occurrence with text and sitting-window signals, the same
 # weighted towards the latest items, neighbours, the learned text model and a factor model.
 # The factor model is ALS with a strong penalty and a low confidence weight (chosen on a
-# validation split of ML-100K); implicit's defaults let it fit noise and the blend drops it.
+# validation split of ML-100K); with `als`'s own defaults it overfits and the blend drops it.
 DEFAULT_MEMBERS = (
     "ease(text_weight=30, window=5, window_weight=0.7)",
     "ease(history_half_life=5)",
