@@ -766,9 +766,9 @@ def _seen_before(
         where = rows.gather(where)
     if where.is_empty():
         return mask
-    rows = keys.select("_ts", "_h")[where].with_columns(where.alias("_row"))
-    found = known.join(rows.select("_ts", "_h"), on=["_ts", "_h"], how="semi")
-    hits = rows.join(found.unique(), on=["_ts", "_h"], how="semi")["_row"]
+    candidates = keys.select("_ts", "_h")[where].with_columns(where.alias("_row"))
+    found = known.join(candidates.select("_ts", "_h"), on=["_ts", "_h"], how="semi")
+    hits = candidates.join(found.unique(), on=["_ts", "_h"], how="semi")["_row"]
     mask[hits.to_numpy()] = True
     return mask
 
