@@ -10,6 +10,7 @@ import torch
 from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.models import MODELS, FitOptions, TrainingData, create
 from recsys_core.models.base import format_spec, parse_spec
+from recsys_core.models.ease import map_cold_columns
 from recsys_core.ranking import top_k
 from recsys_core.registry.artifacts import ModelBundle, load_bundle, save_bundle
 from tests.conftest import group_embeddings
@@ -177,6 +178,35 @@ def test_ease_with_text_ranks_an_item_without_events(planted):
     assert ranked.items[0, 0] == cold_index
 
 
+def test_ease_maps_text_to_the_columns_of_items_without_events():
+    rng = np.random.default_rng(0)
+    n, dim = 12, 4
+    weights = torch.from_numpy(rng.normal(size=(n, n)))
+    weights.diagonal().zero_()
+    text = torch.from_numpy(rng.normal(size=(n, dim)))
+    warm = np.ones(n, dtype=bool)
+    warm[[3, 7]] = False
+    mapped = map_cold_columns(weights, text, warm, reg=0.5)
+    # warm columns stay; cold columns are the ridge map of B[:, warm] on the warm text
+    torch.testing.assert_close(mapped[:, warm], weights[:, warm])
+    e = text[warm].numpy()
+    lam = 0.5 * np.trace(e.T @ e) / dim
+    m = weights[:, warm].numpy() @ e @ np.linalg.inv(e.T @ e + lam * np.eye(dim))
+    expected = m @ text[[3, 7]].numpy().T
+    expected[3, 0] = expected[7, 1] = 0.0  # diag(B) stays 0
+    np.testing.assert_allclose(mapped[:, [3, 7]].numpy(), expected, rtol=1e-9, atol=1e-9)
+    assert mapped[3, 3] == 0 and mapped[7, 7] == 0
+    # with text wider than the warm items the map interpolates: an item whose text copies a
+    # warm item's gets that item's column
+    wide = torch.from_numpy(rng.normal(size=(n, 16)))
+    wide[3] = wide[5]
+    copied = map_cold_columns(weights, wide, warm, reg=1e-9)[:, 3]
+    keep = [i for i in range(n) if i not in (3, 5)]
+    torch.testing.assert_close(copied[keep], weights[keep, 5], rtol=1e-4, atol=1e-4)
+    # nothing to map when every item has events
+    assert map_cold_columns(weights, text, np.ones(n, dtype=bool), reg=0.5) is weights
+
+
 def chain_interactions(n_groups: int = 4, per_group: int = 5, users_per_group: int = 8):
     """Ordered chains: a user of group g meets a few noise items, then the first 2..5 items
     of chain g in order (i{g*5}, i{g*5+1}, ...). Text vectors share a direction per group.
@@ -226,12 +256,13 @@ def test_sequential_models_continue_the_chain_and_explain_from_it(name):
             assert data.items.lookup(ranked.reasons[0]).to_list()[0] in chain
 
 
-@pytest.mark.parametrize("name", ["content", "sasrec", "din"])
+@pytest.mark.parametrize("name", ["content", "sasrec", "din", "ease"])
 def test_text_models_rank_an_item_without_events_by_its_text(name):
     data, text = chain_interactions()
     cold = int(data.items.index(["i003"])[0])  # chain 0's fourth item loses every event
     warm = data.with_frame(data.frame.filter(pl.col("item_index") != cold))
-    model = create(name, {**FAST.get(name, {}), **TRAINED.get(name, {})})
+    text_params = {"ease": {"text_weight": 1.0, "reg": 1.0}}.get(name, {})
+    model = create(name, {**FAST.get(name, {}), **TRAINED.get(name, {}), **text_params})
     model.fit(TrainingData(warm, text), FitOptions(seed=0))
     scores = model.score(_history(warm, ["i000", "i001", "i002"]))[0]
     other_chains = [int(i) for i in data.items.index([f"i{j:03d}" for j in range(5, 20)])]
@@ -354,3 +385,10 @@ def test_unknown_model_and_bad_params_are_input_errors():
         create("ease", {"lambda_": 3})
     with pytest.raises(InputError, match="key=value"):
         create("ease(300)")
+    # a wrong type is named with its field, not left to fail inside fit
+    with pytest.raises(InputError, match=r"cold_map_reg: .*number.*'None'"):
+        create("ease(text_weight=1, cold_map_reg=None)")
+    with pytest.raises(InputError, match="members"):
+        create("blend(members=[])")
+    assert create("ease(cold_map_reg=null)").config.cold_map_reg is None
+    assert create("ease(reg=300)").params()["reg"] == 300  # values are kept as given

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter, ValidationError
 
 from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.errors import InputError
@@ -202,7 +203,16 @@ def create(name: str, params: dict[str, Any] | None = None) -> Recommender:
     except KeyError:
         raise InputError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})") from None
     try:
+        # types first (`reg=abc`, `cold_map_reg=None` instead of null), then the dataclass
+        # itself, so the values it keeps are exactly the ones given
+        TypeAdapter(cls.config_class).validate_python(params or {})
         config = cls.config_class(**(params or {}))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']} (got {e['input']!r})"
+            for e in exc.errors()
+        )
+        raise InputError(f"model {name}: bad parameters {params}: {problems}") from None
     except (TypeError, ValueError) as exc:
         raise InputError(f"model {name}: bad parameters {params}: {exc}") from None
     return cls(config)

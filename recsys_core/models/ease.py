@@ -8,7 +8,10 @@ Options beyond the paper, all off by default:
 - `history_half_life`: weight the user's recent items more when scoring (x_u becomes a
   recency-decayed vector); strong when the future follows the latest items.
 - `text_weight`: add the item text similarity E E^T to G, as collective EASE does with side
-  information (Jeunen et al., 2020). Items with text but no events then get weights too.
+  information (Jeunen et al., 2020). Items with text but no events then get weights too, and
+  with `cold_map_reg` set their columns of B are instead predicted from their text by a ridge
+  map fitted on the columns of the items that have events (B[:, warm] ~ M E_warm^T), so a new
+  item scores like the items whose weights its text resembles.
 - `window` / `window_weight`: add co-occurrence of items a user met within `window`
   positions of each other, so items of the same sitting count more than items years apart.
 """
@@ -41,6 +44,9 @@ class EASEConfig:
     # scoring: a history item loses half its weight every `history_half_life` later items
     history_half_life: float | None = None
     text_weight: float = 0.0  # weight of the text similarity added to the Gram matrix
+    # with text: items without events get B columns mapped from their text by a ridge whose
+    # penalty is this times the mean eigenvalue of E^T E over items with events (None = off)
+    cold_map_reg: float | None = 1.0
     window: int = 0  # co-occurrence window in each user's chronological history (0 = off)
     window_weight: float = 0.0  # weight of that windowed co-occurrence in the Gram matrix
 
@@ -79,6 +85,13 @@ class EASE(Recommender):
         precision = torch.linalg.inv(gram)
         weights = -precision / precision.diagonal().unsqueeze(0)
         weights.diagonal().zero_()
+        if self.config.text_weight > 0 and self.config.cold_map_reg is not None:
+            weights = map_cold_columns(
+                weights,
+                data.item_embeddings.double(),
+                data.interactions.item_counts() > 0,
+                self.config.cold_map_reg,
+            )
         self.weights = weights.float()  # (I, I)
         self.n_items = n
         return []
@@ -95,6 +108,36 @@ class EASE(Recommender):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.weights = state["weights"].float()
         self.n_items = self.weights.shape[0]
+
+
+def map_cold_columns(
+    weights: torch.Tensor, text: torch.Tensor, warm: np.ndarray, reg: float
+) -> torch.Tensor:
+    """Replace the columns of items without events by a ridge map of their text.
+
+    M = B[:, warm] E_w (E_w^T E_w + lambda I)^-1, then B[:, cold] = M E_cold^T; lambda is `reg`
+    times the mean eigenvalue of E_w^T E_w. Nothing changes when every item (or none) has events.
+
+    Args:
+        weights: (I, I) EASE weights, float64.
+        text: (I, D) item text vectors, float64.
+        warm: (I,) bool, items with events in the training data.
+        reg: Relative ridge penalty.
+    """
+    cold = ~warm
+    if not cold.any() or not warm.any():
+        return weights
+    warm_t, cold_t = torch.from_numpy(warm), torch.from_numpy(cold)
+    text_w = text[warm_t]  # (Nw, D)
+    gram = text_w.T @ text_w  # (D, D)
+    penalty = reg * gram.diagonal().mean()  # mean eigenvalue = trace / D
+    gram.diagonal().add_(penalty.clamp_min(1e-12))
+    mapping = torch.linalg.solve(gram, (weights[:, warm_t] @ text_w).T).T  # (I, D)
+    cold_index = cold_t.nonzero().squeeze(1)
+    weights = weights.clone()
+    weights[:, cold_index] = mapping @ text[cold_index].T
+    weights[cold_index, cold_index] = 0.0  # keep diag(B) = 0
+    return weights
 
 
 def window_cooccurrence(data: Interactions, window: int) -> torch.Tensor:
