@@ -186,7 +186,7 @@ def test_ease_maps_text_to_the_columns_of_items_without_events():
     text = torch.from_numpy(rng.normal(size=(n, dim)))
     warm = np.ones(n, dtype=bool)
     warm[[3, 7]] = False
-    mapped = map_cold_columns(weights, text, warm, reg=0.5)
+    mapped = map_cold_columns(weights.clone(), text, warm, reg=0.5)
     # warm columns stay; cold columns are the ridge map of B[:, warm] on the warm text
     torch.testing.assert_close(mapped[:, warm], weights[:, warm])
     e = text[warm].numpy()
@@ -200,7 +200,7 @@ def test_ease_maps_text_to_the_columns_of_items_without_events():
     # warm item's gets that item's column
     wide = torch.from_numpy(rng.normal(size=(n, 16)))
     wide[3] = wide[5]
-    copied = map_cold_columns(weights, wide, warm, reg=1e-9)[:, 3]
+    copied = map_cold_columns(weights.clone(), wide, warm, reg=1e-9)[:, 3]
     keep = [i for i in range(n) if i not in (3, 5)]
     torch.testing.assert_close(copied[keep], weights[keep, 5], rtol=1e-4, atol=1e-4)
     # nothing to map when every item has events

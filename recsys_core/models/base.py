@@ -12,6 +12,7 @@ Fitted state is a flat dict of tensors (saved as safetensors, never pickled).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -193,6 +194,11 @@ def format_spec(name: str, params: dict[str, Any]) -> str:
     return f"{name}({', '.join(f'{k}={json.dumps(v)}' for k, v in params.items())})"
 
 
+@functools.cache
+def _adapter(config_class: type) -> TypeAdapter:
+    return TypeAdapter(config_class)
+
+
 def create(name: str, params: dict[str, Any] | None = None) -> Recommender:
     """Instantiate a registered model from its name (or spec, see `parse_spec`) and params."""
     if "(" in name:
@@ -205,7 +211,7 @@ def create(name: str, params: dict[str, Any] | None = None) -> Recommender:
     try:
         # types first (`reg=abc`, `cold_map_reg=None` instead of null), then the dataclass
         # itself, so the values it keeps are exactly the ones given
-        TypeAdapter(cls.config_class).validate_python(params or {})
+        _adapter(cls.config_class).validate_python(params or {})
         config = cls.config_class(**(params or {}))
     except ValidationError as exc:
         problems = "; ".join(

@@ -113,30 +113,27 @@ class EASE(Recommender):
 def map_cold_columns(
     weights: torch.Tensor, text: torch.Tensor, warm: np.ndarray, reg: float
 ) -> torch.Tensor:
-    """Replace the columns of items without events by a ridge map of their text.
+    """Replace, in place, the columns of items without events by a ridge map of their text.
 
     M = B[:, warm] E_w (E_w^T E_w + lambda I)^-1, then B[:, cold] = M E_cold^T; lambda is `reg`
     times the mean eigenvalue of E_w^T E_w. Nothing changes when every item (or none) has events.
 
     Args:
-        weights: (I, I) EASE weights, float64.
+        weights: (I, I) EASE weights, float64; returned, with its cold columns replaced.
         text: (I, D) item text vectors, float64.
         warm: (I,) bool, items with events in the training data.
         reg: Relative ridge penalty.
     """
-    cold = ~warm
-    if not cold.any() or not warm.any():
+    if warm.all() or not warm.any():
         return weights
-    warm_t, cold_t = torch.from_numpy(warm), torch.from_numpy(cold)
-    text_w = text[warm_t]  # (Nw, D)
+    cold = torch.from_numpy(~warm).nonzero().squeeze(1)
+    text_w = text.clone()
+    text_w[cold] = 0.0  # B[:, warm] E_w without copying the warm columns out of B
     gram = text_w.T @ text_w  # (D, D)
-    penalty = reg * gram.diagonal().mean()  # mean eigenvalue = trace / D
-    gram.diagonal().add_(penalty.clamp_min(1e-12))
-    mapping = torch.linalg.solve(gram, (weights[:, warm_t] @ text_w).T).T  # (I, D)
-    cold_index = cold_t.nonzero().squeeze(1)
-    weights = weights.clone()
-    weights[:, cold_index] = mapping @ text[cold_index].T
-    weights[cold_index, cold_index] = 0.0  # keep diag(B) = 0
+    gram.diagonal().add_((reg * gram.diagonal().mean()).clamp_min(1e-12))  # trace / D
+    mapping = torch.linalg.solve(gram, (weights @ text_w).T).T  # (I, D)
+    weights[:, cold] = mapping @ text[cold].T
+    weights[cold, cold] = 0.0  # keep diag(B) = 0
     return weights
 
 
