@@ -10,12 +10,14 @@ Prints a table per protocol, the checks the project promises, then one JSON line
     python benchmarks/accuracy.py                      # everything (tens of minutes on 2 cores)
     python benchmarks/accuracy.py --quick              # cheap models only, a few minutes
     python benchmarks/accuracy.py --protocols user_random --models ease,blend
+    python benchmarks/accuracy.py --quick --seeds 0,1,2,3,4   # mean over seeds (and spread)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +66,12 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="comma-separated labels of MODELS")
     parser.add_argument("--quick", action="store_true", help="skip the trained neural models")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds; figures are means over them (splits and models reseeded), "
+        "with the spread of NDCG@10 (overrides --seed)",
+    )
     args = parser.parse_args()
     labels = args.models.split(",") if args.models else list(MODELS)
     if args.quick:
@@ -77,27 +85,26 @@ def main() -> None:
         data = load_interactions(lake)
         embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
     results: dict[str, dict[str, dict]] = {}
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     for protocol in args.protocols.split(","):
-        split = make_split(data, protocol, seed=args.seed)
-        options = FitOptions(device="cpu", seed=args.seed, validation_protocol=protocol)
-        results[protocol] = {}
-        n_candidates = data.n_items if split.candidates is None else int(split.candidates.sum())
-        for label in labels:
-            model = create(MODELS[label])
-            start = time.perf_counter()
-            model.fit(TrainingData(split.train, embeddings), options)
-            seconds = time.perf_counter() - start
-            metrics = evaluate(model, split, (10, 20), item_embeddings=embeddings)
-            results[protocol][label] = {
-                **{k: round(v, 4) for k, v in metrics.items() if k != "users"},
-                "fit_s": round(seconds, 1),
-                "text": model.uses_text,
-            }
-            print(
-                f"{protocol:<16} {label:<24} ndcg@10={metrics['ndcg@10']:.4f} "
-                f"recall@20={metrics['recall@20']:.4f} fit={seconds:.1f}s",
-                flush=True,
-            )
+        runs: dict[str, list[dict]] = {label: [] for label in labels}
+        for seed in seeds:
+            split = make_split(data, protocol, seed=seed)
+            options = FitOptions(device="cpu", seed=seed, validation_protocol=protocol)
+            n_candidates = data.n_items if split.candidates is None else int(split.candidates.sum())
+            for label in labels:
+                model = create(MODELS[label])
+                start = time.perf_counter()
+                model.fit(TrainingData(split.train, embeddings), options)
+                seconds = time.perf_counter() - start
+                metrics = evaluate(model, split, (10, 20), item_embeddings=embeddings)
+                runs[label].append({**metrics, "fit_s": seconds, "text": model.uses_text})
+                print(
+                    f"{protocol:<16} {label:<24} seed={seed} ndcg@10={metrics['ndcg@10']:.4f} "
+                    f"recall@20={metrics['recall@20']:.4f} fit={seconds:.1f}s",
+                    flush=True,
+                )
+        results[protocol] = {label: _mean(rows) for label, rows in runs.items()}
         random_recall = 20 / n_candidates  # a random ranking's expected recall@20
         results[protocol]["random"] = {"recall@20": round(random_recall, 4)}
     print()
@@ -113,7 +120,7 @@ def main() -> None:
                 "events": len(data),
                 "users": data.n_users,
                 "items": data.n_items,
-                "seed": args.seed,
+                "seeds": seeds,
                 "nightly_candidates": list(DEFAULT_MODELS),
                 "blend_members": list(DEFAULT_MEMBERS),
                 "results": {
@@ -126,20 +133,36 @@ def main() -> None:
     )
 
 
-JSON_KEYS = ("ndcg@10", "recall@10", "recall@20", "map@10", "mrr@10", "hr@10", "coverage@10",
-             "novelty@10", "popularity@10", "diversity@10", "fit_s")  # fmt: skip
+def _mean(rows: list[dict]) -> dict:
+    """Per-seed metrics -> their means (rounded), and the spread of NDCG@10 over seeds."""
+    out = {
+        k: round(statistics.fmean(r[k] for r in rows), 4 if k != "fit_s" else 1)
+        for k in rows[0]
+        if k not in ("users", "text")
+    }
+    out["text"] = rows[0]["text"]
+    if len(rows) > 1:
+        out["ndcg@10_sd"] = round(statistics.stdev(r["ndcg@10"] for r in rows), 4)
+    return out
+
+
+JSON_KEYS = ("ndcg@10", "ndcg@10_sd", "recall@10", "recall@20", "map@10", "mrr@10", "hr@10",
+             "coverage@10", "novelty@10", "popularity@10", "diversity@10", "fit_s")  # fmt: skip
 TABLE = ("ndcg@10", "recall@10", "recall@20", "map@10", "mrr@10", "coverage@10", "novelty@10",
          "diversity@10")  # fmt: skip
 
 
 def print_table(protocol: str, rows: dict[str, dict]) -> None:
     print(f"== {protocol}")
-    print(f"{'model':<26}" + "".join(f"{m:>13}" for m in TABLE) + f"{'fit s':>9}")
+    spread = any("ndcg@10_sd" in r for r in rows.values())  # several seeds: means, and sd
+    columns = ("ndcg@10", "ndcg@10_sd", *TABLE[1:]) if spread else TABLE
+    print(f"{'model':<26}" + "".join(f"{m:>13}" for m in columns) + f"{'fit s':>9}")
     for label, r in rows.items():
         if label == "random":
-            print(f"{'random (expected)':<26}{'':>26}{r['recall@20']:>13.4f}")
+            recall_at = columns.index("recall@20")
+            print(f"{'random (expected)':<26}{'':>{13 * recall_at}}{r['recall@20']:>13.4f}")
             continue
-        values = "".join(f"{r.get(m, float('nan')):>13.4f}" for m in TABLE)
+        values = "".join(f"{r.get(m, float('nan')):>13.4f}" for m in columns)
         print(f"{label:<26}{values}{r['fit_s']:>9.1f}")
     print()
 
