@@ -70,6 +70,7 @@ class EASE(Recommender):
             )
         x = data.interactions.matrix()
         gram = torch.from_numpy((x.T @ x).toarray()).double()  # (I, I)
+        text = None
         if self.config.text_weight > 0:
             if data.item_embeddings is None:
                 raise InputError(
@@ -85,13 +86,9 @@ class EASE(Recommender):
         precision = torch.linalg.inv(gram)
         weights = -precision / precision.diagonal().unsqueeze(0)
         weights.diagonal().zero_()
-        if self.config.text_weight > 0 and self.config.cold_map_reg is not None:
-            weights = map_cold_columns(
-                weights,
-                data.item_embeddings.double(),
-                data.interactions.item_counts() > 0,
-                self.config.cold_map_reg,
-            )
+        if text is not None and self.config.cold_map_reg is not None:
+            warm = x.getnnz(axis=0) > 0  # items with events: non-empty columns of X
+            weights = map_cold_columns(weights, text, warm, self.config.cold_map_reg)
         self.weights = weights.float()  # (I, I)
         self.n_items = n
         return []
