@@ -191,11 +191,14 @@ def checks(results: dict[str, dict[str, dict]]) -> dict:
             continue
         value = results[protocol][pick][metric]
         ease = results[protocol].get("ease (lambda 500)", {}).get(metric)
+        # the gain over the reference on the very same splits
+        vs_ease = round(value / ease, 4) if ease else None
         out[protocol] = {"published": pick, metric: value, "goal": goal, "met": value >= goal,
-                         "ease": ease}  # fmt: skip
+                         "ease": ease, "vs_ease": vs_ease}  # fmt: skip
+        ratio = f", {vs_ease:.3f}x EASE" if vs_ease else ""
         lines.append(
-            f"{protocol}: published {pick} {metric}={value:.4f} (goal >= {goal}, EASE {ease}) "
-            f"-> {'met' if value >= goal else 'NOT met'}"
+            f"{protocol}: published {pick} {metric}={value:.4f} (goal >= {goal}, EASE {ease}"
+            f"{ratio}) -> {'met' if value >= goal else 'NOT met'}"
         )
     if "cold_items" in results:
         rows = results["cold_items"]
