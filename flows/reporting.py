@@ -69,6 +69,12 @@ def summary_markdown(summary: dict, links: dict[str, str]) -> str:
             f"| {c['model']} | {c['metrics'][metric]:.4f} | {c['metrics']['recall@10']:.4f} | "
             f"{c['fit_seconds']} | {run} |"
         )
+    if train.get("left_out"):
+        lines += ["", "## Candidates changed or left out", ""]
+        lines += [f"- {note}" for note in train["left_out"]]
+    evaluated, test_users = train.get("evaluated_users", 0), train.get("test_users", 0)
+    if 0 < evaluated < test_users:
+        lines += ["", f"Metrics from a seeded sample of {evaluated} of {test_users} test users."]
     lines += ["", f"Data directory: `{summary['data_dir']}`"]
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -71,6 +72,20 @@ class Settings(BaseSettings):
     mlflow_ui_url: str = Field(
         "http://127.0.0.1:5000", description="Base URL of the MLflow UI, for links in reports."
     )
+    memory_budget_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory a model may use while training; models that need more (EASE's "
+        "dense item x item matrices) are replaced by a sparse stand-in or left out when they "
+        "are default candidates, and refused when requested. Default: 60% of the machine's "
+        "memory.",
+    )
+    eval_users: int = Field(
+        20_000,
+        ge=100,
+        description="Validation users ranked against the whole catalog per candidate; a "
+        "seeded sample of this many when there are more (the report gives the sample size).",
+    )
     score_memory_mb: int = Field(
         512, ge=16, description="Memory budget for one chunk of the user x item score matrix."
     )
@@ -99,3 +114,9 @@ class Settings(BaseSettings):
     max_item_text_chars: int = Field(
         20_000, ge=100, description="Longer item text fields are cut at ingest (and flagged)."
     )
+
+    def memory_budget_bytes(self) -> int:
+        """`memory_budget_gb` in bytes, or 60% of the machine's physical memory."""
+        if self.memory_budget_gb is not None:
+            return int(self.memory_budget_gb * 2**30)
+        return int(0.6 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))

@@ -110,14 +110,11 @@ def commit_encode_task(plan: EncodePlan, results: list[EncodeShardResult]) -> di
 
 @task(name="train", **cached_on("train", "events", "items", "item_embeddings"))
 def train_task(settings: Settings) -> dict:
-    report = pipeline.train(Lake(settings.data_dir), settings, run_id=_run_id())
     logger = get_run_logger()
-    for candidate in report.candidates:
-        logger.info(
-            "candidate %s: %s=%.4f (fit %.2fs)",
-            candidate.model, report.metric, candidate.metrics[report.metric],
-            candidate.fit_seconds,
-        )  # fmt: skip
+    report = pipeline.train(
+        Lake(settings.data_dir), settings, run_id=_run_id(), progress=sys.stderr.isatty(),
+        log=logger.info,
+    )  # fmt: skip
     logger.info("champion %s: %s", report.champion, report.decision)
     return report.as_dict()
 

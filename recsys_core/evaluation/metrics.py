@@ -109,27 +109,33 @@ def average_popularity(ranked: np.ndarray, item_users: np.ndarray) -> float:
     return float(item_users[items].mean()) if len(items) else 0.0
 
 
-def intra_list_diversity(ranked: np.ndarray, embeddings: torch.Tensor) -> float:
+def intra_list_diversity(
+    ranked: np.ndarray, embeddings: torch.Tensor, *, chunk_users: int = 4096
+) -> float:
     """Mean over users of the mean pairwise 1 - cosine of their list's text vectors.
 
     Args:
         ranked: (U, K) item indexes, -1 for empty slots.
         embeddings: (n_items, D) text vectors; zero rows (no text) are left out of pairs.
+        chunk_users: Users whose (users, K, D) list vectors are gathered at a time.
     """
     vectors = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     has_text = embeddings.abs().sum(-1) > 0  # (I,)
-    index = torch.from_numpy(ranked).clamp_min(0)  # (U, K)
-    valid = torch.from_numpy(ranked >= 0) & has_text[index]  # (U, K)
-    v = vectors[index] * valid.unsqueeze(-1)  # (U, K, D)
-    similarity = v @ v.transpose(1, 2)  # (U, K, K)
-    pair = valid.unsqueeze(1) & valid.unsqueeze(2)
-    pair &= ~torch.eye(ranked.shape[1], dtype=torch.bool).unsqueeze(0)
-    n_pairs = pair.sum((1, 2))  # (U,)
-    distance = ((1.0 - similarity) * pair).sum((1, 2))
-    users = n_pairs > 0
-    if not bool(users.any()):
-        return 0.0
-    return float((distance[users] / n_pairs[users]).mean())
+    not_self = ~torch.eye(ranked.shape[1], dtype=torch.bool).unsqueeze(0)
+    per_user = []
+    for start in range(0, ranked.shape[0], chunk_users):
+        part = ranked[start : start + chunk_users]
+        index = torch.from_numpy(part).clamp_min(0)  # (U, K)
+        valid = torch.from_numpy(part >= 0) & has_text[index]  # (U, K)
+        v = vectors[index] * valid.unsqueeze(-1)  # (U, K, D)
+        similarity = v @ v.transpose(1, 2)  # (U, K, K)
+        pair = valid.unsqueeze(1) & valid.unsqueeze(2) & not_self
+        n_pairs = pair.sum((1, 2))  # (U,)
+        distance = ((1.0 - similarity) * pair).sum((1, 2))
+        users = n_pairs > 0
+        per_user.append(distance[users] / n_pairs[users])
+    values = torch.cat(per_user) if per_user else torch.zeros(0)
+    return float(values.mean()) if len(values) else 0.0
 
 
 def list_metrics(

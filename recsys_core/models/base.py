@@ -111,6 +111,34 @@ class Recommender(ABC):
         """
         return None
 
+    # -- size -----------------------------------------------------------------------------
+    def size_problem(self, n_items: int, memory_bytes: int) -> str | None:
+        """Why this model cannot train on `n_items` items within `memory_bytes`; None if it can.
+
+        Checked before any fit: an explicitly requested model is refused with this reason, a
+        default one is replaced by its `stand_in` or left out, and the report says so.
+        """
+        return None
+
+    def stand_in(self) -> str | None:
+        """Spec of a model that takes this one's place when `size_problem` rules it out."""
+        return None
+
+    def adapted(self, n_items: int, memory_bytes: int) -> tuple[Recommender | None, list[str]]:
+        """This model, or what runs in its place on a catalog of this size, and why.
+
+        Returns:
+            The model to train (self, a stand-in, or None when nothing fits) and one note
+            per change, naming the model and the reason.
+        """
+        problem = self.size_problem(n_items, memory_bytes)
+        if problem is None:
+            return self, []
+        spec = self.stand_in()
+        if spec is None:
+            return None, [f"{problem}; left out"]
+        return create(spec), [f"{problem}; {spec} stands in"]
+
     # -- state ----------------------------------------------------------------------------
     @abstractmethod
     def state_dict(self) -> dict[str, torch.Tensor]:

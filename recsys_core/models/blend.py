@@ -16,6 +16,7 @@ blend saves and loads as safetensors like any other model.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from recsys_core.models.base import (
     Recommender,
     TrainingData,
     create,
+    format_spec,
     history_rows,
     register,
 )
@@ -76,6 +78,31 @@ class Blend(Recommender):
         self.members = [create(spec) for spec in self.config.members]
         self.uses_text = any(m.uses_text for m in self.members)
         self.weights = torch.ones(len(self.members)) / len(self.members)
+
+    def size_problem(self, n_items: int, memory_bytes: int) -> str | None:
+        problems = [m.size_problem(n_items, memory_bytes) for m in self.members]
+        found = [p for p in problems if p is not None]
+        return f"blend member {'; member '.join(found)}" if found else None
+
+    def adapted(self, n_items: int, memory_bytes: int) -> tuple[Recommender | None, list[str]]:
+        """The blend with each member that does not fit replaced by its stand-in (when that
+        is not a member already) or left out; None when no member is left."""
+        members: list[str] = []
+        notes: list[str] = []
+        keys: set[str] = set()  # full configs, so a stand-in that is a member already is not added
+        for spec, member in zip(self.config.members, self.members, strict=True):
+            model, changes = member.adapted(n_items, memory_bytes)
+            notes += [f"blend member {note}" for note in changes]
+            key = None if model is None else format_spec(model.name, model.params())
+            if key is None or key in keys:
+                continue
+            keys.add(key)
+            members.append(spec if model is member else str(member.stand_in()))
+        if not notes:
+            return self, []
+        if not members:
+            return None, [*notes, "blend: no member left; left out"]
+        return Blend(dataclasses.replace(self.config, members=tuple(members))), notes
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         protocol = options.validation_protocol

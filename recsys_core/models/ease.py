@@ -36,11 +36,15 @@ from recsys_core.models.base import (
     register,
 )
 
+# peak bytes of a fit per items^2: the float32 Gram matrix from sparse, its float64 copy, the
+# inverse and its workspace, the weights (measured: 33 at 6,000 items)
+FIT_BYTES_PER_ITEM_PAIR = 34
+
 
 @dataclass(frozen=True)
 class EASEConfig:
     reg: float = 500.0  # L2 penalty; larger favours popular items less
-    max_items: int = 40_000  # the dense item x item matrix needs 4 * items^2 bytes
+    max_items: int = 40_000  # refused above this many items, whatever the memory
     # scoring: a history item loses half its weight every `history_half_life` later items
     history_half_life: float | None = None
     text_weight: float = 0.0  # weight of the text similarity added to the Gram matrix
@@ -61,12 +65,30 @@ class EASE(Recommender):
         super().__init__(config)
         self.uses_text = self.config.text_weight > 0  # then it needs (and ranks by) item text
 
+    def size_problem(self, n_items: int, memory_bytes: int) -> str | None:
+        need = FIT_BYTES_PER_ITEM_PAIR * n_items * n_items
+        if n_items > self.config.max_items:
+            return (
+                f"ease: {n_items} items exceed max_items={self.config.max_items} "
+                f"(needs {_size(need)})"
+            )
+        if need > memory_bytes:
+            return (
+                f"ease: {n_items} items need {_size(need)} for the dense item x item "
+                f"matrices, over the memory budget of {_size(memory_bytes)}"
+            )
+        return None
+
+    def stand_in(self) -> str:
+        """Sparse item-item neighbours, weighted towards recent items as this EASE is."""
+        half_life = self.config.history_half_life
+        return "itemknn" if half_life is None else f"itemknn(history_half_life={half_life})"
+
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         n = data.n_items
         if n > self.config.max_items:
             raise InputError(
-                f"ease: {n} items exceed max_items={self.config.max_items} "
-                f"(needs {4 * n * n / 2**30:.1f} GiB); choose another model or raise max_items"
+                f"{self.size_problem(n, 1 << 62)}; choose another model or raise max_items"
             )
         x = data.interactions.matrix()
         gram = torch.from_numpy((x.T @ x).toarray()).double()  # (I, I)
@@ -105,6 +127,10 @@ class EASE(Recommender):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.weights = state["weights"].float()
         self.n_items = self.weights.shape[0]
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
 def map_cold_columns(

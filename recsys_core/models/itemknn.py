@@ -3,12 +3,18 @@
 sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink), keeping each item's `neighbors`
 most similar items. A user's score for item j is the sum of sim(h, j) over history items h,
 so the explanation is the history item with the largest similarity.
+
+The neighbour lists are sparse (`neighbors` x items entries), built a block of items at a
+time, so the model fits any catalog: at 62,500 items it holds about 50 MB where a dense
+item x item matrix would need 15 GiB. It is the item-item model that stands in for EASE
+when a catalog is too large for EASE's dense matrix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from recsys_core.data.interactions import UserHistories
@@ -17,9 +23,15 @@ from recsys_core.models.base import (
     FitOptions,
     Recommender,
     TrainingData,
-    item_item_pair_weights,
-    item_item_scores,
+    recency_weights,
     register,
+)
+from recsys_core.models.sparse_items import (
+    co_occurrence_topn,
+    from_state,
+    sparse_pair_weights,
+    sparse_scores,
+    to_state,
 )
 
 
@@ -29,37 +41,41 @@ class ItemKNNConfig:
     shrink: float = 10.0  # damps similarities that rest on few common users
     # scoring: a history item loses half its weight every `history_half_life` later items
     history_half_life: float | None = None
+    block_memory_mb: int = 256  # memory for one block of similarities while fitting
 
 
 @register
 class ItemKNN(Recommender):
     name = "itemknn"
     config_class = ItemKNNConfig
-    description = "Item-item cosine neighbours; simple, explainable, fast to refit."
+    description = "Item-item cosine neighbours, sparse; simple, explainable, any catalog size."
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         x = data.interactions.matrix()
-        co = torch.from_numpy((x.T @ x).toarray()).float()  # (I, I) common users
-        norms = co.diagonal().clone().sqrt()  # (I,)
-        sim = co / (norms.unsqueeze(1) * norms.unsqueeze(0) + self.config.shrink)
-        sim.fill_diagonal_(0.0)
-        k = min(self.config.neighbors, sim.shape[1])
-        # neighbours of j are the rows i with the largest sim(i, j): keep them per column
-        values, rows = torch.topk(sim, k, dim=0)  # (k, I)
-        sparse = torch.zeros_like(sim).scatter_(0, rows, values)
-        self.similarity = sparse  # (I, I): history item -> candidate
+        norms = torch.from_numpy(np.sqrt(np.asarray(x.sum(axis=0)).ravel()).astype(np.float32))
+        shrink = self.config.shrink
+
+        def cosine(counts: torch.Tensor, block: np.ndarray) -> torch.Tensor:
+            # counts: (b, I) common users of each block item with every item
+            scale = norms[torch.from_numpy(block)].unsqueeze(1) * norms.unsqueeze(0) + shrink
+            return counts.div_(scale)
+
+        self.similarity = co_occurrence_topn(  # (I, I): history item -> candidate
+            x, self.config.neighbors, cosine, memory_mb=self.config.block_memory_mb
+        )
         self.n_items = data.n_items
         return []
 
     def score(self, histories: UserHistories) -> torch.Tensor:
-        return item_item_scores(histories, self.config.history_half_life, self.similarity)
+        rows = histories.csr(recency_weights(histories, self.config.history_half_life))
+        return sparse_scores(rows, self.similarity)  # (B, I)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        return item_item_pair_weights(self.similarity, history, candidates)
+        return sparse_pair_weights(self.similarity, history, candidates)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"similarity": self.similarity}
+        return to_state("similarity", self.similarity)
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.similarity = state["similarity"].float()
+        self.similarity = from_state("similarity", state)
         self.n_items = self.similarity.shape[0]

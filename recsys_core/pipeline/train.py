@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,9 @@ class TrainReport:
     items: int = 0
     events: int = 0
     test_users: int = 0
+    evaluated_users: int = 0  # test users ranked per candidate (a sample above eval_users)
+    # default candidates (and blend members) that were replaced or did not train, and why
+    left_out: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,26 +106,68 @@ def _holdout(settings: Settings, protocol: str) -> float | None:
     return DEFAULT_FRACTIONS.get(protocol)
 
 
-def _candidate_configs(settings: Settings, embeddings) -> list[tuple[str, dict[str, Any]]]:
-    """(model name, full params) of each configured model spec, checked before any fit."""
-    configs = []
+def _candidate_configs(
+    settings: Settings, embeddings, n_items: int
+) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """(model name, full params) of each candidate, checked before any fit, and notes.
+
+    Requested models (`--models`, RECSYS_MODELS) are refused with exit code 2 when they need
+    item embeddings that are missing or more memory than the catalog allows. The default
+    candidates adapt instead: a model too large for the catalog is replaced by its sparse
+    stand-in or left out, and each change is noted for the report.
+    """
+    requested = "models" in settings.model_fields_set
+    budget = settings.memory_budget_bytes()
+    configs: list[tuple[str, dict[str, Any]]] = []
+    notes: list[str] = []
     for spec in settings.models:
         model = create(spec)
+        if requested:
+            problem = model.size_problem(n_items, budget)
+            if problem is not None:
+                raise InputError(f"{problem}; choose another model")
+        else:
+            model, changes = model.adapted(n_items, budget)
+            notes += changes
+            if model is None:
+                continue
         if model.uses_text and embeddings is None:
             raise InputError(
                 f"model {spec} needs item embeddings from encoder {encoder_id(settings)} "
                 "(run `recsys encode` first)"
             )
-        configs.append((model.name, model.params()))
+        config = (model.name, model.params())
+        if config_key(*config) not in {config_key(*c) for c in configs}:
+            configs.append(config)
     if not configs:
-        raise InputError("no candidate models configured (set --models or RECSYS_MODELS)")
-    return configs
+        raise InputError(
+            "no candidate models configured (set --models or RECSYS_MODELS)"
+            + (f"; {'; '.join(notes)}" if notes else "")
+        )
+    return configs, notes
 
 
 def train(
-    lake: Lake, settings: Settings, *, run_id: str = "", progress: bool = False
+    lake: Lake,
+    settings: Settings,
+    *,
+    run_id: str = "",
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> TrainReport:
-    """Fit, evaluate, track and register; returns what was decided and why."""
+    """Fit, evaluate, track and register; returns what was decided and why.
+
+    A candidate whose fit or evaluation fails is left out (its MLflow run is marked failed,
+    the report names it and the error); the run fails only when no candidate trained.
+
+    Args:
+        lake: The data directory.
+        settings: Candidates, protocol, gate and memory settings.
+        run_id: Recorded with the MLflow runs and registered versions.
+        progress: Show progress bars.
+        log: Called with a line as each candidate starts and ends.
+    """
+    say = log or (lambda line: None)
     protocol = check_protocol(settings.protocol)
     if protocol == "cold_items":
         raise InputError(
@@ -130,7 +176,7 @@ def train(
             "global_temporal, leave_one_out, user_random)"
         )
     data, embeddings, candidates, split, options, report = _prepare(
-        lake, settings, protocol, progress
+        lake, settings, protocol, progress, say
     )
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
     champion = tracker.get(CHAMPION)
@@ -138,8 +184,12 @@ def train(
     note = ""
     if champion is not None:
         try:
-            create(champion.model, champion.params)
-        except InputError as exc:  # e.g. a model or parameter that no longer exists
+            problem = create(champion.model, champion.params).size_problem(
+                report.items, settings.memory_budget_bytes()
+            )
+            if problem is not None:
+                raise InputError(problem)
+        except InputError as exc:  # a model or parameter that no longer exists; too large
             note = f"champion {champion.label} cannot be re-measured ({exc}); "
             champion = None
     keys = {config_key(n, p) for n, p in candidates}
@@ -148,10 +198,10 @@ def train(
 
     tags = {"pipeline_run": run_id, "protocol": protocol, "split": split.fingerprint()}
     with tracker.run(f"train {time.strftime('%Y-%m-%d %H:%M')}", tags=tags) as parent:
-        for name, params in candidates:
-            report.candidates.append(
-                _fit_candidate(tracker, name, params, split, embeddings, options, settings)
-            )
+        _fit_candidates(tracker, candidates, split, embeddings, options, settings, report, say)
+        if champion is not None and champion.config_key not in {c.key for c in report.candidates}:
+            note += f"champion {champion.label} did not train tonight; "
+            champion = None
         winner, challenger, decision = _gate(
             report.candidates, champion, settings.selection_metric, settings.min_improvement
         )
@@ -164,6 +214,7 @@ def train(
 
     full = TrainingData(data, embeddings)
     extra = {"pipeline_run": run_id, "parent_run": parent_id, "split": split.fingerprint()}
+    say(f"refitting {_label(asdict(winner))} on all {len(data)} events")
     registered = _refit_and_register(tracker, winner, full, options, settings, CHAMPION, extra)
     report.champion = registered.label
     report.champion_model = winner.model
@@ -179,7 +230,12 @@ def train(
 
 
 def evaluate_models(
-    lake: Lake, settings: Settings, *, protocol: str | None = None, progress: bool = False
+    lake: Lake,
+    settings: Settings,
+    *,
+    protocol: str | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> TrainReport:
     """Fit and evaluate every configured model on one protocol; registers nothing.
 
@@ -191,18 +247,20 @@ def evaluate_models(
         settings: Models, seed, metric and memory settings.
         protocol: Any protocol of `recsys_core.data.splits.PROTOCOLS`; default the setting.
         progress: Show progress bars.
+        log: Called with a line as each candidate starts and ends.
     """
     protocol = check_protocol(protocol or settings.protocol)
-    _, embeddings, candidates, split, options, report = _prepare(lake, settings, protocol, progress)
+    say = log or (lambda line: None)
+    _, embeddings, candidates, split, options, report = _prepare(
+        lake, settings, protocol, progress, say
+    )
     tracker = Tracker(lake, f"{settings.experiment}-evaluation", settings.registered_model)
     tags = {"protocol": protocol, "split": split.fingerprint()}
     with tracker.run(f"evaluate {protocol} {time.strftime('%Y-%m-%d %H:%M')}", tags=tags):
-        for name, params in candidates:
-            report.candidates.append(
-                _fit_candidate(
-                    tracker, name, params, split, embeddings, options, settings, log_files=False
-                )
-            )
+        _fit_candidates(
+            tracker, candidates, split, embeddings, options, settings, report, say,
+            log_files=False,
+        )  # fmt: skip
         if settings.selection_metric not in report.candidates[0].metrics:
             raise InputError(f"selection metric {settings.selection_metric!r} is not computed")
         best = max(report.candidates, key=lambda c: c.metrics[settings.selection_metric])
@@ -214,11 +272,15 @@ def evaluate_models(
     return report
 
 
-def _prepare(lake: Lake, settings: Settings, protocol: str, progress: bool):
+def _prepare(
+    lake: Lake, settings: Settings, protocol: str, progress: bool, say: Callable[[str], None]
+):
     """What training and evaluation share: the data, its split, the candidates to fit."""
     data = load_interactions(lake)
     embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
-    candidates = _candidate_configs(settings, embeddings)
+    candidates, left_out = _candidate_configs(settings, embeddings, data.n_items)
+    for note in left_out:
+        say(note)
     split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.seed)
     options = FitOptions(
         device=settings.device, seed=settings.seed, progress=progress,
@@ -227,8 +289,52 @@ def _prepare(lake: Lake, settings: Settings, protocol: str, progress: bool):
     report = TrainReport(
         metric=settings.selection_metric, protocol=protocol, users=data.n_users,
         items=data.n_items, events=len(data), test_users=len(split.test_users),
+        evaluated_users=min(len(split.test_users), settings.eval_users), left_out=left_out,
     )  # fmt: skip
+    say(
+        f"{len(candidates)} candidates on {protocol}: {len(split.train)} training events, "
+        f"{report.evaluated_users} of {report.test_users} test users ranked over "
+        f"{data.n_items} items"
+    )
     return data, embeddings, candidates, split, options, report
+
+
+def _fit_candidates(
+    tracker: Tracker,
+    candidates: list[tuple[str, dict[str, Any]]],
+    split: Split,
+    embeddings: torch.Tensor | None,
+    options: FitOptions,
+    settings: Settings,
+    report: TrainReport,
+    say: Callable[[str], None],
+    *,
+    log_files: bool = True,
+) -> None:
+    """Fit and evaluate each candidate into `report`; one that fails is left out, noted."""
+    for name, params in candidates:
+        label = _label({"model": name, "params": params})
+        say(f"fitting {label}")
+        try:
+            result = _fit_candidate(
+                tracker, name, params, split, embeddings, options, settings, log_files=log_files
+            )
+        except Exception as exc:  # a candidate that cannot train never fails the night
+            reason = f"{label}: did not train ({type(exc).__name__}: {exc}); left out"
+            report.left_out.append(reason)
+            say(reason)
+            continue
+        report.candidates.append(result)
+        say(
+            f"{label}: {settings.selection_metric}="
+            f"{result.metrics.get(settings.selection_metric, float('nan')):.4f}, "
+            f"fit {result.fit_seconds:.1f} s"
+        )
+    if report.left_out:
+        tracker.mlflow.log_dict({"left_out": report.left_out}, "left_out.json")
+        tracker.mlflow.set_tag("left_out", "; ".join(report.left_out)[:5000])
+    if not report.candidates:
+        raise RuntimeError(f"no candidate trained: {'; '.join(report.left_out)}")
 
 
 def _fit_candidate(
@@ -249,12 +355,21 @@ def _fit_candidate(
         )
         tracker.mlflow.log_dict({"model": name, "params": params}, "config.json")
         start = time.perf_counter()
-        epochs = model.fit(TrainingData(split.train, embeddings), options)
+        try:
+            epochs = model.fit(TrainingData(split.train, embeddings), options)
+        except Exception as exc:
+            tracker.mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            raise
         seconds = time.perf_counter() - start
         tracker.log_epochs(epochs)
-        metrics = evaluate(
-            model, split, KS, item_embeddings=embeddings, memory_mb=settings.score_memory_mb
-        )
+        try:
+            metrics = evaluate(
+                model, split, KS, item_embeddings=embeddings, memory_mb=settings.score_memory_mb,
+                max_users=settings.eval_users, seed=settings.seed, progress=options.progress,
+            )  # fmt: skip
+        except Exception as exc:
+            tracker.mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            raise
         tracker.mlflow.log_metrics({**mlflow_names(metrics), "fit_seconds": seconds})
         if log_files:
             tracker.log_bundle(
@@ -388,11 +503,14 @@ def format_candidates(report: TrainReport | dict) -> str:
             f"{row[m]:>13.4f}" if row[m] == row[m] else f"{'-':>13}" for m in TABLE_METRICS
         )
         lines.append(f"{_label(c) + mark:<{width}}{values}{row['fit_s']:>9.2f}{row['epochs']:>8}")
+    test_users, evaluated = data.get("test_users", 0), data.get("evaluated_users", 0)
+    sample = f", a sample of {evaluated} evaluated" if 0 < evaluated < test_users else ""
     lines.append(
-        f"protocol {data['protocol']} ({data.get('test_users', 0)} test users, "
+        f"protocol {data['protocol']} ({test_users} test users{sample}, "
         f"{data.get('users', 0)} users, {data.get('items', 0)} items); "
         f"selection metric {data['metric']}; * champion, ~ challenger"
     )
+    lines += [f"note: {note}" for note in data.get("left_out") or []]
     if data.get("champion"):
         lines.append(f"champion: {data['champion']} ({data['champion_model']}): {data['decision']}")
         if data.get("challenger"):

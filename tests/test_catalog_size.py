@@ -1,0 +1,194 @@
+"""Defaults that fit any catalog: sparse item-item neighbours, stand-ins, sampled evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys_core.data.splits import make_split
+from recsys_core.errors import InputError
+from recsys_core.evaluation import evaluate
+from recsys_core.models import MODELS, FitOptions, Recommender, TrainingData, create, register
+from recsys_core.models.sparse_items import co_occurrence_topn
+from recsys_core.settings import Settings
+
+TINY_BUDGET = 2**20  # 1 MiB: too small for EASE's dense matrices on any catalog below
+
+
+def _binary(users: int, items: int, density: float, seed: int) -> sp.csr_matrix:
+    x = sp.random(users, items, density=density, random_state=seed, format="csr")
+    x.data[:] = 1.0
+    return x.astype(np.float32)
+
+
+def _reference_topn(x: sp.csr_matrix, n: int, shrink: float) -> np.ndarray:
+    """Dense cosine neighbours, one column at a time, ties to the lower index."""
+    co = (x.T @ x).toarray().astype(np.float64)
+    norms = np.sqrt(np.diag(co))
+    sim = (co / (norms[:, None] * norms[None, :] + shrink)).astype(np.float32)
+    np.fill_diagonal(sim, 0.0)
+    out = np.zeros_like(sim)
+    for j in range(sim.shape[1]):
+        order = np.lexsort((np.arange(sim.shape[0]), -sim[:, j]))[:n]  # value desc, index asc
+        keep = order[sim[order, j] > 0]
+        out[keep, j] = sim[keep, j]
+    return out
+
+
+@pytest.mark.parametrize("memory_mb", [0, 1, 64])  # 0: one item per block
+def test_sparse_neighbours_match_a_dense_reference_whatever_the_blocks(memory_mb):
+    x = _binary(200, 120, 0.08, seed=1)
+    norms = torch.from_numpy(np.sqrt(np.asarray(x.sum(axis=0)).ravel()).astype(np.float32))
+
+    def cosine(counts, block):
+        return counts.div_(norms[torch.from_numpy(block)].unsqueeze(1) * norms + 10.0)
+
+    got = co_occurrence_topn(x, 7, cosine, memory_mb=memory_mb).toarray()
+    want = _reference_topn(x, 7, 10.0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert (np.count_nonzero(got, axis=0) <= 7).all()
+    assert np.diag(got).sum() == 0
+
+
+def test_itemknn_stores_neighbour_lists_not_a_dense_matrix(planted):
+    data, _ = planted
+    model = create("itemknn(neighbors=3)")
+    model.fit(TrainingData(data), FitOptions())
+    state = model.state_dict()
+    assert "similarity" not in state  # no (I, I) tensor
+    assert state["similarity.values"].numel() <= 3 * data.n_items
+    again = create("itemknn(neighbors=3)")
+    again.load_state_dict(state)
+    histories = data.histories()
+    torch.testing.assert_close(again.score(histories), model.score(histories))
+
+
+def test_itemknn_loads_an_older_dense_bundle(planted):
+    data, _ = planted
+    model = create("itemknn")
+    model.fit(TrainingData(data), FitOptions())
+    dense = {"similarity": torch.from_numpy(model.similarity.toarray())}
+    old = create("itemknn")
+    old.load_state_dict(dense)
+    torch.testing.assert_close(old.score(data.histories()), model.score(data.histories()))
+
+
+def test_ease_stands_down_for_sparse_neighbours_when_the_catalog_is_too_large():
+    ease = create("ease(history_half_life=5)")
+    assert ease.size_problem(100, 2**40) is None
+    problem = ease.size_problem(1000, TINY_BUDGET)
+    assert problem is not None and "1000 items" in problem and "memory budget" in problem
+    model, notes = ease.adapted(1000, TINY_BUDGET)
+    assert model.name == "itemknn" and model.config.history_half_life == 5
+    assert notes == [f"{problem}; itemknn(history_half_life=5) stands in"]
+    assert "max_items" in create("ease(max_items=10)").size_problem(11, 2**40)
+
+
+def test_the_default_blend_replaces_its_dense_members_and_names_them():
+    blend = create("blend")
+    same, notes = blend.adapted(500, 2**40)
+    assert same is blend and notes == []
+    adapted, notes = blend.adapted(1000, TINY_BUDGET)
+    # both EASE members give way; the plain itemknn stand-in is a member already
+    assert adapted.config.members == (
+        "itemknn", "itemknn(history_half_life=5)", "content",
+        "als(factors=128, regularization=30, alpha=3)",
+    )  # fmt: skip
+    assert len(notes) == 2 and all(n.startswith("blend member ease: 1000 items") for n in notes)
+    only_dense, notes = create('blend(members=["ease"])').adapted(1000, TINY_BUDGET)
+    assert only_dense.config.members == ("itemknn",)
+
+
+def test_sampled_evaluation_ranks_a_seeded_subset_of_test_users(planted):
+    data, _ = planted
+    split = make_split(data, "user_random", 0.3, seed=0)
+    model = create("itemknn")
+    model.fit(TrainingData(split.train), FitOptions())
+    full = evaluate(model, split)
+    assert full["users"] == full["test_users"] == len(split.test_users)
+    sample = evaluate(model, split, max_users=10, seed=1)
+    assert sample["users"] == 10 and sample["test_users"] == len(split.test_users)
+    assert evaluate(model, split, max_users=10, seed=1) == sample  # same seed, same users
+    assert evaluate(model, split, max_users=10, seed=2) != sample
+
+
+class _Boom(Recommender):
+    """A model that cannot train, to show that one failed candidate does not fail a run."""
+
+    name = "boom-test"
+    config_class = type("BoomConfig", (), {"__dataclass_fields__": {}})
+
+    def fit(self, data, options):
+        raise RuntimeError("planted failure")
+
+    def score(self, histories):  # pragma: no cover - never fitted
+        raise AssertionError
+
+    def state_dict(self):  # pragma: no cover
+        return {}
+
+    def load_state_dict(self, state):  # pragma: no cover
+        pass
+
+    def params(self):
+        return {}
+
+
+@pytest.fixture
+def boom_model():
+    register(_Boom)
+    yield _Boom.name
+    MODELS.pop(_Boom.name)
+
+
+def test_a_candidate_that_fails_is_left_out_and_named(trained_lake, boom_model):
+    from recsys_core.pipeline import train
+
+    lake, settings = trained_lake
+    report = train(lake, settings.model_copy(update={"models": (boom_model, "popularity")}))
+    assert {c.model for c in report.candidates} == {"popularity", "ease"}  # ease: the champion
+    assert len(report.left_out) == 1
+    assert report.left_out[0].startswith(f"{boom_model}: did not train (RuntimeError: planted")
+    with pytest.raises(RuntimeError, match="no candidate trained"):
+        train(lake, settings.model_copy(update={"models": (boom_model,), "registered_model": "x"}))
+
+
+def test_a_requested_model_too_large_is_refused_before_any_fit(trained_lake):
+    from recsys_core.pipeline import train
+    from recsys_core.registry.tracking import Tracker
+
+    lake, settings = trained_lake
+    runs = Tracker(lake, settings.experiment, settings.registered_model)
+    before = len(runs.mlflow.search_runs(search_all_experiments=True))
+    tight = settings.model_copy(update={"models": ("popularity", "ease"), "memory_budget_gb": 1e-5})
+    with pytest.raises(InputError, match=r"ease: 40 items need .* memory budget"):
+        train(lake, tight)
+    assert len(runs.mlflow.search_runs(search_all_experiments=True)) == before
+
+
+def test_default_candidates_adapt_to_a_catalog_above_the_dense_limit(trained_lake):
+    from recsys_core.pipeline import recommend, train
+
+    lake, settings = trained_lake
+    defaults = Settings(
+        data_dir=lake.root, encoder=settings.encoder, encoder_max_length=64,
+        memory_budget_gb=1e-5, eval_users=100, k=5,
+    )  # fmt: skip
+    report = train(lake, defaults)
+    models = [c.model for c in report.candidates]
+    assert "itemknn" in models and "blend" in models and "ease" not in models
+    assert report.decision.startswith("champion recsys/1 cannot be re-measured (ease: 40")
+    # the dense EASE of the earlier champion cannot be re-measured on this budget either
+    assert any(n.startswith("ease: 40 items need") and n.endswith("itemknn stands in")
+               for n in report.left_out)  # fmt: skip
+    assert sum("blend member ease" in n for n in report.left_out) == 2
+    assert report.evaluated_users == min(report.test_users, 100)
+    recommend(lake, defaults)
+    recs = pl.read_delta(str(lake.path("recommendations")))
+    events = lake.read("events", ["user_id", "item_id"]).unique()
+    assert recs["user_id"].n_unique() == events["user_id"].n_unique()
+    assert recs.group_by("user_id").len()["len"].unique().to_list() == [5]
+    assert recs.join(events, on=["user_id", "item_id"], how="inner").is_empty()
