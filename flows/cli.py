@@ -180,6 +180,7 @@ def nightly(
     models: Models = None,
     encoder: Encoder = None,
     bot_events_per_day: BotLimit = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Run the whole pipeline: ingest, encode, train, recommend, publish."""
 
@@ -194,7 +195,7 @@ def nightly(
         return nightly_flow(source=source, options=options)
 
     summary = _guard(run)
-    typer.echo(render_summary(summary))
+    typer.echo(json.dumps(summary, indent=2, default=str) if as_json else render_summary(summary))
 
 
 @app.command()
@@ -393,7 +394,10 @@ def evaluate(
 
         settings = _options(data_dir, models=models, encoder=encoder).settings()
         lake = Lake(settings.data_dir)
-        return evaluate_models(lake, settings, protocol=protocol, progress=True).as_dict()
+        return evaluate_models(
+            lake, settings, protocol=protocol, progress=True,
+            log=lambda line: typer.echo(line, err=True),
+        ).as_dict()  # fmt: skip
 
     report = _guard(run)
     typer.echo(json.dumps(report, indent=2, default=str) if as_json else render_candidates(report))
@@ -603,6 +607,12 @@ def synth(
         str, typer.Option("--compression", help="none, gzip or zstd (csv and jsonl).")
     ] = "none",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    min_words: Annotated[
+        int, typer.Option("--min-words", min=0, help="Fewest words of an item description.")
+    ] = 10,
+    max_words: Annotated[
+        int, typer.Option("--max-words", min=0, help="Most words of an item description.")
+    ] = 300,
 ) -> None:
     """Write a synthetic log and catalog in the generic format.
 
@@ -620,7 +630,8 @@ def synth(
         try:
             config = SynthConfig(
                 users=users, items=items, events=events, clusters=clusters, days=days,
-                duplicate_fraction=duplicate_fraction, seed=seed,
+                duplicate_fraction=duplicate_fraction, seed=seed, min_words=min_words,
+                max_words=max_words,
             )  # fmt: skip
             return write_synthetic(
                 config, out, fmt=fmt.lower(), compression=compression.lower(),
@@ -701,6 +712,17 @@ def render_summary(summary: dict) -> str:
             " (Delta Lake)",
             f"  mlflow     {data_dir}/mlflow (make ui, then http://127.0.0.1:5000)",
             f"  try        .venv/bin/recsys recs {first_user} --data-dir {data_dir}",
+            *(
+                [
+                    "  stages     "
+                    + ", ".join(
+                        f"{name} {f['seconds']:.0f} s ({f['peak_rss_mb'] / 1024:.1f} GB peak)"
+                        for name, f in summary["stages"].items()
+                    )
+                ]
+                if summary.get("stages")
+                else []
+            ),
         ]
     )
 

@@ -9,6 +9,7 @@ from flows.params import RunOptions, Source
 from flows.reporting import publish_artifacts
 from flows.runners import build_task_runner
 from flows.stages import encode_step, rank_and_publish
+from recsys_core.resources import measured
 from recsys_core.settings import Settings
 from tasks import ingest_task, train_task
 
@@ -23,19 +24,25 @@ def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> di
     """
     settings = options.settings()
     refresh = {"refresh_cache": True} if options.refresh else {}
-    ingested = ingest_task(source.spec(), settings)
-    if settings.encode_deployment:
-        encoded = encode_remotely(settings, options)
-    else:
-        encoded = encode_step(settings)  # only changed items are encoded
-    trained = train_task.with_options(**refresh)(settings)
-    published = rank_and_publish(settings, refresh=options.refresh)
+    stages: dict[str, dict[str, float]] = {}  # wall seconds and peak RSS of each stage
+    with measured() as stages["ingest"]:
+        ingested = ingest_task(source.spec(), settings)
+    with measured() as stages["encode"]:
+        if settings.encode_deployment:
+            encoded = encode_remotely(settings, options)
+        else:
+            encoded = encode_step(settings)  # only changed items are encoded
+    with measured() as stages["train"]:
+        trained = train_task.with_options(**refresh)(settings)
+    with measured() as stages["recommend"]:
+        published = rank_and_publish(settings, refresh=options.refresh)
     summary = {
         "data_dir": str(settings.data_dir),
         "ingest": ingested,
         "encode": encoded,
         "train": trained,
         "publish": published,
+        "stages": stages,
     }
     publish_artifacts(summary, settings)
     return summary

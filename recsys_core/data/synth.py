@@ -75,6 +75,8 @@ class SynthConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.events < 0:
             raise ValueError("events must not be negative")
+        if not 0 <= self.min_words <= self.max_words:
+            raise ValueError("min_words must be at least 0 and at most max_words")
         if not 0.0 <= self.duplicate_fraction < 1.0:
             raise ValueError("duplicate_fraction must be in [0, 1)")
 

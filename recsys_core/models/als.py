@@ -26,6 +26,8 @@ from recsys_core.models.base import (
     register,
 )
 
+FOLD_IN_MEMORY_MB = 256  # float64 working memory of one block of users being folded in
+
 
 @dataclass(frozen=True)
 class ALSConfig:
@@ -78,20 +80,47 @@ class ALS(Recommender):
         return users.float(), inverse
 
     def factors(self, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor]:
-        users, _ = self._solve(padded_history(histories, max_len=histories.n_items))
+        users = torch.empty(len(histories), self.item_vectors.shape[1])  # (B, D)
+        for start, stop in self._blocks(histories.lengths()):
+            part = histories.slice(start, stop)
+            users[start:stop] = self._solve(padded_history(part, max_len=part.n_items))[0]
         return users, self.item_vectors  # (B, D), (I, D)
+
+    def _blocks(self, lengths: np.ndarray) -> list[tuple[int, int]]:
+        """Row ranges whose padded histories and (D, D) systems fit FOLD_IN_MEMORY_MB.
+
+        A fold-in holds (B, L, D) history vectors and (B, D, D) systems in float64, L the
+        longest history in the block; unbounded, a few long histories among many users
+        would need gigabytes.
+        """
+        d = self.item_vectors.shape[1]
+        budget = FOLD_IN_MEMORY_MB << 20
+        blocks, start, longest = [], 0, 0
+        for row, length in enumerate(lengths.tolist()):
+            widest = max(longest, length, 1)
+            if row > start and (row - start + 1) * 8 * d * (widest + 3 * d) > budget:
+                blocks.append((start, row))
+                start, widest = row, max(length, 1)
+            longest = widest
+        if len(lengths):
+            blocks.append((start, len(lengths)))
+        return blocks
 
     def score(self, histories: UserHistories) -> torch.Tensor:
         users, items = self.factors(histories)
         return users @ items.T  # (B, I)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        _, inverse = self._solve(history)  # (B, D, D)
+        out = torch.empty(history.shape[0], history.shape[1], candidates.shape[1])
+        lengths = np.full(history.shape[0], history.shape[1])
         y = self.item_vectors.double()
-        yh = y[history.clamp_min(0)]  # (B, L, D)
-        yc = y[candidates.clamp_min(0)]  # (B, K, D)
-        # score(c) = sum_h alpha * y_c^T A^-1 y_h: each term is that history item's share
-        return (self.config.alpha * yh @ inverse @ yc.transpose(1, 2)).float()  # (B, L, K)
+        for start, stop in self._blocks(lengths):
+            _, inverse = self._solve(history[start:stop])  # (b, D, D)
+            yh = y[history[start:stop].clamp_min(0)]  # (b, L, D)
+            yc = y[candidates[start:stop].clamp_min(0)]  # (b, K, D)
+            # score(c) = sum_h alpha * y_c^T A^-1 y_h: each term is that history item's share
+            out[start:stop] = self.config.alpha * yh @ inverse @ yc.transpose(1, 2)
+        return out  # (B, L, K)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"item_vectors": self.item_vectors}

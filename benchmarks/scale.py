@@ -1,0 +1,145 @@
+"""The default nightly at real scale: generated logs in ML-25M's shape, one size after another.
+
+For each size (events), a log with about 6.5 users and 2.5 items per 1,000 events (ML-25M:
+25M events, 162k users, 62k items), power-law item popularity and heavy-tailed user activity
+is generated, then `recsys nightly` runs with its defaults into a fresh data directory. Item
+texts are short (a title, a category and up to 12 words), like ML-25M's titles, genres and
+tags; long-text encoding speed is measured by `benchmarks/encode.py`.
+
+Prints one JSON line: per size and stage (ingest, encode, train, recommend) the wall seconds
+and peak RSS (each stage's own peak, from the nightly's summary); `growth_exponent`, the slope
+of log(total seconds without encode) on log(events) over the sizes run; `peak_rss_gb`, the
+largest stage peak; and `completed` (1 when every size published k recommendations for every
+user). Goals on a 2-core, 24 GB machine: every size completes, growth_exponent <= 1.15,
+peak RSS <= 12 GB at 25M, the 25M nightly without encode under 45 minutes.
+
+    python benchmarks/scale.py                         # 1M, 5M and 25M events (over an hour)
+    python benchmarks/scale.py --sizes 1000000         # one size, a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+USERS_PER_EVENT = 6.5e-3  # ML-25M: 162,541 users for 25,000,095 ratings
+ITEMS_PER_EVENT = 2.5e-3  # ML-25M: 62,423 movies
+STAGES = ("ingest", "encode", "train", "recommend")
+
+
+def run_size(events: int, work: Path, k: int) -> dict:
+    from recsys_core.data.synth import SynthConfig, write_synthetic
+
+    users, items = round(events * USERS_PER_EVENT), round(events * ITEMS_PER_EVENT)
+    source, data_dir = work / f"source-{events}", work / f"lake-{events}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    if not (source / "events.csv").exists():
+        config = SynthConfig(
+            users=users, items=items, events=events, clusters=20, min_words=0, max_words=12,
+            days=365, seed=0,
+        )  # fmt: skip
+        write_synthetic(config, source)
+    log(f"{events} events, {users} users, {items} items: nightly into {data_dir}")
+    command = [
+        str(ROOT / ".venv" / "bin" / "recsys"), "nightly", "--data-dir", str(data_dir),
+        "--events", str(source / "events.csv"), "--items", str(source / "items.csv"),
+        "--k", str(k), "--json",
+    ]  # fmt: skip
+    start = time.perf_counter()
+    with (work / f"nightly-{events}.log").open("w") as err:
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
+        out, _ = child.communicate()
+    wall = time.perf_counter() - start
+    if child.returncode != 0:
+        log(f"nightly exited {child.returncode}; see {work / f'nightly-{events}.log'}")
+        return {"events": events, "users": users, "items": items, "completed": 0,
+                "exit_code": child.returncode, "wall_seconds": round(wall, 1)}  # fmt: skip
+    summary = json.loads(out)
+    stages = {
+        name: {
+            "seconds": summary["stages"][name]["seconds"],
+            "peak_rss_gb": round(summary["stages"][name]["peak_rss_mb"] / 1024, 2),
+        }
+        for name in STAGES
+    }
+    recs = pl.scan_delta(str(data_dir / "recommendations"))
+    per_user = recs.group_by("user_id").len().collect()
+    stored_users = pl.scan_delta(str(data_dir / "events")).select("user_id").unique().collect()
+    completed = int(per_user.height == stored_users.height and bool((per_user["len"] == k).all()))
+    train = summary["train"]
+    result = {
+        "events": events, "users": summary["ingest"]["users_total"],
+        "items": summary["ingest"]["items_total"], "stages": stages,
+        "seconds_without_encode": round(
+            sum(s["seconds"] for n, s in stages.items() if n != "encode"), 1
+        ),
+        "wall_seconds": round(wall, 1), "completed": completed,
+        "champion": train["champion_model"],
+        "candidates": {c["model"]: round(c["metrics"]["ndcg@10"], 4) for c in train["candidates"]},
+        "evaluated_users": train.get("evaluated_users"), "left_out": train.get("left_out", []),
+    }  # fmt: skip
+    log(json.dumps(result))
+    return result
+
+
+def growth_exponent(results: list[dict]) -> float | None:
+    """Slope of log(seconds without encode) on log(events) over the completed sizes."""
+    done = [r for r in results if r.get("completed")]
+    if len(done) < 2:
+        return None
+    x = np.log([r["events"] for r in done])
+    y = np.log([r["seconds_without_encode"] for r in done])
+    return round(float(np.polyfit(x, y, 1)[0]), 3)
+
+
+def log(line: str) -> None:
+    print(f"[scale {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default="1000000,5000000,25000000", help="comma-separated event counts"
+    )
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep sources and lakes here")
+    parser.add_argument("--k", type=int, default=20)
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="recsys-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = [run_size(events, work, args.k) for events in sizes]
+    peaks = [s["peak_rss_gb"] for r in results for s in r.get("stages", {}).values()]
+    largest = max(results, key=lambda r: r["events"])
+    figures = {
+        "benchmark": "scale",
+        "sizes": results,
+        "growth_exponent": growth_exponent(results),
+        "peak_rss_gb": max(peaks) if peaks else None,
+        "completed": int(all(r["completed"] for r in results)),
+        "largest_events": largest["events"],
+        "largest_minutes_without_encode": (
+            round(largest["seconds_without_encode"] / 60, 1) if largest.get("completed") else None
+        ),
+        "cpus": os.cpu_count(),
+    }
+    if args.work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(figures))
+    if not math.isfinite(figures["peak_rss_gb"] or 0.0):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

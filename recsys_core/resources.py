@@ -1,0 +1,46 @@
+"""Wall time and peak memory of a stage, for reports and the scale benchmark."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory in MB since start or the last `reset_peak_rss`."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak from the current resident memory (Linux); False where unsupported,
+    and `peak_rss_mb` then keeps counting from the start of the process."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def measured() -> Iterator[dict[str, float]]:
+    """Fills the yielded dict with `seconds` and `peak_rss_mb` of the block when it ends."""
+    figures: dict[str, float] = {}
+    reset_peak_rss()
+    start = time.perf_counter()
+    try:
+        yield figures
+    finally:
+        figures["seconds"] = round(time.perf_counter() - start, 2)
+        figures["peak_rss_mb"] = round(peak_rss_mb(), 1)
