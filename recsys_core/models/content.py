@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from recsys_core.data.interactions import UserHistories
@@ -23,7 +24,6 @@ from recsys_core.models.base import (
     FitOptions,
     Recommender,
     TrainingData,
-    history_rows,
     recency_weights,
     register,
 )
@@ -70,11 +70,9 @@ class Content(Recommender):
 
     def _profiles(self, histories: UserHistories) -> torch.Tensor:
         """[normalized recency-weighted mean of history text vectors, 1]. Returns (B, D + 1)."""
-        weights = torch.from_numpy(recency_weights(histories, self.config.half_life))
-        profile = torch.zeros(len(histories), self.embeddings.shape[1])  # (B, D)
-        profile.index_add_(
-            0, history_rows(histories), self.embeddings[histories.items] * weights.unsqueeze(1)
-        )
+        rows = histories.csr(recency_weights(histories, self.config.half_life))  # (B, I)
+        # a sparse product: no (history entries, D) copy of the text vectors
+        profile = torch.from_numpy(np.asarray(rows @ self.embeddings.numpy()))  # (B, D)
         profile = torch.nn.functional.normalize(profile, dim=-1)
         return torch.cat([profile, torch.ones(len(histories), 1)], dim=1)
 
