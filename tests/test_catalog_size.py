@@ -192,3 +192,38 @@ def test_default_candidates_adapt_to_a_catalog_above_the_dense_limit(trained_lak
     assert recs["user_id"].n_unique() == events["user_id"].n_unique()
     assert recs.group_by("user_id").len()["len"].unique().to_list() == [5]
     assert recs.join(events, on=["user_id", "item_id"], how="inner").is_empty()
+
+
+def test_als_folds_users_in_by_blocks_with_the_same_result(planted, monkeypatch):
+    import recsys_core.models.als as als
+    from recsys_core.models.base import padded_history
+
+    data, _ = planted
+    model = create("als(factors=8, iterations=3)")
+    model.fit(TrainingData(data), FitOptions())
+    histories = data.histories()
+    whole = model._solve(padded_history(histories, max_len=data.n_items))[0]
+    monkeypatch.setattr(als, "FOLD_IN_MEMORY_MB", 0)  # one user per block
+    assert len(model._blocks(histories.lengths())) == len(histories)
+    users, _ = model.factors(histories)
+    torch.testing.assert_close(users, whole)
+    history = padded_history(histories, max_len=6)
+    candidates = torch.zeros(len(histories), 3, dtype=torch.int64)
+    blocked = model.pair_weights(history, candidates)
+    monkeypatch.setattr(als, "FOLD_IN_MEMORY_MB", 1 << 10)
+    torch.testing.assert_close(blocked, model.pair_weights(history, candidates))
+
+
+def test_a_stage_measures_its_own_peak_memory():
+    from recsys_core.resources import measured, peak_rss_mb
+
+    ballast = np.ones(64 << 17)  # 64 MiB, touched
+    del ballast
+    before = peak_rss_mb()
+    with measured() as figures:
+        pass
+    assert figures["seconds"] >= 0
+    assert figures["peak_rss_mb"] < before - 32  # the earlier ballast does not count
+    with measured() as figures:
+        ballast = np.ones(64 << 17)
+    assert figures["peak_rss_mb"] >= 64 + 1 and ballast.sum() > 0
