@@ -227,3 +227,17 @@ def test_a_stage_measures_its_own_peak_memory():
     with measured() as figures:
         ballast = np.ones(64 << 17)
     assert figures["peak_rss_mb"] >= 64 + 1 and ballast.sum() > 0
+
+
+def test_blend_members_that_fit_the_same_state_are_fitted_once(planted, monkeypatch):
+    from recsys_core.models.itemknn import ItemKNN
+
+    data, _ = planted
+    fits = []
+    original = ItemKNN.fit
+    monkeypatch.setattr(ItemKNN, "fit", lambda self, *a: fits.append(1) or original(self, *a))
+    blend = create('blend(members=["itemknn", "itemknn(history_half_life=5)"], grid=[0, 1])')
+    blend.fit(TrainingData(data), FitOptions())
+    assert len(fits) == 2  # once for tuning, once for the refit (not once per member)
+    assert create("itemknn").fit_key() == create("itemknn(history_half_life=5)").fit_key()
+    assert create("itemknn").fit_key() != create("itemknn(neighbors=5)").fit_key()

@@ -77,6 +77,8 @@ class Recommender(ABC):
     config_class: ClassVar[type]
     uses_text: ClassVar[bool] = False  # needs item embeddings; can rank items with no events
     description: ClassVar[str] = ""
+    # parameters that change how a fitted model scores, not what it fits (see `fit_key`)
+    scoring_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.config_class()
@@ -149,6 +151,12 @@ class Recommender(ABC):
 
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+    def fit_key(self) -> str:
+        """Equal for two models whose fits give the same state on the same data, so one can
+        take the other's fitted state instead of fitting again (the blend does)."""
+        fitted = {k: v for k, v in self.params().items() if k not in self.scoring_params}
+        return format_spec(self.name, fitted)
 
     def __repr__(self) -> str:
         return f"{self.name}({self.params()})"

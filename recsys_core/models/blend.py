@@ -125,17 +125,19 @@ class Blend(Recommender):
             histories = split.train.histories(users)
             held_out = TrainingData(split.train, data.item_embeddings)
             scores = []
-            for spec in self.config.members:
-                member = create(spec)
-                member.fit(held_out, options)
+            for member in _fit_shared(
+                [create(spec) for spec in self.config.members], held_out, options
+            ):
                 scores.append(standardize(member.score(histories), histories))
             relevant = _relevance(split.test, users, data.n_items)
             self.weights, epochs = _tune(
                 torch.stack(scores), histories, relevant, self.config.grid, self.config.rounds
             )
-        for member, weight in zip(self.members, self.weights.tolist(), strict=True):
-            if weight > 0:
-                member.fit(data, options)
+        _fit_shared(
+            [m for m, w in zip(self.members, self.weights.tolist(), strict=True) if w > 0],
+            data,
+            options,
+        )
         self.n_items = data.n_items
         return epochs
 
@@ -177,6 +179,22 @@ class Blend(Recommender):
         params["members"] = list(self.config.members)
         params["grid"] = list(self.config.grid)
         return params
+
+
+def _fit_shared(
+    members: list[Recommender], data: TrainingData, options: FitOptions
+) -> list[Recommender]:
+    """Fit each member; one whose fit equals an earlier member's (same `fit_key`, e.g.
+    itemknn with and without `history_half_life`) takes that member's state instead."""
+    fitted: dict[str, Recommender] = {}
+    for member in members:
+        key = member.fit_key()
+        if key in fitted:
+            member.load_state_dict(fitted[key].state_dict())
+        else:
+            member.fit(data, options)
+            fitted[key] = member
+    return members
 
 
 def standardize(scores: torch.Tensor, histories: UserHistories) -> torch.Tensor:

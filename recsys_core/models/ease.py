@@ -60,6 +60,7 @@ class EASE(Recommender):
     name = "ease"
     config_class = EASEConfig
     description = "Item-item linear autoencoder, closed form; strong on dense catalogs."
+    scoring_params = ("history_half_life",)
 
     def __init__(self, config: EASEConfig | None = None):
         super().__init__(config)

@@ -49,6 +49,7 @@ class ItemKNN(Recommender):
     name = "itemknn"
     config_class = ItemKNNConfig
     description = "Item-item cosine neighbours, sparse; simple, explainable, any catalog size."
+    scoring_params = ("history_half_life",)
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         x = data.interactions.matrix()
