@@ -1,22 +1,25 @@
 """`recsys`: run the nightly pipeline or one stage, and read recommendations.
 
 Exit codes: 0 ok; 2 bad input or usage (one line naming the file, row or column, and why);
-1 internal failure. A failed run publishes nothing.
+1 internal failure; 130 stopped by SIGINT (Ctrl-C) or SIGTERM. A failed or stopped run
+publishes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from recsys_core.cancel import Stopped, install_signal_handlers
 from recsys_core.errors import InputError
 
 app = typer.Typer(
@@ -114,10 +117,37 @@ def _source(movielens, events, items) -> Any:
     return source
 
 
+STOPPED_EXIT_CODE = 130  # what shells report for a process ended by Ctrl-C
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """Set an environment variable for the block (unless `value` is None), then restore it."""
+    if value is None:
+        yield
+        return
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _stopped(exc: Stopped) -> typer.Exit:
+    typer.echo(f"stopped: {exc.reason}; nothing was committed", err=True)
+    return typer.Exit(STOPPED_EXIT_CODE)
+
+
 def _guard(action: Callable[[], Any]) -> Any:
     """Run `action`, mapping failures onto the exit-code contract."""
     try:
         return action()
+    except Stopped as exc:
+        raise _stopped(exc) from None
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -237,10 +267,28 @@ def encode(
         int | None,
         typer.Option("--shards", min=1, max=4096, help="Split the work into N encode tasks (1)."),
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            "--precision",
+            help="auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16, fp16, or int8 (CPU: faster, "
+            "vectors within a cosine of ~0.99 of fp32, kept under their own encoder id). "
+            "Env RECSYS_ENCODER_PRECISION.",
+        ),
+    ] = None,
 ) -> None:
-    """Embed items whose text (or the encoder) changed since the last run."""
+    """Embed items whose text (or the encoder) changed since the last run.
+
+    A run that is stopped (Ctrl-C, SIGTERM) or killed keeps the rows it staged; the next
+    run with the same encoder takes them over and encodes only the rest.
+    """
 
     def run() -> dict:
+        if precision is not None:
+            from recsys_core.encoders.item_text_encoder import PRECISIONS
+
+            if precision not in PRECISIONS:  # usage errors before anything starts
+                raise InputError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         _prepare(data_dir)
         from flows.params import RunOptions
         from flows.stages import encode_flow
@@ -251,7 +299,9 @@ def encode(
             **_options(data_dir, encoder=encoder).model_dump(exclude_none=True),
             **{k: v for k, v in extra.items() if v is not None},
         )
-        return encode_flow(options=options)
+        # RunOptions has no precision field; Settings reads it from the environment
+        with _environment("RECSYS_ENCODER_PRECISION", precision):
+            return encode_flow(options=options)
 
     typer.echo(json.dumps(_guard(run), indent=2, default=str))
 
@@ -728,7 +778,14 @@ def render_summary(summary: dict) -> str:
 
 
 def main() -> None:
-    app()
+    """Entry point of `recsys`: Ctrl-C and SIGTERM stop the run at the next check of every
+    thread and exit with code 130 (a second one kills at once)."""
+    install_signal_handlers()
+    try:
+        app()
+    except Stopped as exc:  # stopped outside a command's guard (while starting or printing)
+        typer.echo(f"stopped: {exc.reason}; nothing was committed", err=True)
+        sys.exit(STOPPED_EXIT_CODE)
 
 
 if __name__ == "__main__":  # pragma: no cover

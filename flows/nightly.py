@@ -9,6 +9,7 @@ from flows.params import RunOptions, Source
 from flows.reporting import publish_artifacts
 from flows.runners import build_task_runner
 from flows.stages import encode_step, rank_and_publish
+from recsys_core.cancel import stop_on_signals
 from recsys_core.resources import measured
 from recsys_core.settings import Settings
 from tasks import ingest_task, train_task
@@ -20,8 +21,14 @@ def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> di
 
     Work whose inputs did not change since it last succeeded is not done again (training
     comes from the cache, recommendations already published stay), so running a failed
-    night again resumes where it stopped.
+    night again resumes where it stopped. SIGINT, SIGTERM and a cancel from the Prefect UI
+    stop every stage's threads at their next check (`stop_on_signals`).
     """
+    with stop_on_signals():
+        return _nightly(source, options)
+
+
+def _nightly(source: Source, options: RunOptions) -> dict:
     settings = options.settings()
     refresh = {"refresh_cache": True} if options.refresh else {}
     stages: dict[str, dict[str, float]] = {}  # wall seconds and peak RSS of each stage

@@ -2,6 +2,9 @@
 
 A person who runs one stage wants it run: these flows bypass the stage caches that let the
 nightly flow skip unchanged work.
+
+Every flow body runs inside `stop_on_signals()`: a deployment's flow-run process, which a
+cancel from the Prefect UI sends SIGTERM, then stops its task threads within a batch.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from prefect import flow, get_run_logger, unmapped
 
 from flows.params import FinetuneOptions, RunOptions, Source
 from flows.runners import build_task_runner, gpu_resources
+from recsys_core.cancel import stop_on_signals
 from recsys_core.settings import Settings
 from tasks import (
     commit_encode_task,
@@ -26,7 +30,8 @@ from tasks.stages import plan_recommend_task, publish_task, rank_shard_task
 @flow(name="ingest")
 def ingest_flow(source: Source = Source(), options: RunOptions = RunOptions()) -> dict:
     """Validate and store new events and catalog rows."""
-    return ingest_task(source.spec(), options.settings())
+    with stop_on_signals():
+        return ingest_task(source.spec(), options.settings())
 
 
 def encode_step(settings: Settings) -> dict:
@@ -46,13 +51,15 @@ def encode_step(settings: Settings) -> dict:
 @flow(name="encode", task_runner=build_task_runner())
 def encode_flow(options: RunOptions = RunOptions()) -> dict:
     """Embed items whose text or encoder changed, in `encode_shards` shards."""
-    return encode_step(options.settings())
+    with stop_on_signals():
+        return encode_step(options.settings())
 
 
 @flow(name="train")
 def train_flow(options: RunOptions = RunOptions()) -> dict:
     """Train, evaluate, track and register candidates; move `champion` if one wins."""
-    return train_task.with_options(refresh_cache=True)(options.settings())
+    with stop_on_signals():
+        return train_task.with_options(refresh_cache=True)(options.settings())
 
 
 @flow(name="recommend", task_runner=build_task_runner())
@@ -62,7 +69,8 @@ def recommend_flow(options: RunOptions = RunOptions()) -> dict:
     The users are ranked in shards mapped over the flow's task runner (threads by default,
     Dask workers with RECSYS_TASK_RUNNER=dask), then committed together in one commit.
     """
-    return rank_and_publish(options.settings(), refresh=True)
+    with stop_on_signals():
+        return rank_and_publish(options.settings(), refresh=True)
 
 
 def rank_and_publish(settings: Settings, *, refresh: bool) -> dict:
@@ -89,6 +97,8 @@ def finetune_encoder_flow(
 ) -> dict:
     """Fine-tune the item text encoder on co-occurring items; register it as an encoder
     version (`models:/recsys-encoder/N`) that encode and nightly can use."""
-    return finetune_encoder_task(
-        options.settings(), finetune.config(), finetune.split, finetune.evaluate, finetune.output
-    )
+    with stop_on_signals():
+        return finetune_encoder_task(
+            options.settings(), finetune.config(), finetune.split, finetune.evaluate,
+            finetune.output,
+        )  # fmt: skip

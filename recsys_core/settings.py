@@ -34,7 +34,10 @@ class Settings(BaseSettings):
         "per batch on CPU and 1,024 on CUDA.",
     )
     encoder_precision: str = Field(
-        "auto", description="auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, bf16 or fp16."
+        "auto",
+        description="auto (bf16 autocast on CUDA, fp32 elsewhere), fp32, bf16, fp16, or int8 "
+        "(CPU only: dynamic int8 quantization, vectors within a cosine of ~0.99 of fp32 and "
+        "stored under their own encoder id ending in :int8). Checked when the encoder loads.",
     )
     encode_shards: int = Field(
         1, ge=1, le=4096, description="Shards the items to encode are split into (one task each)."

@@ -75,8 +75,10 @@ def ingest_task(source: SourceSpec, settings: Settings) -> dict:
 def plan_encode_task(settings: Settings) -> EncodePlan:
     plan = pipeline.plan_encode(Lake(settings.data_dir), settings)
     get_run_logger().info(
-        "%d of %d items to encode with %s in %d shard(s)",
-        plan.items_total - plan.reused, plan.items_total, plan.encoder, len(plan.shards),
+        "%d of %d items to encode with %s in %d shard(s); %d more staged by an earlier run "
+        "that did not commit",
+        plan.items_total - plan.reused - plan.resumed, plan.items_total, plan.encoder,
+        len(plan.shards), plan.resumed,
     )  # fmt: skip
     return plan
 
@@ -101,8 +103,9 @@ def encode_shard_task(shard: EncodeShard, settings: Settings) -> EncodeShardResu
 def commit_encode_task(plan: EncodePlan, results: list[EncodeShardResult]) -> dict:
     report = pipeline.commit_encode(plan, results, run_id=_run_id())
     get_run_logger().info(
-        "encoded %d items with %s (%d reused, %d truncated) at %.1f items/s per shard",
-        report.encoded, report.encoder, report.reused, report.truncated,
+        "encoded %d items with %s (%d reused, %d from an earlier run, %d truncated) at %.1f "
+        "items/s per shard",
+        report.encoded, report.encoder, report.reused, report.resumed, report.truncated,
         report.items_per_second,
     )  # fmt: skip
     return report.as_dict()

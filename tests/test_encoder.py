@@ -242,3 +242,64 @@ def test_unknown_precision_and_pooling_are_input_errors(tiny_encoder_dir):
         ItemTextEncoder(tiny_encoder_dir, device="cpu", precision="fp8")
     with pytest.raises(InputError, match="pooling 'max'"):
         ItemTextEncoder(tiny_encoder_dir, device="cpu", pooling="max")
+
+
+def test_int8_keeps_close_vectors_under_an_id_of_its_own(tiny, tiny_encoder_dir):
+    int8 = ItemTextEncoder(tiny_encoder_dir, max_length=32, batch_size=2, precision="int8")
+    assert int8.encoder_id == f"{tiny.encoder_id}:int8"
+    for other in ("auto", "fp32", "bf16", "fp16"):  # the ids vectors are stored under today
+        assert encoder_identity(tiny_encoder_dir, max_length=32, precision=other) == tiny.encoder_id
+    assert encoder_identity(tiny_encoder_dir, max_length=32, precision="int8") == int8.encoder_id
+    exact, close = tiny.encode(TEXTS).embeddings, int8.encode(TEXTS).embeddings
+    cosine = (exact * close).sum(1)
+    assert cosine[[0, 1, 4]].min() > 0.98 and (close[[2, 3]] == 0).all()
+    assert not np.array_equal(exact, close)  # it really ran the quantized copy
+    np.testing.assert_allclose(np.linalg.norm(close[[0, 1, 4]], axis=1), 1.0, rtol=1e-5)
+
+
+def test_int8_quantizes_a_copy_and_leaves_the_model_trainable(tiny_encoder_dir):
+    from recsys_core.encoders.item_text_encoder import Int8Linear
+
+    int8 = ItemTextEncoder(tiny_encoder_dir, max_length=32, precision="int8")
+    quantized = [m for m in int8.inference_model.modules() if isinstance(m, Int8Linear)]
+    kept = [
+        m for m in int8.inference_model.modules()
+        if isinstance(m, torch.nn.Linear) and m.in_features > m.out_features
+    ]  # fmt: skip
+    assert quantized and kept  # the narrowing feed-forward outputs stay float32
+    assert not any(isinstance(m, Int8Linear) for m in int8.model.modules())
+    ids, mask = int8.pad(int8.tokenize(["Title: Alien. Categories: Horror."])[0])
+    int8.embed(ids, mask).sum().backward()  # what fine-tuning does, on float32 weights
+    assert int8.model.embeddings.word_embeddings.weight.grad is not None
+
+
+def test_int8_on_a_gpu_is_an_input_error(tiny_encoder_dir, monkeypatch):
+    import recsys_core.encoders.item_text_encoder as module
+
+    monkeypatch.setattr(module, "resolve_device", lambda _: torch.device("cuda"))
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)
+    with pytest.raises(InputError, match="int8 runs on the CPU only"):
+        ItemTextEncoder(tiny_encoder_dir, device="cuda", precision="int8")
+
+
+def test_a_stop_request_ends_encoding_between_batches(tiny_encoder_dir, monkeypatch):
+    from recsys_core import cancel
+
+    encoder = ItemTextEncoder(tiny_encoder_dir, max_length=32, batch_size=1, device="cpu")
+    real, calls = encoder.forward, []
+
+    def forward(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            cancel.request_stop("test stop")
+        return real(*args)
+
+    monkeypatch.setattr(encoder, "forward", forward)
+    try:
+        got = []
+        with pytest.raises(cancel.Stopped, match="test stop"):
+            for batch in encoder.encode_batches([f"text number {i}" for i in range(6)]):
+                got.append(batch)
+    finally:
+        cancel.clear_stop()
+    assert len(calls) == 2 and len(got) == 2  # the batch under way finished, no new one began

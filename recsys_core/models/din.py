@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
 from recsys_core.device import resolve_device
 from recsys_core.models.base import (
@@ -120,6 +121,7 @@ class DIN(NetworkRecommender):
                 order = rng.permutation(len(example_user))
                 total, steps = 0.0, 0
                 for start in range(0, len(order), cfg.batch_size):
+                    raise_if_stopped()  # stop within a batch on Ctrl-C, SIGTERM or a cancel
                     batch = order[start : start + cfg.batch_size]
                     users, pos = example_user[batch], example_pos[batch]
                     columns = pos[:, None] + offsets[None, :]  # (B, L) positions before the target

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
 from recsys_core.device import resolve_device
 from recsys_core.errors import InputError
@@ -72,6 +73,7 @@ class MF(Recommender):
                 order = torch.randperm(len(users), generator=generator, device=device)
                 total, steps = 0.0, 0
                 for start in range(0, len(order), cfg.batch_size):
+                    raise_if_stopped()  # stop within a batch on Ctrl-C, SIGTERM or a cancel
                     batch = order[start : start + cfg.batch_size]
                     u = user_vectors(users[batch])  # (B, D)
                     pos = items[batch]  # (B,)

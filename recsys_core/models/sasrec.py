@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
 from recsys_core.device import resolve_device
 from recsys_core.models.base import (
@@ -194,6 +195,7 @@ class SASRec(NetworkRecommender):
                 order = rng.permutation(len(batch_source))
                 total, steps = 0.0, 0
                 for start in range(0, len(order), cfg.batch_size):
+                    raise_if_stopped()  # stop within a batch on Ctrl-C, SIGTERM or a cancel
                     batch = torch.from_numpy(batch_source[order[start : start + cfg.batch_size]])
                     batch = batch.to(device)
                     loss = self._loss(net, batch[:, :-1], batch[:, 1:])

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Recommender, padded_history
 
@@ -140,6 +141,7 @@ def top_k(
     bar = tqdm(total=n_users, unit="users", desc="rank", disable=not progress)
     with bar, torch.inference_mode():
         for start in range(0, n_users, step):
+            raise_if_stopped()  # Ctrl-C/SIGTERM reach worker threads only through the flag
             stop = min(start + step, n_users)
             chunk = histories.slice(start, stop)
             ranked = scorer.score(chunk, start)  # (B, P), ours to modify
