@@ -63,6 +63,15 @@ class RunOptions(BaseModel):
     encode_shards: int | None = Field(
         None, ge=1, le=4096, description="Shards the items to encode are split into (1)."
     )
+    encoder_precision: str | None = Field(
+        None, description="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16 or int8 (CPU)."
+    )
+    memory_budget_gb: float | None = Field(
+        None, gt=0, description="Memory a model may use while training (60% of the machine's)."
+    )
+    eval_users: int | None = Field(
+        None, ge=100, description="Validation users ranked per candidate, at most (20,000)."
+    )
 
     def settings(self) -> Settings:
         given = {k: v for k, v in self.model_dump(exclude={"refresh"}).items() if v is not None}

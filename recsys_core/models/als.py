@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import (
     EpochMetrics,
@@ -52,6 +53,7 @@ class ALS(Recommender):
 
         def record(iteration: int, seconds: float, loss: float | None) -> None:
             epochs.append({"loss": float(loss) if loss is not None else float("nan")})
+            raise_if_stopped()  # between iterations: implicit calls back once per pass
 
         # implicit runs its own threads; a threaded BLAS underneath only fights them
         with threadpool_limits(1, "blas"):
@@ -82,6 +84,7 @@ class ALS(Recommender):
     def factors(self, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor]:
         users = torch.empty(len(histories), self.item_vectors.shape[1])  # (B, D)
         for start, stop in self._blocks(histories.lengths()):
+            raise_if_stopped()
             part = histories.slice(start, stop)
             users[start:stop] = self._solve(padded_history(part, max_len=part.n_items))[0]
         return users, self.item_vectors  # (B, D), (I, D)

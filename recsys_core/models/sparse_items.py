@@ -15,6 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recsys_core.cancel import raise_if_stopped
+
 
 def co_occurrence_topn(
     x: sp.csr_matrix,
@@ -43,6 +45,7 @@ def co_occurrence_topn(
     step = max(1, (memory_mb << 20) // (4 * max(n_items, 1)))
     rows, cols, vals = [], [], []
     for start in range(0, n_items, step):
+        raise_if_stopped()  # a block takes seconds on a large catalog
         block = np.arange(start, min(start + step, n_items))
         counts = torch.from_numpy((by_item[:, block].T @ x).toarray())  # (b, I)
         sim = similarity(counts, block)

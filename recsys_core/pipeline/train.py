@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 import torch
 
+from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import Interactions
 from recsys_core.data.splits import DEFAULT_FRACTIONS, Split, check_protocol, make_split
 from recsys_core.errors import InputError
@@ -313,6 +314,7 @@ def _fit_candidates(
 ) -> None:
     """Fit and evaluate each candidate into `report`; one that fails is left out, noted."""
     for name, params in candidates:
+        raise_if_stopped()  # `Stopped` is no Exception: it is never taken for a failed fit
         label = _label({"model": name, "params": params})
         say(f"fitting {label}")
         try:

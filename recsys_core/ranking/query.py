@@ -120,10 +120,12 @@ def load_query_encoder(metadata: dict, *, device: str = "auto") -> ItemTextEncod
             "this model carries no item embeddings, so it cannot rank by a query "
             "(run `recsys encode`, then `recsys train`)"
         )
+    int8 = str(metadata["encoder"]).endswith(":int8")  # items embedded by the int8 copy
     encoder = ItemTextEncoder(
         metadata.get("encoder_source"),
         max_length=int(metadata.get("encoder_max_length", 256)),
-        device=device,
+        device="cpu" if int8 else device,
+        precision="int8" if int8 else "auto",
     )
     if encoder.encoder_id != metadata["encoder"]:
         raise InputError(
