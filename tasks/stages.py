@@ -26,6 +26,7 @@ from recsys_core.ranking import Shard
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 from tasks.cache import stage_key
+from tasks.cluster import dask_chunk_map
 
 
 def _retry_on_io(task, task_run, state) -> bool:
@@ -116,7 +117,7 @@ def train_task(settings: Settings) -> dict:
     logger = get_run_logger()
     report = pipeline.train(
         Lake(settings.data_dir), settings, run_id=_run_id(), progress=sys.stderr.isatty(),
-        log=logger.info,
+        log=logger.info, map_chunks=dask_chunk_map() if settings.task_runner == "dask" else None,
     )  # fmt: skip
     logger.info("champion %s: %s", report.champion, report.decision)
     return report.as_dict()

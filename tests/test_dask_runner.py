@@ -84,3 +84,40 @@ def test_dask_runner_gives_the_same_embeddings_and_recommendations(
     assert recs["thread"].height == 60 * 5
     assert recs["thread"].select(columns).equals(recs["dask"].select(columns))
     np.testing.assert_allclose(recs["thread"]["score"], recs["dask"]["score"], rtol=1e-5)
+
+
+def _evaluate_on_the_cluster(model, split):
+    """Run inside a Dask task: the chunks go out from a worker (through `worker_client`)."""
+    from recsys_core.evaluation import evaluate
+    from tasks.cluster import dask_chunk_map
+
+    return evaluate(model, split, map_chunks=dask_chunk_map(), chunk_users=5)
+
+
+def test_evaluation_chunks_on_dask_give_the_same_metrics(planted):
+    from distributed import Client
+
+    from recsys_core.data.splits import make_split
+    from recsys_core.evaluation import evaluate
+    from recsys_core.models import FitOptions, TrainingData, create
+    from tasks.cluster import dask_chunk_map
+
+    data, _ = planted
+    split = make_split(data, "user_random", 0.3, seed=0)
+    model = create("itemknn")
+    model.fit(TrainingData(split.train), FitOptions())
+    here = evaluate(model, split)
+    assert dask_chunk_map() is None  # no cluster: evaluation ranks in this process
+    calls = []
+    with Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None) as c:
+        mapper = dask_chunk_map()
+
+        def counting(fn, chunks, **shared):
+            calls.append(len(chunks))
+            return mapper(fn, chunks, **shared)
+
+        from_client = evaluate(model, split, map_chunks=counting, chunk_users=5)
+        from_worker = c.submit(_evaluate_on_the_cluster, model, split).result()
+    assert calls == [-(-len(split.test_users) // 5)]  # every chunk went to the cluster
+    assert from_client == here
+    assert from_worker == here

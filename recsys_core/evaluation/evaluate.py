@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recsys_core.data.interactions import UserHistories
 from recsys_core.data.splits import Split
 from recsys_core.evaluation.metrics import list_metrics, ranking_metrics
 from recsys_core.models.base import Recommender
 from recsys_core.ranking import top_k
+
+# map_chunks(fn, chunks, **shared) -> [fn(chunk, **shared) for chunk in chunks], in order:
+# how the chunks of test users are ranked (here, or on a cluster's workers)
+ChunkMap = Callable[..., Sequence[np.ndarray]]
+
+
+def rank_chunk(
+    histories: UserHistories,
+    *,
+    model: Recommender,
+    k: int,
+    exclude_items: np.ndarray | None,
+    memory_mb: int,
+) -> np.ndarray:
+    """(B, k) top items of one chunk of users: the unit of work a `ChunkMap` ships."""
+    return top_k(model, histories, k, exclude_items=exclude_items, memory_mb=memory_mb).items
 
 
 def evaluate(
@@ -24,6 +42,8 @@ def evaluate(
     max_users: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    map_chunks: ChunkMap | None = None,
+    chunk_users: int = 4096,
 ) -> dict[str, float]:
     """Rank all items for every test user (training items excluded) and score the lists.
 
@@ -40,7 +60,11 @@ def evaluate(
         memory_mb: Score-matrix budget per chunk.
         max_users: Evaluate a sample of at most this many test users; None = all.
         seed: Seed of that sample.
-        progress: Show a progress bar over the ranked users.
+        progress: Show a progress bar over the ranked users (when ranked here).
+        map_chunks: Rank chunks of `chunk_users` test users through this mapper (e.g. on
+            Dask workers, see `tasks.cluster.dask_chunk_map`); None ranks them here. Either
+            way gives the same lists: top-K does not depend on how users are chunked.
+        chunk_users: Users per chunk sent to `map_chunks`.
 
     Returns:
         Accuracy and beyond-accuracy metrics keyed like `ndcg@10`, plus `users` (evaluated)
@@ -53,9 +77,20 @@ def evaluate(
         users = np.sort(rng.choice(users, size=max_users, replace=False))
     histories = split.train.histories(users)
     blocked = None if split.candidates is None else ~split.candidates
-    ranked = top_k(
-        model, histories, max(ks), exclude_items=blocked, memory_mb=memory_mb, progress=progress
-    ).items
+    if map_chunks is None:
+        ranked = top_k(
+            model, histories, max(ks), exclude_items=blocked, memory_mb=memory_mb,
+            progress=progress,
+        ).items  # fmt: skip
+    else:
+        shared: dict[str, Any] = {
+            "model": model, "k": max(ks), "exclude_items": blocked, "memory_mb": memory_mb,
+        }  # fmt: skip
+        chunks = [
+            histories.slice(start, min(start + chunk_users, len(users)))
+            for start in range(0, len(users), chunk_users)
+        ]
+        ranked = np.concatenate(list(map_chunks(rank_chunk, chunks, **shared)))
     row_of = np.full(split.train.n_users, -1, dtype=np.int64)
     row_of[users] = np.arange(len(users))
     test_rows = row_of[split.test["user_index"].to_numpy()]

@@ -33,6 +33,7 @@ from recsys_core.data.interactions import Interactions
 from recsys_core.data.splits import DEFAULT_FRACTIONS, Split, check_protocol, make_split
 from recsys_core.errors import InputError
 from recsys_core.evaluation import evaluate
+from recsys_core.evaluation.evaluate import ChunkMap
 from recsys_core.models import MODELS, FitOptions, TrainingData, create
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
@@ -155,6 +156,7 @@ def train(
     run_id: str = "",
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    map_chunks: ChunkMap | None = None,
 ) -> TrainReport:
     """Fit, evaluate, track and register; returns what was decided and why.
 
@@ -167,6 +169,8 @@ def train(
         run_id: Recorded with the MLflow runs and registered versions.
         progress: Show progress bars.
         log: Called with a line as each candidate starts and ends.
+        map_chunks: Where evaluation ranks its chunks of test users (e.g. Dask workers);
+            None = here.
     """
     say = log or (lambda line: None)
     protocol = check_protocol(settings.protocol)
@@ -199,7 +203,10 @@ def train(
 
     tags = {"pipeline_run": run_id, "protocol": protocol, "split": split.fingerprint()}
     with tracker.run(f"train {time.strftime('%Y-%m-%d %H:%M')}", tags=tags) as parent:
-        _fit_candidates(tracker, candidates, split, embeddings, options, settings, report, say)
+        _fit_candidates(
+            tracker, candidates, split, embeddings, options, settings, report, say,
+            map_chunks=map_chunks,
+        )  # fmt: skip
         if champion is not None and champion.config_key not in {c.key for c in report.candidates}:
             note += f"champion {champion.label} did not train tonight; "
             champion = None
@@ -311,6 +318,7 @@ def _fit_candidates(
     say: Callable[[str], None],
     *,
     log_files: bool = True,
+    map_chunks: ChunkMap | None = None,
 ) -> None:
     """Fit and evaluate each candidate into `report`; one that fails is left out, noted."""
     for name, params in candidates:
@@ -319,8 +327,9 @@ def _fit_candidates(
         say(f"fitting {label}")
         try:
             result = _fit_candidate(
-                tracker, name, params, split, embeddings, options, settings, log_files=log_files
-            )
+                tracker, name, params, split, embeddings, options, settings,
+                log_files=log_files, map_chunks=map_chunks,
+            )  # fmt: skip
         except Exception as exc:  # a candidate that cannot train never fails the night
             reason = f"{label}: did not train ({type(exc).__name__}: {exc}); left out"
             report.left_out.append(reason)
@@ -349,6 +358,7 @@ def _fit_candidate(
     settings: Settings,
     *,
     log_files: bool = True,
+    map_chunks: ChunkMap | None = None,
 ) -> CandidateResult:
     model = create(name, params)
     with tracker.run(name, nested=True, tags={"model": name, "protocol": split.protocol}) as run:
@@ -368,6 +378,7 @@ def _fit_candidate(
             metrics = evaluate(
                 model, split, KS, item_embeddings=embeddings, memory_mb=settings.score_memory_mb,
                 max_users=settings.eval_users, seed=settings.seed, progress=options.progress,
+                map_chunks=map_chunks,
             )  # fmt: skip
         except Exception as exc:
             tracker.mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
