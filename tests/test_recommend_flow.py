@@ -20,18 +20,28 @@ def test_mapped_shards_publish_what_one_process_publishes(harness, trained_lake,
 
     lake, settings = trained_lake
     recommend(lake, settings)
-    expected = lake.read("recommendations").drop("generated_at").sort("user_id", "rank")
+    unfiltered = lake.read("recommendations")
+    # the item most often recommended without exclusions: in the catalog and in many top-Ks
+    excluded = (
+        unfiltered.group_by("item_id").len().sort("len", "item_id", descending=True)["item_id"][0]
+    )
     unavailable = tmp_path / "unavailable.txt"
-    unavailable.write_text("no-such-item\n")
+    unavailable.write_text(f"{excluded}\n")
+    recommend(lake, settings.model_copy(update={"unavailable_items": unavailable}))
+    expected = lake.read("recommendations").drop("generated_at").sort("user_id", "rank")
     report = recommend_flow(
         options=RunOptions(
             data_dir=str(lake.root), shard_users=9, unavailable_items=str(unavailable)
         )
     )
-    assert report["version"] == 1 and report["shards"] == -(-expected["user_id"].n_unique() // 9)
+    assert report["version"] == 2 and report["shards"] == -(-expected["user_id"].n_unique() // 9)
+    assert report["unavailable_items"] == 1
     published = lake.read("recommendations").drop("generated_at").sort("user_id", "rank")
     assert published.equals(expected)
-    assert len(lake.history("recommendations")) == 2  # one commit per run, however many shards
+    assert excluded not in published["item_id"].to_list()
+    per_user = published.group_by("user_id").len()
+    assert per_user["len"].to_list() == [settings.k] * unfiltered["user_id"].n_unique()
+    assert len(lake.history("recommendations")) == 3  # one commit per run, however many shards
 
 
 def test_cli_recommend_runs_the_sharded_flow(harness, trained_lake):
@@ -44,4 +54,6 @@ def test_cli_recommend_runs_the_sharded_flow(harness, trained_lake):
     report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["shards"] > 1 and report["rows"] == 3 * report["users"]
     table = lake.read("recommendations")
-    assert table.group_by("user_id").agg(pl.col("rank").max())["rank"].unique().to_list() == [3]
+    ranks = table.group_by("user_id").agg(pl.col("rank").sort())
+    assert ranks["rank"].to_list() == [[1, 2, 3]] * report["users"]
+    assert set(ranks["user_id"]) == set(lake.read("events")["user_id"])
