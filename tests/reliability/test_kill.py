@@ -1,26 +1,18 @@
 """SIGKILL the nightly inside each stage; a rerun converges to what a clean run publishes.
 
-A reduced campaign of benchmarks/faults.py (one kill per stage); the benchmark runs longer
-ones. Each kill happens at a random moment inside the stage, while a reader keeps reading
-the recommendations table.
+A reduced campaign of recsys_core.testing.faults (one kill per stage); benchmarks/faults.py
+runs longer ones. Each kill happens at a random moment inside the stage, while a reader keeps
+reading the recommendations table.
 """
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-from benchmarks.faults import STAGES, run_campaign
 from flows.stack import Stack
+from recsys_core.testing.faults import STAGES, free_port, run_campaign
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_killed_nights_converge_without_losing_rows_or_exposing_partial_tables(tmp_path):
