@@ -34,7 +34,8 @@ def hit_matrix(ranked: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:
     cols = ranked.ravel()
     valid = cols >= 0
     hits = np.zeros(ranked.size, dtype=bool)
-    hits[valid] = np.asarray(relevant[rows[valid], cols[valid]]).ravel() > 0
+    if valid.any():  # scipy cannot index a sparse matrix with empty index arrays
+        hits[valid] = np.asarray(relevant[rows[valid], cols[valid]]).ravel() > 0
     return hits.reshape(ranked.shape)
 
 
