@@ -18,7 +18,7 @@ from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
 from recsys_core.data.interactions import Interactions
-from recsys_core.data.splits import PROTOCOLS, Split, make_split
+from recsys_core.data.splits import DEFAULT_FRACTIONS, PROTOCOLS, Split, make_split
 from recsys_core.errors import InputError
 from recsys_core.evaluation.metrics import (
     METRICS,
@@ -302,7 +302,6 @@ def test_per_user_protocols_move_whole_pairs_and_hold_out_the_asked_share(
     # every event of a test pair left training, and nothing else did
     moved = data.frame.join(split.test, on=["user_index", "item_index"], how="semi")
     assert split.train.frame.height + moved.height == data.frame.height
-    goal_fraction = {"user_temporal": 0.2, "user_random": 0.25}.get(protocol, fraction)
     items_per_user = data.frame.group_by("user_index").agg(pl.col("item_index").n_unique())
     tested = dict(split.test.group_by("user_index").len().iter_rows())
     for user, n in items_per_user.iter_rows():  # every user has 2+ items: all are evaluated
@@ -311,7 +310,7 @@ def test_per_user_protocols_move_whole_pairs_and_hold_out_the_asked_share(
         if protocol == "leave_one_out":
             assert count == 1
         else:
-            share = goal_fraction if fraction is None else fraction
+            share = DEFAULT_FRACTIONS[protocol] if fraction is None else fraction
             assert abs(count - n * share) <= 1, (user, count, n, share)
 
 
@@ -348,7 +347,7 @@ def test_cold_items_never_reach_training(data, fraction, seed):
     split = split_or_reject(data, "cold_items", fraction, seed)
     cold = set(np.flatnonzero(split.candidates).tolist())
     with_events = set(data.frame["item_index"].unique().to_list())
-    share = 0.1 if fraction is None else fraction
+    share = DEFAULT_FRACTIONS["cold_items"] if fraction is None else fraction
     assert cold <= with_events and len(cold) >= 1
     assert abs(len(cold) - len(with_events) * share) <= 1
     assert not cold & set(split.train.frame["item_index"].to_list())
