@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 import torch
-from hypothesis import given, reject, settings
+from hypothesis import example, given, reject, settings
 from hypothesis import strategies as st
 
 from recsys_core.data.interactions import Interactions
@@ -87,6 +87,7 @@ def reference_accuracy(items: list[int], relevant: set[int], k: int) -> dict[str
 
 @SETTINGS
 @given(data=ranked_lists(min_relevant=1), cutoffs=st.sets(st.integers(1, 8), min_size=1))
+@example(data=(np.array([[-1]]), [{0}], 1), cutoffs={1})  # no filled slot in any list
 def test_ranking_metrics_match_the_definitions(data, cutoffs):
     ranked, relevant, n_items = data
     ks = sorted(k for k in cutoffs if k <= ranked.shape[1]) or [ranked.shape[1]]
