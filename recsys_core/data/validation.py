@@ -26,12 +26,7 @@ import dataframely as dy
 import polars as pl
 
 from recsys_core import schemas
-from recsys_core.data.sources import (
-    EXTRA,
-    FileLayout,
-    InputFile,
-    batch_column,
-)
+from recsys_core.data.sources.batch import EXTRA, FileHeader, InputFile, batch_column
 from recsys_core.encoders.text import build_item_text
 
 EARLIEST_EVENT = datetime(1995, 1, 1, tzinfo=UTC)
@@ -227,7 +222,7 @@ def prepare_events(
 def check_events(
     batch: pl.DataFrame,
     file: InputFile,
-    layout: FileLayout,
+    header: FileHeader,
     now: datetime,
     passthrough: Sequence[str] = (),
 ) -> Checked:
@@ -237,7 +232,7 @@ def check_events(
         batch: Raw columns (`row_number`, the event fields, `extra_fields`, any unknown
             columns) plus the parsed `_` columns.
         file: The file the batch came from (its name and format go into quarantine rows).
-        layout: The file's header (its column order rebuilds a quarantined row's text).
+        header: The file's header (its column order rebuilds a quarantined row's text).
         now: Ingestion time (`ingested_at` of the valid rows and of quarantine rows).
         passthrough: Columns of `batch` to keep on the valid rows (e.g. precomputed keys).
 
@@ -287,7 +282,7 @@ def check_events(
     valid = valid[[*schemas.EVENTS.names(), *passthrough]]
     lossy = valid.height - valid["quality"].null_count() if flagged else 0
     if failed:
-        columns = [batch_column(layout, c) for c in layout.columns]
+        columns = [batch_column(header, c) for c in header.columns]
         raw = batch.select(pl.exclude("^_.*$", "ingested_at", "quality"))
         quarantine = _quarantine(failure, raw, file, now, _EVENT_REASONS, columns, kind="events")
     else:

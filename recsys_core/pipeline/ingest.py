@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from recsys_core import schemas
 from recsys_core.data.sources import (
     FileFacts,
-    FileLayout,
+    FileHeader,
     InputFile,
     SourceSpec,
     file_facts,
@@ -258,7 +258,7 @@ def _file_facts(paths: Sequence[Path], progress: bool) -> dict[Path, FileFacts]:
 # -- catalog ---------------------------------------------------------------------------------
 def _ingest_items(
     files: list[InputFile],
-    layouts: dict[Path, FileLayout],
+    layouts: dict[Path, FileHeader],
     facts: dict[Path, FileFacts],
     lake: Lake,
     now: datetime,
@@ -347,7 +347,7 @@ def _spill_folder() -> Iterator[Path]:
 
 def _ingest_events(
     files: list[InputFile],
-    layouts: dict[Path, FileLayout],
+    layouts: dict[Path, FileHeader],
     facts: dict[Path, FileFacts],
     lake: Lake,
     now: datetime,
@@ -482,7 +482,7 @@ class _EventStream:
         self,
         batch: pl.DataFrame,
         file: InputFile,
-        layout: FileLayout,
+        layout: FileHeader,
         now: datetime,
         count: _FileCount,
     ) -> None:
