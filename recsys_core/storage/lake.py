@@ -129,6 +129,21 @@ class Lake:
         self._require(table)
         return DeltaTable(str(self.path(table))).history()
 
+    def rows_per_partition(self, table: str, column: str) -> dict:
+        """Rows per value of the partition column `column`, from the Delta log's file
+        statistics (no data is read; a file without statistics makes the table be counted).
+        """
+        self._require(table)
+        delta = DeltaTable(str(self.path(table)))
+        actions = pl.DataFrame(delta.get_add_actions(flatten=True))
+        if actions.is_empty():
+            return {}
+        if actions["num_records"].null_count():  # a file without statistics: count its rows
+            counted = self.scan(table).group_by(column).len().collect()
+            return dict(counted.iter_rows())
+        per_value = actions.group_by(f"partition.{column}").agg(pl.col("num_records").sum())
+        return {value: int(rows) for value, rows in per_value.iter_rows()}
+
     # -- writes --------------------------------------------------------------------------
     def write(
         self,
