@@ -35,17 +35,40 @@ DEFAULT_EVENT_TYPE = "interaction"
 DEFAULT_VALUE = 1.0
 REPLACEMENT_CHAR = "\ufffd"
 
-REASONS: dict[str, str] = {
-    "empty_row": "the row has no fields",
-    "malformed_json": "the line is not one JSON object",
-    "wrong_field_count": "the row has more fields than the header",
-    "missing_user_id": "user_id is null or empty",
-    "missing_item_id": "item_id is null or empty",
-    "bad_timestamp": "timestamp is neither unix seconds nor ISO-8601",
-    "missing_timestamp": "timestamp is null or empty",
-    "timestamp_too_old": "timestamp is before 1995-01-01",
-    "timestamp_in_future": "timestamp is more than a day after ingestion",
-    "bad_value": "value is not a finite number",
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a row is quarantined: the sentence stored as its `detail`, with `{}` where the
+    row's text of `column` is quoted.
+
+    Args:
+        detail: The sentence.
+        column: The column whose text fills `{}`; None for a sentence without a value.
+    """
+
+    detail: str
+    column: str | None = None
+
+    def expression(self) -> pl.Expr:
+        """The `detail` of each row, as a polars expression."""
+        return pl.lit(self.detail) if self.column is None else pl.format(self.detail, self.column)
+
+
+REASONS: dict[str, Reason] = {
+    "empty_row": Reason("the row has no fields"),
+    "malformed_json": Reason("the line is not one JSON object"),
+    "wrong_field_count": Reason("more fields than the header names (extra: '{}')", EXTRA),
+    "missing_user_id": Reason("user_id is null or empty"),
+    "missing_item_id": Reason("item_id is null or empty"),
+    "bad_timestamp": Reason(
+        "timestamp '{}' is neither unix seconds nor ISO-8601", "timestamp_text"
+    ),
+    "missing_timestamp": Reason("timestamp is null or empty"),
+    "timestamp_too_old": Reason("timestamp '{}' is before 1995-01-01", "timestamp_text"),
+    "timestamp_in_future": Reason(
+        "timestamp '{}' is more than a day after ingestion", "timestamp_text"
+    ),
+    "bad_value": Reason("value '{}' is not a finite number", "value_text"),
 }
 FLAGS: dict[str, str] = {
     "lossy_utf8": "invalid UTF-8 was replaced by U+FFFD",
@@ -140,22 +163,6 @@ _ITEM_REASONS: dict[str, str] = {
     "fields_match_header": "wrong_field_count",
     "item_id|nullability": "missing_item_id",
     "item_id|min_length": "missing_item_id",
-}
-_DETAILS: dict[str, pl.Expr] = {
-    "empty_row": pl.lit("the row has no fields"),
-    "malformed_json": pl.lit("the line is not one JSON object"),
-    "wrong_field_count": pl.format("more fields than the header names (extra: '{}')", EXTRA),
-    "missing_user_id": pl.lit("user_id is null or empty"),
-    "missing_item_id": pl.lit("item_id is null or empty"),
-    "bad_timestamp": pl.format(
-        "timestamp '{}' is neither unix seconds nor ISO-8601", "timestamp_text"
-    ),
-    "missing_timestamp": pl.lit("timestamp is null or empty"),
-    "timestamp_too_old": pl.format("timestamp '{}' is before 1995-01-01", "timestamp_text"),
-    "timestamp_in_future": pl.format(
-        "timestamp '{}' is more than a day after ingestion", "timestamp_text"
-    ),
-    "bad_value": pl.format("value '{}' is not a finite number", "value_text"),
 }
 
 
@@ -479,7 +486,10 @@ def _quarantine(
             .alias("reason")
         )
     detail = pl.coalesce(
-        *[pl.when(pl.col("reason") == code).then(expr) for code, expr in _DETAILS.items()],
+        *[
+            pl.when(pl.col("reason") == code).then(reason.expression())
+            for code, reason in REASONS.items()
+        ],
         pl.col("reason"),
     )
     return rows.select(
