@@ -14,6 +14,7 @@ from recsys_core.data.sources.layout import SourceLayout, register
 from recsys_core.data.sources.readers.delimited import collect_csv, read_latin1_csv
 from recsys_core.data.sources.readers.text import no_attributes, split_list
 from recsys_core.data.sources.spec import SourcePlan, SourceSpec
+from recsys_core.errors import InputError
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -38,7 +39,8 @@ class MovieLensLayout(SourceLayout):
 
     def plan(self, spec: SourceSpec) -> SourcePlan:
         folder = spec.folder
-        assert folder is not None, "recognises() admits only --movielens folders"
+        if folder is None:
+            raise InputError("the MovieLens layout reads a --movielens folder; none was given")
         if (folder / "u.data").is_file():
             return self._plan_ml100k(folder)
         return self._plan_ml_latest(folder)
