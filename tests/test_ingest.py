@@ -191,7 +191,7 @@ def test_a_failure_midway_leaves_the_tables_as_they_were(tmp_path, monkeypatch):
     version, files = lake.version("events"), set(lake.path("events").rglob("*.parquet"))
     rows = "".join(f"u9,a,{1_700_000_000 + i * 3600}\n" for i in range(100))
     spec = write_source(tmp_path / "day2", "user_id,item_id,timestamp\n" + rows, ITEMS)
-    stage = importlib.import_module("recsys_core.pipeline.ingest")
+    stage = importlib.import_module("recsys_core.pipeline.ingest.events")
     check_events, calls = stage.check_events, []
 
     def failing_check(*args, **kwargs):

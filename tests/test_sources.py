@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from recsys_core.data import validation
 from recsys_core.data.sources import (
     EVENT_FIELDS,
     SourceSpec,
@@ -21,10 +23,41 @@ from recsys_core.data.sources import (
     preflight,
     read_event_batches,
     read_items,
-    read_source,
 )
 from recsys_core.data.validation import parse_timestamps
 from recsys_core.errors import InputError
+
+
+@dataclass
+class SourceData:
+    """A whole source read into memory: checked events and items, and quarantined rows."""
+
+    events: pl.DataFrame
+    items: pl.DataFrame
+    quarantine: pl.DataFrame
+
+
+def read_source(spec: SourceSpec, now: datetime | None = None) -> SourceData:
+    """Read and check a whole source in memory, as ingestion does batch by batch (events
+    keep their order; duplicates are not removed here)."""
+    now = now or datetime.now(UTC)
+    plan = plan_source(spec)
+    events, items, quarantine = [], [], []
+    for file in plan.events:
+        header = inspect(file)
+        for batch in read_event_batches(file, header, prepare=validation.prepare_events):
+            checked = validation.check_events(batch, file, header, now)
+            events.append(checked.valid)
+            quarantine.append(checked.quarantine)
+    for file in plan.items:
+        checked = validation.check_items(read_items(file, inspect(file)), file, now)
+        items.append(checked.valid)
+        quarantine.append(checked.quarantine)
+    return SourceData(
+        events=pl.concat(events) if events else validation.empty_events(),
+        items=validation.latest_items(pl.concat(items)) if items else validation.empty_items(),
+        quarantine=pl.concat(quarantine) if quarantine else validation.empty_quarantine(),
+    )
 
 
 def test_bundled_movielens_100k():
@@ -209,9 +242,9 @@ def test_parquet_catalog_keeps_text_columns_and_reports_others(tmp_path):
     file = plan_source(SourceSpec(events=(str(path),), items=str(path))).items[
         0
     ]  # the events side is not read here
-    layout = inspect(file)
-    assert layout.unknown == ["price"]
-    row = read_items(file, layout).row(0, named=True)
+    header = inspect(file)
+    assert header.unknown == ["price"]
+    row = read_items(file, header).row(0, named=True)
     assert row["categories"] == ["x", "y"]
     assert row["attributes"] == [{"name": "brand", "value": "Acme"}]
 

@@ -26,12 +26,7 @@ import dataframely as dy
 import polars as pl
 
 from recsys_core import schemas
-from recsys_core.data.sources import (
-    EXTRA,
-    FileLayout,
-    InputFile,
-    batch_column,
-)
+from recsys_core.data.sources.batch import EXTRA, FileHeader, InputFile, batch_column
 from recsys_core.encoders.text import build_item_text
 
 EARLIEST_EVENT = datetime(1995, 1, 1, tzinfo=UTC)
@@ -40,17 +35,40 @@ DEFAULT_EVENT_TYPE = "interaction"
 DEFAULT_VALUE = 1.0
 REPLACEMENT_CHAR = "\ufffd"
 
-REASONS: dict[str, str] = {
-    "empty_row": "the row has no fields",
-    "malformed_json": "the line is not one JSON object",
-    "wrong_field_count": "the row has more fields than the header",
-    "missing_user_id": "user_id is null or empty",
-    "missing_item_id": "item_id is null or empty",
-    "bad_timestamp": "timestamp is neither unix seconds nor ISO-8601",
-    "missing_timestamp": "timestamp is null or empty",
-    "timestamp_too_old": "timestamp is before 1995-01-01",
-    "timestamp_in_future": "timestamp is more than a day after ingestion",
-    "bad_value": "value is not a finite number",
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a row is quarantined: the sentence stored as its `detail`, with `{}` where the
+    row's text of `column` is quoted.
+
+    Args:
+        detail: The sentence.
+        column: The column whose text fills `{}`; None for a sentence without a value.
+    """
+
+    detail: str
+    column: str | None = None
+
+    def expression(self) -> pl.Expr:
+        """The `detail` of each row, as a polars expression."""
+        return pl.lit(self.detail) if self.column is None else pl.format(self.detail, self.column)
+
+
+REASONS: dict[str, Reason] = {
+    "empty_row": Reason("the row has no fields"),
+    "malformed_json": Reason("the line is not one JSON object"),
+    "wrong_field_count": Reason("more fields than the header names (extra: '{}')", EXTRA),
+    "missing_user_id": Reason("user_id is null or empty"),
+    "missing_item_id": Reason("item_id is null or empty"),
+    "bad_timestamp": Reason(
+        "timestamp '{}' is neither unix seconds nor ISO-8601", "timestamp_text"
+    ),
+    "missing_timestamp": Reason("timestamp is null or empty"),
+    "timestamp_too_old": Reason("timestamp '{}' is before 1995-01-01", "timestamp_text"),
+    "timestamp_in_future": Reason(
+        "timestamp '{}' is more than a day after ingestion", "timestamp_text"
+    ),
+    "bad_value": Reason("value '{}' is not a finite number", "value_text"),
 }
 FLAGS: dict[str, str] = {
     "lossy_utf8": "invalid UTF-8 was replaced by U+FFFD",
@@ -146,22 +164,6 @@ _ITEM_REASONS: dict[str, str] = {
     "item_id|nullability": "missing_item_id",
     "item_id|min_length": "missing_item_id",
 }
-_DETAILS: dict[str, pl.Expr] = {
-    "empty_row": pl.lit("the row has no fields"),
-    "malformed_json": pl.lit("the line is not one JSON object"),
-    "wrong_field_count": pl.format("more fields than the header names (extra: '{}')", EXTRA),
-    "missing_user_id": pl.lit("user_id is null or empty"),
-    "missing_item_id": pl.lit("item_id is null or empty"),
-    "bad_timestamp": pl.format(
-        "timestamp '{}' is neither unix seconds nor ISO-8601", "timestamp_text"
-    ),
-    "missing_timestamp": pl.lit("timestamp is null or empty"),
-    "timestamp_too_old": pl.format("timestamp '{}' is before 1995-01-01", "timestamp_text"),
-    "timestamp_in_future": pl.format(
-        "timestamp '{}' is more than a day after ingestion", "timestamp_text"
-    ),
-    "bad_value": pl.format("value '{}' is not a finite number", "value_text"),
-}
 
 
 @dataclass
@@ -227,7 +229,7 @@ def prepare_events(
 def check_events(
     batch: pl.DataFrame,
     file: InputFile,
-    layout: FileLayout,
+    header: FileHeader,
     now: datetime,
     passthrough: Sequence[str] = (),
 ) -> Checked:
@@ -237,7 +239,7 @@ def check_events(
         batch: Raw columns (`row_number`, the event fields, `extra_fields`, any unknown
             columns) plus the parsed `_` columns.
         file: The file the batch came from (its name and format go into quarantine rows).
-        layout: The file's header (its column order rebuilds a quarantined row's text).
+        header: The file's header (its column order rebuilds a quarantined row's text).
         now: Ingestion time (`ingested_at` of the valid rows and of quarantine rows).
         passthrough: Columns of `batch` to keep on the valid rows (e.g. precomputed keys).
 
@@ -287,7 +289,7 @@ def check_events(
     valid = valid[[*schemas.EVENTS.names(), *passthrough]]
     lossy = valid.height - valid["quality"].null_count() if flagged else 0
     if failed:
-        columns = [batch_column(layout, c) for c in layout.columns]
+        columns = [batch_column(header, c) for c in header.columns]
         raw = batch.select(pl.exclude("^_.*$", "ingested_at", "quality"))
         quarantine = _quarantine(failure, raw, file, now, _EVENT_REASONS, columns, kind="events")
     else:
@@ -484,7 +486,10 @@ def _quarantine(
             .alias("reason")
         )
     detail = pl.coalesce(
-        *[pl.when(pl.col("reason") == code).then(expr) for code, expr in _DETAILS.items()],
+        *[
+            pl.when(pl.col("reason") == code).then(reason.expression())
+            for code, reason in REASONS.items()
+        ],
         pl.col("reason"),
     )
     return rows.select(

@@ -13,19 +13,16 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
-from deltalake import DeltaTable
 from safetensors.torch import load_file, save_file
 
 from recsys_core.errors import InputError
 from recsys_core.storage import Lake
 
 USER_TABLES = ("events", "recommendations")
-LOG_RETENTION = "delta.logRetentionDuration"
 
 
 @dataclass
@@ -55,15 +52,14 @@ def forget_user(lake: Lake, user_id: str) -> ForgetReport:
     literal = "'" + user_id.replace("'", "''") + "'"
     for table in USER_TABLES:
         if lake.exists(table):
-            metrics = DeltaTable(str(lake.path(table))).delete(f"user_id = {literal}")
-            report.rows_deleted[table] = int(metrics.get("num_deleted_rows", 0))
+            report.rows_deleted[table] = lake.delete_rows(table, f"user_id = {literal}")
     report.rows_deleted["quarantine"] = _forget_in_quarantine(lake, user_id)
     report.model_files_rewritten = _forget_in_model_bundles(lake, user_id)
     if not any(report.rows_deleted.values()) and not report.model_files_rewritten:
         raise InputError(f"forget-user: no data of user {user_id!r} under {lake.root}")
     for table in (*USER_TABLES, "quarantine"):
         if lake.exists(table):
-            report.files_vacuumed += _purge_history(lake.path(table))
+            report.files_vacuumed += lake.purge_history(table)
     return report
 
 
@@ -80,20 +76,6 @@ def _forget_in_quarantine(lake: Lake, user_id: str) -> int:
         return 0
     lake.write("quarantine", rows.filter(~hit), mode="overwrite", metadata={"stage": "forget"})
     return int(hit.sum())
-
-
-def _purge_history(path: Path) -> int:
-    """Delete every file and log entry that is not part of the current version."""
-    table = DeltaTable(str(path))
-    removed = table.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-    previous = table.metadata().configuration.get(LOG_RETENTION)
-    table.alter.set_table_properties({LOG_RETENTION: "interval 0 days"})
-    table = DeltaTable(str(path))
-    table.create_checkpoint()
-    table.cleanup_metadata()
-    # restore the normal log retention, so later versions keep their history again
-    table.alter.set_table_properties({LOG_RETENTION: previous or "interval 30 days"})
-    return len(removed)
 
 
 def _forget_in_model_bundles(lake: Lake, user_id: str) -> int:

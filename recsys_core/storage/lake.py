@@ -37,6 +37,7 @@ WriteMode = Literal["append", "overwrite"]
 # Rows per Parquet row group when publishing: small enough that reading one row group for a
 # single-key lookup is quick, large enough that the file footer stays small.
 ROW_GROUP_ROWS = 8_192
+LOG_RETENTION = "delta.logRetentionDuration"
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,21 @@ class Lake:
     def history(self, table: str) -> list[dict]:
         self._require(table)
         return DeltaTable(str(self.path(table))).history()
+
+    def rows_per_partition(self, table: str, column: str) -> dict:
+        """Rows per value of the partition column `column`, from the Delta log's file
+        statistics (no data is read; a file without statistics makes the table be counted).
+        """
+        self._require(table)
+        delta = DeltaTable(str(self.path(table)))
+        actions = pl.DataFrame(delta.get_add_actions(flatten=True))
+        if actions.is_empty():
+            return {}
+        if actions["num_records"].null_count():  # a file without statistics: count its rows
+            counted = self.scan(table).group_by(column).len().collect()
+            return dict(counted.iter_rows())
+        per_value = actions.group_by(f"partition.{column}").agg(pl.col("num_records").sum())
+        return {value: int(rows) for value, rows in per_value.iter_rows()}
 
     # -- writes --------------------------------------------------------------------------
     def write(
@@ -301,6 +317,29 @@ class Lake:
         if retention_days is not None:
             self.vacuum(table, retention_days=retention_days)
         return version
+
+    def delete_rows(self, table: str, predicate: str) -> int:
+        """Delete the rows matching a SQL `predicate`, in one commit; returns how many."""
+        self._require(table)
+        metrics = DeltaTable(str(self.path(table))).delete(predicate)
+        return int(metrics.get("num_deleted_rows", 0))
+
+    def purge_history(self, table: str) -> int:
+        """Delete every file and log entry that is not part of the current version, so no
+        earlier version (nor its file statistics) can be read again; returns the number of
+        data files deleted. The table's log retention is restored afterwards."""
+        self._require(table)
+        path = str(self.path(table))
+        delta = DeltaTable(path)
+        removed = delta.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+        previous = delta.metadata().configuration.get(LOG_RETENTION)
+        delta.alter.set_table_properties({LOG_RETENTION: "interval 0 days"})
+        delta = DeltaTable(path)
+        delta.create_checkpoint()
+        delta.cleanup_metadata()
+        # restore the normal log retention, so later versions keep their history again
+        delta.alter.set_table_properties({LOG_RETENTION: previous or "interval 30 days"})
+        return len(removed)
 
     def vacuum(self, table: str, *, retention_days: float) -> list[str]:
         """Delete data files that were replaced more than `retention_days` ago.

@@ -1,0 +1,39 @@
+"""Plan a source: ask the registered layouts which one it is, and let that one name the
+files and how to read each; `preflight` checks their headers before any run starts."""
+
+from __future__ import annotations
+
+from recsys_core.data.sources.headers import inspect
+from recsys_core.data.sources.layout import LAYOUTS
+from recsys_core.data.sources.spec import SourcePlan, SourceSpec
+from recsys_core.errors import InputError
+
+
+def plan_source(spec: SourceSpec) -> SourcePlan:
+    """Name the files of `spec` and how to read each (no data is read).
+
+    Raises:
+        InputError: A file or folder is missing or not a known layout.
+    """
+    folder = spec.folder
+    if folder is not None and not folder.is_dir():
+        raise InputError(f"{folder}: MovieLens folder not found")
+    for layout in LAYOUTS.values():
+        if layout.recognises(spec):
+            return layout.plan(spec)
+    raise InputError(
+        f"{folder}: not a MovieLens folder (expected u.data and u.item, or ratings.csv and "
+        "movies.csv)"
+    )
+
+
+def preflight(spec: SourceSpec) -> None:
+    """Check that the source's files exist and have their required columns, reading only
+    headers, so bad input fails fast and before any run starts.
+
+    Raises:
+        InputError: naming the file and the missing column.
+    """
+    plan = plan_source(spec)
+    for file in [*plan.events, *plan.items]:
+        inspect(file)

@@ -1,0 +1,50 @@
+"""The state of one ingest run, carried by the object its parts share."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from recsys_core.data.sources import FileFacts, FileHeader
+from recsys_core.pipeline.ingest.quarantine import NewQuarantine
+from recsys_core.pipeline.ingest.report import IngestOptions, IngestReport
+from recsys_core.storage import Lake
+
+
+@dataclass
+class IngestRun:
+    """What the parts of one ingest run share: where and when it writes, how, what it has
+    found so far (the report) and where its quarantined rows go.
+
+    Args:
+        lake: The data directory.
+        now: The run's ingestion time (`ingested_at`, `updated_at`).
+        options: Limits and batch sizes.
+        report: Filled in as the run goes.
+        headers: Each planned file's header, by path.
+        facts: Each planned file's content hash and text facts, by path.
+        quarantine: The run's quarantine commit.
+        meta: Stored in each commit's metadata.
+        progress: Show progress bars.
+        reasons: Quarantined rows per reason code so far.
+    """
+
+    lake: Lake
+    now: datetime
+    options: IngestOptions
+    report: IngestReport
+    headers: dict[Path, FileHeader]
+    facts: dict[Path, FileFacts]
+    quarantine: NewQuarantine
+    meta: dict[str, str]
+    progress: bool = False
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def set_aside(self, rows: pl.DataFrame) -> None:
+        """Add quarantine rows to the run's quarantine commit and count their reasons."""
+        self.quarantine.add(rows)
+        self.reasons.update(rows["reason"].to_list())
