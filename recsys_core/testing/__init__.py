@@ -1,0 +1,1 @@
+"""Reusable conformance checks for models, source layouts and encoders."""
