@@ -25,7 +25,7 @@ from pathlib import Path
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.splits import make_split
 from recsys_core.evaluation import evaluate
-from recsys_core.models import FitOptions, TrainingData, create
+from recsys_core.models import FitOptions, TrainingData, create, registered
 from recsys_core.models.blend import DEFAULT_MEMBERS
 from recsys_core.pipeline import encode_items, ingest
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
@@ -35,23 +35,35 @@ from recsys_core.settings import DEFAULT_MODELS, Settings
 from recsys_core.storage import Lake
 
 PROTOCOLS = ("global_temporal", "user_temporal", "leave_one_out", "user_random", "cold_items")
-# label -> model spec; the references first
-MODELS = {
+# label -> model spec: the references, every registered model with its defaults, variants
+REFERENCES = {
     "popularity": "popularity",
     "ease (lambda 500)": "ease(reg=500)",
     "implicit ALS (defaults)": "als(factors=100, regularization=0.01, alpha=1.0, iterations=15)",
-    "als": "als",
-    "itemknn": "itemknn",
+}
+VARIANTS = {
     "ease recency": "ease(history_half_life=5)",
     "ease text+window": "ease(text_weight=30, window=5, window_weight=0.7)",
-    "mf": "mf",
-    "content": "content",
-    "sasrec": "sasrec",
     "sasrec augmented": 'sasrec(augment="crop,mask,reorder")',
-    "din": "din",
-    "blend": "blend",
 }
-HEAVY = {"mf", "sasrec", "sasrec augmented", "din"}
+
+
+def _same(a: str, b: str) -> bool:
+    first, second = create(a), create(b)
+    return first.name == second.name and first.params() == second.params()
+
+
+MODELS = {
+    **REFERENCES,
+    **{
+        name: name
+        for name in sorted(registered())
+        if not any(_same(name, spec) for spec in REFERENCES.values())
+    },
+    **VARIANTS,
+}
+# trained by gradient descent in torch: minutes each on a CPU, left out by --quick
+HEAVY = {label for label, spec in MODELS.items() if "cuda" in create(spec).capabilities.devices}
 GOALS = {  # protocol -> (metric, threshold) for what the nightly publishes
     "user_random": ("ndcg@10", 0.50),
     "user_temporal": ("ndcg@10", 0.21),

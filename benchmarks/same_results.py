@@ -2,8 +2,10 @@
 
 Runs `recsys nightly --json` (defaults, fixed seed) into a fresh data directory and prints one
 JSON line: a sha256 of the published `recommendations` table (every user, rank, item and
-score, sorted), the published model, and every candidate's metrics. Refactors must leave all
-of them identical:
+score, sorted), the published model, and every candidate's metrics. With `--every-model`,
+every registered model is also fitted with its defaults on the nightly's tables (the
+user_temporal split, seed 42) and fingerprinted: a sha256 of its scores for 200 users and its
+NDCG@10. Refactors must leave all of them identical:
 
     python benchmarks/same_results.py --save /tmp/before.json     # on the old code
     python benchmarks/same_results.py --against /tmp/before.json  # on the new code
@@ -58,6 +60,35 @@ def fingerprint(data_dir: Path) -> dict:
     }
 
 
+def model_fingerprints(data_dir: Path) -> dict[str, dict]:
+    """Every registered model with its defaults: a hash of its scores and its NDCG@10."""
+    from recsys_core.data.splits import make_split
+    from recsys_core.evaluation import evaluate
+    from recsys_core.models import FitOptions, TrainingData, create, registered
+    from recsys_core.pipeline.encode import embedding_matrix, encoder_id
+    from recsys_core.pipeline.train import load_interactions
+    from recsys_core.settings import Settings
+    from recsys_core.storage import Lake
+
+    lake, settings = Lake(data_dir), Settings(data_dir=data_dir)
+    data = load_interactions(lake)
+    embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
+    split = make_split(data, "user_temporal", seed=42)
+    histories = split.train.histories(split.test_users[:200])
+    found = {}
+    for name in sorted(registered()):
+        model = create(name)
+        start = time.perf_counter()
+        model.fit(TrainingData(split.train, embeddings), FitOptions(seed=42))
+        scores = model.score(histories).numpy()
+        found[name] = {
+            "scores_sha256": hashlib.sha256(scores.tobytes()).hexdigest(),
+            "ndcg@10": evaluate(model, split, (10,), memory_mb=512)["ndcg@10"],
+            "fit_seconds": round(time.perf_counter() - start, 1),
+        }
+    return found
+
+
 def differences(before: dict, after: dict) -> list[str]:
     found = [
         f"{key}: {before[key]!r} -> {after[key]!r}"
@@ -68,6 +99,11 @@ def differences(before: dict, after: dict) -> list[str]:
         old, new = before["candidates"].get(name), after["candidates"].get(name)
         if old != new:
             found.append(f"candidate {name}: {old} -> {new}")
+    for name in sorted(set(before.get("models", {})) & set(after.get("models", {}))):
+        old, new = before["models"][name], after["models"][name]
+        for key in ("scores_sha256", "ndcg@10"):
+            if old[key] != new[key]:
+                found.append(f"model {name} {key}: {old[key]} -> {new[key]}")
     return found
 
 
@@ -75,9 +111,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--save", type=Path, help="write the fingerprint to this file")
     parser.add_argument("--against", type=Path, help="compare with a saved fingerprint")
+    parser.add_argument(
+        "--every-model", action="store_true", help="also fit and fingerprint every model"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="recsys-same-") as work:
         result = fingerprint(Path(work) / "lake")
+        if args.every_model:
+            result["models"] = model_fingerprints(Path(work) / "lake")
     if args.save:
         args.save.write_text(json.dumps(result, indent=2) + "\n")
     if args.against:

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny planted-structure data, a tiny random BERT, one nightly run."""
+"""Shared fixtures: tiny planted-structure data, the test device, a tiny random BERT, one
+nightly run."""
 
 from __future__ import annotations
 
@@ -16,15 +17,19 @@ for _name in list(os.environ):
     if _name.startswith("RECSYS_"):
         os.environ.pop(_name)
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import recsys_core  # noqa: E402, F401
-from recsys_core.data.interactions import Interactions  # noqa: E402
 from recsys_core.data.synth import SynthConfig, write_synthetic  # noqa: E402
 from recsys_core.encoders.item_text_encoder import default_encoder_path  # noqa: E402
+from recsys_core.testing.recommenders import (  # noqa: E402
+    group_embeddings,
+    planted_interactions,
+    test_device,
+)
+
+__all__ = ["group_embeddings", "planted_interactions"]  # shared with the tests
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -73,48 +78,15 @@ def small_source(tmp_path_factory) -> tuple[Path, Path]:
     return write_synthetic(config, tmp_path_factory.mktemp("small-source"))
 
 
-def planted_interactions(n_groups: int = 4, per_group: int = 5, users_per_group: int = 6):
-    """Checkerboard: users of group g saw every item of group g except one (item g*per_group).
-
-    Returns the interactions and, per user, the planted item its top recommendation must be.
-    """
-    rows, expected = [], {}
-    t = 1_000_000
-    for g in range(n_groups):
-        items = [g * per_group + j for j in range(per_group)]
-        for u in range(users_per_group):
-            user = f"u{g}-{u}"
-            expected[user] = f"i{items[0]:03d}"
-            for item in items[1:]:
-                t += 60
-                rows.append((user, f"i{item:03d}", t))
-    # the held-out item of each group is seen by one extra user, so it has some signal
-    for g in range(n_groups):
-        for item in range(g * per_group, (g + 1) * per_group):
-            t += 60
-            rows.append((f"w{g}", f"i{item:03d}", t))
-    events = pl.DataFrame(
-        rows, schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64},
-        orient="row",
-    ).with_columns(
-        pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC"), value=pl.lit(1.0)
-    )  # fmt: skip
-    catalog = pl.Series([f"i{i:03d}" for i in range(n_groups * per_group)])
-    return Interactions.from_events(events, catalog), expected
-
-
 @pytest.fixture
 def planted():
     return planted_interactions()
 
 
-def group_embeddings(data: Interactions, n_groups: int = 4, per_group: int = 5) -> torch.Tensor:
-    """Text vectors that share a direction within a group (what a good encoder would give)."""
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(n_groups, 16))
-    ids = data.items.ids.to_list()
-    rows = [centers[int(i[1:]) // per_group] + 0.1 * rng.normal(size=16) for i in ids]
-    return torch.nn.functional.normalize(torch.tensor(np.array(rows), dtype=torch.float32), dim=1)
+@pytest.fixture
+def device() -> str:
+    """Where torch models train in tests: cuda when this machine has one, else cpu."""
+    return test_device()
 
 
 @pytest.fixture(scope="session")

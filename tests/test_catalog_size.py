@@ -70,7 +70,7 @@ def test_itemknn_loads_an_older_dense_bundle(planted):
     data, _ = planted
     model = create("itemknn")
     model.fit(TrainingData(data), FitOptions())
-    dense = {"similarity": torch.from_numpy(model.similarity.toarray())}
+    dense = {"similarity": torch.from_numpy(model.weights.toarray())}
     old = create("itemknn")
     old.load_state_dict(dense)
     torch.testing.assert_close(old.score(data.histories()), model.score(data.histories()))

@@ -3,111 +3,28 @@
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 
-from recsys_core.data.interactions import Interactions, UserHistories
-from recsys_core.models import MODELS, FitOptions, TrainingData, create
-from recsys_core.models.base import format_spec, parse_spec
+from recsys_core.data.interactions import UserHistories
+from recsys_core.models import create, registered
+from recsys_core.models.base import align_right, format_spec, padded_history, parse_spec
 from recsys_core.models.ease import map_cold_columns
 from recsys_core.ranking import top_k
-from recsys_core.registry.artifacts import ModelBundle, load_bundle, save_bundle
-from tests.conftest import group_embeddings
+from recsys_core.testing.recommenders import RecommenderContract, fit_for_test
 
-# tiny settings for the trained models, so the whole class runs in seconds
-FAST: dict[str, dict] = {
-    "mf": {"dim": 8, "epochs": 30, "batch_size": 64, "lr": 0.05},
-    "als": {"factors": 16, "iterations": 15},
-    "sasrec": {"dim": 16, "layers": 1, "heads": 1, "max_len": 8, "epochs": 3, "batch_size": 8,
-               "lr": 0.01, "dropout": 0.0, "id_dropout": 0.5},
-    "din": {"dim": 16, "attention_dim": 8, "max_len": 8, "negatives": 10, "epochs": 2,
-            "batch_size": 16, "lr": 0.01, "dropout": 0.0},
-    "blend": {"members": ["ease", "itemknn", "content"]},
-}  # fmt: skip
-# epochs for the tests that need a trained sequence model, not just a fitted one
-TRAINED = {"sasrec": {"epochs": 30}, "din": {"epochs": 20}}
 
-# models that must recover the planted structure (popularity cannot, by design)
-PERSONALIZED = ["ease", "itemknn", "als", "mf", "content", "blend"]
-# models that read the order of a history: they must continue a planted chain
-SEQUENTIAL = ["sasrec", "din"]
+@pytest.fixture(params=sorted(registered()))
+def name(request) -> str:
+    return request.param
+
+
+class TestEveryModel(RecommenderContract):
+    """The conformance suite, for every registered model."""
 
 
 def fit(name, data, **params):
-    model = create(name, {**FAST.get(name, {}), **params})
-    embeddings = group_embeddings(data) if model.uses_text else None
-    model.fit(TrainingData(data, embeddings), FitOptions(seed=0))
-    return model
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-class TestModelContract:
-    def test_scores_have_one_row_per_user_and_one_column_per_item(self, name, planted):
-        data, _ = planted
-        model = fit(name, data)
-        scores = model.score(data.histories(np.arange(5)))
-        assert scores.shape == (5, data.n_items)
-        assert scores.dtype == torch.float32
-        assert torch.isfinite(scores).all()
-
-    def test_state_round_trip_scores_identically(self, name, planted, tmp_path):
-        data, _ = planted
-        model = fit(name, data)
-        bundle = ModelBundle.from_fit(model, data)
-        loaded = load_bundle(save_bundle(bundle, tmp_path / "bundle"))
-        histories = data.histories()
-        assert loaded.items == data.items and loaded.users == data.users
-        torch.testing.assert_close(loaded.model.score(histories), model.score(histories))
-        assert loaded.model.params() == model.params()
-
-    def test_fit_is_deterministic(self, name, planted):
-        data, _ = planted
-        h = data.histories()
-        torch.testing.assert_close(fit(name, data).score(h), fit(name, data).score(h))
-
-    def test_reasons_come_from_the_users_history(self, name, planted):
-        data, _ = planted
-        model = fit(name, data)
-        histories = data.histories()
-        ranked = top_k(model, histories, 3, explain=True)
-        for row in range(len(histories)):
-            seen = set(histories.row(row).tolist())
-            reasons = ranked.reasons[row][ranked.reasons[row] >= 0]
-            assert set(reasons.tolist()) <= seen
-
-    def test_factors_multiply_to_the_scores(self, name, planted):
-        data, _ = planted
-        model = fit(name, data)
-        histories = data.histories(np.arange(6))
-        found = model.factors(histories)
-        if found is None:
-            return  # not an inner-product model: nothing to check
-        users, items = found
-        assert users.shape == (6, items.shape[1]) and items.shape[0] == data.n_items
-        torch.testing.assert_close(users @ items.T, model.score(histories), rtol=1e-4, atol=1e-4)
-
-    def test_users_unknown_to_the_model_are_scored_from_their_history(self, name, planted):
-        data, _ = planted
-        model = fit(name, data)
-        known = data.histories(np.arange(3))
-        unknown = UserHistories(
-            user_index=np.full(3, -1), indptr=known.indptr, items=known.items,
-            timestamps=known.timestamps, n_items=known.n_items,
-        )  # fmt: skip
-        scores = model.score(unknown)
-        assert scores.shape == (3, data.n_items) and torch.isfinite(scores).all()
-
-
-@pytest.mark.parametrize("name", PERSONALIZED)
-def test_planted_item_is_each_users_top_recommendation(name, planted):
-    data, expected = planted
-    model = fit(name, data)
-    users = [u for u in expected]
-    index = data.users.index(users)
-    ranked = top_k(model, data.histories(index), 1)
-    got = data.items.lookup(ranked.items[:, 0]).to_list()
-    assert got == [expected[u] for u in users]
+    return fit_for_test(name, data, **params)
 
 
 @pytest.mark.parametrize("name", ["mf"])
@@ -207,69 +124,6 @@ def test_ease_maps_text_to_the_columns_of_items_without_events():
     assert map_cold_columns(weights, text, np.ones(n, dtype=bool), reg=0.5) is weights
 
 
-def chain_interactions(n_groups: int = 4, per_group: int = 5, users_per_group: int = 8):
-    """Ordered chains: a user of group g meets a few noise items, then the first 2..5 items
-    of chain g in order (i{g*5}, i{g*5+1}, ...). Text vectors share a direction per group.
-
-    Returns the interactions and the text vectors.
-    """
-    rng = np.random.default_rng(0)
-    rows, t = [], 1_000_000
-    for g in range(n_groups):
-        for u in range(users_per_group):
-            noise = [f"n{p}" for p in rng.choice(4, size=rng.integers(0, 5), replace=False)]
-            chain = [f"i{g * per_group + j:03d}" for j in range(2 + u % (per_group - 1))]
-            for item in noise + chain:
-                t += 60
-                rows.append((f"u{g}-{u}", item, t))
-    events = pl.DataFrame(
-        rows, schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64},
-        orient="row",
-    ).with_columns(
-        pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC"), value=pl.lit(1.0)
-    )  # fmt: skip
-    data = Interactions.from_events(events)
-    centers = rng.normal(size=(n_groups + 1, 16))
-    group = [int(i[1:]) // per_group if i[0] == "i" else n_groups for i in data.items.ids]
-    vectors = centers[group] + 0.1 * rng.normal(size=(data.n_items, 16))
-    return data, torch.nn.functional.normalize(torch.tensor(vectors, dtype=torch.float32), dim=1)
-
-
-def _history(data, item_ids: list[str]) -> UserHistories:
-    items = data.items.index(item_ids).copy()
-    return UserHistories(
-        np.array([-1]), np.array([0, len(items)]), items, np.arange(len(items)), data.n_items
-    )
-
-
-@pytest.mark.parametrize("name", SEQUENTIAL)
-def test_sequential_models_continue_the_chain_and_explain_from_it(name):
-    data, text = chain_interactions()
-    model = create(name, {**FAST[name], **TRAINED[name]})
-    model.fit(TrainingData(data, text), FitOptions(seed=0))
-    for g in range(4):
-        for cut in range(1, 4):
-            chain = [f"i{g * 5 + j:03d}" for j in range(cut)]
-            ranked = top_k(model, _history(data, ["n1", *chain]), 1, explain=True)
-            assert data.items.lookup(ranked.items[0]).to_list() == [f"i{g * 5 + cut:03d}"]
-            # the reason is a chain item, not the unrelated noise item
-            assert data.items.lookup(ranked.reasons[0]).to_list()[0] in chain
-
-
-@pytest.mark.parametrize("name", ["content", "sasrec", "din", "ease"])
-def test_text_models_rank_an_item_without_events_by_its_text(name):
-    data, text = chain_interactions()
-    cold = int(data.items.index(["i003"])[0])  # chain 0's fourth item loses every event
-    warm = data.with_frame(data.frame.filter(pl.col("item_index") != cold))
-    text_params = {"ease": {"text_weight": 1.0, "reg": 1.0}}.get(name, {})
-    model = create(name, {**FAST.get(name, {}), **TRAINED.get(name, {}), **text_params})
-    model.fit(TrainingData(warm, text), FitOptions(seed=0))
-    scores = model.score(_history(warm, ["i000", "i001", "i002"]))[0]
-    other_chains = [int(i) for i in data.items.index([f"i{j:03d}" for j in range(5, 20)])]
-    # its text puts it with chain 0: above every item of the other chains
-    assert scores[cold] > scores[other_chains].max()
-
-
 def test_content_without_learning_is_cosine_to_the_profile(planted):
     data, _ = planted
     model = fit("content", data, learned=False, half_life=None)
@@ -295,11 +149,16 @@ def test_als_fold_in_matches_implicits_user_step(planted):
     torch.testing.assert_close(a @ users[0].double(), b, rtol=1e-4, atol=1e-4)
 
 
-def test_blend_weights_are_tuned_and_sum_to_one(planted):
+def test_blend_weights_are_tuned_towards_the_member_that_predicts(planted):
     data, _ = planted
-    model = fit("blend", data)
-    assert model.weights.shape == (3,)
+    # on the planted groups EASE predicts each user's held-out items, popularity cannot
+    model = fit("blend", data, members=["popularity", "ease"])
     assert model.weights.min() >= 0 and float(model.weights.sum()) == pytest.approx(1.0)
+    assert model.weights[1] > model.weights[0]  # an untuned blend holds 0.5 and 0.5
+    singles = {
+        member: fit("blend", data, members=[member]).weights for member in ("popularity", "ease")
+    }
+    assert all(w.tolist() == [1.0] for w in singles.values())  # one member takes it all
 
 
 def test_blend_standardizes_each_users_unseen_scores():
@@ -342,10 +201,8 @@ def test_sasrec_rejects_an_unknown_augmentation():
 
 
 def test_din_pair_weights_are_its_attention(planted):
-    from recsys_core.models.base import padded_history
-
     data, expected = planted
-    model = fit("din", data, **TRAINED["din"])
+    model = fit("din", data, learns=True)
     user = next(iter(expected))
     history = padded_history(data.histories(data.users.index([user])))
     weights = model.pair_weights(history, torch.tensor([[0, 5, 10]]))
@@ -392,3 +249,19 @@ def test_unknown_model_and_bad_params_are_input_errors():
         create("blend(members=[])")
     assert create("ease(cold_map_reg=null)").config.cold_map_reg is None
     assert create("ease(reg=300)").params()["reg"] == 300  # values are kept as given
+
+
+def test_padded_history_keeps_the_newest_items_left_or_right_aligned():
+    h = UserHistories(
+        np.array([0, 1, 2]), np.array([0, 3, 3, 8]), np.array([5, 6, 7, 1, 2, 3, 4, 9]),
+        np.arange(8), 10,
+    )  # fmt: skip
+    left = padded_history(h, max_len=4)
+    assert left.tolist() == [[5, 6, 7, -1], [-1, -1, -1, -1], [2, 3, 4, 9]]
+    right = padded_history(h, max_len=4, right=True, pad=10)
+    assert right.tolist() == [[10, 5, 6, 7], [10, 10, 10, 10], [2, 3, 4, 9]]
+    aligned, source = align_right(left, 6, pad=10)
+    assert aligned.tolist() == [[10, 10, 10, 5, 6, 7], [10] * 6, [10, 10, 2, 3, 4, 9]]
+    assert source.tolist() == [[-1, -1, -1, 0, 1, 2], [-1] * 6, [-1, -1, 0, 1, 2, 3]]
+    narrow, source = align_right(left, 2, pad=10)  # the newest two of each row
+    assert narrow.tolist() == [[6, 7], [10, 10], [4, 9]] and source.tolist()[0] == [1, 2]

@@ -6,14 +6,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 import torch
 
 from recsys_core.data.interactions import UserHistories
 from recsys_core.data.splits import Split
 from recsys_core.evaluation.metrics import list_metrics, ranking_metrics
-from recsys_core.models.base import Recommender
-from recsys_core.ranking import top_k
+from recsys_core.models.base import Recommender, history_rows
+from recsys_core.ranking.topk import top_k, topk_deterministic
 
 # map_chunks(fn, chunks, **shared) -> [fn(chunk, **shared) for chunk in chunks], in order:
 # how the chunks of test users are ranked (here, or on a cluster's workers)
@@ -91,17 +92,7 @@ def evaluate(
             for start in range(0, len(users), chunk_users)
         ]
         ranked = np.concatenate(list(map_chunks(rank_chunk, chunks, **shared)))
-    row_of = np.full(split.train.n_users, -1, dtype=np.int64)
-    row_of[users] = np.arange(len(users))
-    test_rows = row_of[split.test["user_index"].to_numpy()]
-    sampled = test_rows >= 0
-    relevant = sp.csr_matrix(
-        (
-            np.ones(int(sampled.sum()), dtype=np.float32),
-            (test_rows[sampled], split.test["item_index"].to_numpy()[sampled]),
-        ),
-        shape=(len(users), split.train.n_items),
-    )
+    relevant = relevance_matrix(split.test, users, split.train.n_users, split.train.n_items)
     metrics = ranking_metrics(ranked, relevant, ks)
     n_candidates = split.train.n_items if split.candidates is None else int(split.candidates.sum())
     metrics.update(
@@ -116,3 +107,54 @@ def evaluate(
     metrics["users"] = float(len(users))
     metrics["test_users"] = float(test_users)
     return metrics
+
+
+def relevance_matrix(
+    test: pl.DataFrame, users: np.ndarray, n_users: int, n_items: int
+) -> sp.csr_matrix:
+    """(len(users), n_items) held-out items of `users` (row r is users[r]), from test pairs.
+
+    Args:
+        test: Held-out pairs with `user_index` and `item_index`.
+        users: User indexes, one row each.
+        n_users: Size of the user index space.
+        n_items: Columns.
+    """
+    row_of = np.full(n_users, -1, dtype=np.int64)
+    row_of[users] = np.arange(len(users))
+    test_rows = row_of[test["user_index"].to_numpy()]
+    sampled = test_rows >= 0
+    return sp.csr_matrix(
+        (
+            np.ones(int(sampled.sum()), dtype=np.float32),
+            (test_rows[sampled], test["item_index"].to_numpy()[sampled]),
+        ),
+        shape=(len(users), n_items),
+    )
+
+
+class ScoreMatrixEvaluator:
+    """Ranking metrics of score matrices for one fixed set of users.
+
+    What stays fixed (each user's seen items, never ranked, and their held-out items) is
+    prepared once, so many candidate score matrices (a blend's weight trials) are judged
+    cheaply, with the same top-K and metrics as `evaluate`.
+
+    Args:
+        histories: The users' training histories.
+        relevant: (B, I) their held-out items.
+        ks: Cut-offs (clipped to the number of items).
+    """
+
+    def __init__(self, histories: UserHistories, relevant: sp.csr_matrix, ks: Sequence[int]):
+        n_items = relevant.shape[1]
+        self.seen = torch.zeros(len(histories), n_items, dtype=torch.bool)
+        if len(histories.items):
+            self.seen[history_rows(histories), torch.from_numpy(histories.items)] = True
+        self.relevant = relevant
+        self.ks = tuple(min(k, n_items) for k in ks)
+
+    def __call__(self, scores: torch.Tensor) -> dict[str, float]:
+        """Metrics keyed like `ndcg@10` of the (B, I) `scores`."""
+        _, top = topk_deterministic(scores.masked_fill(self.seen, -torch.inf), max(self.ks))
+        return ranking_metrics(top.numpy(), self.relevant, self.ks)

@@ -1,13 +1,28 @@
-"""Every model behind one contract; importing this package registers them all."""
+"""Every model behind one contract. `registered()` (and `create`) find them all on first use
+(see `discovery`): the modules of this package, installed `recsys.models` plugins and the
+modules named in `RECSYS_MODEL_MODULES`."""
 
-from recsys_core.models import als, blend, content, din, ease, itemknn, mf, popularity, sasrec  # noqa: F401  (registration)
 from recsys_core.models.base import (
     MODELS,
+    Capabilities,
     FitOptions,
     Recommender,
+    TestProfile,
     TrainingData,
     create,
     register,
 )
+from recsys_core.models.discovery import discover, registered
 
-__all__ = ["MODELS", "FitOptions", "Recommender", "TrainingData", "create", "register"]
+__all__ = [
+    "MODELS",
+    "Capabilities",
+    "FitOptions",
+    "Recommender",
+    "TestProfile",
+    "TrainingData",
+    "create",
+    "discover",
+    "register",
+    "registered",
+]

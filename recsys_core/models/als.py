@@ -19,9 +19,11 @@ import torch
 from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import (
+    Capabilities,
     EpochMetrics,
     FitOptions,
     Recommender,
+    TestProfile,
     TrainingData,
     padded_history,
     register,
@@ -43,6 +45,8 @@ class ALS(Recommender):
     name = "als"
     config_class = ALSConfig
     description = "Implicit-feedback ALS from the `implicit` library; folds in every user."
+    capabilities = Capabilities(has_factors=True, explains=True)
+    test_profile = TestProfile(quick={"factors": 16, "iterations": 15})
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         from implicit.cpu.als import AlternatingLeastSquares

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,6 +24,47 @@ from pydantic import TypeAdapter, ValidationError
 
 from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.errors import InputError
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do, declared next to it; tests and benchmarks read these flags.
+
+    Attributes:
+        uses_text: Can use item text embeddings (and then rank items without events). Whether
+            one configured instance does is its `uses_text` property.
+        sequential: Reads the order of a history: it continues a sequence.
+        has_factors: `factors()` gives user and item vectors whose product is `score`.
+        explains: Recommendations come with the history item that supports them
+            (`pair_weights`, or the similarity of the model's item vectors).
+        personalized: Scores differ between users (popularity's do not).
+        devices: Device kinds it trains on (`cpu`, `cuda`); torch-trained models add `cuda`.
+    """
+
+    uses_text: bool = False
+    sequential: bool = False
+    has_factors: bool = False
+    explains: bool = False
+    personalized: bool = True
+    devices: tuple[str, ...] = ("cpu",)
+
+
+@dataclass(frozen=True)
+class TestProfile:
+    """Parameters that make a model quick enough for the conformance tests.
+
+    Attributes:
+        quick: Parameters for tests that only need a fitted model (seconds in all).
+        learns: Parameters added to `quick` for tests that need the planted structure learned
+            (more epochs for trained models).
+        text: Parameters added to turn on the text path of a model whose text is optional.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    quick: dict[str, Any] = field(default_factory=dict)
+    learns: dict[str, Any] = field(default_factory=dict)
+    text: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,18 +112,35 @@ EpochMetrics = list[dict[str, float]]
 
 
 class Recommender(ABC):
-    """Base class of every model. Subclasses set `name` and `config_class`."""
+    """Base class of every model.
+
+    Subclasses set `name`, `config_class`, `description`, `capabilities` and `test_profile`,
+    and are made available by the `register` decorator.
+    """
 
     name: ClassVar[str]
     config_class: ClassVar[type]
-    uses_text: ClassVar[bool] = False  # needs item embeddings; can rank items with no events
     description: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    test_profile: ClassVar[TestProfile] = TestProfile()
     # parameters that change how a fitted model scores, not what it fits (see `fit_key`)
     scoring_params: ClassVar[tuple[str, ...]] = ()
+    # parameters of earlier versions, ignored when a saved model is loaded
+    retired_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.config_class()
         self.n_items = 0
+
+    @property
+    def uses_text(self) -> bool:
+        """This configured model needs item embeddings (and ranks items with no events)."""
+        return self.capabilities.uses_text
+
+    def score_floats_per_user(self, n_items: int) -> int:
+        """Working floats `score` needs per user (the ranker sizes its chunks by it): the
+        (B, I) output and two matrices of the same size by default."""
+        return 3 * n_items
 
     # -- training and scoring -------------------------------------------------------------
     @abstractmethod
@@ -166,7 +224,26 @@ MODELS: dict[str, type[Recommender]] = {}
 
 
 def register(cls: type[Recommender]) -> type[Recommender]:
-    """Class decorator: make a model available by its `name`."""
+    """Class decorator: make a model available by its `name`.
+
+    Checks the declaration, so a model that forgets a part of it fails at import, not in a
+    nightly: a name not taken by another class, a dataclass config, and a test profile whose
+    parameters the config accepts.
+    """
+    for attribute in ("name", "config_class"):
+        if not hasattr(cls, attribute):
+            raise TypeError(f"model {cls.__qualname__} must set `{attribute}`")
+    known = MODELS.get(cls.name)
+    if known is not None and known.__qualname__ != cls.__qualname__:
+        taken = f"{known.__module__}.{known.__qualname__}"
+        raise TypeError(f"model name {cls.name!r} is taken by {taken}")
+    if not dataclasses.is_dataclass(cls.config_class):
+        raise TypeError(f"model {cls.name}: config_class must be a dataclass")
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    profile = cls.test_profile
+    unknown = (set(profile.quick) | set(profile.learns) | set(profile.text)) - fields
+    if unknown:
+        raise TypeError(f"model {cls.name}: test_profile sets unknown parameters {sorted(unknown)}")
     MODELS[cls.name] = cls
     return cls
 
@@ -235,15 +312,30 @@ def _adapter(config_class: type) -> TypeAdapter:
     return TypeAdapter(config_class)
 
 
-def create(name: str, params: dict[str, Any] | None = None) -> Recommender:
-    """Instantiate a registered model from its name (or spec, see `parse_spec`) and params."""
+def create(name: str, params: dict[str, Any] | None = None, *, saved: bool = False) -> Recommender:
+    """Instantiate a registered model from its name (or spec, see `parse_spec`) and params.
+
+    Args:
+        name: A model name or spec.
+        params: Parameters, over those of the spec.
+        saved: The parameters come from a saved model: ones the model has retired are dropped.
+    """
     if "(" in name:
         name, from_spec = parse_spec(name)
         params = {**from_spec, **(params or {})}
+    from recsys_core.models.discovery import discover, load_problems
+
+    if name not in MODELS:
+        discover()
     try:
         cls = MODELS[name]
     except KeyError:
-        raise InputError(f"unknown model {name!r} (known: {', '.join(sorted(MODELS))})") from None
+        problems = "".join(f"; {p}" for p in load_problems())
+        raise InputError(
+            f"unknown model {name!r} (known: {', '.join(sorted(MODELS))}){problems}"
+        ) from None
+    if saved and params:
+        params = {k: v for k, v in params.items() if k not in cls.retired_params}
     try:
         # types first (`reg=abc`, `cold_map_reg=None` instead of null), then the dataclass
         # itself, so the values it keeps are exactly the ones given
@@ -270,61 +362,20 @@ def recency_weights(histories: UserHistories, half_life: float | None) -> np.nda
     return (0.5 ** (histories.recency_rank() / half_life)).astype(np.float32)
 
 
-class NetworkRecommender(Recommender):
-    """A model whose fitted state is one torch network `net` over an item table with a
-    padding row (`items.known`, n_items + 1 rows) and, when `config.use_text`, projected
-    text vectors (`items.text`). Subclasses set `network_class`, built as
-    `network_class(n_items, config, text)`."""
-
-    network_class: ClassVar[type]
-
-    def __init__(self, config: Any = None):
-        super().__init__(config)
-        self.uses_text = self.config.use_text
-
-    def require_text(self, data: TrainingData) -> None:
-        if self.config.use_text and data.item_embeddings is None:
-            raise InputError(
-                f"{self.name}: item embeddings are missing (run `recsys encode` first)"
-            )
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        n_items = state["items.known"].shape[0] - 1
-        self.net = self.network_class(n_items, self.config, state.get("items.text"))
-        self.net.load_state_dict(state)
-        self.net.eval()
-        self.n_items = n_items
-
-
-def item_item_scores(
-    histories: UserHistories, half_life: float | None, matrix: torch.Tensor
-) -> torch.Tensor:
-    """Scores of an item-item model: each user's (recency-weighted) history row times `matrix`.
-
-    A sparse (B, I) @ dense (I, I) product: nnz * I work instead of B * I * I.
-    """
-    rows = histories.csr(recency_weights(histories, half_life))
-    return torch.from_numpy(rows @ matrix.numpy())  # (B, I)
-
-
-def item_item_pair_weights(
-    matrix: torch.Tensor, history: torch.Tensor, candidates: torch.Tensor
-) -> torch.Tensor:
-    """Each history item's entry in `matrix` for each candidate: (B, L, K)."""
-    rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)
-    return matrix[rows, candidates.clamp_min(0).unsqueeze(1)]
-
-
 def history_rows(histories: UserHistories) -> torch.Tensor:
     """Row (user position) of each history entry. Returns (nnz,) int64."""
     return torch.from_numpy(np.repeat(np.arange(len(histories)), histories.lengths()))
 
 
-def padded_history(histories: UserHistories, max_len: int = 200) -> torch.Tensor:
-    """Most recent `max_len` items of each user, left-aligned, -1 padded. Returns (B, L)."""
+def padded_history(
+    histories: UserHistories, max_len: int = 200, *, right: bool = False, pad: int = -1
+) -> torch.Tensor:
+    """Most recent `max_len` items of each user, oldest first, in a padded (B, L) matrix.
+
+    Left-aligned (the default) the width is the longest kept history (at least 1) and the
+    padding follows each row; right-aligned (`right=True`, what sequence models read) the
+    width is `max_len` and the padding comes first, so the newest item is the last column.
+    """
     lengths = np.minimum(histories.lengths(), max_len)
     width = max(int(lengths.max(initial=0)), 1)
     out = np.full((len(histories), width), -1, dtype=np.int64)
@@ -332,4 +383,25 @@ def padded_history(histories: UserHistories, max_len: int = 200) -> torch.Tensor
         items = histories.row(row)
         if lengths[row]:
             out[row, : lengths[row]] = items[-lengths[row] :]
-    return torch.from_numpy(out)
+    left = torch.from_numpy(out)
+    if not right:
+        return left if pad == -1 else left.masked_fill(left < 0, pad)
+    return align_right(left, max_len, pad)[0]
+
+
+def align_right(left: torch.Tensor, width: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-align a left-aligned, -1 padded (B, L) history matrix into `width` columns.
+
+    Keeps each row's newest `width` items. Returns the (B, width) aligned items, `pad` where
+    there is none, and (B, width) the column of `left` each came from, -1 for padding.
+    """
+    lengths = (left >= 0).sum(1, keepdim=True)  # (B, 1)
+    kept = lengths.clamp_max(width)
+    column = torch.arange(width).unsqueeze(0)  # (1, W)
+    source = lengths - width + column  # (B, W): column of `left` read into each slot
+    valid = column >= width - kept
+    if left.shape[1] == 0:
+        gathered = torch.full(source.shape, pad, dtype=left.dtype)
+    else:
+        gathered = left.gather(1, source.clamp(0, left.shape[1] - 1))
+    return torch.where(valid, gathered, pad), torch.where(valid, source, -1)

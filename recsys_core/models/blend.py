@@ -20,22 +20,25 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from recsys_core.data.interactions import UserHistories
 from recsys_core.data.splits import make_split
 from recsys_core.errors import InputError
+from recsys_core.evaluation.evaluate import ScoreMatrixEvaluator, relevance_matrix
 from recsys_core.models.base import (
+    Capabilities,
     EpochMetrics,
     FitOptions,
     Recommender,
+    TestProfile,
     TrainingData,
     create,
     format_spec,
     history_rows,
     register,
 )
+from recsys_core.ranking.topk import score_in_chunks
 
 # cheap, complementary members: co-occurrence with text and sitting-window signals, the same
 # weighted towards the latest items, neighbours, the learned text model and a factor model.
@@ -72,12 +75,19 @@ class Blend(Recommender):
     name = "blend"
     config_class = BlendConfig
     description = "Weighted sum of standardized member scores, weights tuned on validation."
+    capabilities = Capabilities(uses_text=True, explains=True)
+    test_profile = TestProfile(
+        quick={"members": ["ease", "itemknn", "content"]}, text={"members": ["content"]}
+    )
 
     def __init__(self, config: BlendConfig | None = None):
         super().__init__(config)
         self.members = [create(spec) for spec in self.config.members]
-        self.uses_text = any(m.uses_text for m in self.members)
         self.weights = torch.ones(len(self.members)) / len(self.members)
+
+    @property
+    def uses_text(self) -> bool:
+        return any(m.uses_text for m in self.members)
 
     def size_problem(self, n_items: int, memory_bytes: int) -> str | None:
         problems = [m.size_problem(n_items, memory_bytes) for m in self.members]
@@ -128,10 +138,14 @@ class Blend(Recommender):
             for member in _fit_shared(
                 [create(spec) for spec in self.config.members], held_out, options
             ):
-                scores.append(standardize(member.score(histories), histories))
-            relevant = _relevance(split.test, users, data.n_items)
+                member_scores = score_in_chunks(member, histories, self.config.tune_memory_mb)
+                scores.append(standardize(member_scores, histories))
+            relevant = relevance_matrix(split.test, users, data.n_users, data.n_items)
             self.weights, epochs = _tune(
-                torch.stack(scores), histories, relevant, self.config.grid, self.config.rounds
+                torch.stack(scores),
+                ScoreMatrixEvaluator(histories, relevant, (10,)),
+                self.config.grid,
+                self.config.rounds,
             )
         _fit_shared(
             [m for m, w in zip(self.members, self.weights.tolist(), strict=True) if w > 0],
@@ -209,39 +223,27 @@ def standardize(scores: torch.Tensor, histories: UserHistories) -> torch.Tensor:
     return ((scores - mean) / spread.clamp_min(1e-8)).masked_fill(~unseen, 0.0)
 
 
-def _relevance(test, users: np.ndarray, n_items: int) -> sp.csr_matrix:
-    row_of = {int(u): r for r, u in enumerate(users)}
-    pairs = test.filter(test["user_index"].is_in(users.tolist()))
-    rows = np.array([row_of[int(u)] for u in pairs["user_index"].to_list()], dtype=np.int64)
-    return sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (rows, pairs["item_index"].to_numpy())),
-        shape=(len(users), n_items),
-    )
-
-
-def _tune(scores, histories, relevant, grid, rounds) -> tuple[torch.Tensor, EpochMetrics]:
+def _tune(
+    scores: torch.Tensor,
+    judge: ScoreMatrixEvaluator,
+    grid: tuple[float, ...],
+    rounds: int,
+) -> tuple[torch.Tensor, EpochMetrics]:
     """Coordinate ascent on validation NDCG@10 over the grid of each member's weight.
 
     Args:
         scores: (M, B, I) standardized member scores of the held-out users.
-        histories: Their training histories (seen items are never ranked).
-        relevant: (B, I) their held-out items.
+        judge: Their metrics at a cut-off of 10 (seen items are never ranked).
+        grid: Weights tried for each member.
+        rounds: Passes over the members.
 
     Returns:
         (M,) weights summing to 1, and the best NDCG@10 after each round.
     """
-    from recsys_core.evaluation.metrics import ranking_metrics
-    from recsys_core.ranking.topk import topk_deterministic
-
-    seen = torch.zeros(scores.shape[1:], dtype=torch.bool)
-    if len(histories.items):
-        seen[history_rows(histories), torch.from_numpy(histories.items)] = True
-    k = min(10, scores.shape[2])
+    metric = f"ndcg@{judge.ks[0]}"
 
     def ndcg(weights: torch.Tensor) -> float:
-        combined = torch.einsum("m,mbi->bi", weights, scores).masked_fill(seen, -torch.inf)
-        _, top = topk_deterministic(combined, k)
-        return ranking_metrics(top.numpy(), relevant, (k,))[f"ndcg@{k}"]
+        return judge(torch.einsum("m,mbi->bi", weights, scores))[metric]
 
     singles = [ndcg(torch.eye(len(scores))[m]) for m in range(len(scores))]
     weights = torch.eye(len(scores))[int(np.argmax(singles))]  # start from the best member

@@ -20,6 +20,7 @@ import torch
 from recsys_core.data.interactions import UserHistories
 from recsys_core.errors import InputError
 from recsys_core.models.base import (
+    Capabilities,
     EpochMetrics,
     FitOptions,
     Recommender,
@@ -42,8 +43,8 @@ class ContentConfig:
 class Content(Recommender):
     name = "content"
     config_class = ContentConfig
-    uses_text = True
     description = "Learned match of the user's text profile to item text; ranks cold items."
+    capabilities = Capabilities(uses_text=True, has_factors=True, explains=True)
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         if data.item_embeddings is None:

@@ -15,25 +15,26 @@ would be too dear).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
-from recsys_core.device import resolve_device
 from recsys_core.models.base import (
+    Capabilities,
     EpochMetrics,
     FitOptions,
-    NetworkRecommender,
+    TestProfile,
     TrainingData,
+    align_right,
     padded_history,
     register,
 )
-from recsys_core.models.sasrec import ItemRepresentation
+from recsys_core.models.networks import ItemRepresentation, NetworkRecommender
+from recsys_core.models.training import Trainer, validation_ndcg, validation_part
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ class DINConfig:
     dropout: float = 0.1  # on history representations
     use_text: bool = True  # fuse the projected text embedding into each item representation
     id_dropout: float = 0.2  # chance that an item's ID embedding is hidden in a training step
-    score_memory_mb: int = 256  # bound on the (users, items, history) attention while scoring
+    # > 0: hold out validation events, stop after this many epochs without a better NDCG@10
+    # on them and keep the best epoch (trains on the rest); 0 trains every epoch on all
+    patience: int = 0
 
 
 class TargetAttention(nn.Module):
@@ -89,25 +92,34 @@ class TargetAttention(nn.Module):
 class DIN(NetworkRecommender):
     name = "din"
     config_class = DINConfig
-    uses_text = True
     network_class = TargetAttention
     description = "Candidate-to-history target attention; attention weights explain."
+    capabilities = Capabilities(
+        uses_text=True, sequential=True, explains=True, devices=("cpu", "cuda")
+    )
+    test_profile = TestProfile(
+        quick={"dim": 16, "attention_dim": 8, "max_len": 8, "negatives": 10, "epochs": 2,
+               "batch_size": 16, "lr": 0.01, "dropout": 0.0},
+        learns={"epochs": 20},
+    )  # fmt: skip
+    # the ranker sizes scoring chunks by `score_floats_per_user` now
+    retired_params = ("score_memory_mb",)
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         cfg = self.config
         self.require_text(data)
-        device = resolve_device(options.device)
+        trainer = Trainer(self.name, options, cfg.epochs, patience=cfg.patience)
+        train, held_out = (data, None) if cfg.patience <= 0 else validation_part(data, options)
+        device = trainer.device
         n_items = data.n_items
-        histories = data.interactions.histories()
+        histories = train.interactions.histories()
         full = padded_history(histories, max_len=max(int(histories.lengths().max()), 1))
         lengths = histories.lengths()
         # one example per (user, position >= 1): the items before it predict it
         example_user = np.repeat(np.arange(len(histories)), np.maximum(lengths - 1, 0))
         example_pos = np.concatenate([np.arange(1, n) for n in lengths if n > 1] or [[]])
         example_pos = example_pos.astype(np.int64)
-        epochs: EpochMetrics = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
+        with trainer.seeded():
             rng = np.random.default_rng(options.seed)
             net = TargetAttention(n_items, cfg, data.item_embeddings if cfg.use_text else None)
             net = net.to(device)
@@ -116,12 +128,11 @@ class DIN(NetworkRecommender):
                 net.items.known[:n_items] = torch.from_numpy(counts > 0).float()
             optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
             offsets = np.arange(-cfg.max_len, 0)  # (L,)
-            for _epoch in tqdm(range(cfg.epochs), desc="din", disable=not options.progress):
+
+            def batches(_epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
                 net.train()
                 order = rng.permutation(len(example_user))
-                total, steps = 0.0, 0
                 for start in range(0, len(order), cfg.batch_size):
-                    raise_if_stopped()  # stop within a batch on Ctrl-C, SIGTERM or a cancel
                     batch = order[start : start + cfg.batch_size]
                     users, pos = example_user[batch], example_pos[batch]
                     columns = pos[:, None] + offsets[None, :]  # (B, L) positions before the target
@@ -130,61 +141,42 @@ class DIN(NetworkRecommender):
                     target = full[users, pos].numpy()
                     negatives = rng.integers(0, n_items, size=(len(batch), cfg.negatives))
                     candidates = np.concatenate([target[:, None], negatives], axis=1)  # (B, K)
-                    logits = net(
-                        torch.from_numpy(history).to(device),
-                        torch.from_numpy(candidates).to(device),
-                        cfg.id_dropout,
-                    )  # (B, K)
-                    accidental = torch.from_numpy(candidates[:, 1:] == target[:, None]).to(device)
-                    logits[:, 1:] = logits[:, 1:].masked_fill(accidental, -torch.inf)
-                    loss = nn.functional.cross_entropy(
-                        logits, torch.zeros(len(batch), dtype=torch.int64, device=device)
+                    accidental = candidates[:, 1:] == target[:, None]
+                    yield tuple(
+                        torch.from_numpy(a).to(device) for a in (history, candidates, accidental)
                     )
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.item()
-                    steps += 1
-                epochs.append({"loss": total / max(steps, 1)})
-        self.net = net.cpu().eval()
-        self.n_items = n_items
+
+            def loss(batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+                history, candidates, accidental = batch
+                logits = net(history, candidates, cfg.id_dropout)  # (B, K)
+                logits[:, 1:] = logits[:, 1:].masked_fill(accidental, -torch.inf)
+                target = torch.zeros(len(history), dtype=torch.int64, device=device)
+                return nn.functional.cross_entropy(logits, target)
+
+            def validate() -> float:
+                self.keep(net, copy=True)
+                return validation_ndcg(self, held_out)
+
+            epochs = trainer.run(
+                optimizer, batches, loss, validate=None if held_out is None else validate
+            )
+        self.keep(net)
         return epochs
 
-    def _history(self, histories: UserHistories) -> torch.Tensor:
-        """(B, L) newest `max_len` items, right-aligned, padded with `pad` on the left."""
-        left = padded_history(histories, self.config.max_len)  # (B, L) left-aligned, -1 pad
-        out = torch.full((len(histories), self.config.max_len), self.n_items, dtype=torch.int64)
-        lengths = (left >= 0).sum(1)
-        for row, n in enumerate(lengths.tolist()):
-            if n:
-                out[row, -n:] = left[row, :n]
-        return out
+    def score_floats_per_user(self, n_items: int) -> int:
+        # every candidate attends over the history: weights, logits and softmax per pair
+        return 3 * n_items * self.config.max_len
 
     @torch.no_grad()
     def score(self, histories: UserHistories) -> torch.Tensor:
-        history = self._history(histories)  # (B, L)
-        items = torch.arange(self.n_items)
-        per_user = self.n_items * self.config.max_len * 4 * 3  # weights, logits, softmax
-        step = max(1, (self.config.score_memory_mb << 20) // per_user)
-        out = torch.empty(len(histories), self.n_items)
-        for start in range(0, len(histories), step):
-            part = history[start : start + step]
-            candidates = items.unsqueeze(0).expand(len(part), -1)  # (b, I)
-            out[start : start + step] = self.net(part, candidates)
-        return out
+        history = padded_history(histories, self.config.max_len, right=True, pad=self.n_items)
+        candidates = torch.arange(self.n_items).unsqueeze(0).expand(len(histories), -1)
+        return self.net(history, candidates)  # (B, I)
 
     @torch.no_grad()
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         # `history` is left-aligned with -1 pads; the network reads right-aligned sequences
-        lengths = (history >= 0).sum(1)
-        width = self.config.max_len
-        aligned = torch.full((len(history), width), self.n_items, dtype=torch.int64)
-        source = torch.full((len(history), width), -1, dtype=torch.int64)  # column in `history`
-        for row, n in enumerate(lengths.tolist()):
-            n_kept = min(n, width)
-            if n_kept:
-                aligned[row, -n_kept:] = history[row, n - n_kept : n]
-                source[row, -n_kept:] = torch.arange(n - n_kept, n)
+        aligned, source = align_right(history, self.config.max_len, self.n_items)  # (B, W)
         weights, _, _ = self.net.attention(aligned, candidates.clamp_min(0))  # (B, K, W)
         out = torch.zeros(history.shape[0], history.shape[1], candidates.shape[1])  # (B, L, K)
         rows, cols = torch.nonzero(source >= 0, as_tuple=True)

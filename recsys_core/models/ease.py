@@ -24,17 +24,17 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from recsys_core.data.interactions import Interactions, UserHistories
+from recsys_core.data.interactions import Interactions
 from recsys_core.errors import InputError
 from recsys_core.models.base import (
+    Capabilities,
     EpochMetrics,
     FitOptions,
-    Recommender,
+    TestProfile,
     TrainingData,
-    item_item_pair_weights,
-    item_item_scores,
     register,
 )
+from recsys_core.models.item_item import ItemItemRecommender
 
 # peak bytes of a fit per items^2: the float32 Gram matrix from sparse, its float64 copy, the
 # inverse and its workspace, the weights (measured: 33 at 6,000 items)
@@ -56,15 +56,16 @@ class EASEConfig:
 
 
 @register
-class EASE(Recommender):
+class EASE(ItemItemRecommender):
     name = "ease"
     config_class = EASEConfig
     description = "Item-item linear autoencoder, closed form; strong on dense catalogs."
-    scoring_params = ("history_half_life",)
+    capabilities = Capabilities(uses_text=True, explains=True)
+    test_profile = TestProfile(text={"text_weight": 1.0, "reg": 1.0})
 
-    def __init__(self, config: EASEConfig | None = None):
-        super().__init__(config)
-        self.uses_text = self.config.text_weight > 0  # then it needs (and ranks by) item text
+    @property
+    def uses_text(self) -> bool:
+        return self.config.text_weight > 0  # then it needs (and ranks by) item text
 
     def size_problem(self, n_items: int, memory_bytes: int) -> str | None:
         need = FIT_BYTES_PER_ITEM_PAIR * n_items * n_items
@@ -112,22 +113,8 @@ class EASE(Recommender):
         if text is not None and self.config.cold_map_reg is not None:
             warm = x.getnnz(axis=0) > 0  # items with events: non-empty columns of X
             weights = map_cold_columns(weights, text, warm, self.config.cold_map_reg)
-        self.weights = weights.float()  # (I, I)
-        self.n_items = n
+        self.keep(weights.float())  # (I, I)
         return []
-
-    def score(self, histories: UserHistories) -> torch.Tensor:
-        return item_item_scores(histories, self.config.history_half_life, self.weights)
-
-    def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        return item_item_pair_weights(self.weights, history, candidates)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"weights": self.weights}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.weights = state["weights"].float()
-        self.n_items = self.weights.shape[0]
 
 
 def _size(n_bytes: float) -> str:

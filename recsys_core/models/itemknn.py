@@ -17,22 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recsys_core.data.interactions import UserHistories
-from recsys_core.models.base import (
-    EpochMetrics,
-    FitOptions,
-    Recommender,
-    TrainingData,
-    recency_weights,
-    register,
-)
-from recsys_core.models.sparse_items import (
-    co_occurrence_topn,
-    from_state,
-    sparse_pair_weights,
-    sparse_scores,
-    to_state,
-)
+from recsys_core.models.base import EpochMetrics, FitOptions, TrainingData, register
+from recsys_core.models.item_item import ItemItemRecommender
+from recsys_core.models.sparse_items import co_occurrence_topn
 
 
 @dataclass(frozen=True)
@@ -45,11 +32,12 @@ class ItemKNNConfig:
 
 
 @register
-class ItemKNN(Recommender):
+class ItemKNN(ItemItemRecommender):
     name = "itemknn"
     config_class = ItemKNNConfig
     description = "Item-item cosine neighbours, sparse; simple, explainable, any catalog size."
-    scoring_params = ("history_half_life",)
+    sparse = True
+    state_name = "similarity"
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         x = data.interactions.matrix()
@@ -61,22 +49,7 @@ class ItemKNN(Recommender):
             scale = norms[torch.from_numpy(block)].unsqueeze(1) * norms.unsqueeze(0) + shrink
             return counts.div_(scale)
 
-        self.similarity = co_occurrence_topn(  # (I, I): history item -> candidate
-            x, self.config.neighbors, cosine, memory_mb=self.config.block_memory_mb
-        )
-        self.n_items = data.n_items
+        neighbors, memory_mb = self.config.neighbors, self.config.block_memory_mb
+        # (I, I): history item -> candidate
+        self.keep(co_occurrence_topn(x, neighbors, cosine, memory_mb=memory_mb))
         return []
-
-    def score(self, histories: UserHistories) -> torch.Tensor:
-        rows = histories.csr(recency_weights(histories, self.config.history_half_life))
-        return sparse_scores(rows, self.similarity)  # (B, I)
-
-    def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        return sparse_pair_weights(self.similarity, history, candidates)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return to_state("similarity", self.similarity)
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.similarity = from_state("similarity", state)
-        self.n_items = self.similarity.shape[0]

@@ -8,24 +8,25 @@ explains their history under the softmax objective with the item vectors held fi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
-from recsys_core.device import resolve_device
 from recsys_core.errors import InputError
 from recsys_core.models.base import (
+    Capabilities,
     EpochMetrics,
     FitOptions,
     Recommender,
+    TestProfile,
     TrainingData,
     register,
 )
+from recsys_core.models.training import Trainer, validation_ndcg, validation_part
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class MFConfig:
     # NDCG@10 on every protocol (the softmax overfits the few events of each user without it)
     l2: float = 0.05
     fold_in_steps: int = 50  # optimizer steps that fold in a user unknown at training time
+    # > 0: hold out validation events, stop after this many epochs without a better NDCG@10
+    # on them and keep the best epoch (trains on the rest); 0 trains every epoch on all
+    patience: int = 0
 
 
 @register
@@ -47,20 +51,22 @@ class MF(Recommender):
     name = "mf"
     config_class = MFConfig
     description = "Matrix factorization (softmax or BPR loss) in torch; folds in new users."
+    capabilities = Capabilities(has_factors=True, explains=True, devices=("cpu", "cuda"))
+    test_profile = TestProfile(quick={"dim": 8, "epochs": 30, "batch_size": 64, "lr": 0.05})
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         cfg = self.config
         if cfg.loss not in ("softmax", "bpr"):
             raise InputError(f"mf: loss must be 'softmax' or 'bpr', got {cfg.loss!r}")
-        device = resolve_device(options.device)
-        pairs = data.interactions.frame.select("user_index", "item_index").unique()
+        trainer = Trainer(self.name, options, cfg.epochs, patience=cfg.patience)
+        train, held_out = (data, None) if cfg.patience <= 0 else validation_part(data, options)
+        device = trainer.device
+        pairs = train.interactions.frame.select("user_index", "item_index").unique()
         pairs = pairs.sort(["user_index", "item_index"])
         users = torch.tensor(pairs["user_index"].to_numpy(), device=device)  # (N,)
         items = torch.tensor(pairs["item_index"].to_numpy(), device=device)  # (N,)
         n_items = data.n_items
-        history: EpochMetrics = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
+        with trainer.seeded():
             generator = torch.Generator(device=device).manual_seed(options.seed)
             user_vectors = nn.Embedding(data.n_users, cfg.dim).to(device)  # (U, D)
             item_vectors = nn.Embedding(n_items, cfg.dim).to(device)  # (I, D)
@@ -69,28 +75,35 @@ class MF(Recommender):
             item_bias = nn.Parameter(torch.zeros(n_items, device=device))  # (I,)
             params = [*user_vectors.parameters(), *item_vectors.parameters(), item_bias]
             optimizer = torch.optim.Adam(params, lr=cfg.lr)
-            for _epoch in tqdm(range(cfg.epochs), desc="mf", disable=not options.progress):
+
+            def batches(_epoch: int) -> Iterator[torch.Tensor]:
                 order = torch.randperm(len(users), generator=generator, device=device)
-                total, steps = 0.0, 0
                 for start in range(0, len(order), cfg.batch_size):
-                    raise_if_stopped()  # stop within a batch on Ctrl-C, SIGTERM or a cancel
-                    batch = order[start : start + cfg.batch_size]
-                    u = user_vectors(users[batch])  # (B, D)
-                    pos = items[batch]  # (B,)
-                    loss = self._loss(u, pos, item_vectors.weight, item_bias, generator)
-                    touched = u.pow(2).sum(1) + item_vectors(pos).pow(2).sum(1)  # (B,)
-                    loss = loss + cfg.l2 * touched.mean()
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.item()
-                    steps += 1
-                history.append({"loss": total / max(steps, 1)})
-        self.user_vectors = user_vectors.weight.detach().cpu()
-        self.item_vectors = item_vectors.weight.detach().cpu()
-        self.item_bias = item_bias.detach().cpu()
-        self.n_items = n_items
+                    yield order[start : start + cfg.batch_size]
+
+            def loss(batch: torch.Tensor) -> torch.Tensor:
+                u = user_vectors(users[batch])  # (B, D)
+                pos = items[batch]  # (B,)
+                value = self._loss(u, pos, item_vectors.weight, item_bias, generator)
+                touched = u.pow(2).sum(1) + item_vectors(pos).pow(2).sum(1)  # (B,)
+                return value + cfg.l2 * touched.mean()
+
+            def validate() -> float:
+                self._keep(user_vectors.weight, item_vectors.weight, item_bias)
+                return validation_ndcg(self, held_out)
+
+            history = trainer.run(
+                optimizer, batches, loss, validate=None if held_out is None else validate
+            )
+        self._keep(user_vectors.weight, item_vectors.weight, item_bias)
         return history
+
+    def _keep(self, users: torch.Tensor, items: torch.Tensor, bias: torch.Tensor) -> None:
+        """Take the trained tensors as the model's scoring state (on the CPU)."""
+        self.user_vectors = users.detach().cpu()
+        self.item_vectors = items.detach().cpu()
+        self.item_bias = bias.detach().cpu()
+        self.n_items = len(self.item_vectors)
 
     def _loss(self, u, pos, table, bias, generator) -> torch.Tensor:
         cfg = self.config

@@ -9,7 +9,14 @@ import polars as pl
 import torch
 
 from recsys_core.data.interactions import UserHistories
-from recsys_core.models.base import EpochMetrics, FitOptions, Recommender, TrainingData, register
+from recsys_core.models.base import (
+    Capabilities,
+    EpochMetrics,
+    FitOptions,
+    Recommender,
+    TrainingData,
+    register,
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,7 @@ class Popularity(Recommender):
     name = "popularity"
     config_class = PopularityConfig
     description = "Distinct users per item (optionally time-decayed); the baseline to beat."
+    capabilities = Capabilities(personalized=False)
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         frame = data.interactions.frame

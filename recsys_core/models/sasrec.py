@@ -16,24 +16,25 @@ perturbed copies of each training sequence.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
-from recsys_core.device import resolve_device
 from recsys_core.models.base import (
+    Capabilities,
     EpochMetrics,
     FitOptions,
-    NetworkRecommender,
+    TestProfile,
     TrainingData,
     padded_history,
     register,
 )
+from recsys_core.models.networks import ItemRepresentation, NetworkRecommender
+from recsys_core.models.training import Trainer, validation_ndcg, validation_part
 
 AUGMENTATIONS = ("crop", "mask", "reorder")
 
@@ -54,6 +55,9 @@ class SASRecConfig:
     id_dropout: float = 0.3  # chance that an item's ID embedding is hidden in a training step
     augment: str = ""  # comma-separated subset of crop, mask, reorder; "" = none
     augment_ratio: float = 0.3  # share of a sequence cropped away, masked or reordered
+    # > 0: hold out validation events, stop after this many epochs without a better NDCG@10
+    # on them and keep the best epoch (trains on the rest); 0 trains every epoch on all
+    patience: int = 0
 
     def __post_init__(self) -> None:
         unknown = set(self.augmentations) - set(AUGMENTATIONS)
@@ -63,41 +67,6 @@ class SASRecConfig:
     @property
     def augmentations(self) -> tuple[str, ...]:
         return tuple(a.strip() for a in self.augment.split(",") if a.strip())
-
-
-class ItemRepresentation(nn.Module):
-    """ID embedding (+ projected text) per item; index `n_items` is the padding/mask slot."""
-
-    def __init__(self, n_items: int, dim: int, text: torch.Tensor | None):
-        super().__init__()
-        self.ids = nn.Embedding(n_items + 1, dim, padding_idx=n_items)  # (I + 1, D)
-        nn.init.normal_(self.ids.weight, std=dim**-0.5)
-        with torch.no_grad():
-            self.ids.weight[n_items].zero_()
-        self.project = None
-        if text is not None:
-            self.register_buffer("text", text.float())  # (I, T), not trained
-            self.project = nn.Linear(text.shape[1], dim)
-        # 1 for items with training events; items without keep only their text
-        self.register_buffer("known", torch.ones(n_items + 1))  # (I + 1,)
-
-    def forward(self, items: torch.Tensor, id_dropout: float = 0.0) -> torch.Tensor:
-        """items: (...) indexes in [0, n_items]. Returns (..., D)."""
-        keep = self.known[items]
-        if self.training and id_dropout > 0:
-            keep = keep * (torch.rand_like(keep) >= id_dropout)
-        out = self.ids(items) * keep.unsqueeze(-1)
-        if self.project is not None:
-            n_items = self.text.shape[0]
-            # project each distinct item once: a batch repeats items many times
-            unique, inverse = torch.unique(items.clamp_max(n_items - 1), return_inverse=True)
-            text = self.project(self.text[unique])[inverse]  # (..., D)
-            out = out + text * (items < n_items).unsqueeze(-1)
-        return out
-
-    def table(self) -> torch.Tensor:
-        """Every real item's representation. Returns (I, D)."""
-        return self.forward(torch.arange(len(self.known) - 1, device=self.known.device))
 
 
 class Block(nn.Module):
@@ -162,51 +131,58 @@ class SASRecNetwork(nn.Module):
 class SASRec(NetworkRecommender):
     name = "sasrec"
     config_class = SASRecConfig
-    uses_text = True
     network_class = SASRecNetwork
     description = "Self-attentive sequential model; items fuse ID and text; ranks cold items."
+    capabilities = Capabilities(
+        uses_text=True, sequential=True, has_factors=True, explains=True,
+        devices=("cpu", "cuda"),
+    )  # fmt: skip
+    test_profile = TestProfile(
+        quick={"dim": 16, "layers": 1, "heads": 1, "max_len": 8, "epochs": 3, "batch_size": 8,
+               "lr": 0.01, "dropout": 0.0, "id_dropout": 0.5},
+        learns={"epochs": 30},
+    )  # fmt: skip
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         cfg = self.config
         self.require_text(data)
-        device = resolve_device(options.device)
+        trainer = Trainer(self.name, options, cfg.epochs, patience=cfg.patience)
+        train, held_out = (data, None) if cfg.patience <= 0 else validation_part(data, options)
         n_items = data.n_items
-        histories = data.interactions.histories()
+        histories = train.interactions.histories()
         sequences = _windows(histories, cfg.max_len + 1, pad=n_items)  # (S, T + 1)
-        history: EpochMetrics = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
+        with trainer.seeded():
             rng = np.random.default_rng(options.seed)
             text = data.item_embeddings if cfg.use_text else None
-            net = SASRecNetwork(n_items, cfg, text).to(device)
+            net = SASRecNetwork(n_items, cfg, text).to(trainer.device)
             counts = np.bincount(histories.items, minlength=n_items)
             with torch.no_grad():
                 net.items.known[:n_items] = torch.from_numpy(counts > 0).float()
             optimizer = torch.optim.AdamW(
                 net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
             )
-            for _epoch in tqdm(range(cfg.epochs), desc="sasrec", disable=not options.progress):
+
+            def batches(_epoch: int) -> Iterator[torch.Tensor]:
                 net.train()
-                batch_source = sequences
+                source = sequences
                 if cfg.augmentations:
-                    batch_source = np.concatenate(
-                        [sequences, _augment(sequences, cfg, rng, n_items)]
-                    )
-                order = rng.permutation(len(batch_source))
-                total, steps = 0.0, 0
+                    source = np.concatenate([sequences, _augment(sequences, cfg, rng, n_items)])
+                order = rng.permutation(len(source))
                 for start in range(0, len(order), cfg.batch_size):
-                    raise_if_stopped()  # stop within a batch on Ctrl-C, SIGTERM or a cancel
-                    batch = torch.from_numpy(batch_source[order[start : start + cfg.batch_size]])
-                    batch = batch.to(device)
-                    loss = self._loss(net, batch[:, :-1], batch[:, 1:])
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.item()
-                    steps += 1
-                history.append({"loss": total / max(steps, 1)})
-        self.net = net.cpu().eval()
-        self.n_items = n_items
+                    batch = torch.from_numpy(source[order[start : start + cfg.batch_size]])
+                    yield batch.to(trainer.device)
+
+            def validate() -> float:
+                self.keep(net, copy=True)
+                return validation_ndcg(self, held_out)
+
+            history = trainer.run(
+                optimizer,
+                batches,
+                lambda batch: self._loss(net, batch[:, :-1], batch[:, 1:]),
+                validate=None if held_out is None else validate,
+            )
+        self.keep(net)
         return history
 
     def _loss(self, net: SASRecNetwork, inputs: torch.Tensor, targets: torch.Tensor):
@@ -226,7 +202,7 @@ class SASRec(NetworkRecommender):
 
     @torch.no_grad()
     def factors(self, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor]:
-        sequence = torch.from_numpy(_right_aligned(histories, self.config.max_len, self.n_items))
+        sequence = padded_history(histories, self.config.max_len, right=True, pad=self.n_items)
         hidden = self.net(sequence)[:, -1]  # (B, D): the state after the newest item
         return hidden, self.net.items.table()  # (B, D), (I, D)
 
@@ -244,17 +220,6 @@ class SASRec(NetworkRecommender):
         age = (length - 1 - torch.arange(history.shape[1]).unsqueeze(0)).clamp_min(0)
         recency = (1.0 - age / self.config.max_len).clamp_min(0.0)  # (B, L)
         return hist @ cand.transpose(1, 2) * recency.unsqueeze(-1)  # (B, L, K)
-
-
-def _right_aligned(histories: UserHistories, length: int, pad: int) -> np.ndarray:
-    """Each user's newest `length` items, right-aligned, `pad` on the left. (B, length)."""
-    left = padded_history(histories, length).numpy()  # (B, L) left-aligned, -1 padded
-    out = np.full((len(histories), length), pad, dtype=np.int64)
-    lengths = (left >= 0).sum(1)
-    for row, n in enumerate(lengths):
-        if n:
-            out[row, length - n :] = left[row, :n]
-    return out
 
 
 def _windows(histories: UserHistories, length: int, pad: int) -> np.ndarray:

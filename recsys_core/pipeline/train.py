@@ -34,7 +34,7 @@ from recsys_core.data.splits import DEFAULT_FRACTIONS, Split, check_protocol, ma
 from recsys_core.errors import InputError
 from recsys_core.evaluation import evaluate
 from recsys_core.evaluation.evaluate import ChunkMap
-from recsys_core.models import MODELS, FitOptions, TrainingData, create
+from recsys_core.models import FitOptions, TrainingData, create, registered
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
 from recsys_core.registry.tracking import (
@@ -536,9 +536,9 @@ def format_candidates(report: TrainReport | dict) -> str:
 def _label(candidate: dict) -> str:
     """Model name, plus the parameters that differ from its defaults (so rows stay apart)."""
     name = candidate["model"]
-    if name not in MODELS:
+    if name not in registered():
         return name
-    defaults = MODELS[name]().params()
+    defaults = registered()[name]().params()
     changed = {k: v for k, v in candidate["params"].items() if defaults.get(k) != v}
     if not changed:
         return name

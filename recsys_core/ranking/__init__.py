@@ -6,7 +6,14 @@ from recsys_core.ranking.query import (
     encode_queries,
     load_query_encoder,
 )
-from recsys_core.ranking.topk import Shard, TopK, chunk_size, plan_shards, top_k
+from recsys_core.ranking.topk import (
+    Shard,
+    TopK,
+    chunk_size,
+    plan_shards,
+    score_in_chunks,
+    top_k,
+)
 
 __all__ = [
     "DEFAULT_QUERY_WEIGHT",
@@ -17,5 +24,6 @@ __all__ = [
     "encode_queries",
     "load_query_encoder",
     "plan_shards",
+    "score_in_chunks",
     "top_k",
 ]

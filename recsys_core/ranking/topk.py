@@ -97,8 +97,29 @@ def chunk_size(n_items: int, memory_mb: int, *, matrices: int = 3) -> int:
         memory_mb: Budget.
         matrices: (users x items) matrices alive at once.
     """
-    per_user = max(n_items, 1) * 4 * matrices
-    return max(1, int((memory_mb << 20) * 0.9) // per_user)
+    return _users_per_chunk(max(n_items, 1) * matrices, memory_mb)
+
+
+def _users_per_chunk(floats_per_user: int, memory_mb: int) -> int:
+    return max(1, int((memory_mb << 20) * 0.9) // (4 * max(floats_per_user, 1)))
+
+
+def score_in_chunks(model: Recommender, histories: UserHistories, memory_mb: int) -> torch.Tensor:
+    """`model.score` of every user, computed a chunk of users at a time.
+
+    For callers that need the whole (B, I) score matrix (a blend tuning its weights): the
+    model's working memory (`score_floats_per_user`) stays within `memory_mb` per chunk,
+    on top of the result itself.
+    """
+    step = _users_per_chunk(model.score_floats_per_user(histories.n_items), memory_mb)
+    if len(histories) <= step:
+        return model.score(histories)
+    out = torch.empty(len(histories), histories.n_items)
+    for start in range(0, len(histories), step):
+        raise_if_stopped()
+        stop = min(start + step, len(histories))
+        out[start:stop] = model.score(histories.slice(start, stop))
+    return out
 
 
 def top_k(
@@ -137,7 +158,9 @@ def top_k(
         return TopK(np.arange(n_users), items, scores, reasons)
     with torch.inference_mode():  # factor models need only the one score buffer per chunk
         factors = model.factors(histories.slice(0, 1)) is not None
-    step = chunk_size(scorer.padded, memory_mb, matrices=1 if factors else 3)
+    # factor models need the one score buffer; others their own working memory
+    floats = scorer.padded if factors else model.score_floats_per_user(scorer.padded)
+    step = _users_per_chunk(floats, memory_mb)
     bar = tqdm(total=n_users, unit="users", desc="rank", disable=not progress)
     with bar, torch.inference_mode():
         for start in range(0, n_users, step):

@@ -116,7 +116,7 @@ def load_bundle(folder: Path) -> ModelBundle:
     config = json.loads((folder / "config.json").read_text())
     if config.get("format") != FORMAT_VERSION:
         raise ValueError(f"{folder}: model format {config.get('format')} is not {FORMAT_VERSION}")
-    model = create(config["model"], config["params"])
+    model = create(config["model"], config["params"], saved=True)
     model.load_state_dict(load_file(str(folder / "weights.safetensors")))
     items = Vocabulary.from_frame(pl.read_parquet(folder / "items.parquet"))
     users = Vocabulary.from_frame(pl.read_parquet(folder / "users.parquet"))

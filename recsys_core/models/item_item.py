@@ -1,0 +1,65 @@
+"""What item-item models share: a user's score is their history row times an item x item matrix.
+
+score(u, j) = sum over history items h of x_uh W[h, j], with x_u the user's history, its
+entries halved every `history_half_life` later items when the config sets one. W[h, j] says
+how much history item h supports item j, so it is also the explanation. W is dense (EASE's
+closed form) or sparse (item-kNN's top-N neighbour lists, any catalog size); a subclass fits
+it and sets `sparse`.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import scipy.sparse as sp
+import torch
+
+from recsys_core.data.interactions import UserHistories
+from recsys_core.models.base import Capabilities, Recommender, recency_weights
+from recsys_core.models.sparse_items import (
+    from_state,
+    sparse_pair_weights,
+    sparse_scores,
+    to_state,
+)
+
+
+class ItemItemRecommender(Recommender):
+    """Base of the item-item models. Subclasses fit `self.weights` and set `sparse`.
+
+    Their config has `history_half_life` (None = every history item counts once); it only
+    changes scoring, so models that differ in it alone share one fit (`scoring_params`).
+    """
+
+    capabilities = Capabilities(explains=True)
+    scoring_params = ("history_half_life",)
+    sparse: ClassVar[bool] = False  # W is a scipy CSR matrix, else a dense torch tensor
+    state_name: ClassVar[str] = "weights"  # W's key in the saved state
+    weights: torch.Tensor | sp.csr_matrix  # (I, I): history item -> candidate
+
+    def keep(self, weights: torch.Tensor | sp.csr_matrix) -> None:
+        self.weights = weights
+        self.n_items = weights.shape[0]
+
+    def score(self, histories: UserHistories) -> torch.Tensor:
+        rows = histories.csr(recency_weights(histories, self.config.history_half_life))
+        if self.sparse:
+            return sparse_scores(rows, self.weights)  # (B, I)
+        return torch.from_numpy(rows @ self.weights.numpy())  # sparse (B, I) @ dense (I, I)
+
+    def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        if self.sparse:
+            return sparse_pair_weights(self.weights, history, candidates)
+        rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)
+        return self.weights[rows, candidates.clamp_min(0).unsqueeze(1)]  # (B, L, K)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self.sparse:
+            return to_state(self.state_name, self.weights)
+        return {self.state_name: self.weights}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if self.sparse:
+            self.keep(from_state(self.state_name, state))
+        else:
+            self.keep(state[self.state_name].float())

@@ -1,0 +1,86 @@
+"""Parts of the torch models: the item table they share and their fitted-state handling.
+
+SASRec and DIN represent an item the same way (an ID embedding plus a projection of its text
+vector, with a padding row), and their fitted state is one network over that table.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from recsys_core.errors import InputError
+from recsys_core.models.base import Recommender, TrainingData
+
+
+class ItemRepresentation(nn.Module):
+    """ID embedding (+ projected text) per item; index `n_items` is the padding/mask slot."""
+
+    def __init__(self, n_items: int, dim: int, text: torch.Tensor | None):
+        super().__init__()
+        self.ids = nn.Embedding(n_items + 1, dim, padding_idx=n_items)  # (I + 1, D)
+        nn.init.normal_(self.ids.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.ids.weight[n_items].zero_()
+        self.project = None
+        if text is not None:
+            self.register_buffer("text", text.float())  # (I, T), not trained
+            self.project = nn.Linear(text.shape[1], dim)
+        # 1 for items with training events; items without keep only their text
+        self.register_buffer("known", torch.ones(n_items + 1))  # (I + 1,)
+
+    def forward(self, items: torch.Tensor, id_dropout: float = 0.0) -> torch.Tensor:
+        """items: (...) indexes in [0, n_items]. Returns (..., D)."""
+        keep = self.known[items]
+        if self.training and id_dropout > 0:
+            keep = keep * (torch.rand_like(keep) >= id_dropout)
+        out = self.ids(items) * keep.unsqueeze(-1)
+        if self.project is not None:
+            n_items = self.text.shape[0]
+            # project each distinct item once: a batch repeats items many times
+            unique, inverse = torch.unique(items.clamp_max(n_items - 1), return_inverse=True)
+            text = self.project(self.text[unique])[inverse]  # (..., D)
+            out = out + text * (items < n_items).unsqueeze(-1)
+        return out
+
+    def table(self) -> torch.Tensor:
+        """Every real item's representation. Returns (I, D)."""
+        return self.forward(torch.arange(len(self.known) - 1, device=self.known.device))
+
+
+class NetworkRecommender(Recommender):
+    """A model whose fitted state is one torch network `net` over an item table with a
+    padding row (`items.known`, n_items + 1 rows) and, when `config.use_text`, projected
+    text vectors (`items.text`). Subclasses set `network_class`, built as
+    `network_class(n_items, config, text)`."""
+
+    network_class: ClassVar[type]
+
+    @property
+    def uses_text(self) -> bool:
+        return self.config.use_text
+
+    def require_text(self, data: TrainingData) -> None:
+        if self.config.use_text and data.item_embeddings is None:
+            raise InputError(
+                f"{self.name}: item embeddings are missing (run `recsys encode` first)"
+            )
+
+    def keep(self, net: nn.Module, *, copy: bool = False) -> None:
+        """Take `net` as the scoring state, on the CPU in eval mode. `copy` leaves the network
+        being trained as it is (to validate between epochs)."""
+        self.net = (deepcopy(net) if copy else net).cpu().eval()
+        self.n_items = len(self.net.items.known) - 1
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        n_items = state["items.known"].shape[0] - 1
+        self.net = self.network_class(n_items, self.config, state.get("items.text"))
+        self.net.load_state_dict(state)
+        self.net.eval()
+        self.n_items = n_items

@@ -1,0 +1,139 @@
+"""The one torch training loop: seeded, on a device, per-epoch metrics, early stopping.
+
+A model hands the trainer its optimizer, a function that yields an epoch's batches and a
+function that turns a batch into a loss; the trainer owns everything around them:
+
+    trainer = Trainer("mf", options, epochs=cfg.epochs)
+    with trainer.seeded():                        # every random draw of the fit is seeded
+        net = build().to(trainer.device)
+        optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        epochs = trainer.run(optimizer, batches, loss)
+
+Each epoch's metrics (`loss`, the mean over its steps, and `validation` when a validation
+function is given) are returned, one dict per epoch; the train stage logs them to MLflow as
+one step per epoch. With a validation function and `patience`, training stops after
+`patience` epochs without a better validation figure and the best epoch's parameters are
+put back. The stop flag (Ctrl-C, SIGTERM, a cancel) is checked before every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from recsys_core.cancel import raise_if_stopped
+from recsys_core.data.splits import Split, make_split
+from recsys_core.device import resolve_device
+from recsys_core.evaluation.evaluate import evaluate
+from recsys_core.models.base import EpochMetrics, FitOptions, Recommender, TrainingData
+
+
+class Trainer:
+    """Runs the epochs of one fit.
+
+    Args:
+        name: The model's name (the progress bar's label).
+        options: Run-level settings: seed, device, progress.
+        epochs: Most epochs to train.
+        patience: With a validation function, stop after this many epochs without a better
+            validation figure (0 = train every epoch).
+    """
+
+    def __init__(self, name: str, options: FitOptions, epochs: int, *, patience: int = 0):
+        self.name = name
+        self.options = options
+        self.epochs = epochs
+        self.patience = patience
+        self.device = resolve_device(options.device)
+        self.best_epoch: int | None = None
+
+    @contextlib.contextmanager
+    def seeded(self) -> Iterator[None]:
+        """Seed torch's generator for the block and restore the caller's state after it."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.options.seed)
+            yield
+
+    def run(
+        self,
+        optimizer: torch.optim.Optimizer,
+        batches: Callable[[int], Iterable[Any]],
+        loss: Callable[[Any], torch.Tensor],
+        *,
+        validate: Callable[[], float] | None = None,
+    ) -> EpochMetrics:
+        """Train: for each epoch, a step per batch of `batches(epoch)` on `loss(batch)`.
+
+        Args:
+            optimizer: Holds the parameters being trained (snapshotted for early stopping).
+            batches: The batches of an epoch, in order (shuffled by the model, seeded).
+            loss: A batch's scalar loss.
+            validate: A figure to maximize, computed after each epoch (e.g. NDCG@10 on
+                held-out events); None trains every epoch and reports the loss only.
+
+        Returns:
+            One metrics dict per epoch trained.
+        """
+        history: EpochMetrics = []
+        best, best_state, waited = -float("inf"), None, 0
+        bar = tqdm(range(self.epochs), desc=self.name, disable=not self.options.progress)
+        for epoch in bar:
+            total, steps = 0.0, 0
+            for batch in batches(epoch):
+                raise_if_stopped()  # stop within a batch on Ctrl-C, SIGTERM or a cancel
+                value = loss(batch)
+                optimizer.zero_grad()
+                value.backward()
+                optimizer.step()
+                total += value.item()
+                steps += 1
+            metrics = {"loss": total / max(steps, 1)}
+            if validate is not None:
+                metrics["validation"] = float(validate())
+            history.append(metrics)
+            if validate is None or self.patience <= 0:
+                continue
+            if metrics["validation"] > best:
+                best, best_state, waited = metrics["validation"], _snapshot(optimizer), 0
+                self.best_epoch = epoch
+            else:
+                waited += 1
+                if waited >= self.patience:
+                    break
+        if best_state is not None:
+            _restore(optimizer, best_state)
+        return history
+
+
+def _parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def _snapshot(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in _parameters(optimizer)]
+
+
+def _restore(optimizer: torch.optim.Optimizer, state: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for param, saved in zip(_parameters(optimizer), state, strict=True):
+            param.copy_(saved)
+
+
+def validation_part(data: TrainingData, options: FitOptions) -> tuple[TrainingData, Split]:
+    """Split off the events an early-stopped fit validates on, held out the way the model
+    will be judged (`options.validation_protocol`; `cold_items` holds out by user instead,
+    since no model could learn the held-out items' ids)."""
+    protocol = options.validation_protocol
+    if protocol == "cold_items":
+        protocol = "user_temporal"
+    split = make_split(data.interactions, protocol, seed=options.seed)
+    return TrainingData(split.train, data.item_embeddings), split
+
+
+def validation_ndcg(model: Recommender, split: Split, max_users: int = 2000) -> float:
+    """NDCG@10 of `model` on the held-out part, over at most `max_users` seeded users."""
+    return evaluate(model, split, (10,), max_users=max_users, seed=0)["ndcg@10"]
