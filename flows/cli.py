@@ -92,7 +92,7 @@ def _options(data_dir: Path, k=None, models=None, encoder=None, protocol=None) -
 
 def _model_specs(models: str) -> list[str]:
     """Split `ease,blend` or `ease(reg=300, history_half_life=5),content` at top-level commas."""
-    from recsys_core.models.base import split_top_level
+    from recsys_core.models.registry import split_top_level
 
     return [s.strip() for s in split_top_level(models) if s.strip()]
 

@@ -13,7 +13,7 @@ import pytest
 
 from recsys_core.errors import InputError
 from recsys_core.models import MODELS, create, discover, registered
-from recsys_core.models import discovery as model_discovery
+from recsys_core.models import registry as model_registry
 from recsys_core.ranking import top_k
 from recsys_core.registry.artifacts import ModelBundle, load_bundle, save_bundle
 from recsys_core.testing.recommenders import fit_for_test
@@ -83,10 +83,10 @@ def plugin_path(tmp_path, monkeypatch):
     MODELS.update(before)
     for module in [m for m in sys.modules if m.startswith("throwaway_")]:
         sys.modules.pop(module)
-    model_discovery._loaded.difference_update(
-        {m for m in model_discovery._loaded if m.startswith("throwaway_")}
+    model_registry._loaded.difference_update(
+        {m for m in model_registry._loaded if m.startswith("throwaway_")}
     )
-    model_discovery._problems.clear()
+    model_registry._problems.clear()
 
 
 def test_a_model_in_a_module_named_by_the_setting_trains_ranks_saves_and_loads(

@@ -8,8 +8,9 @@ import torch
 
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models import create, registered
-from recsys_core.models.base import align_right, format_spec, padded_history, parse_spec
+from recsys_core.models.base import align_right, padded_history
 from recsys_core.models.ease import map_cold_columns
+from recsys_core.models.registry import format_spec, parse_spec
 from recsys_core.ranking import top_k
 from recsys_core.testing.recommenders import RecommenderContract, fit_for_test
 

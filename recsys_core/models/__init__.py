@@ -1,18 +1,15 @@
 """Every model behind one contract. `registered()` (and `create`) find them all on first use
-(see `discovery`): the modules of this package, installed `recsys.models` plugins and the
+(see `registry`): the modules of this package, installed `recsys.models` plugins and the
 modules named in `RECSYS_MODEL_MODULES`."""
 
 from recsys_core.models.base import (
-    MODELS,
     Capabilities,
     FitOptions,
     Recommender,
     TestProfile,
     TrainingData,
-    create,
-    register,
 )
-from recsys_core.models.discovery import discover, registered
+from recsys_core.models.registry import MODELS, create, discover, register, registered
 
 __all__ = [
     "MODELS",

@@ -26,8 +26,8 @@ from recsys_core.models.base import (
     TestProfile,
     TrainingData,
     padded_history,
-    register,
 )
+from recsys_core.models.registry import register
 
 FOLD_IN_MEMORY_MB = 256  # float64 working memory of one block of users being folded in
 

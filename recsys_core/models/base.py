@@ -12,18 +12,15 @@ Fitted state is a flat dict of tensors (saved as safetensors, never pickled).
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import TypeAdapter, ValidationError
 
 from recsys_core.data.interactions import Interactions, UserHistories
-from recsys_core.errors import InputError
+from recsys_core.models.registry import create, format_spec
 
 
 @dataclass(frozen=True)
@@ -218,138 +215,6 @@ class Recommender(ABC):
 
     def __repr__(self) -> str:
         return f"{self.name}({self.params()})"
-
-
-MODELS: dict[str, type[Recommender]] = {}
-
-
-def register(cls: type[Recommender]) -> type[Recommender]:
-    """Class decorator: make a model available by its `name`.
-
-    Checks the declaration, so a model that forgets a part of it fails at import, not in a
-    nightly: a name not taken by another class, a dataclass config, and a test profile whose
-    parameters the config accepts.
-    """
-    for attribute in ("name", "config_class"):
-        if not hasattr(cls, attribute):
-            raise TypeError(f"model {cls.__qualname__} must set `{attribute}`")
-    known = MODELS.get(cls.name)
-    if known is not None and known.__qualname__ != cls.__qualname__:
-        taken = f"{known.__module__}.{known.__qualname__}"
-        raise TypeError(f"model name {cls.name!r} is taken by {taken}")
-    if not dataclasses.is_dataclass(cls.config_class):
-        raise TypeError(f"model {cls.name}: config_class must be a dataclass")
-    fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    profile = cls.test_profile
-    unknown = (set(profile.quick) | set(profile.learns) | set(profile.text)) - fields
-    if unknown:
-        raise TypeError(f"model {cls.name}: test_profile sets unknown parameters {sorted(unknown)}")
-    MODELS[cls.name] = cls
-    return cls
-
-
-def split_top_level(text: str, sep: str = ",") -> list[str]:
-    """Split at `sep` outside parentheses, brackets and double-quoted strings.
-
-    `ease,sasrec(augment="crop,mask", epochs=2)` gives two parts, not four.
-    """
-    parts, depth, quoted, current = [], 0, False, []
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char in "([{":
-            depth += 1
-        elif not quoted and char in ")]}":
-            depth -= 1
-        if char == sep and depth == 0 and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Split a model spec such as `ease` or `ease(reg=300, history_half_life=5)`.
-
-    Values are read as JSON where they parse (numbers, true/false, null, quoted strings) and
-    kept as plain strings otherwise.
-
-    Args:
-        spec: A registered model name, optionally followed by parameters in parentheses.
-
-    Returns:
-        The model name and its parameters.
-    """
-    spec = spec.strip()
-    if "(" not in spec:
-        return spec, {}
-    name, _, rest = spec.partition("(")
-    if not rest.endswith(")"):
-        raise InputError(f"model spec {spec!r}: expected name(key=value, ...)")
-    params: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in split_top_level(rest[:-1]))):
-        key, sep, raw = part.partition("=")
-        if not sep:
-            raise InputError(f"model spec {spec!r}: {part!r} is not key=value")
-        try:
-            params[key.strip()] = json.loads(raw.strip())
-        except json.JSONDecodeError:
-            params[key.strip()] = raw.strip()
-    return name.strip(), params
-
-
-def format_spec(name: str, params: dict[str, Any]) -> str:
-    """The inverse of `parse_spec`: `name(key=value, ...)`, or `name` without parameters."""
-    if not params:
-        return name
-    return f"{name}({', '.join(f'{k}={json.dumps(v)}' for k, v in params.items())})"
-
-
-@functools.cache
-def _adapter(config_class: type) -> TypeAdapter:
-    return TypeAdapter(config_class)
-
-
-def create(name: str, params: dict[str, Any] | None = None, *, saved: bool = False) -> Recommender:
-    """Instantiate a registered model from its name (or spec, see `parse_spec`) and params.
-
-    Args:
-        name: A model name or spec.
-        params: Parameters, over those of the spec.
-        saved: The parameters come from a saved model: ones the model has retired are dropped.
-    """
-    if "(" in name:
-        name, from_spec = parse_spec(name)
-        params = {**from_spec, **(params or {})}
-    from recsys_core.models.discovery import discover, load_problems
-
-    if name not in MODELS:
-        discover()
-    try:
-        cls = MODELS[name]
-    except KeyError:
-        problems = "".join(f"; {p}" for p in load_problems())
-        raise InputError(
-            f"unknown model {name!r} (known: {', '.join(sorted(MODELS))}){problems}"
-        ) from None
-    if saved and params:
-        params = {k: v for k, v in params.items() if k not in cls.retired_params}
-    try:
-        # types first (`reg=abc`, `cold_map_reg=None` instead of null), then the dataclass
-        # itself, so the values it keeps are exactly the ones given
-        _adapter(cls.config_class).validate_python(params or {})
-        config = cls.config_class(**(params or {}))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']} (got {e['input']!r})"
-            for e in exc.errors()
-        )
-        raise InputError(f"model {name}: bad parameters {params}: {problems}") from None
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"model {name}: bad parameters {params}: {exc}") from None
-    return cls(config)
 
 
 def recency_weights(histories: UserHistories, half_life: float | None) -> np.ndarray:

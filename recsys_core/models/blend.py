@@ -33,11 +33,9 @@ from recsys_core.models.base import (
     Recommender,
     TestProfile,
     TrainingData,
-    create,
-    format_spec,
     history_rows,
-    register,
 )
+from recsys_core.models.registry import create, format_spec, register
 from recsys_core.ranking.topk import score_in_chunks
 
 # cheap, complementary members: co-occurrence with text and sitting-window signals, the same

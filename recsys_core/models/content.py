@@ -26,8 +26,8 @@ from recsys_core.models.base import (
     Recommender,
     TrainingData,
     recency_weights,
-    register,
 )
+from recsys_core.models.registry import register
 
 
 @dataclass(frozen=True)

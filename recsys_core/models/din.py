@@ -31,9 +31,9 @@ from recsys_core.models.base import (
     TrainingData,
     align_right,
     padded_history,
-    register,
 )
 from recsys_core.models.networks import ItemRepresentation, NetworkRecommender
+from recsys_core.models.registry import register
 from recsys_core.models.training import Trainer, validation_ndcg, validation_part
 
 

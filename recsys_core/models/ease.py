@@ -32,9 +32,9 @@ from recsys_core.models.base import (
     FitOptions,
     TestProfile,
     TrainingData,
-    register,
 )
 from recsys_core.models.item_item import ItemItemRecommender
+from recsys_core.models.registry import register
 
 # peak bytes of a fit per items^2: the float32 Gram matrix from sparse, its float64 copy, the
 # inverse and its workspace, the weights (measured: 33 at 6,000 items)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from recsys_core.models.base import EpochMetrics, FitOptions, TrainingData, register
+from recsys_core.models.base import EpochMetrics, FitOptions, TrainingData
 from recsys_core.models.item_item import ItemItemRecommender
+from recsys_core.models.registry import register
 from recsys_core.models.sparse_items import co_occurrence_topn
 
 

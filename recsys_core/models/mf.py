@@ -24,8 +24,8 @@ from recsys_core.models.base import (
     Recommender,
     TestProfile,
     TrainingData,
-    register,
 )
+from recsys_core.models.registry import register
 from recsys_core.models.training import Trainer, validation_ndcg, validation_part
 
 

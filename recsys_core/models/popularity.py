@@ -15,8 +15,8 @@ from recsys_core.models.base import (
     FitOptions,
     Recommender,
     TrainingData,
-    register,
 )
+from recsys_core.models.registry import register
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from recsys_core.models.base import (
     TestProfile,
     TrainingData,
     padded_history,
-    register,
 )
 from recsys_core.models.networks import ItemRepresentation, NetworkRecommender
+from recsys_core.models.registry import register
 from recsys_core.models.training import Trainer, validation_ndcg, validation_part
 
 AUGMENTATIONS = ("crop", "mask", "reorder")
