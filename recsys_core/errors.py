@@ -1,6 +1,21 @@
-"""Errors that carry the pipeline's exit-code contract."""
+"""Errors that carry the pipeline's exit-code contract, and how a failure maps onto it.
+
+Exit codes: 0 ok; 2 bad input or usage (one line naming the file, row or column, and why);
+1 internal failure (a failing disk is named as such); 130 stopped by SIGINT (Ctrl-C) or
+SIGTERM. `exit_status` turns an exception into its code and the one line to print, so every
+front end (the CLI, a service) reports failures the same way.
+"""
 
 from __future__ import annotations
+
+import errno
+
+from recsys_core.cancel import Stopped
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # an internal failure, or the disk under the data directory failed
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 130  # what shells report for a process ended by Ctrl-C
 
 
 class InputError(ValueError):
@@ -10,4 +25,58 @@ class InputError(ValueError):
     publishes nothing.
     """
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
+
+
+# OS error numbers that mean the storage failed, not the pipeline
+STORAGE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
+# the same failures as the Delta Lake (Rust) and sqlite layers word them
+STORAGE_MESSAGES = {
+    "no space left on device": errno.ENOSPC,
+    "os error 28": errno.ENOSPC,
+    "database or disk is full": errno.ENOSPC,
+    "read-only file system": errno.EROFS,
+    "os error 30": errno.EROFS,
+    "attempt to write a readonly database": errno.EROFS,
+}
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """One line for a failure of the disk rather than of the pipeline, else None.
+
+    Storage errors arrive as OSError from Python and pyarrow, but as plain exceptions with
+    the OS message from the Delta Lake (Rust) and sqlite layers, so both are checked, along
+    the chain of causes.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in STORAGE_ERRORS:
+            where = f" writing {seen.filename}" if seen.filename else ""
+            return f"{STORAGE_ERRORS[seen.errno]}{where}"
+        text = str(seen).lower()
+        for needle, code in STORAGE_MESSAGES.items():
+            if needle in text:
+                return STORAGE_ERRORS[code]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def exit_status(exc: BaseException) -> tuple[int, str]:
+    """The exit code of a failed or stopped run and the one line that says why.
+
+    A stop and bad input say so; a failing disk is named, with the reassurance that no table
+    moved; anything else is an internal error with its type and message.
+    """
+    if isinstance(exc, Stopped):
+        return EXIT_STOPPED, f"stopped: {exc.reason}; nothing was committed"
+    if isinstance(exc, InputError):
+        return exc.exit_code, f"error: {exc}"
+    problem = storage_problem(exc)
+    if problem is not None:
+        return EXIT_FAILURE, f"error: {problem}; tables keep their previous version"
+    return EXIT_FAILURE, f"internal error: {type(exc).__name__}: {exc}"

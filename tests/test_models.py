@@ -226,10 +226,10 @@ def test_specs_parse_and_format_round_trip():
 
 
 def test_cli_model_lists_split_at_top_level_commas_only():
-    from flows.cli import _model_specs
+    from flows.cli import model_specs
 
     models = 'ease,sasrec(augment="crop,mask", epochs=2), blend(members=["ease", "content"])'
-    assert _model_specs(models) == [
+    assert model_specs(models) == [
         "ease", 'sasrec(augment="crop,mask", epochs=2)', 'blend(members=["ease", "content"])',
     ]  # fmt: skip
 

@@ -174,30 +174,6 @@ def test_cold_items_cannot_pick_a_champion(lake_with_data):
         train(lake, settings.model_copy(update={"protocol": "cold_items"}))
 
 
-def test_format_candidates_marks_champion_and_challenger():
-    from recsys_core.pipeline.train import format_candidates
-
-    metrics = {"ndcg@10": 0.3, "recall@10": 0.2}
-    report = {
-        "metric": "ndcg@10", "protocol": "user_temporal", "test_users": 5, "users": 9,
-        "items": 40, "champion": "m/2", "champion_model": "ease", "decision": "kept",
-        "challenger": "m/3", "challenger_model": "popularity",
-        "candidates": [
-            {"model": "ease", "params": {"reg": 500.0}, "metrics": metrics, "fit_seconds": 0.5,
-             "epochs": [], "role": "champion"},
-            {"model": "popularity", "params": {}, "metrics": metrics, "fit_seconds": 0.1,
-             "epochs": [], "role": "challenger"},
-            {"model": "ease", "params": {"reg": 100.0}, "metrics": metrics, "fit_seconds": 0.5,
-             "epochs": [{"loss": 1.0}], "role": ""},
-        ],
-    }  # fmt: skip
-    lines = format_candidates(report).splitlines()
-    assert lines[1].startswith("ease *") and lines[2].startswith("popularity ~")
-    assert lines[3].startswith("ease(reg=100.0)")  # non-default params tell rows apart
-    assert "-" in lines[1].split()  # metrics not computed show as a dash
-    assert lines[-2] == "champion: m/2 (ease): kept" and lines[-1] == "challenger: m/3 (popularity)"
-
-
 def test_cli_refuses_unknown_models_and_protocols_before_running(tmp_path):
     from typer.testing import CliRunner
 

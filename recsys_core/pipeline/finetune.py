@@ -12,7 +12,6 @@ with the fine-tuned encoder, so the run says whether fine-tuning helped on this 
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 import time
@@ -234,10 +233,3 @@ def _register(tracker: Tracker, source: str, run_id: str, base_id: str) -> str:
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     """MLflow metric names cannot contain '@'."""
     return {prefix + k.replace("@", "_at_"): float(v) for k, v in metrics.items()}
-
-
-def config_with(**changes) -> FinetuneConfig:
-    """The default config with the given (non-None) fields changed."""
-    return dataclasses.replace(
-        FinetuneConfig(), **{k: v for k, v in changes.items() if v is not None}
-    )

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import torch
 
 from recsys_core.cancel import raise_if_stopped
@@ -48,11 +47,6 @@ from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
 KS = (10, 20)
-# columns of the candidates table printed by `recsys train` and `recsys evaluate`
-TABLE_METRICS = (
-    "ndcg@10", "recall@10", "recall@20", "map@10", "mrr@10", "coverage@10", "novelty@10",
-    "diversity@10",
-)  # fmt: skip
 
 
 @dataclass
@@ -180,7 +174,7 @@ def train(
             "use it with `recsys evaluate` (champion protocols: user_temporal, "
             "global_temporal, leave_one_out, user_random)"
         )
-    data, embeddings, candidates, split, options, report = _prepare(
+    data, embeddings, candidates, split, options, report = _split_and_candidates(
         lake, settings, protocol, progress, say
     )
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
@@ -222,7 +216,7 @@ def train(
 
     full = TrainingData(data, embeddings)
     extra = {"pipeline_run": run_id, "parent_run": parent_id, "split": split.fingerprint()}
-    say(f"refitting {_label(asdict(winner))} on all {len(data)} events")
+    say(f"refitting {candidate_label(asdict(winner))} on all {len(data)} events")
     registered = _refit_and_register(tracker, winner, full, options, settings, CHAMPION, extra)
     report.champion = registered.label
     report.champion_model = winner.model
@@ -259,7 +253,7 @@ def evaluate_models(
     """
     protocol = check_protocol(protocol or settings.protocol)
     say = log or (lambda line: None)
-    _, embeddings, candidates, split, options, report = _prepare(
+    _, embeddings, candidates, split, options, report = _split_and_candidates(
         lake, settings, protocol, progress, say
     )
     tracker = Tracker(lake, f"{settings.experiment}-evaluation", settings.registered_model)
@@ -280,7 +274,7 @@ def evaluate_models(
     return report
 
 
-def _prepare(
+def _split_and_candidates(
     lake: Lake, settings: Settings, protocol: str, progress: bool, say: Callable[[str], None]
 ):
     """What training and evaluation share: the data, its split, the candidates to fit."""
@@ -323,7 +317,7 @@ def _fit_candidates(
     """Fit and evaluate each candidate into `report`; one that fails is left out, noted."""
     for name, params in candidates:
         raise_if_stopped()  # `Stopped` is no Exception: it is never taken for a failed fit
-        label = _label({"model": name, "params": params})
+        label = candidate_label({"model": name, "params": params})
         say(f"fitting {label}")
         try:
             result = _fit_candidate(
@@ -410,7 +404,7 @@ def _log_comparison(tracker: Tracker, report: TrainReport, winner, challenger) -
     tracker.mlflow.set_tag("decision", report.decision)
     with tempfile.TemporaryDirectory() as tmp:
         path = comparison_png(
-            [_label(asdict(c)) for c in report.candidates],
+            [candidate_label(asdict(c)) for c in report.candidates],
             [c.metrics for c in report.candidates],
             [c.epochs for c in report.candidates],
             Path(tmp) / "candidates.png",
@@ -485,55 +479,7 @@ def _f(result: CandidateResult, metric: str) -> str:
     return f"{result.metrics[metric]:.4f}"
 
 
-def candidates_table(report: TrainReport | dict) -> pl.DataFrame:
-    """One row per candidate: model, role, the table metrics, fit time and epochs."""
-    data = report if isinstance(report, dict) else report.as_dict()
-    rows = []
-    for c in data["candidates"]:
-        rows.append(
-            {
-                "model": c["model"],
-                "role": c.get("role", ""),
-                **{m: round(c["metrics"].get(m, float("nan")), 4) for m in TABLE_METRICS},
-                "fit_s": c["fit_seconds"],
-                "epochs": len(c.get("epochs") or []),
-            }
-        )
-    return pl.DataFrame(rows)
-
-
-def format_candidates(report: TrainReport | dict) -> str:
-    """The candidates table as aligned text, then the protocol, metric and decision lines."""
-    data = report if isinstance(report, dict) else report.as_dict()
-    width = max([len("model"), *(len(_label(c)) for c in data["candidates"])]) + 2
-    header = f"{'model':<{width}}" + "".join(f"{m:>13}" for m in TABLE_METRICS)
-    lines = [header + f"{'fit s':>9}{'epochs':>8}"]
-    for row, c in zip(
-        candidates_table(data).iter_rows(named=True), data["candidates"], strict=True
-    ):
-        mark = {"champion": " *", "challenger": " ~"}.get(row["role"], "")
-        values = "".join(
-            f"{row[m]:>13.4f}" if row[m] == row[m] else f"{'-':>13}" for m in TABLE_METRICS
-        )
-        lines.append(f"{_label(c) + mark:<{width}}{values}{row['fit_s']:>9.2f}{row['epochs']:>8}")
-    test_users, evaluated = data.get("test_users", 0), data.get("evaluated_users", 0)
-    sample = f", a sample of {evaluated} evaluated" if 0 < evaluated < test_users else ""
-    lines.append(
-        f"protocol {data['protocol']} ({test_users} test users{sample}, "
-        f"{data.get('users', 0)} users, {data.get('items', 0)} items); "
-        f"selection metric {data['metric']}; * champion, ~ challenger"
-    )
-    lines += [f"note: {note}" for note in data.get("left_out") or []]
-    if data.get("champion"):
-        lines.append(f"champion: {data['champion']} ({data['champion_model']}): {data['decision']}")
-        if data.get("challenger"):
-            lines.append(f"challenger: {data['challenger']} ({data['challenger_model']})")
-    else:
-        lines.append(data["decision"])
-    return "\n".join(lines)
-
-
-def _label(candidate: dict) -> str:
+def candidate_label(candidate: dict) -> str:
     """Model name, plus the parameters that differ from its defaults (so rows stay apart)."""
     name = candidate["model"]
     if name not in registered():
