@@ -7,7 +7,7 @@ from prefect.deployments import run_deployment
 
 from flows.params import RunOptions, Source
 from flows.reporting import publish_artifacts
-from flows.runners import build_task_runner
+from flows.runners import ChosenTaskRunner
 from flows.stages import encode_step, rank_and_publish
 from recsys_core.cancel import stop_on_signals
 from recsys_core.resources import measured
@@ -15,7 +15,7 @@ from recsys_core.settings import Settings
 from tasks import ingest_task, train_task
 
 
-@flow(name="nightly", task_runner=build_task_runner())
+@flow(name="nightly", task_runner=ChosenTaskRunner())
 def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> dict:
     """Ingest new logs, encode changed items, train and gate models, publish recommendations.
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+from pydantic import BaseModel, Field, create_model
 
 from recsys_core.data.sources import SourceSpec
 from recsys_core.encoders.finetune import FinetuneConfig
-from recsys_core.settings import DEFAULT_MODELS, Settings
+from recsys_core.settings import Settings
 
 
 class Source(BaseModel):
@@ -24,60 +28,57 @@ class Source(BaseModel):
         return SourceSpec(movielens=self.movielens, events=tuple(self.events), items=self.items)
 
 
-class RunOptions(BaseModel):
-    """Run-level options shared by every stage; unset values come from RECSYS_* variables."""
+# The run options a Prefect form and the CLI offer: one name per line, everything else (type,
+# bounds, description, default) comes from the `Settings` field of that name.
+RUN_OPTIONS = (
+    "data_dir", "k", "models", "encoder", "device", "retention_days", "unavailable_items",
+    "shard_users", "bot_events_per_day", "protocol", "encoder_max_length", "encoder_batch_size",
+    "encode_shards", "encoder_precision", "memory_budget_gb", "eval_users",
+)  # fmt: skip
+# how a setting's type reads in a form (a JSON value): paths as text, tuples as lists
+_FORM_TYPES = {Path: str, Path | None: str, tuple[str, ...]: list[str]}
 
-    data_dir: str | None = Field(None, description="Data directory (default ./lake).")
-    k: int | None = Field(None, ge=1, le=1000, description="Recommendations per user (20).")
-    models: list[str] | None = Field(
-        None, description=f"Candidate models (default: {', '.join(DEFAULT_MODELS)})."
-    )
-    encoder: str | None = Field(
-        None, description="Hugging Face id or local folder (default: bundled all-MiniLM-L6-v2)."
-    )
-    device: str | None = Field(None, description="auto, cpu, cuda or mps.")
-    refresh: bool = Field(
-        False, description="Run every stage even when its inputs did not change since last time."
-    )
-    retention_days: float | None = Field(
-        None, ge=0, le=30, description="Days replaced recommendations stay restorable (7)."
-    )
-    unavailable_items: str | None = Field(
-        None, description="File of item ids never to recommend (.txt, or a table with item_id)."
-    )
-    shard_users: int | None = Field(None, ge=1, description="Users per recommend shard.")
-    bot_events_per_day: int | None = Field(
-        None, ge=1, description="Ingest reports users with more events on one day (1000)."
-    )
-    protocol: str | None = Field(
-        None,
-        description="Evaluation protocol that picks the champion (default user_temporal; "
-        "also global_temporal, leave_one_out, user_random).",
-    )
-    encoder_max_length: int | None = Field(
-        None, ge=8, le=8192, description="Encoder token limit per item text (256)."
-    )
-    encoder_batch_size: int | None = Field(
-        None, ge=1, description="Texts per encoder batch (64 on CPU, 1,024 on CUDA)."
-    )
-    encode_shards: int | None = Field(
-        None, ge=1, le=4096, description="Shards the items to encode are split into (1)."
-    )
-    encoder_precision: str | None = Field(
-        None, description="auto (fp32 on CPU, bf16 on CUDA), fp32, bf16, fp16 or int8 (CPU)."
-    )
-    memory_budget_gb: float | None = Field(
-        None, gt=0, description="Memory a model may use while training (60% of the machine's)."
-    )
-    eval_users: int | None = Field(
-        None, ge=100, description="Validation users ranked per candidate, at most (20,000)."
-    )
 
+def _form_field(name: str) -> tuple[Any, Any]:
+    """An optional form field for setting `name`: None means "the setting's value"."""
+    info = Settings.model_fields[name]
+    kind = _FORM_TYPES.get(info.annotation, info.annotation)
+    if type(None) in get_args(kind):  # `float | None`: the form's None already means unset
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    if info.metadata:  # bounds such as ge=1, le=1000
+        kind = Annotated[kind, *info.metadata]
+    return kind | None, Field(None, description=Settings.help_text(name))
+
+
+class _RunOptionsBase(BaseModel):
     def settings(self) -> Settings:
         given = {k: v for k, v in self.model_dump(exclude={"refresh"}).items() if v is not None}
         if "models" in given:
             given["models"] = tuple(given["models"])
         return Settings(**given)
+
+
+RunOptions = create_model(
+    "RunOptions",
+    __base__=_RunOptionsBase,
+    __doc__="Run-level options shared by every stage; unset values come from RECSYS_* "
+    "variables, then the defaults of `recsys_core.settings.Settings`.",
+    __module__=__name__,
+    **{name: _form_field(name) for name in RUN_OPTIONS},
+    refresh=(
+        bool,
+        Field(
+            False,
+            description="Run every stage even when its inputs did not change since last time.",
+        ),
+    ),
+)
+
+
+def _tuning(name: str, text: str) -> str:
+    """`text` and FinetuneConfig's default for `name` (declared there, once)."""
+    default = next(f.default for f in dataclasses.fields(FinetuneConfig) if f.name == name)
+    return f"{text} (default {default})."
 
 
 class FinetuneOptions(BaseModel):
@@ -91,14 +92,22 @@ class FinetuneOptions(BaseModel):
         False, description="Score the content model with the base and the fine-tuned encoder."
     )
     output: str | None = Field(None, description="Also save the Hugging Face folder here.")
-    pairs: int | None = Field(None, ge=2, description="Training pairs (2,048).")
-    epochs: int | None = Field(None, ge=1, description="Passes over the pairs (1).")
-    batch_size: int | None = Field(None, ge=2, description="Pairs per step (32).")
+    pairs: int | None = Field(None, ge=2, description=_tuning("pairs", "Training pairs"))
+    epochs: int | None = Field(None, ge=1, description=_tuning("epochs", "Passes over the pairs"))
+    batch_size: int | None = Field(None, ge=2, description=_tuning("batch_size", "Pairs per step"))
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
-    learning_rate: float | None = Field(None, description="Peak learning rate (3e-5).")
-    max_length: int | None = Field(None, ge=8, description="Token limit while training (128).")
-    window: int | None = Field(None, ge=1, description="Co-occurrence window in a history (5).")
-    seed: int | None = Field(None, description="Seed for pair sampling and training (42).")
+    learning_rate: float | None = Field(
+        None, description=_tuning("learning_rate", "Peak learning rate")
+    )
+    max_length: int | None = Field(
+        None, ge=8, description=_tuning("max_length", "Token limit while training")
+    )
+    window: int | None = Field(
+        None, ge=1, description=_tuning("window", "Co-occurrence window in a history")
+    )
+    seed: int | None = Field(
+        None, description=_tuning("seed", "Seed for pair sampling and training")
+    )
 
     def config(self) -> FinetuneConfig:
         given = self.model_dump(exclude={"split", "evaluate", "output"}, exclude_none=True)

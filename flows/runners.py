@@ -2,8 +2,10 @@
 
 `RECSYS_TASK_RUNNER=dask` with `RECSYS_DASK_ADDRESS=tcp://scheduler:8786` uses an existing
 cluster; without an address a local cluster of `RECSYS_DASK_WORKERS` processes is started
-for the run. Shard tasks submitted inside `gpu_resources()` ask the scheduler for a worker
-that advertises a `GPU` resource (`dask worker --resources GPU=1`).
+for the run. The flows carry a `ChosenTaskRunner`: the engine is picked from the settings when
+a flow run starts (a CLI call, a deployment run on a worker), not when the module is
+imported. Shard tasks submitted inside `gpu_resources()` ask the scheduler for a worker that
+advertises a `GPU` resource (`dask worker --resources GPU=1`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -38,6 +41,46 @@ def build_task_runner(settings: Settings | None = None) -> TaskRunner:
             },
         )
     raise InputError(f"task runner {settings.task_runner!r} is not one of: thread, dask")
+
+
+class ChosenTaskRunner(TaskRunner):
+    """A task runner that becomes the one the settings ask for when its flow run starts.
+
+    Prefect enters a fresh copy (`duplicate`) for each flow run; that is when `RECSYS_*` are
+    read and the engine (threads, or a Dask cluster) is built and started. Tasks are then
+    submitted to it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine: TaskRunner | None = None
+
+    def duplicate(self) -> ChosenTaskRunner:
+        return type(self)()
+
+    def __enter__(self) -> ChosenTaskRunner:
+        super().__enter__()
+        self.engine = build_task_runner(Settings()).__enter__()
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        try:
+            if self.engine is not None:
+                self.engine.__exit__(exc_type, exc_value, traceback)
+        finally:
+            self.engine = None
+            super().__exit__(exc_type, exc_value, traceback)
+
+    def submit(self, task, parameters, wait_for=None, dependencies=None):
+        return self._started_engine().submit(task, parameters, wait_for, dependencies)
+
+    def map(self, task, parameters, wait_for=None):
+        return self._started_engine().map(task, parameters, wait_for)
+
+    def _started_engine(self) -> TaskRunner:
+        if self.engine is None:
+            raise RuntimeError("the task runner is not started (use it in a flow run)")
+        return self.engine
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, unmapped
 
 from flows.params import FinetuneOptions, RunOptions, Source
-from flows.runners import build_task_runner, gpu_resources
+from flows.runners import ChosenTaskRunner, gpu_resources
 from recsys_core.cancel import stop_on_signals
 from recsys_core.settings import Settings
 from tasks import (
@@ -48,7 +48,7 @@ def encode_step(settings: Settings) -> dict:
     return commit_encode_task(plan, shards.result())
 
 
-@flow(name="encode", task_runner=build_task_runner())
+@flow(name="encode", task_runner=ChosenTaskRunner())
 def encode_flow(options: RunOptions = RunOptions()) -> dict:
     """Embed items whose text or encoder changed, in `encode_shards` shards."""
     with stop_on_signals():
@@ -62,7 +62,7 @@ def train_flow(options: RunOptions = RunOptions()) -> dict:
         return train_task.with_options(refresh_cache=True)(options.settings())
 
 
-@flow(name="recommend", task_runner=build_task_runner())
+@flow(name="recommend", task_runner=ChosenTaskRunner())
 def recommend_flow(options: RunOptions = RunOptions()) -> dict:
     """Publish top-K recommendations for every user from the champion.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import annotated_types
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,8 +24,12 @@ class Settings(BaseSettings):
         None,
         description="Hugging Face model id or local folder; default: the bundled all-MiniLM-L6-v2.",
     )
-    encoder_max_length: int = Field(256, ge=8, le=8192)
-    encoder_batch_size: int = Field(64, ge=1)
+    encoder_max_length: int = Field(
+        256, ge=8, le=8192, description="Encoder token limit per item text."
+    )
+    encoder_batch_size: int = Field(
+        64, ge=1, description="Texts per encoder batch (on CUDA 1,024 when left unset)."
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     encoder_batch_tokens: int | None = Field(
         None,
@@ -42,7 +47,7 @@ class Settings(BaseSettings):
     encode_shards: int = Field(
         1, ge=1, le=4096, description="Shards the items to encode are split into (one task each)."
     )
-    seed: int = 42
+    seed: int = Field(42, description="Seeds every random choice of a run: splits, fits, samples.")
     models: tuple[str, ...] = Field(DEFAULT_MODELS, description="Candidate models to train.")
     selection_metric: str = Field(
         "ndcg@10", description="Validation metric that picks the champion."
@@ -50,7 +55,9 @@ class Settings(BaseSettings):
     min_improvement: float = Field(
         0.0, ge=0.0, description="How much a challenger must beat the champion's metric by."
     )
-    holdout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Share of events held out to evaluate candidates."
+    )
     protocol: str = Field(
         "user_temporal",
         description="Evaluation protocol that picks the champion: user_temporal, "
@@ -117,6 +124,27 @@ class Settings(BaseSettings):
     max_item_text_chars: int = Field(
         20_000, ge=100, description="Longer item text fields are cut at ingest (and flagged)."
     )
+
+    @classmethod
+    def help_text(cls, name: str) -> str:
+        """Setting `name`'s description and default, as a form or `--help` shows it."""
+        info = cls.model_fields[name]
+        default = info.default
+        if isinstance(default, tuple):
+            default = ", ".join(default)
+        text = (info.description or name.replace("_", " ")).rstrip(".")
+        return f"{text} (default {default})." if default is not None else f"{text}."
+
+    @classmethod
+    def bounds(cls, name: str) -> dict[str, float]:
+        """Setting `name`'s inclusive bounds, as `min`/`max` (what a CLI option checks)."""
+        found: dict[str, float] = {}
+        for rule in cls.model_fields[name].metadata:
+            if isinstance(rule, annotated_types.Ge):
+                found["min"] = rule.ge
+            elif isinstance(rule, annotated_types.Le):
+                found["max"] = rule.le
+        return found
 
     def memory_budget_bytes(self) -> int:
         """`memory_budget_gb` in bytes, or 60% of the machine's physical memory."""

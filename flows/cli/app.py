@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from recsys_core.settings import Settings
 
 app = typer.Typer(
     name="recsys",
@@ -14,6 +16,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def setting_option(name: str, flag: str) -> Any:
+    """A typer option that overrides setting `name`: its bounds, description and default come
+    from `Settings`, so an option is declared once there and named once here."""
+    env = f"RECSYS_{name.upper()}"
+    return typer.Option(
+        flag, help=f"{Settings.help_text(name)} Env {env}.", **Settings.bounds(name)
+    )
+
 
 DataDir = Annotated[
     Path,
@@ -27,7 +39,7 @@ Events = Annotated[
     typer.Option("--events", help="Generic events: file, folder or glob (repeatable)."),
 ]
 Items = Annotated[str | None, typer.Option("--items", help="Generic item catalog file.")]
-K = Annotated[int | None, typer.Option("--k", min=1, max=1000, help="Recommendations per user.")]
+K = Annotated[int | None, setting_option("k", "--k")]
 Models = Annotated[str | None, typer.Option("--models", help="Comma-separated candidate models.")]
 Encoder = Annotated[
     str | None,
@@ -37,16 +49,8 @@ Encoder = Annotated[
         "(models:/recsys-encoder/N).",
     ),
 ]
-BotLimit = Annotated[
-    int | None,
-    typer.Option(
-        "--bot-events-per-day",
-        min=1,
-        help="Report users with more events than this on one day (default 1000, env "
-        "RECSYS_BOT_EVENTS_PER_DAY).",
-    ),
-]
-Device = Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+BotLimit = Annotated[int | None, setting_option("bot_events_per_day", "--bot-events-per-day")]
+Device = Annotated[str | None, setting_option("device", "--device")]
 Protocol = Annotated[
     str | None,
     typer.Option(

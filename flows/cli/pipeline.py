@@ -21,6 +21,7 @@ from flows.cli.app import (
     MovieLens,
     Protocol,
     app,
+    setting_option,
 )
 from flows.cli.exits import guard
 from flows.cli.render import render_candidates, render_summary
@@ -90,18 +91,9 @@ def encode(
     data_dir: DataDir = Path("lake"),
     encoder: Encoder = None,
     device: Device = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option("--batch-size", min=1, help="Texts per batch (64 on CPU, 1024 on CUDA)."),
-    ] = None,
-    max_length: Annotated[
-        int | None,
-        typer.Option("--max-length", min=8, max=8192, help="Token limit per item text (256)."),
-    ] = None,
-    shards: Annotated[
-        int | None,
-        typer.Option("--shards", min=1, max=4096, help="Split the work into N encode tasks (1)."),
-    ] = None,
+    batch_size: Annotated[int | None, setting_option("encoder_batch_size", "--batch-size")] = None,
+    max_length: Annotated[int | None, setting_option("encoder_max_length", "--max-length")] = None,
+    shards: Annotated[int | None, setting_option("encode_shards", "--shards")] = None,
     precision: Annotated[
         str | None,
         typer.Option(
@@ -280,13 +272,7 @@ def recommend(
     data_dir: DataDir = Path("lake"),
     k: K = None,
     retention_days: Annotated[
-        float | None,
-        typer.Option(
-            "--retention-days",
-            min=0,
-            max=30,
-            help="Days a replaced version stays restorable before vacuum (default 7).",
-        ),
+        float | None, setting_option("retention_days", "--retention-days")
     ] = None,
     unavailable: Annotated[
         Path | None,
@@ -296,9 +282,7 @@ def recommend(
             "an item_id column.",
         ),
     ] = None,
-    shard_users: Annotated[
-        int | None, typer.Option("--shard-users", min=1, help="Users per shard (100000).")
-    ] = None,
+    shard_users: Annotated[int | None, setting_option("shard_users", "--shard-users")] = None,
 ) -> None:
     """Publish top-K recommendations for every user from the champion, in one commit."""
 

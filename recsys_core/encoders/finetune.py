@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from recsys_core.data.interactions import Interactions
 from recsys_core.encoders.item_text_encoder import ItemTextEncoder
 from recsys_core.errors import InputError
+from recsys_core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class FinetuneConfig:
     freeze_embeddings: bool = True
     scale: float = 20.0  # logits = scale x cosine similarity (temperature 0.05)
     max_length: int = 128  # token limit while training (item texts are cut, as in encoding)
-    seed: int = 42
+    seed: int = Settings.model_fields["seed"].default
 
     def __post_init__(self) -> None:
         checks = {

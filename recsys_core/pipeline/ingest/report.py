@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from recsys_core.data.sources import InputFile
+from recsys_core.settings import Settings
 
 EXAMPLES = 10  # ids listed in the report for each kind of finding
 
@@ -26,15 +27,15 @@ class IngestOptions:
         progress: Show progress bars (default: when stderr is a terminal).
     """
 
-    bot_events_per_day: int = 1000
-    max_item_text_chars: int = 20_000
+    bot_events_per_day: int = Settings.model_fields["bot_events_per_day"].default
+    max_item_text_chars: int = Settings.model_fields["max_item_text_chars"].default
     batch_rows: int = 500_000
     key_memory_mb: int = 256
     flush_rows: int = 1_000_000
     progress: bool | None = None
 
     @classmethod
-    def from_settings(cls, settings) -> IngestOptions:
+    def from_settings(cls, settings: Settings) -> IngestOptions:
         return cls(
             bot_events_per_day=settings.bot_events_per_day,
             max_item_text_chars=settings.max_item_text_chars,
