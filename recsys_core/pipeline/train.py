@@ -36,13 +36,8 @@ from recsys_core.evaluation.evaluate import ChunkMap
 from recsys_core.models import FitOptions, TrainingData, create, registered
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
-from recsys_core.registry.tracking import (
-    CHALLENGER,
-    CHAMPION,
-    Tracker,
-    config_key,
-    mlflow_names,
-)
+from recsys_core.registry.tracking import CHALLENGER, CHAMPION, Tracker, mlflow_names
+from recsys_core.registry.versions import config_key
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
