@@ -30,7 +30,7 @@ from recsys_core.models.blend import DEFAULT_MEMBERS
 from recsys_core.pipeline import encode_items, ingest
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.pipeline.train import load_interactions
-from recsys_core.registry.tracking import config_key
+from recsys_core.registry.versions import config_key
 from recsys_core.settings import DEFAULT_MODELS, Settings
 from recsys_core.storage import Lake
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from recsys_core.registry.reader import RegistryReader
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
@@ -17,21 +18,13 @@ INGEST_MEASURES = (
 
 def mlflow_run_links(settings: Settings, run_ids: list[str]) -> dict[str, str]:
     """MLflow UI address of each run id (runs the store no longer has are left out)."""
-    lake = Lake(settings.data_dir)
-    if not run_ids or not (lake.mlflow_dir / "mlflow.db").exists():
-        return {}
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=lake.tracking_uri)
+    reader = RegistryReader(Lake(settings.data_dir))
     base = settings.mlflow_ui_url.rstrip("/")
     links = {}
     for run_id in run_ids:
-        try:
-            experiment = client.get_run(run_id).info.experiment_id
-        except MlflowException:
-            continue
-        links[run_id] = f"{base}/#/experiments/{experiment}/runs/{run_id}"
+        experiment = reader.experiment_of_run(run_id)
+        if experiment is not None:
+            links[run_id] = f"{base}/#/experiments/{experiment}/runs/{run_id}"
     return links
 
 

@@ -14,7 +14,9 @@ from prefect import flow, get_run_logger, unmapped
 from flows.params import FinetuneOptions, RunOptions, Source
 from flows.runners import ChosenTaskRunner, gpu_resources
 from recsys_core.cancel import stop_on_signals
+from recsys_core.pipeline import published_report
 from recsys_core.settings import Settings
+from recsys_core.storage import Lake
 from tasks import (
     commit_encode_task,
     encode_shard_task,
@@ -23,7 +25,6 @@ from tasks import (
     plan_encode_task,
     train_task,
 )
-from tasks.cache import published_report, recommend_inputs
 from tasks.stages import plan_recommend_task, publish_task, rank_shard_task
 
 
@@ -76,17 +77,17 @@ def recommend_flow(options: RunOptions = RunOptions()) -> dict:
 def rank_and_publish(settings: Settings, *, refresh: bool) -> dict:
     """The recommend stage inside a flow: plan, shards mapped over the runner, one commit.
 
-    Unless `refresh`, a night whose inputs (events, champion, settings) were already
-    published is not published again: the latest commit records the inputs it came from.
+    Unless `refresh`, a night whose inputs (events, champion, settings, unavailable items)
+    were already published is not published again: the latest commit records the
+    fingerprint of the inputs it came from (`recommend_inputs`).
     """
-    inputs = recommend_inputs(settings)
-    if not refresh and (done := published_report(settings, inputs)) is not None:
+    if not refresh and (done := published_report(Lake(settings.data_dir), settings)) is not None:
         get_run_logger().info(
             "recommendations from these inputs are already published (version %s)",
             done["version"],
         )
         return done
-    plan = plan_recommend_task(settings, inputs)
+    plan = plan_recommend_task(settings)
     shards = rank_shard_task.map(unmapped(settings), unmapped(plan), plan.shards)
     return publish_task(settings, plan, shards)
 

@@ -8,6 +8,7 @@ only: bad input (InputError) fails at once with its message.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from recsys_core.pipeline.recommend import RecommendPlan, ShardResult
 from recsys_core.ranking import Shard
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
-from tasks.cache import stage_key
+from tasks.cache import cache_key_on
 from tasks.cluster import dask_chunk_map
 
 
@@ -38,10 +39,10 @@ def _retry_on_io(task, task_run, state) -> bool:
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _retry_on_io}
 
 
-def cached_on(stage: str, *tables: str, champion: bool = False) -> dict:
-    """Task options: cache the stage's report on the state of the tables it reads."""
+def cached_on(fingerprint: Callable[[Lake, Settings], str]) -> dict:
+    """Task options: cache the stage's report on the fingerprint of what it reads."""
     return {
-        "cache_key_fn": stage_key(stage, tables, champion=champion),
+        "cache_key_fn": cache_key_on(fingerprint),
         "cache_expiration": timedelta(days=7),
         "persist_result": True,
         "result_serializer": "json",
@@ -112,7 +113,7 @@ def commit_encode_task(plan: EncodePlan, results: list[EncodeShardResult]) -> di
     return report.as_dict()
 
 
-@task(name="train", **cached_on("train", "events", "items", "item_embeddings"))
+@task(name="train", **cached_on(pipeline.train_inputs))
 def train_task(settings: Settings) -> dict:
     logger = get_run_logger()
     report = pipeline.train(
@@ -124,10 +125,8 @@ def train_task(settings: Settings) -> dict:
 
 
 @task(name="plan-recommend", cache_policy=NONE, **IO_RETRIES)
-def plan_recommend_task(settings: Settings, inputs: str = "") -> RecommendPlan:
-    plan = pipeline.plan_recommend(
-        Lake(settings.data_dir), settings, run_id=_run_id(), inputs=inputs
-    )
+def plan_recommend_task(settings: Settings) -> RecommendPlan:
+    plan = pipeline.plan_recommend(Lake(settings.data_dir), settings, run_id=_run_id())
     get_run_logger().info(
         "ranking %d users with %s in %d shards", plan.users, plan.model, len(plan.shards)
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys_core.errors import InputError
+from recsys_core.registry.reader import RegistryReader
 from recsys_core.storage import Lake
 
 ENCODER_REGISTRY_NAME = "recsys-encoder"
@@ -50,24 +51,20 @@ def resolve_encoder(source: str | None, data_dir: str | Path) -> ResolvedEncoder
     if not is_registry_reference(source):
         return ResolvedEncoder(source)
     lake = Lake(Path(data_dir))
-    database = lake.mlflow_dir / "mlflow.db"
-    if not database.is_file():
+    reader = RegistryReader(lake)
+    if not reader.has_store:
         raise InputError(
             f"encoder {source!r}: no MLflow store under {lake.mlflow_dir} "
             "(run `recsys finetune-encoder` first)"
         )
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
 
-    client = MlflowClient(tracking_uri=lake.tracking_uri, registry_uri=lake.tracking_uri)
     try:
-        name, version = get_model_name_and_version(client, source)
-        found = client.get_model_version(name, version)
-    except (MlflowException, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"encoder {source!r} is not a registered version: {first}") from None
+        found = reader.resolve(str(source))
+    except LookupError as exc:
+        raise InputError(f"encoder {source!r} is not a registered version: {exc}") from None
+    name, version = found.name, found.version
     cache = lake.root / "encoders" / "cache" / name / str(version)
     try:
         if found.source.startswith(("file:", "/")):

@@ -21,10 +21,12 @@ from recsys_core.pipeline.recommend import (
     ShardResult,
     plan_recommend,
     publish,
+    published_report,
     rank_shard,
     recommend,
+    recommend_inputs,
 )
-from recsys_core.pipeline.train import CandidateResult, TrainReport, train
+from recsys_core.pipeline.train import CandidateResult, TrainReport, train, train_inputs
 
 __all__ = [
     "CandidateResult",
@@ -45,7 +47,10 @@ __all__ = [
     "plan_encode",
     "plan_recommend",
     "publish",
+    "published_report",
     "rank_shard",
     "recommend",
+    "recommend_inputs",
     "train",
+    "train_inputs",
 ]

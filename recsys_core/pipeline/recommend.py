@@ -28,6 +28,7 @@ from recsys_core import schemas
 from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.data.vocab import Vocabulary
 from recsys_core.errors import InputError
+from recsys_core.pipeline.fingerprints import champion_state, file_digest, stage_fingerprint
 from recsys_core.ranking import (
     QueryBlend,
     Shard,
@@ -37,12 +38,14 @@ from recsys_core.ranking import (
     top_k,
 )
 from recsys_core.registry.artifacts import ModelBundle, load_bundle
+from recsys_core.registry.reader import RegistryReader
 from recsys_core.registry.tracking import CHAMPION, Tracker
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 from recsys_core.storage.lake import DataFile
 
 TABLE = "recommendations"
+INPUT_TABLES = ("events",)  # besides the champion and the unavailable-items file
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,8 @@ class RecommendPlan:
         shards: User ranges.
         generated_at: Timestamp written into every row.
         unavailable_items: File of item ids never to recommend, or None.
-        inputs: Fingerprint of the inputs the caller ranked from, kept in the commit so a
-            repeated run can tell the night was already published.
+        inputs: Fingerprint of what this run ranks from (`recommend_inputs`), kept in the
+            commit so a repeated run can tell the night was already published.
     """
 
     run_id: str
@@ -108,6 +111,44 @@ class PublishReport:
         return asdict(self)
 
 
+# -- inputs and the "already published?" check ---------------------------------------------
+def recommend_inputs(lake: Lake, settings: Settings, *, champion: str | None = None) -> str:
+    """Fingerprint of what the recommend stage reads: events, champion version, settings,
+    and the contents of the unavailable-items file when there is one.
+
+    Args:
+        lake: The data directory.
+        settings: Run settings.
+        champion: The champion version ranked from; default: the one `champion` names now.
+    """
+    key = stage_fingerprint(
+        "recommend", lake, settings, INPUT_TABLES,
+        champion=champion_state(lake, settings) if champion is None else champion,
+    )  # fmt: skip
+    unavailable = file_digest(settings.unavailable_items)
+    return key if unavailable is None else f"{key}-{unavailable}"
+
+
+def published_report(lake: Lake, settings: Settings) -> dict | None:
+    """The report of the latest publish when it came from exactly tonight's inputs, else None.
+
+    A repeated nightly whose events, champion, settings and unavailable items did not change
+    finds its recommendations already published and does not rank again.
+    """
+    if not lake.exists(TABLE):
+        return None
+    latest = lake.history(TABLE)[0]
+    if latest.get("inputs") != recommend_inputs(lake, settings):
+        return None
+    return {
+        "model": latest.get("model", ""),
+        "rows": int(latest.get("rows", 0)),
+        "users": int(latest.get("users", 0)),
+        "version": int(latest["version"]),
+        "reused": True,
+    }
+
+
 # -- the three steps ------------------------------------------------------------------------
 def plan_recommend(
     lake: Lake,
@@ -115,22 +156,21 @@ def plan_recommend(
     *,
     run_id: str = "",
     shard_users: int | None = None,
-    inputs: str = "",
 ) -> RecommendPlan:
     """Resolve the champion, the events snapshot and the shards; checks input up front.
+
+    The plan carries the fingerprint of these inputs, which `publish` records in its commit.
 
     Args:
         lake: The data directory.
         settings: Run settings (k, unavailable items file, shard size).
         run_id: The pipeline run, recorded in the commit.
         shard_users: Users per shard (default: `settings.shard_users`).
-        inputs: Fingerprint of the inputs, recorded in the commit.
 
     Raises:
         InputError: No champion, no events, or a bad unavailable-items file.
     """
-    tracker = Tracker(lake, settings.experiment, settings.registered_model)
-    champion = tracker.get(CHAMPION)
+    champion = RegistryReader(lake).version_by_alias(settings.registered_model, CHAMPION)
     if champion is None:
         raise InputError(
             f"no {CHAMPION} version of model {settings.registered_model!r} "
@@ -157,7 +197,7 @@ def plan_recommend(
         shards=plan_shards(users, shard_users or settings.shard_users),
         generated_at=datetime.now(UTC),
         unavailable_items=str(settings.unavailable_items) if settings.unavailable_items else None,
-        inputs=inputs,
+        inputs=recommend_inputs(lake, settings, champion=champion.version),
     )
 
 

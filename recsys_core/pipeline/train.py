@@ -35,18 +35,24 @@ from recsys_core.evaluation import evaluate
 from recsys_core.evaluation.evaluate import ChunkMap
 from recsys_core.models import FitOptions, TrainingData, create, registered
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
+from recsys_core.pipeline.fingerprints import stage_fingerprint
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
-from recsys_core.registry.tracking import (
-    CHALLENGER,
-    CHAMPION,
-    Tracker,
-    config_key,
-    mlflow_names,
-)
+from recsys_core.registry.tracking import CHALLENGER, CHAMPION, Tracker, mlflow_names
+from recsys_core.registry.versions import config_key
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
 KS = (10, 20)
+INPUT_TABLES = ("events", "items", "item_embeddings")  # what training reads
+
+
+def train_inputs(lake: Lake, settings: Settings) -> str:
+    """Fingerprint of what training reads: its tables, the settings and the code version.
+
+    Equal fingerprints mean a finished training run would produce the same report, so a
+    repeated nightly can take it from the cache.
+    """
+    return stage_fingerprint("train", lake, settings, INPUT_TABLES)
 
 
 @dataclass

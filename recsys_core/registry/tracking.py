@@ -12,12 +12,12 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from recsys_core.registry.artifacts import ModelBundle, load_bundle, save_bundle
+from recsys_core.registry.reader import RegistryReader
+from recsys_core.registry.versions import RegisteredVersion
 from recsys_core.storage import Lake
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy")
@@ -40,33 +40,11 @@ SERVING_REQUIREMENTS = (
 )  # transformers: ranking by a query encodes its text
 
 
-@dataclass(frozen=True)
-class RegisteredVersion:
-    """One registered model version and what it was."""
-
-    name: str
-    version: str
-    model: str
-    params: dict[str, Any]
-    metric: str
-    metric_value: float
-    run_id: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}/{self.version}"
-
-    @property
-    def config_key(self) -> str:
-        return config_key(self.model, self.params)
-
-
-def config_key(model: str, params: dict[str, Any]) -> str:
-    return f"{model}:{json.dumps(params, sort_keys=True)}"
-
-
 class Tracker:
-    """MLflow access bound to one data directory.
+    """MLflow writes bound to one data directory: runs, registered versions, aliases.
+
+    Building one creates the store and the experiment and sets MLflow's process-wide URIs;
+    its reads go through `reader`, a `RegistryReader` that does none of that.
 
     Args:
         lake: The data directory whose `mlflow/` folder holds the store.
@@ -84,6 +62,7 @@ class Tracker:
         mlflow.set_registry_uri(lake.tracking_uri)
         self.mlflow = mlflow
         self.client = MlflowClient(tracking_uri=lake.tracking_uri, registry_uri=lake.tracking_uri)
+        self.reader = RegistryReader(lake)
         self.registered_model = registered_model
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (
@@ -166,22 +145,7 @@ class Tracker:
 
     def get(self, alias: str) -> RegisteredVersion | None:
         """The version behind `alias`, or None when there is none."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            mv = self.client.get_model_version_by_alias(self.registered_model, alias)
-        except MlflowException:
-            return None
-        tags = mv.tags
-        return RegisteredVersion(
-            name=self.registered_model,
-            version=str(mv.version),
-            model=tags.get("model", ""),
-            params=json.loads(tags.get("params", "{}")),
-            metric=tags.get("metric", ""),
-            metric_value=float(tags.get("metric_value", "nan")),
-            run_id=tags.get("run_id", mv.run_id or ""),
-        )
+        return self.reader.version_by_alias(self.registered_model, alias)
 
     def clear_alias(self, alias: str) -> None:
         if self.get(alias) is not None:

@@ -1,0 +1,200 @@
+"""Stage fingerprints change exactly when a stage's inputs do; the registry reader only reads."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recsys_core import schemas
+from recsys_core.pipeline.fingerprints import champion_state, file_digest, stage_fingerprint
+from recsys_core.pipeline.recommend import published_report, recommend_inputs
+from recsys_core.pipeline.train import train_inputs
+from recsys_core.registry.reader import RegistryReader
+from recsys_core.registry.tracking import CHAMPION, Tracker
+from recsys_core.settings import Settings
+from recsys_core.storage import Lake
+
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*")) if root.exists() else []
+
+
+def _add_event(lake: Lake, user: str = "u1") -> None:
+    row = {
+        "user_id": user, "item_id": "i1", "timestamp": NOW, "event_type": "view", "value": 1.0,
+        "source": "test", "ingested_at": NOW, "quality": None, "event_date": date(2024, 1, 1),
+    }  # fmt: skip
+    lake.write("events", pl.DataFrame([row], schema=schemas.EVENTS), mode="append")
+
+
+def _publish(lake: Lake, inputs: str) -> int:
+    row = {
+        "user_id": "u1", "rank": 1, "item_id": "i1", "score": 1.0, "reason_item_id": None,
+        "model": "recsys/1", "generated_at": NOW,
+    }  # fmt: skip
+    frame = pl.DataFrame([row], schema=schemas.RECOMMENDATIONS)
+    metadata = {"model": "recsys/1", "rows": 1, "users": 1, "inputs": inputs}
+    return lake.write("recommendations", frame, mode="overwrite", metadata=metadata)
+
+
+def _register(lake: Lake, settings: Settings, alias: str = CHAMPION) -> str:
+    """Register one more version (no files needed to read it) and point `alias` at it."""
+    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    client, name = tracker.client, settings.registered_model
+    if not client.search_registered_models(f"name='{name}'"):
+        client.create_registered_model(name)
+    version = client.create_model_version(
+        name,
+        source=str(lake.root / "nowhere"),
+        tags={"model": "ease", "params": '{"l2": 5.0}', "metric_value": "0.5"},
+    ).version
+    client.set_registered_model_alias(name, alias, version)
+    return str(version)
+
+
+@pytest.fixture
+def lake_and_settings(tmp_path) -> tuple[Lake, Settings]:
+    lake = Lake(tmp_path / "lake")
+    return lake, Settings(data_dir=lake.root)
+
+
+# -- the registry reader ---------------------------------------------------------------------
+def test_reader_on_a_fresh_data_directory_answers_none_and_creates_nothing(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)  # a store MLflow made by default would land here
+    uri_before = mlflow.get_tracking_uri()
+    lake = Lake(tmp_path / "lake")
+    reader = RegistryReader(lake)
+    assert not reader.has_store
+    assert reader.version_by_alias("recsys", CHAMPION) is None
+    assert reader.alias_version("recsys", CHAMPION) is None
+    assert reader.registered_versions("recsys") == []
+    assert reader.experiment_of_run("0123456789abcdef") is None
+    with pytest.raises(LookupError, match="no MLflow store"):
+        reader.resolve("models:/recsys/1")
+    assert champion_state(lake, Settings(data_dir=lake.root)) == "none"
+    assert _files(tmp_path) == []
+    assert mlflow.get_tracking_uri() == uri_before
+
+
+def test_reader_reads_versions_and_aliases_without_writing(lake_and_settings):
+    lake, settings = lake_and_settings
+    first = _register(lake, settings)
+    second = _register(lake, settings)
+    database = lake.mlflow_dir / "mlflow.db"
+    before = (database.stat().st_mtime_ns, database.stat().st_size, _files(lake.root))
+
+    reader = RegistryReader(lake)
+    assert reader.registered_versions(settings.registered_model) == [first, second]
+    found = reader.version_by_alias(settings.registered_model, CHAMPION)
+    assert found is not None
+    assert (found.version, found.model, found.params) == (second, "ease", {"l2": 5.0})
+    assert reader.alias_version(settings.registered_model, "challenger") is None
+    assert reader.alias_version("no-such-model", CHAMPION) is None
+    assert reader.resolve(f"models:/{settings.registered_model}/{first}").version == first
+    with pytest.raises(LookupError):
+        reader.resolve(f"models:/{settings.registered_model}/99")
+    assert (database.stat().st_mtime_ns, database.stat().st_size, _files(lake.root)) == before
+
+
+def test_tracker_reads_the_same_version_as_the_reader(lake_and_settings):
+    lake, settings = lake_and_settings
+    _register(lake, settings)
+    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    assert tracker.get(CHAMPION) == RegistryReader(lake).version_by_alias(
+        settings.registered_model, CHAMPION
+    )
+
+
+# -- stage fingerprints ---------------------------------------------------------------------
+def test_equal_inputs_give_an_equal_fingerprint(lake_and_settings):
+    lake, settings = lake_and_settings
+    _add_event(lake)
+    _register(lake, settings)
+    assert train_inputs(lake, settings) == train_inputs(lake, settings.model_copy())
+    assert recommend_inputs(lake, settings) == recommend_inputs(lake, settings.model_copy())
+    assert train_inputs(lake, settings).startswith("recsys-train-")
+    assert recommend_inputs(lake, settings).startswith("recsys-recommend-")
+
+
+def test_a_new_table_version_changes_the_fingerprint(lake_and_settings):
+    lake, settings = lake_and_settings
+    absent = train_inputs(lake, settings), recommend_inputs(lake, settings)
+    _add_event(lake)
+    created = train_inputs(lake, settings), recommend_inputs(lake, settings)
+    _add_event(lake, "u2")
+    appended = train_inputs(lake, settings), recommend_inputs(lake, settings)
+    assert len({absent[0], created[0], appended[0]}) == 3
+    assert len({absent[1], created[1], appended[1]}) == 3
+
+
+def test_a_table_made_again_at_the_same_version_changes_the_fingerprint(lake_and_settings):
+    lake, settings = lake_and_settings
+    _add_event(lake)
+    before = train_inputs(lake, settings)
+    shutil.rmtree(lake.path("events"))
+    _add_event(lake)  # version 0 again, but a new table id
+    assert lake.version("events") == 0
+    assert train_inputs(lake, settings) != before
+
+
+def test_a_changed_setting_changes_the_fingerprint(lake_and_settings):
+    lake, settings = lake_and_settings
+    _add_event(lake)
+    other = settings.model_copy(update={"k": settings.k + 1})
+    assert train_inputs(lake, other) != train_inputs(lake, settings)
+    assert recommend_inputs(lake, other) != recommend_inputs(lake, settings)
+
+
+def test_a_moved_champion_changes_only_the_recommend_fingerprint(lake_and_settings):
+    lake, settings = lake_and_settings
+    _add_event(lake)
+    train_before, recommend_before = train_inputs(lake, settings), recommend_inputs(lake, settings)
+    version = _register(lake, settings)
+    assert champion_state(lake, settings) == version
+    assert recommend_inputs(lake, settings) != recommend_before
+    assert recommend_inputs(lake, settings) == recommend_inputs(lake, settings, champion=version)
+    assert recommend_inputs(lake, settings, champion="7") != recommend_inputs(lake, settings)
+    assert train_inputs(lake, settings) == train_before
+
+
+def test_the_unavailable_items_file_contents_change_the_fingerprint(lake_and_settings, tmp_path):
+    lake, settings = lake_and_settings
+    _add_event(lake)
+    unavailable = tmp_path / "unavailable.txt"
+    unavailable.write_text("i1\n")
+    with_file = settings.model_copy(update={"unavailable_items": unavailable})
+    first = recommend_inputs(lake, with_file)
+    assert first != recommend_inputs(lake, settings)
+    assert first.endswith(f"-{file_digest(unavailable)}")
+    unavailable.write_text("i1\ni2\n")
+    assert recommend_inputs(lake, with_file) != first
+
+
+def test_stages_with_the_same_tables_have_different_fingerprints(lake_and_settings):
+    lake, settings = lake_and_settings
+    assert stage_fingerprint("a", lake, settings, ("events",)) != stage_fingerprint(
+        "b", lake, settings, ("events",)
+    )
+
+
+# -- "already published?" -------------------------------------------------------------------
+def test_published_report_only_for_a_commit_from_exactly_these_inputs(lake_and_settings):
+    lake, settings = lake_and_settings
+    _add_event(lake)
+    _register(lake, settings)
+    assert published_report(lake, settings) is None  # nothing published yet
+    version = _publish(lake, recommend_inputs(lake, settings))
+    report = published_report(lake, settings)
+    assert report == {"model": "recsys/1", "rows": 1, "users": 1, "version": version,
+                      "reused": True}  # fmt: skip
+    assert published_report(lake, settings.model_copy(update={"k": 5})) is None
+    _add_event(lake, "u2")  # new events: tonight's inputs differ from the published ones
+    assert published_report(lake, settings) is None
