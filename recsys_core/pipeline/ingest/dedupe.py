@@ -86,7 +86,7 @@ class SeenKeys:
         keys = pl.DataFrame([events["timestamp"].to_physical().alias("_ts"), events["_h"]])
         hints = _hints(keys)
         dates = _distinct_dates(events["event_date"])
-        self._prepare(dates)
+        self._keys_in_memory(dates)
         dropped = _repeats(keys, hints)
         known_dates = [d for d in dates if self._keys.get(d)]
         if known_dates:
@@ -120,7 +120,7 @@ class SeenKeys:
         """Whether the keys held include every event of `dates` (loaded or added here)."""
         return set(dates) <= {*self._loaded, *self._keys, *self._spilled}
 
-    def _prepare(self, dates: Iterable[date]) -> None:
+    def _keys_in_memory(self, dates: Iterable[date]) -> None:
         """Make the keys of `dates` present in memory: reload spilled ones, load stored ones."""
         to_load = []
         for day in dates:
