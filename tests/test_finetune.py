@@ -27,6 +27,7 @@ from recsys_core.pipeline import encode_items, ingest
 from recsys_core.pipeline.finetune import finetune_encoder
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
+from recsys_core.testing.recommenders import events_frame
 
 TINY = FinetuneConfig(
     pairs=64, validation_pairs=16, batch_size=8, learning_rate=1e-3, max_length=32,
@@ -40,12 +41,7 @@ def history_events(histories: dict[str, list[int]]) -> Interactions:
         for user, items in histories.items()
         for position, item in enumerate(items)
     ]
-    events = pl.DataFrame(
-        rows, schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64},
-        orient="row",
-    ).with_columns(
-        pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC"), value=pl.lit(1.0)
-    )  # fmt: skip
+    events = events_frame(rows)
     return Interactions.from_events(events, pl.Series([f"i{i:02d}" for i in range(12)]))
 
 

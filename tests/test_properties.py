@@ -30,6 +30,7 @@ from recsys_core.evaluation.metrics import (
     novelty,
     ranking_metrics,
 )
+from recsys_core.testing.recommenders import events_frame
 
 SETTINGS = settings(max_examples=80, deadline=None)
 TOLERANCE = 1e-6
@@ -242,12 +243,7 @@ def interactions(draw) -> Interactions:
         for item in items:
             for _ in range(draw(st.integers(1, 3))):
                 rows.append((f"u{user}", f"i{item:02d}", BASE_TIME + draw(st.integers(0, 40))))
-    events = pl.DataFrame(
-        rows, schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64},
-        orient="row",
-    ).with_columns(
-        pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC"), value=pl.lit(1.0)
-    )  # fmt: skip
+    events = events_frame(rows)
     catalog = pl.Series([f"i{i:02d}" for i in range(n_items)])
     return Interactions.from_events(events, catalog)
 

@@ -40,7 +40,8 @@ def test_device() -> str:
 test_device.__test__ = False  # a helper, not a test
 
 
-def _events(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
+def events_frame(rows: list[tuple[str, str, int]]) -> pl.DataFrame:
+    """An events table from (user_id, item_id, unix seconds) rows, each event worth 1."""
     return pl.DataFrame(
         rows, schema={"user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64},
         orient="row",
@@ -70,7 +71,7 @@ def planted_interactions(n_groups: int = 4, per_group: int = 5, users_per_group:
             t += 60
             rows.append((f"w{g}", f"i{item:03d}", t))
     catalog = pl.Series([f"i{i:03d}" for i in range(n_groups * per_group)])
-    return Interactions.from_events(_events(rows), catalog), expected
+    return Interactions.from_events(events_frame(rows), catalog), expected
 
 
 def group_embeddings(data: Interactions, n_groups: int = 4, per_group: int = 5) -> torch.Tensor:
@@ -97,7 +98,7 @@ def chain_interactions(n_groups: int = 4, per_group: int = 5, users_per_group: i
             for item in noise + chain:
                 t += 60
                 rows.append((f"u{g}-{u}", item, t))
-    data = Interactions.from_events(_events(rows))
+    data = Interactions.from_events(events_frame(rows))
     centers = rng.normal(size=(n_groups + 1, 16))
     group = [int(i[1:]) // per_group if i[0] == "i" else n_groups for i in data.items.ids]
     vectors = centers[group] + 0.1 * rng.normal(size=(data.n_items, 16))
