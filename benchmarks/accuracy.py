@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.splits import make_split
 from recsys_core.evaluation import evaluate
@@ -92,7 +93,7 @@ def main() -> None:
         lake = Lake(Path(args.data_dir or Path(tmp) / "lake"))
         settings = Settings(data_dir=lake.root)
         if not lake.exists("events"):
-            ingest(SourceSpec(), lake)
+            ingest(RunContext.of(lake.root), SourceSpec())
         encode_items(lake, settings)
         data = load_interactions(lake)
         embeddings = embedding_matrix(lake, data.items, encoder_id(settings))

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.pipeline import encode_items, ingest, recommend, train
 from recsys_core.settings import Settings
@@ -23,7 +24,7 @@ def main() -> None:
         settings = Settings(data_dir=lake.root)
         seconds = {}
         start = time.perf_counter()
-        ingested = ingest(SourceSpec(), lake)
+        ingested = ingest(RunContext.of(lake.root), SourceSpec())
         seconds["ingest"] = time.perf_counter() - start
         start = time.perf_counter()
         encoded = encode_items(lake, settings)

@@ -17,6 +17,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from recsys_core import pipeline
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.encoders.finetune import FinetuneConfig
 from recsys_core.errors import InputError
@@ -53,10 +54,14 @@ def _run_id() -> str:
     return str(flow_run.id or "")
 
 
+def _context(settings: Settings) -> RunContext:
+    """The context a task's stage runs in: its settings and the flow run's id."""
+    return RunContext(settings, run_id=_run_id())
+
+
 @task(name="ingest", cache_policy=NONE, **IO_RETRIES)
 def ingest_task(source: SourceSpec, settings: Settings) -> dict:
-    options = pipeline.IngestOptions.from_settings(settings)
-    report = pipeline.ingest(source, Lake(settings.data_dir), run_id=_run_id(), options=options)
+    report = pipeline.ingest(_context(settings), source)
     get_run_logger().info(
         "ingested %s: %d events added, %d duplicates, %d quarantined; %d events, %d users, "
         "%d items in total",

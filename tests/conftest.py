@@ -95,6 +95,7 @@ def trained_lake_template(tmp_path_factory, small_source, tiny_encoder_dir):
 
     Tests take a private copy through `trained_lake`.
     """
+    from recsys_core.context import RunContext
     from recsys_core.data.sources import SourceSpec
     from recsys_core.pipeline import encode_items, ingest, train
     from recsys_core.settings import Settings
@@ -102,7 +103,7 @@ def trained_lake_template(tmp_path_factory, small_source, tiny_encoder_dir):
 
     lake = Lake(tmp_path_factory.mktemp("trained") / "lake")
     events, items = small_source
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items)))
     settings = Settings(
         data_dir=lake.root, encoder=str(tiny_encoder_dir), encoder_max_length=64, models=("ease",)
     )

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from recsys_core import cancel
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.encoders import ItemTextEncoder, build_item_text
 from recsys_core.pipeline import commit_encode, encode_items, encode_shard, ingest, plan_encode
@@ -26,7 +27,7 @@ from recsys_core.storage import Lake
 def source_lake(tmp_path, small_source):
     lake = Lake(tmp_path / "lake")
     events, items = small_source
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items)))
     return lake
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.encoders import build_item_text
 from recsys_core.errors import InputError
@@ -24,7 +25,7 @@ from recsys_core.storage import Lake
 def lake_and_settings(tmp_path, small_source, tiny_encoder_dir):
     lake = Lake(tmp_path / "lake")
     events, items = small_source
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items)))
     settings = Settings(data_dir=lake.root, encoder=str(tiny_encoder_dir), encoder_max_length=64)
     return lake, settings
 

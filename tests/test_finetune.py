@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 import torch
 
+from recsys_core.context import RunContext
 from recsys_core.data.interactions import Interactions
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.splits import cold_items
@@ -166,7 +167,7 @@ def test_max_steps_stops_early_and_frozen_embeddings_stay_put(planted, tiny_enco
 def small_lake(tmp_path, small_source, tiny_encoder_dir):
     lake = Lake(tmp_path / "lake")
     events, items = small_source
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items)))
     settings = Settings(data_dir=lake.root, encoder=str(tiny_encoder_dir), encoder_max_length=64)
     return lake, settings
 

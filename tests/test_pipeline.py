@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.pipeline import encode_items, ingest, recommend, train
 from recsys_core.registry.tracking import CHALLENGER, CHAMPION, Tracker
@@ -16,7 +17,7 @@ from recsys_core.storage import Lake
 def lake_with_data(tmp_path, small_source, tiny_encoder_dir):
     lake = Lake(tmp_path / "lake")
     events, items = small_source
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items)))
     settings = Settings(
         data_dir=lake.root, encoder=str(tiny_encoder_dir), encoder_max_length=64,
         experiment="test", registered_model="test-model",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from recsys_core import cancel
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.synth import SynthConfig, write_synthetic
 from recsys_core.models import registered
@@ -159,7 +160,7 @@ def long_text_lake(tmp_path_factory) -> Path:
     config = SynthConfig(users=50, items=2000, events=2000, min_words=150, max_words=300, seed=1)
     events, items = write_synthetic(config, root / "source")
     lake = Lake(root / "lake")
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items)))
     return lake.root
 
 

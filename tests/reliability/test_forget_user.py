@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.errors import InputError
 from recsys_core.pipeline import encode_items, ingest, recommend, train
@@ -57,7 +58,10 @@ def lake_with_secret_user(tmp_path, small_source, tiny_encoder_dir):
         data_dir=lake.root, encoder=str(tiny_encoder_dir), models=("ease", "mf(epochs=2)"), k=5,
         experiment="forget", registered_model="forget-model",
     )  # fmt: skip
-    ingest(SourceSpec(events=(str(source / "events.csv"),), items=str(source / "items.csv")), lake)
+    ingest(
+        RunContext.of(lake.root),
+        SourceSpec(events=(str(source / "events.csv"),), items=str(source / "items.csv")),
+    )
     encode_items(lake, settings)
     train(lake, settings)
     recommend(lake, settings)
