@@ -27,7 +27,7 @@ def main() -> None:
         ingested = ingest(RunContext.of(lake.root), SourceSpec())
         seconds["ingest"] = time.perf_counter() - start
         start = time.perf_counter()
-        encoded = encode_items(lake, settings)
+        encoded = encode_items(RunContext(settings))
         seconds["encode"] = time.perf_counter() - start
         start = time.perf_counter()
         trained = train(lake, settings)

@@ -46,7 +46,7 @@ def encode_step(settings: Settings) -> dict:
     with gpu_resources():
         shards = encode_shard_task.map(plan.shards, settings=unmapped(settings))
     shards.wait()  # let every shard finish before failing on one
-    return commit_encode_task(plan, shards.result())
+    return commit_encode_task(settings, plan, shards.result())
 
 
 @flow(name="encode", task_runner=ChosenTaskRunner())

@@ -80,7 +80,7 @@ def ingest_task(source: SourceSpec, settings: Settings) -> dict:
 
 @task(name="plan-encode", cache_policy=NONE, **IO_RETRIES)
 def plan_encode_task(settings: Settings) -> EncodePlan:
-    plan = pipeline.plan_encode(Lake(settings.data_dir), settings)
+    plan = pipeline.plan_encode(_context(settings))
     get_run_logger().info(
         "%d of %d items to encode with %s in %d shard(s); %d more staged by an earlier run "
         "that did not commit",
@@ -98,7 +98,7 @@ def plan_encode_task(settings: Settings) -> EncodePlan:
 )
 def encode_shard_task(shard: EncodeShard, settings: Settings) -> EncodeShardResult:
     """Encode one shard and stage its rows; the table is written only by the commit."""
-    result = pipeline.encode_shard(shard, settings, progress=sys.stderr.isatty())
+    result = pipeline.encode_shard(_context(settings), shard, progress=sys.stderr.isatty())
     get_run_logger().info(
         "shard %d: %d items on %s in %.1fs (%d truncated)",
         result.index, result.rows, result.device, result.seconds, result.truncated,
@@ -107,8 +107,10 @@ def encode_shard_task(shard: EncodeShard, settings: Settings) -> EncodeShardResu
 
 
 @task(name="commit-encode", cache_policy=NONE, **IO_RETRIES)
-def commit_encode_task(plan: EncodePlan, results: list[EncodeShardResult]) -> dict:
-    report = pipeline.commit_encode(plan, results, run_id=_run_id())
+def commit_encode_task(
+    settings: Settings, plan: EncodePlan, results: list[EncodeShardResult]
+) -> dict:
+    report = pipeline.commit_encode(_context(settings), plan, results)
     get_run_logger().info(
         "encoded %d items with %s (%d reused, %d from an earlier run, %d truncated) at %.1f "
         "items/s per shard",

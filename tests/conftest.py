@@ -107,7 +107,7 @@ def trained_lake_template(tmp_path_factory, small_source, tiny_encoder_dir):
     settings = Settings(
         data_dir=lake.root, encoder=str(tiny_encoder_dir), encoder_max_length=64, models=("ease",)
     )
-    encode_items(lake, settings)
+    encode_items(RunContext(settings))
     train(lake, settings)
     return lake.root, settings
 

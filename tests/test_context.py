@@ -33,3 +33,28 @@ def test_a_context_pickles_for_workers(tmp_path):
     copy = pickle.loads(pickle.dumps(context))
     assert copy == context
     assert copy.lake.root == context.lake.root
+
+
+def test_plan_encode_and_encoder_id_resolve_the_encoder_against_one_root(
+    tmp_path, monkeypatch, small_source, tiny_encoder_dir
+):
+    from recsys_core.data.sources import SourceSpec
+    from recsys_core.encoders import registry
+    from recsys_core.pipeline import encode, ingest
+
+    monkeypatch.chdir(tmp_path)
+    context = RunContext.of(Path("lake"), encoder=str(tiny_encoder_dir), encoder_max_length=64)
+    events, items = small_source
+    ingest(context, SourceSpec(events=(str(events),), items=str(items)))
+    roots: list[Path] = []
+    real = registry.resolve_encoder
+
+    def recording(source, data_dir):
+        roots.append(Path(data_dir))
+        return real(source, data_dir)
+
+    monkeypatch.setattr(encode, "resolve_encoder", recording)
+    plan = encode.plan_encode(context)
+    assert plan.encoder == encode.encoder_id(context)
+    assert roots == [context.lake.root, context.lake.root]
+    assert context.lake.root == (tmp_path / "lake").resolve()

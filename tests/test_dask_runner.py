@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from recsys_core.context import RunContext
 from recsys_core.pipeline.encode import encoder_id
 from recsys_core.storage import Lake
 
@@ -64,7 +65,7 @@ def test_dask_runner_gives_the_same_embeddings_and_recommendations(
         assert encoded["encoded"] == 40 and encoded["shards"] == 3
         assert published["shards"] == 4  # 60 users, 16 per shard
 
-    encoder = encoder_id(settings.model_copy(update={"encoder_max_length": 48}))
+    encoder = encoder_id(RunContext(settings.model_copy(update={"encoder_max_length": 48})))
 
     def embeddings(lake: Lake) -> pl.DataFrame:
         return lake.read("item_embeddings").filter(pl.col("encoder") == encoder).sort("item_id")

@@ -67,10 +67,10 @@ def test_a_failed_shard_fails_the_flow_and_publishes_nothing(
 
     real = pipeline.encode_shard
 
-    def flaky(shard, settings, **kwargs):
+    def flaky(context, shard, **kwargs):
         if shard.index == 1:
             raise RuntimeError("worker lost")
-        return real(shard, settings, **kwargs)
+        return real(context, shard, **kwargs)
 
     monkeypatch.setattr(pipeline, "encode_shard", flaky)
     options = RunOptions(

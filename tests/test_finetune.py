@@ -177,7 +177,7 @@ def test_finetune_registers_an_encoder_version_that_encode_uses(small_lake):
     from mlflow import MlflowClient
 
     lake, settings = small_lake
-    base = encode_items(lake, settings)
+    base = encode_items(RunContext(settings))
     report = finetune_encoder(lake, settings, TINY, split="cold_items", evaluate_content=True)
     assert report.reference == "models:/recsys-encoder/1"
     assert report.encoder.startswith("recsys-encoder/1:mean:64:")
@@ -198,9 +198,9 @@ def test_finetune_registers_an_encoder_version_that_encode_uses(small_lake):
     assert provenance["mlflow_run_id"] == report.run_id
 
     tuned = settings.model_copy(update={"encoder": report.reference})
-    first = encode_items(lake, tuned, shards=2)
+    first = encode_items(RunContext(tuned), shards=2)
     assert first.encoded == 40 and first.encoder == report.encoder
-    assert encode_items(lake, tuned).encoded == 0
+    assert encode_items(RunContext(tuned)).encoded == 0
     # both encoders' vectors are kept side by side
     assert lake.read("item_embeddings")["encoder"].n_unique() == 2
 

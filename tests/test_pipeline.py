@@ -27,9 +27,9 @@ def lake_with_data(tmp_path, small_source, tiny_encoder_dir):
 
 def test_encode_is_incremental(lake_with_data):
     lake, settings = lake_with_data
-    first = encode_items(lake, settings)
+    first = encode_items(RunContext(settings))
     assert first.encoded == 40 and first.reused == 0
-    second = encode_items(lake, settings)
+    second = encode_items(RunContext(settings))
     assert second.encoded == 0 and second.reused == 40
     version = lake.version("item_embeddings")
     # change one description: only that item is encoded again
@@ -39,7 +39,7 @@ def test_encode_is_incremental(lake_with_data):
         text_hash=pl.lit("changed"),
     )  # fmt: skip
     lake.upsert("items", changed, keys=["item_id"])
-    third = encode_items(lake, settings)
+    third = encode_items(RunContext(settings))
     assert third.encoded == 1 and third.reused == 39
     assert lake.version("item_embeddings") == version + 1
     stored = lake.read("item_embeddings")
@@ -49,7 +49,7 @@ def test_encode_is_incremental(lake_with_data):
 
 def test_a_worse_candidate_never_becomes_champion(lake_with_data):
     lake, settings = lake_with_data
-    encode_items(lake, settings)
+    encode_items(RunContext(settings))
     first = train(lake, settings.model_copy(update={"models": ("ease",)}))
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
     champion = tracker.get(CHAMPION)
@@ -66,7 +66,7 @@ def test_a_worse_candidate_never_becomes_champion(lake_with_data):
 
 def test_publish_writes_k_unseen_items_per_user(lake_with_data):
     lake, settings = lake_with_data
-    encode_items(lake, settings)
+    encode_items(RunContext(settings))
     train(lake, settings)
     report = recommend(lake, settings.model_copy(update={"k": 5}))
     table = lake.read("recommendations")
@@ -82,7 +82,7 @@ def test_publish_writes_k_unseen_items_per_user(lake_with_data):
 
 def test_a_better_candidate_replaces_the_champion(lake_with_data):
     lake, settings = lake_with_data
-    encode_items(lake, settings)
+    encode_items(RunContext(settings))
     train(lake, settings.model_copy(update={"models": ("popularity",)}))
     report = train(lake, settings.model_copy(update={"models": ("ease",)}))
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
@@ -95,7 +95,7 @@ def test_a_better_candidate_replaces_the_champion(lake_with_data):
 
 def test_min_improvement_keeps_the_champion(lake_with_data):
     lake, settings = lake_with_data
-    encode_items(lake, settings)
+    encode_items(RunContext(settings))
     train(lake, settings.model_copy(update={"models": ("popularity",)}))
     strict = settings.model_copy(update={"models": ("ease",), "min_improvement": 1.0})
     report = train(lake, strict)
@@ -109,7 +109,7 @@ def test_candidate_runs_hold_files_epochs_and_a_comparison_png(lake_with_data, t
     from mlflow import MlflowClient
 
     lake, settings = lake_with_data
-    encode_items(lake, settings)
+    encode_items(RunContext(settings))
     report = train(lake, settings.model_copy(update={"models": ("ease", "mf(epochs=3, dim=8)")}))
     client = MlflowClient(tracking_uri=lake.tracking_uri)
     mf = next(c for c in report.candidates if c.model == "mf")
@@ -132,7 +132,7 @@ def test_same_seed_same_metrics(lake_with_data):
     from recsys_core.pipeline.train import evaluate_models
 
     lake, settings = lake_with_data
-    encode_items(lake, settings)
+    encode_items(RunContext(settings))
     models = ("ease", "content", "mf(epochs=2, dim=8)")
     run = settings.model_copy(update={"models": models})
     first = evaluate_models(lake, run, protocol="user_random")
@@ -148,7 +148,7 @@ def test_evaluate_registers_nothing_and_prints_the_table(lake_with_data):
     from flows.cli import app
 
     lake, settings = lake_with_data
-    encode_items(lake, settings)
+    encode_items(RunContext(settings))
     args = [
         "evaluate", "--data-dir", str(lake.root), "--protocol", "cold_items",
         "--models", "popularity,content(half_life=5, reg=1.0)", "--encoder", settings.encoder,

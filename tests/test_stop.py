@@ -206,6 +206,6 @@ def test_recsys_encode_stops_within_seconds_and_commits_nothing(long_text_lake, 
     assert lines == [f"stopped: {signum.name} received; nothing was committed"]
     assert not lake.exists("item_embeddings")
     # what it encoded stays staged, and the next run with this encoder takes it over
-    plan = plan_encode(lake, Settings(data_dir=lake.root))
+    plan = plan_encode(RunContext(Settings(data_dir=lake.root)))
     assert 0 < plan.resumed < 2000
     assert plan.resumed + sum(len(s.item_ids) for s in plan.shards) == 2000

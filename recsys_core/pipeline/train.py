@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from recsys_core.cancel import raise_if_stopped
+from recsys_core.context import RunContext
 from recsys_core.data.interactions import Interactions
 from recsys_core.data.splits import DEFAULT_FRACTIONS, Split, check_protocol, make_split
 from recsys_core.errors import InputError
@@ -135,8 +136,8 @@ def _candidate_configs(
                 continue
         if model.uses_text and embeddings is None:
             raise InputError(
-                f"model {spec} needs item embeddings from encoder {encoder_id(settings)} "
-                "(run `recsys encode` first)"
+                f"model {spec} needs item embeddings from encoder "
+                f"{encoder_id(RunContext(settings))} (run `recsys encode` first)"
             )
         config = (model.name, model.params())
         if config_key(*config) not in {config_key(*c) for c in configs}:
@@ -285,7 +286,7 @@ def _split_and_candidates(
 ):
     """What training and evaluation share: the data, its split, the candidates to fit."""
     data = load_interactions(lake)
-    embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
+    embeddings = embedding_matrix(lake, data.items, encoder_id(RunContext(settings)))
     candidates, left_out = _candidate_configs(settings, embeddings, data.n_items)
     for note in left_out:
         say(note)
@@ -462,7 +463,7 @@ def _refit_and_register(tracker, result, full, options, settings, alias, extra):
     model.fit(full, options)
     # the item vectors and their encoder travel with the model, so it can rank by a query
     encoder = {} if full.item_embeddings is None else {
-        "encoder": encoder_id(settings), "encoder_source": settings.encoder,
+        "encoder": encoder_id(RunContext(settings)), "encoder_source": settings.encoder,
         "encoder_max_length": settings.encoder_max_length,
     }  # fmt: skip
     bundle = ModelBundle.from_fit(

@@ -62,7 +62,7 @@ def lake_with_secret_user(tmp_path, small_source, tiny_encoder_dir):
         RunContext.of(lake.root),
         SourceSpec(events=(str(source / "events.csv"),), items=str(source / "items.csv")),
     )
-    encode_items(lake, settings)
+    encode_items(RunContext(settings))
     train(lake, settings)
     recommend(lake, settings)
     recommend(lake, settings)  # a second version: the first one still holds the user
