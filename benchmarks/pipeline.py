@@ -30,10 +30,10 @@ def main() -> None:
         encoded = encode_items(RunContext(settings))
         seconds["encode"] = time.perf_counter() - start
         start = time.perf_counter()
-        trained = train(lake, settings)
+        trained = train(RunContext(settings))
         seconds["train"] = time.perf_counter() - start
         start = time.perf_counter()
-        published = recommend(lake, settings)
+        published = recommend(RunContext(settings))
         seconds["recommend"] = time.perf_counter() - start
     print(
         json.dumps(

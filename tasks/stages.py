@@ -40,7 +40,7 @@ def _retry_on_io(task, task_run, state) -> bool:
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _retry_on_io}
 
 
-def cached_on(fingerprint: Callable[[Lake, Settings], str]) -> dict:
+def cached_on(fingerprint: Callable[[RunContext], str]) -> dict:
     """Task options: cache the stage's report on the fingerprint of what it reads."""
     return {
         "cache_key_fn": cache_key_on(fingerprint),
@@ -124,8 +124,8 @@ def commit_encode_task(
 def train_task(settings: Settings) -> dict:
     logger = get_run_logger()
     report = pipeline.train(
-        Lake(settings.data_dir), settings, run_id=_run_id(), progress=sys.stderr.isatty(),
-        log=logger.info, map_chunks=dask_chunk_map() if settings.task_runner == "dask" else None,
+        _context(settings), progress=sys.stderr.isatty(), log=logger.info,
+        map_chunks=dask_chunk_map() if settings.task_runner == "dask" else None,
     )  # fmt: skip
     logger.info("champion %s: %s", report.champion, report.decision)
     return report.as_dict()
@@ -133,7 +133,7 @@ def train_task(settings: Settings) -> dict:
 
 @task(name="plan-recommend", cache_policy=NONE, **IO_RETRIES)
 def plan_recommend_task(settings: Settings) -> RecommendPlan:
-    plan = pipeline.plan_recommend(Lake(settings.data_dir), settings, run_id=_run_id())
+    plan = pipeline.plan_recommend(_context(settings))
     get_run_logger().info(
         "ranking %d users with %s in %d shards", plan.users, plan.model, len(plan.shards)
     )
@@ -142,7 +142,7 @@ def plan_recommend_task(settings: Settings) -> RecommendPlan:
 
 @task(name="rank-shard", cache_policy=NONE, **IO_RETRIES)
 def rank_shard_task(settings: Settings, plan: RecommendPlan, shard: Shard) -> ShardResult:
-    result = pipeline.rank_shard(Lake(settings.data_dir), settings, plan, shard)
+    result = pipeline.rank_shard(_context(settings), plan, shard)
     get_run_logger().info(
         "shard %d: users %d..%d ranked, %d rows staged", shard.index, shard.start, shard.stop,
         result.file.rows,
@@ -152,7 +152,7 @@ def rank_shard_task(settings: Settings, plan: RecommendPlan, shard: Shard) -> Sh
 
 @task(name="publish", cache_policy=NONE, **IO_RETRIES)
 def publish_task(settings: Settings, plan: RecommendPlan, results: list[ShardResult]) -> dict:
-    report = pipeline.publish(Lake(settings.data_dir), settings, plan, results)
+    report = pipeline.publish(_context(settings), plan, results)
     get_run_logger().info(
         "published %d recommendations for %d users from %s in one commit (table version %s)",
         report.rows, report.users, report.model, report.version,

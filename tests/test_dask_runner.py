@@ -29,7 +29,7 @@ def test_dask_runner_gives_the_same_embeddings_and_recommendations(
     from flows.params import RunOptions
     from flows.stages import encode_flow, recommend_flow
 
-    root, settings = trained_lake_template
+    root, settings = trained_lake_template.lake.root, trained_lake_template.settings
     # a new max length is a new encoder id: every item is encoded again, in 3 shards
     encode_args = {"encoder_max_length": 48, "encode_shards": 3}
     lakes = {}

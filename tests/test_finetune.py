@@ -177,7 +177,8 @@ def test_finetune_registers_an_encoder_version_that_encode_uses(small_lake):
     from mlflow import MlflowClient
 
     lake, settings = small_lake
-    base = encode_items(RunContext(settings))
+    context = RunContext(settings)
+    base = encode_items(context)
     report = finetune_encoder(lake, settings, TINY, split="cold_items", evaluate_content=True)
     assert report.reference == "models:/recsys-encoder/1"
     assert report.encoder.startswith("recsys-encoder/1:mean:64:")

@@ -63,14 +63,15 @@ def lake_with_secret_user(tmp_path, small_source, tiny_encoder_dir):
         SourceSpec(events=(str(source / "events.csv"),), items=str(source / "items.csv")),
     )
     encode_items(RunContext(settings))
-    train(lake, settings)
-    recommend(lake, settings)
-    recommend(lake, settings)  # a second version: the first one still holds the user
+    train(RunContext(settings))
+    recommend(RunContext(settings))
+    recommend(RunContext(settings))  # a second version: the first one still holds the user
     return lake, settings
 
 
 def test_forget_user_leaves_no_trace_and_keeps_everyone_else(lake_with_secret_user):
     lake, settings = lake_with_secret_user
+    context = RunContext(settings)
     assert files_mentioning(lake.root, SECRET)  # the data really was there
     others_before = lake.read("recommendations").filter(pl.col("user_id") != SECRET)
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
@@ -106,7 +107,7 @@ def test_forget_user_leaves_no_trace_and_keeps_everyone_else(lake_with_secret_us
     histories, _ = bundle_after.histories_for(some_users)
     torch.testing.assert_close(bundle_after.model.score(histories), scores_before)
     # the tables still work: the next night publishes as usual
-    recommend(lake, settings)
+    recommend(context)
     assert lake.read("recommendations").filter(pl.col("user_id") == SECRET).is_empty()
 
 
