@@ -26,7 +26,6 @@ from recsys_core.pipeline.finetune import finetune_encoder
 from recsys_core.pipeline.recommend import RecommendPlan, ShardResult
 from recsys_core.ranking import Shard
 from recsys_core.settings import Settings
-from recsys_core.storage import Lake
 from tasks.cache import cache_key_on
 from tasks.cluster import dask_chunk_map
 
@@ -169,8 +168,8 @@ def finetune_encoder_task(
     output: str | None = None,
 ) -> dict:
     report = finetune_encoder(
-        Lake(settings.data_dir), settings, config, split=split, evaluate_content=evaluate,
-        output=Path(output) if output else None, progress=sys.stderr.isatty(), run_id=_run_id(),
+        _context(settings), config, split=split, evaluate_content=evaluate,
+        output=Path(output) if output else None, progress=sys.stderr.isatty(),
     )  # fmt: skip
     logger = get_run_logger()
     for epoch in report.epochs:
