@@ -1,7 +1,8 @@
 """One Prefect task per pipeline stage.
 
 Tasks take the settings and a source description (small, serializable), call the stage in
-`recsys_core.pipeline`, log its report and return it as a dict. Retries apply to I/O errors
+`recsys_core.pipeline` with one run context (those settings and the flow run's id), log its
+report and return it as a dict. Retries apply to I/O errors
 only: bad input (InputError) fails at once with its message.
 """
 
