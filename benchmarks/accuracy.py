@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.splits import make_split
 from recsys_core.evaluation import evaluate
@@ -31,8 +32,7 @@ from recsys_core.pipeline import encode_items, ingest
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.pipeline.train import load_interactions
 from recsys_core.registry.versions import config_key
-from recsys_core.settings import DEFAULT_MODELS, Settings
-from recsys_core.storage import Lake
+from recsys_core.settings import DEFAULT_MODELS
 
 PROTOCOLS = ("global_temporal", "user_temporal", "leave_one_out", "user_random", "cold_items")
 # label -> model spec: the references, every registered model with its defaults, variants
@@ -89,13 +89,13 @@ def main() -> None:
     if args.quick:
         labels = [m for m in labels if m not in HEAVY]
     with tempfile.TemporaryDirectory() as tmp:
-        lake = Lake(Path(args.data_dir or Path(tmp) / "lake"))
-        settings = Settings(data_dir=lake.root)
+        context = RunContext.of(args.data_dir or Path(tmp) / "lake")
+        lake = context.lake
         if not lake.exists("events"):
-            ingest(SourceSpec(), lake)
-        encode_items(lake, settings)
+            ingest(context, SourceSpec())
+        encode_items(context)
         data = load_interactions(lake)
-        embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
+        embeddings = embedding_matrix(lake, data.items, encoder_id(context))
     results: dict[str, dict[str, dict]] = {}
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     for protocol in args.protocols.split(","):

@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.synth import SynthConfig, synth_items
 from recsys_core.encoders import ItemTextEncoder, build_item_text
@@ -51,7 +52,7 @@ def ml100k_texts() -> list[str]:
 
     with tempfile.TemporaryDirectory() as tmp:
         lake = Lake(Path(tmp) / "lake")
-        ingest(SourceSpec(), lake)
+        ingest(RunContext.of(lake.root), SourceSpec())
         return lake.read("items", ["item_id", "text"]).sort("item_id")["text"].to_list()
 
 

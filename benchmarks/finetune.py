@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.splits import cold_items
 from recsys_core.encoders import ItemTextEncoder
@@ -50,7 +51,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:  # the bundled ML-100K, as the pipeline stores it
         lake = Lake(Path(tmp) / "lake")
-        ingest(SourceSpec(), lake)
+        ingest(RunContext.of(lake.root), SourceSpec())
         data = load_interactions(lake)
         items = lake.read("items", ["item_id", "text"])
     text_of = dict(zip(items["item_id"], items["text"], strict=True))

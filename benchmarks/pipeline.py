@@ -11,28 +11,26 @@ import tempfile
 import time
 from pathlib import Path
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.pipeline import encode_items, ingest, recommend, train
-from recsys_core.settings import Settings
-from recsys_core.storage import Lake
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        lake = Lake(Path(tmp) / "lake")
-        settings = Settings(data_dir=lake.root)
+        context = RunContext.of(Path(tmp) / "lake")
         seconds = {}
         start = time.perf_counter()
-        ingested = ingest(SourceSpec(), lake)
+        ingested = ingest(context, SourceSpec())
         seconds["ingest"] = time.perf_counter() - start
         start = time.perf_counter()
-        encoded = encode_items(lake, settings)
+        encoded = encode_items(context)
         seconds["encode"] = time.perf_counter() - start
         start = time.perf_counter()
-        trained = train(lake, settings)
+        trained = train(context)
         seconds["train"] = time.perf_counter() - start
         start = time.perf_counter()
-        published = recommend(lake, settings)
+        published = recommend(context)
         seconds["recommend"] = time.perf_counter() - start
     print(
         json.dumps(

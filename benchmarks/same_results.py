@@ -62,17 +62,17 @@ def fingerprint(data_dir: Path) -> dict:
 
 def model_fingerprints(data_dir: Path) -> dict[str, dict]:
     """Every registered model with its defaults: a hash of its scores and its NDCG@10."""
+    from recsys_core.context import RunContext
     from recsys_core.data.splits import make_split
     from recsys_core.evaluation import evaluate
     from recsys_core.models import FitOptions, TrainingData, create, registered
     from recsys_core.pipeline.encode import embedding_matrix, encoder_id
     from recsys_core.pipeline.train import load_interactions
-    from recsys_core.settings import Settings
-    from recsys_core.storage import Lake
 
-    lake, settings = Lake(data_dir), Settings(data_dir=data_dir)
+    context = RunContext.of(data_dir)
+    lake = context.lake
     data = load_interactions(lake)
-    embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
+    embeddings = embedding_matrix(lake, data.items, encoder_id(context))
     split = make_split(data, "user_temporal", seed=42)
     histories = split.train.histories(split.test_users[:200])
     found = {}

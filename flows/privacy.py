@@ -5,15 +5,15 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.params import RunOptions
+from recsys_core.context import RunContext
 from recsys_core.pipeline.forget import forget_user
-from recsys_core.storage import Lake
 
 
 @flow(name="forget-user")
 def forget_user_flow(user_id: str, options: RunOptions = RunOptions()) -> dict:
     """Remove a user's events, recommendations, quarantined rows and model-bundle entries,
     and purge the old file versions that still hold them."""
-    report = forget_user(Lake(options.settings().data_dir), user_id)
+    report = forget_user(RunContext(options.settings()), user_id)
     get_run_logger().info(
         "forgot user %r: %s rows deleted, %d old files removed, %d model files rewritten",
         user_id, report.rows_deleted, report.files_vacuumed, report.model_files_rewritten,

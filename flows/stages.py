@@ -14,9 +14,9 @@ from prefect import flow, get_run_logger, unmapped
 from flows.params import FinetuneOptions, RunOptions, Source
 from flows.runners import ChosenTaskRunner, gpu_resources
 from recsys_core.cancel import stop_on_signals
+from recsys_core.context import RunContext
 from recsys_core.pipeline import published_report
 from recsys_core.settings import Settings
-from recsys_core.storage import Lake
 from tasks import (
     commit_encode_task,
     encode_shard_task,
@@ -46,7 +46,7 @@ def encode_step(settings: Settings) -> dict:
     with gpu_resources():
         shards = encode_shard_task.map(plan.shards, settings=unmapped(settings))
     shards.wait()  # let every shard finish before failing on one
-    return commit_encode_task(plan, shards.result())
+    return commit_encode_task(settings, plan, shards.result())
 
 
 @flow(name="encode", task_runner=ChosenTaskRunner())
@@ -81,7 +81,7 @@ def rank_and_publish(settings: Settings, *, refresh: bool) -> dict:
     were already published is not published again: the latest commit records the
     fingerprint of the inputs it came from (`recommend_inputs`).
     """
-    if not refresh and (done := published_report(Lake(settings.data_dir), settings)) is not None:
+    if not refresh and (done := published_report(RunContext(settings))) is not None:
         get_run_logger().info(
             "recommendations from these inputs are already published (version %s)",
             done["version"],

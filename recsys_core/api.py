@@ -14,16 +14,16 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys_core.settings import Settings
+from recsys_core.context import RunContext
 from recsys_core.storage import Lake
 
 RECOMMENDATIONS = "recommendations"
 QUARANTINE = "quarantine"
 
 
-def _settings(data_dir: Path, **given: object) -> Settings:
-    """Settings for `data_dir` with the given (non-None) overrides, the rest from RECSYS_*."""
-    return Settings(data_dir=data_dir, **{k: v for k, v in given.items() if v is not None})
+def _context(data_dir: Path, **given: object) -> RunContext:
+    """A context for `data_dir` with the given (non-None) settings, the rest from RECSYS_*."""
+    return RunContext.of(data_dir, **{k: v for k, v in given.items() if v is not None})
 
 
 def evaluate_candidates(
@@ -50,10 +50,8 @@ def evaluate_candidates(
     """
     from recsys_core.pipeline.train import evaluate_models
 
-    settings = _settings(data_dir, models=tuple(models) if models else None, encoder=encoder)
-    report = evaluate_models(
-        Lake(settings.data_dir), settings, protocol=protocol, progress=progress, log=log
-    )
+    context = _context(data_dir, models=tuple(models) if models else None, encoder=encoder)
+    report = evaluate_models(context, protocol=protocol, progress=progress, log=log)
     return report.as_dict()
 
 
@@ -84,8 +82,7 @@ def user_recommendations(
         return read_user_recommendations(data_dir, user_id, k=k)
     from recsys_core.pipeline.recommend import recommend_for_query
 
-    settings = _settings(data_dir, k=k)
-    frame = recommend_for_query(Lake(data_dir), settings, user_id, query, k=k, weight=query_weight)
+    frame = recommend_for_query(_context(data_dir, k=k), user_id, query, k=k, weight=query_weight)
     return add_titles(data_dir, frame)
 
 

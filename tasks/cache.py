@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from recsys_core.context import RunContext
 from recsys_core.settings import Settings
-from recsys_core.storage import Lake
 
 
-def cache_key_on(fingerprint: Callable[[Lake, Settings], str]) -> Callable[[Any, dict], str]:
+def cache_key_on(fingerprint: Callable[[RunContext], str]) -> Callable[[Any, dict], str]:
     """A Prefect `cache_key_fn`: the stage's fingerprint over its `settings` parameter."""
 
-    def key(context: Any, parameters: dict[str, Any]) -> str:
+    def key(task_context: Any, parameters: dict[str, Any]) -> str:
         settings: Settings = parameters["settings"]
-        return fingerprint(Lake(settings.data_dir), settings)
+        return fingerprint(RunContext(settings))
 
     return key

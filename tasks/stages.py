@@ -1,7 +1,8 @@
 """One Prefect task per pipeline stage.
 
 Tasks take the settings and a source description (small, serializable), call the stage in
-`recsys_core.pipeline`, log its report and return it as a dict. Retries apply to I/O errors
+`recsys_core.pipeline` with one run context (those settings and the flow run's id), log its
+report and return it as a dict. Retries apply to I/O errors
 only: bad input (InputError) fails at once with its message.
 """
 
@@ -17,6 +18,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from recsys_core import pipeline
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.encoders.finetune import FinetuneConfig
 from recsys_core.errors import InputError
@@ -25,7 +27,6 @@ from recsys_core.pipeline.finetune import finetune_encoder
 from recsys_core.pipeline.recommend import RecommendPlan, ShardResult
 from recsys_core.ranking import Shard
 from recsys_core.settings import Settings
-from recsys_core.storage import Lake
 from tasks.cache import cache_key_on
 from tasks.cluster import dask_chunk_map
 
@@ -39,7 +40,7 @@ def _retry_on_io(task, task_run, state) -> bool:
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": _retry_on_io}
 
 
-def cached_on(fingerprint: Callable[[Lake, Settings], str]) -> dict:
+def cached_on(fingerprint: Callable[[RunContext], str]) -> dict:
     """Task options: cache the stage's report on the fingerprint of what it reads."""
     return {
         "cache_key_fn": cache_key_on(fingerprint),
@@ -53,10 +54,14 @@ def _run_id() -> str:
     return str(flow_run.id or "")
 
 
+def _context(settings: Settings) -> RunContext:
+    """The context a task's stage runs in: its settings and the flow run's id."""
+    return RunContext(settings, run_id=_run_id())
+
+
 @task(name="ingest", cache_policy=NONE, **IO_RETRIES)
 def ingest_task(source: SourceSpec, settings: Settings) -> dict:
-    options = pipeline.IngestOptions.from_settings(settings)
-    report = pipeline.ingest(source, Lake(settings.data_dir), run_id=_run_id(), options=options)
+    report = pipeline.ingest(_context(settings), source)
     get_run_logger().info(
         "ingested %s: %d events added, %d duplicates, %d quarantined; %d events, %d users, "
         "%d items in total",
@@ -75,7 +80,7 @@ def ingest_task(source: SourceSpec, settings: Settings) -> dict:
 
 @task(name="plan-encode", cache_policy=NONE, **IO_RETRIES)
 def plan_encode_task(settings: Settings) -> EncodePlan:
-    plan = pipeline.plan_encode(Lake(settings.data_dir), settings)
+    plan = pipeline.plan_encode(_context(settings))
     get_run_logger().info(
         "%d of %d items to encode with %s in %d shard(s); %d more staged by an earlier run "
         "that did not commit",
@@ -93,7 +98,7 @@ def plan_encode_task(settings: Settings) -> EncodePlan:
 )
 def encode_shard_task(shard: EncodeShard, settings: Settings) -> EncodeShardResult:
     """Encode one shard and stage its rows; the table is written only by the commit."""
-    result = pipeline.encode_shard(shard, settings, progress=sys.stderr.isatty())
+    result = pipeline.encode_shard(_context(settings), shard, progress=sys.stderr.isatty())
     get_run_logger().info(
         "shard %d: %d items on %s in %.1fs (%d truncated)",
         result.index, result.rows, result.device, result.seconds, result.truncated,
@@ -102,8 +107,10 @@ def encode_shard_task(shard: EncodeShard, settings: Settings) -> EncodeShardResu
 
 
 @task(name="commit-encode", cache_policy=NONE, **IO_RETRIES)
-def commit_encode_task(plan: EncodePlan, results: list[EncodeShardResult]) -> dict:
-    report = pipeline.commit_encode(plan, results, run_id=_run_id())
+def commit_encode_task(
+    settings: Settings, plan: EncodePlan, results: list[EncodeShardResult]
+) -> dict:
+    report = pipeline.commit_encode(_context(settings), plan, results)
     get_run_logger().info(
         "encoded %d items with %s (%d reused, %d from an earlier run, %d truncated) at %.1f "
         "items/s per shard",
@@ -117,8 +124,8 @@ def commit_encode_task(plan: EncodePlan, results: list[EncodeShardResult]) -> di
 def train_task(settings: Settings) -> dict:
     logger = get_run_logger()
     report = pipeline.train(
-        Lake(settings.data_dir), settings, run_id=_run_id(), progress=sys.stderr.isatty(),
-        log=logger.info, map_chunks=dask_chunk_map() if settings.task_runner == "dask" else None,
+        _context(settings), progress=sys.stderr.isatty(), log=logger.info,
+        map_chunks=dask_chunk_map() if settings.task_runner == "dask" else None,
     )  # fmt: skip
     logger.info("champion %s: %s", report.champion, report.decision)
     return report.as_dict()
@@ -126,7 +133,7 @@ def train_task(settings: Settings) -> dict:
 
 @task(name="plan-recommend", cache_policy=NONE, **IO_RETRIES)
 def plan_recommend_task(settings: Settings) -> RecommendPlan:
-    plan = pipeline.plan_recommend(Lake(settings.data_dir), settings, run_id=_run_id())
+    plan = pipeline.plan_recommend(_context(settings))
     get_run_logger().info(
         "ranking %d users with %s in %d shards", plan.users, plan.model, len(plan.shards)
     )
@@ -135,7 +142,7 @@ def plan_recommend_task(settings: Settings) -> RecommendPlan:
 
 @task(name="rank-shard", cache_policy=NONE, **IO_RETRIES)
 def rank_shard_task(settings: Settings, plan: RecommendPlan, shard: Shard) -> ShardResult:
-    result = pipeline.rank_shard(Lake(settings.data_dir), settings, plan, shard)
+    result = pipeline.rank_shard(_context(settings), plan, shard)
     get_run_logger().info(
         "shard %d: users %d..%d ranked, %d rows staged", shard.index, shard.start, shard.stop,
         result.file.rows,
@@ -145,7 +152,7 @@ def rank_shard_task(settings: Settings, plan: RecommendPlan, shard: Shard) -> Sh
 
 @task(name="publish", cache_policy=NONE, **IO_RETRIES)
 def publish_task(settings: Settings, plan: RecommendPlan, results: list[ShardResult]) -> dict:
-    report = pipeline.publish(Lake(settings.data_dir), settings, plan, results)
+    report = pipeline.publish(_context(settings), plan, results)
     get_run_logger().info(
         "published %d recommendations for %d users from %s in one commit (table version %s)",
         report.rows, report.users, report.model, report.version,
@@ -162,8 +169,8 @@ def finetune_encoder_task(
     output: str | None = None,
 ) -> dict:
     report = finetune_encoder(
-        Lake(settings.data_dir), settings, config, split=split, evaluate_content=evaluate,
-        output=Path(output) if output else None, progress=sys.stderr.isatty(), run_id=_run_id(),
+        _context(settings), config, split=split, evaluate_content=evaluate,
+        output=Path(output) if output else None, progress=sys.stderr.isatty(),
     )  # fmt: skip
     logger = get_run_logger()
     for epoch in report.epochs:

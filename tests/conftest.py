@@ -95,28 +95,24 @@ def trained_lake_template(tmp_path_factory, small_source, tiny_encoder_dir):
 
     Tests take a private copy through `trained_lake`.
     """
+    from recsys_core.context import RunContext
     from recsys_core.data.sources import SourceSpec
     from recsys_core.pipeline import encode_items, ingest, train
-    from recsys_core.settings import Settings
-    from recsys_core.storage import Lake
 
-    lake = Lake(tmp_path_factory.mktemp("trained") / "lake")
+    context = RunContext.of(
+        tmp_path_factory.mktemp("trained") / "lake", encoder=str(tiny_encoder_dir),
+        encoder_max_length=64, models=("ease",),
+    )  # fmt: skip
     events, items = small_source
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
-    settings = Settings(
-        data_dir=lake.root, encoder=str(tiny_encoder_dir), encoder_max_length=64, models=("ease",)
-    )
-    encode_items(lake, settings)
-    train(lake, settings)
-    return lake.root, settings
+    ingest(context, SourceSpec(events=(str(events),), items=str(items)))
+    encode_items(context)
+    train(context)
+    return context
 
 
 @pytest.fixture
 def trained_lake(trained_lake_template, tmp_path):
-    """A private copy of `trained_lake_template`: (Lake, Settings) with a champion model."""
-    from recsys_core.storage import Lake
-
-    root, settings = trained_lake_template
+    """A private copy of `trained_lake_template`: a RunContext with a champion model."""
     copy = tmp_path / "lake"
-    shutil.copytree(root, copy)
-    return Lake(copy), settings.model_copy(update={"data_dir": copy})
+    shutil.copytree(trained_lake_template.lake.root, copy)
+    return trained_lake_template.with_settings(data_dir=copy)

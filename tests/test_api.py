@@ -7,9 +7,10 @@ from recsys_core.pipeline import recommend
 
 
 def test_restore_makes_an_earlier_night_current_and_says_what_it_holds(trained_lake):
-    lake, settings = trained_lake
-    recommend(lake, settings.model_copy(update={"k": 2}))
-    recommend(lake, settings.model_copy(update={"k": 3}))
+    context = trained_lake
+    lake = context.lake
+    recommend(context.with_settings(k=2))
+    recommend(context.with_settings(k=3))
     versions = api.recommendation_versions(lake.root)
     assert [v["version"] for v in versions] == [1, 0]  # newest first
 
@@ -23,8 +24,9 @@ def test_restore_makes_an_earlier_night_current_and_says_what_it_holds(trained_l
 
 
 def test_user_recommendations_are_the_published_rows_with_titles(trained_lake):
-    lake, settings = trained_lake
-    recommend(lake, settings)
+    context = trained_lake
+    lake = context.lake
+    recommend(context)
     user = lake.read("recommendations")["user_id"][0]
     shown = api.user_recommendations(lake.root, user, k=3)
     assert shown["rank"].to_list() == [1, 2, 3]

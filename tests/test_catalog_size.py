@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from recsys_core.context import RunContext
 from recsys_core.data.splits import make_split
 from recsys_core.errors import InputError
 from recsys_core.evaluation import evaluate
@@ -147,37 +148,38 @@ def boom_model():
 def test_a_candidate_that_fails_is_left_out_and_named(trained_lake, boom_model):
     from recsys_core.pipeline import train
 
-    lake, settings = trained_lake
-    report = train(lake, settings.model_copy(update={"models": (boom_model, "popularity")}))
+    report = train(trained_lake.with_settings(models=(boom_model, "popularity")))
     assert {c.model for c in report.candidates} == {"popularity", "ease"}  # ease: the champion
     assert len(report.left_out) == 1
     assert report.left_out[0].startswith(f"{boom_model}: did not train (RuntimeError: planted")
     with pytest.raises(RuntimeError, match="no candidate trained"):
-        train(lake, settings.model_copy(update={"models": (boom_model,), "registered_model": "x"}))
+        train(trained_lake.with_settings(models=(boom_model,), registered_model="x"))
 
 
 def test_a_requested_model_too_large_is_refused_before_any_fit(trained_lake):
     from recsys_core.pipeline import train
     from recsys_core.registry.tracking import Tracker
 
-    lake, settings = trained_lake
+    context = trained_lake
+    lake, settings = context.lake, context.settings
     runs = Tracker(lake, settings.experiment, settings.registered_model)
     before = len(runs.mlflow.search_runs(search_all_experiments=True))
     tight = settings.model_copy(update={"models": ("popularity", "ease"), "memory_budget_gb": 1e-5})
     with pytest.raises(InputError, match=r"ease: 40 items need .* memory budget"):
-        train(lake, tight)
+        train(RunContext(tight))
     assert len(runs.mlflow.search_runs(search_all_experiments=True)) == before
 
 
 def test_default_candidates_adapt_to_a_catalog_above_the_dense_limit(trained_lake):
     from recsys_core.pipeline import recommend, train
 
-    lake, settings = trained_lake
+    context = trained_lake
+    lake, settings = context.lake, context.settings
     defaults = Settings(
         data_dir=lake.root, encoder=settings.encoder, encoder_max_length=64,
         memory_budget_gb=1e-5, eval_users=100, k=5,
     )  # fmt: skip
-    report = train(lake, defaults)
+    report = train(RunContext(defaults))
     models = [c.model for c in report.candidates]
     assert "itemknn" in models and "blend" in models and "ease" not in models
     assert report.decision.startswith("champion recsys/1 cannot be re-measured (ease: 40")
@@ -186,7 +188,7 @@ def test_default_candidates_adapt_to_a_catalog_above_the_dense_limit(trained_lak
                for n in report.left_out)  # fmt: skip
     assert sum("blend member ease" in n for n in report.left_out) == 2
     assert report.evaluated_users == min(report.test_users, 100)
-    recommend(lake, defaults)
+    recommend(RunContext(defaults))
     recs = pl.read_delta(str(lake.path("recommendations")))
     events = lake.read("events", ["user_id", "item_id"]).unique()
     assert recs["user_id"].n_unique() == events["user_id"].n_unique()

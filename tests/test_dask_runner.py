@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from recsys_core.context import RunContext
 from recsys_core.pipeline.encode import encoder_id
 from recsys_core.storage import Lake
 
@@ -28,7 +29,7 @@ def test_dask_runner_gives_the_same_embeddings_and_recommendations(
     from flows.params import RunOptions
     from flows.stages import encode_flow, recommend_flow
 
-    root, settings = trained_lake_template
+    root, settings = trained_lake_template.lake.root, trained_lake_template.settings
     # a new max length is a new encoder id: every item is encoded again, in 3 shards
     encode_args = {"encoder_max_length": 48, "encode_shards": 3}
     lakes = {}
@@ -64,7 +65,7 @@ def test_dask_runner_gives_the_same_embeddings_and_recommendations(
         assert encoded["encoded"] == 40 and encoded["shards"] == 3
         assert published["shards"] == 4  # 60 users, 16 per shard
 
-    encoder = encoder_id(settings.model_copy(update={"encoder_max_length": 48}))
+    encoder = encoder_id(RunContext(settings.model_copy(update={"encoder_max_length": 48})))
 
     def embeddings(lake: Lake) -> pl.DataFrame:
         return lake.read("item_embeddings").filter(pl.col("encoder") == encoder).sort("item_id")

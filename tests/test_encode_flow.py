@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.pipeline import ingest
 from recsys_core.storage import Lake
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 def ingested(tmp_path, small_source):
     lake = Lake(tmp_path / "lake")
     events, items = small_source
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items)))
     return lake
 
 
@@ -66,10 +67,10 @@ def test_a_failed_shard_fails_the_flow_and_publishes_nothing(
 
     real = pipeline.encode_shard
 
-    def flaky(shard, settings, **kwargs):
+    def flaky(context, shard, **kwargs):
         if shard.index == 1:
             raise RuntimeError("worker lost")
-        return real(shard, settings, **kwargs)
+        return real(context, shard, **kwargs)
 
     monkeypatch.setattr(pipeline, "encode_shard", flaky)
     options = RunOptions(

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from recsys_core import cancel
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.encoders import ItemTextEncoder, build_item_text
 from recsys_core.pipeline import commit_encode, encode_items, encode_shard, ingest, plan_encode
@@ -26,7 +27,7 @@ from recsys_core.storage import Lake
 def source_lake(tmp_path, small_source):
     lake = Lake(tmp_path / "lake")
     events, items = small_source
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items)))
     return lake
 
 
@@ -67,7 +68,7 @@ def clean_table(tmp_path: Path, lake: Lake, settings: Settings) -> pl.DataFrame:
     """What one uninterrupted run writes for the same catalog."""
     other = Lake(tmp_path / "clean")
     other.write("items", lake.read("items"), mode="overwrite")
-    encode_items(other, settings.model_copy(update={"data_dir": other.root}))
+    encode_items(RunContext(settings.model_copy(update={"data_dir": other.root})))
     return other.read("item_embeddings")
 
 
@@ -86,7 +87,7 @@ def test_a_stopped_encode_resumes_with_only_the_remaining_items(
     seen, stop_after = encoded_texts
     stop_after["batches"] = 3
     with pytest.raises(cancel.Stopped, match="stopped by the test"):
-        encode_items(source_lake, settings)
+        encode_items(RunContext(settings))
     assert not source_lake.exists("item_embeddings")  # nothing staged is visible
     staged = pl.concat([pl.read_parquet(p) for p in staged_parts(source_lake)])
     assert staged.height == 12 == len(seen)  # three batches of 4, each its own part
@@ -95,11 +96,13 @@ def test_a_stopped_encode_resumes_with_only_the_remaining_items(
     cancel.clear_stop()
     seen.clear()
     stop_after.clear()
-    plan = plan_encode(source_lake, settings)
+    plan = plan_encode(RunContext(settings))
     assert plan.resumed == 12 and plan.reused == 0
     assert sum(len(s.item_ids) for s in plan.shards) == 28
     assert not set(plan.resumed_items) & {i for s in plan.shards for i in s.item_ids}
-    report = commit_encode(plan, [encode_shard(s, settings) for s in plan.shards])
+    report = commit_encode(
+        RunContext(settings), plan, [encode_shard(RunContext(settings), s) for s in plan.shards]
+    )
     assert len(seen) == 28 and not set(seen) & first_run  # only the remaining items ran
     assert report.encoded == 40 and report.resumed == 12 and report.reused == 0
     assert len(source_lake.history("item_embeddings")) == 1  # one commit for all of it
@@ -115,11 +118,11 @@ def test_a_killed_run_keeps_its_finished_shards_and_parts(
     source_lake, settings, encoded_texts, tmp_path
 ):
     seen, stop_after = encoded_texts
-    plan = plan_encode(source_lake, settings, shards=3)
-    finished = [encode_shard(shard, settings) for shard in plan.shards[:2]]
+    plan = plan_encode(RunContext(settings), shards=3)
+    finished = [encode_shard(RunContext(settings), shard) for shard in plan.shards[:2]]
     stop_after["batches"] = 1
     with pytest.raises(cancel.Stopped):
-        encode_shard(plan.shards[2], settings)
+        encode_shard(RunContext(settings), plan.shards[2])
     cancel.clear_stop()
     stop_after.clear()
     # the process that made this plan is gone (killed): a finished child's pid
@@ -131,10 +134,12 @@ def test_a_killed_run_keeps_its_finished_shards_and_parts(
     assert len(seen) == done
 
     seen.clear()
-    again = plan_encode(source_lake, settings, shards=2)
+    again = plan_encode(RunContext(settings), shards=2)
     assert again.resumed == done and again.plan_id != plan.plan_id
     assert not Path(plan.staging_dir).exists()  # its files moved into the new plan
-    report = commit_encode(again, [encode_shard(s, settings) for s in again.shards])
+    report = commit_encode(
+        RunContext(settings), again, [encode_shard(RunContext(settings), s) for s in again.shards]
+    )
     assert len(seen) == 40 - done and report.encoded == 40 and report.resumed == done
     want = clean_table(tmp_path, source_lake, settings)
     assert_same_table(source_lake.read("item_embeddings"), want)
@@ -144,14 +149,14 @@ def test_a_plan_still_running_elsewhere_is_left_alone(source_lake, settings, enc
     _, stop_after = encoded_texts
     stop_after["batches"] = 2
     with pytest.raises(cancel.Stopped):
-        encode_items(source_lake, settings)
+        encode_items(RunContext(settings))
     cancel.clear_stop()
     staging = next((source_lake.root / STAGING).iterdir())
     # another process on this host, alive, owns it: it may still commit these rows
     (staging / OWNER_FILE).write_text(
         json.dumps({"host": socket.gethostname(), "pid": os.getppid()})
     )
-    plan = plan_encode(source_lake, settings)
+    plan = plan_encode(RunContext(settings))
     assert plan.resumed == 0 and sum(len(s.item_ids) for s in plan.shards) == 40
     assert len(list(staging.rglob("part-*.parquet"))) == 2
 
@@ -162,13 +167,13 @@ def test_staged_rows_of_changed_text_or_another_encoder_are_not_taken_over(
     _, stop_after = encoded_texts
     stop_after["batches"] = 2
     with pytest.raises(cancel.Stopped):
-        encode_items(source_lake, settings)
+        encode_items(RunContext(settings))
     cancel.clear_stop()
     stop_after.clear()
     staged = pl.concat([pl.read_parquet(p) for p in staged_parts(source_lake)])
     edited_id = staged["item_id"][0]
     # another encoder (max length 32) finds nothing of its own to take over
-    other = plan_encode(source_lake, settings.model_copy(update={"encoder_max_length": 32}))
+    other = plan_encode(RunContext(settings.model_copy(update={"encoder_max_length": 32})))
     assert other.resumed == 0
     items = source_lake.read("items")
     edited = build_item_text(
@@ -177,10 +182,12 @@ def test_staged_rows_of_changed_text_or_another_encoder_are_not_taken_over(
         )
     )
     source_lake.upsert("items", edited, keys=["item_id"])
-    plan = plan_encode(source_lake, settings)
+    plan = plan_encode(RunContext(settings))
     assert plan.resumed == 7 and edited_id not in plan.resumed_items
     assert edited_id in {i for s in plan.shards for i in s.item_ids}
-    report = commit_encode(plan, [encode_shard(s, settings) for s in plan.shards])
+    report = commit_encode(
+        RunContext(settings), plan, [encode_shard(RunContext(settings), s) for s in plan.shards]
+    )
     assert report.encoded == 40
     stored = source_lake.read("item_embeddings").filter(pl.col("item_id") == edited_id)
     new_hash = source_lake.read("items").filter(pl.col("item_id") == edited_id)["text_hash"]
@@ -191,14 +198,14 @@ def test_a_retried_shard_keeps_the_parts_of_its_failed_attempt(
     source_lake, settings, encoded_texts
 ):
     seen, stop_after = encoded_texts
-    plan = plan_encode(source_lake, settings)
+    plan = plan_encode(RunContext(settings))
     stop_after["batches"] = 2
     with pytest.raises(cancel.Stopped):
-        encode_shard(plan.shards[0], settings)
+        encode_shard(RunContext(settings), plan.shards[0])
     cancel.clear_stop()
     seen.clear()
     stop_after.clear()
-    result = encode_shard(plan.shards[0], settings)  # what a Prefect retry does
+    result = encode_shard(RunContext(settings), plan.shards[0])  # what a Prefect retry does
     assert len(seen) == 32 and result.rows == 40
     assert not staged_parts(source_lake)  # merged into the shard's one file
-    assert commit_encode(plan, [result]).encoded == 40
+    assert commit_encode(RunContext(settings), plan, [result]).encoded == 40

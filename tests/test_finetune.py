@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 import torch
 
+from recsys_core.context import RunContext
 from recsys_core.data.interactions import Interactions
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.splits import cold_items
@@ -25,8 +26,6 @@ from recsys_core.encoders.registry import resolve_encoder
 from recsys_core.errors import InputError
 from recsys_core.pipeline import encode_items, ingest
 from recsys_core.pipeline.finetune import finetune_encoder
-from recsys_core.settings import Settings
-from recsys_core.storage import Lake
 from recsys_core.testing.recommenders import events_frame
 
 TINY = FinetuneConfig(
@@ -160,20 +159,20 @@ def test_max_steps_stops_early_and_frozen_embeddings_stay_put(planted, tiny_enco
 
 @pytest.fixture
 def small_lake(tmp_path, small_source, tiny_encoder_dir):
-    lake = Lake(tmp_path / "lake")
+    context = RunContext.of(tmp_path / "lake", encoder=str(tiny_encoder_dir), encoder_max_length=64)
     events, items = small_source
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
-    settings = Settings(data_dir=lake.root, encoder=str(tiny_encoder_dir), encoder_max_length=64)
-    return lake, settings
+    ingest(context, SourceSpec(events=(str(events),), items=str(items)))
+    return context
 
 
 @pytest.mark.slow
 def test_finetune_registers_an_encoder_version_that_encode_uses(small_lake):
     from mlflow import MlflowClient
 
-    lake, settings = small_lake
-    base = encode_items(lake, settings)
-    report = finetune_encoder(lake, settings, TINY, split="cold_items", evaluate_content=True)
+    context = small_lake
+    lake = context.lake
+    base = encode_items(context)
+    report = finetune_encoder(context, TINY, split="cold_items", evaluate_content=True)
     assert report.reference == "models:/recsys-encoder/1"
     assert report.encoder.startswith("recsys-encoder/1:mean:64:")
     assert report.encoder != base.encoder
@@ -192,10 +191,10 @@ def test_finetune_registers_an_encoder_version_that_encode_uses(small_lake):
     provenance = json.loads((folder / "recsys_encoder.json").read_text())
     assert provenance["mlflow_run_id"] == report.run_id
 
-    tuned = settings.model_copy(update={"encoder": report.reference})
-    first = encode_items(lake, tuned, shards=2)
+    tuned = context.with_settings(encoder=report.reference)
+    first = encode_items(tuned, shards=2)
     assert first.encoded == 40 and first.encoder == report.encoder
-    assert encode_items(lake, tuned).encoded == 0
+    assert encode_items(tuned).encoded == 0
     # both encoders' vectors are kept side by side
     assert lake.read("item_embeddings")["encoder"].n_unique() == 2
 
@@ -204,7 +203,7 @@ def test_finetune_registers_an_encoder_version_that_encode_uses(small_lake):
 def test_pairs_come_from_the_training_part_of_the_split(small_lake, monkeypatch):
     from recsys_core.pipeline import finetune as stage
 
-    lake, settings = small_lake
+    context = small_lake
     seen = {}
     real = stage.cooccurrence_pairs
 
@@ -213,16 +212,16 @@ def test_pairs_come_from_the_training_part_of_the_split(small_lake, monkeypatch)
         return real(interactions, config, has_text)
 
     monkeypatch.setattr(stage, "cooccurrence_pairs", spy)
-    report = finetune_encoder(lake, settings, replace(TINY, max_steps=1))
-    total = lake.read("events").height
+    report = finetune_encoder(context, replace(TINY, max_steps=1))
+    total = context.lake.read("events").height
     assert seen["events"] == report.train_events < total  # the temporal holdout is left out
 
 
 def test_unknown_split_and_registry_reference_are_input_errors(small_lake):
-    lake, settings = small_lake
+    context = small_lake
     with pytest.raises(InputError, match="unknown split 'random'"):
-        finetune_encoder(lake, settings, TINY, split="random")
+        finetune_encoder(context, TINY, split="random")
     with pytest.raises(InputError, match="needs a split with held-out events"):
-        finetune_encoder(lake, settings, TINY, split="all", evaluate_content=True)
+        finetune_encoder(context, TINY, split="all", evaluate_content=True)
     with pytest.raises(InputError, match="no MLflow store"):
-        resolve_encoder("models:/recsys-encoder/1", lake.root)
+        resolve_encoder("models:/recsys-encoder/1", context.lake.root)

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from recsys_core import schemas
+from recsys_core.context import RunContext
 from recsys_core.pipeline.fingerprints import champion_state, file_digest, stage_fingerprint
 from recsys_core.pipeline.recommend import published_report, recommend_inputs
 from recsys_core.pipeline.train import train_inputs
@@ -79,7 +80,7 @@ def test_reader_on_a_fresh_data_directory_answers_none_and_creates_nothing(tmp_p
     assert reader.experiment_of_run("0123456789abcdef") is None
     with pytest.raises(LookupError, match="no MLflow store"):
         reader.resolve("models:/recsys/1")
-    assert champion_state(lake, Settings(data_dir=lake.root)) == "none"
+    assert champion_state(RunContext(Settings(data_dir=lake.root))) == "none"
     assert _files(tmp_path) == []
     assert mlflow.get_tracking_uri() == uri_before
 
@@ -116,85 +117,93 @@ def test_tracker_reads_the_same_version_as_the_reader(lake_and_settings):
 # -- stage fingerprints ---------------------------------------------------------------------
 def test_equal_inputs_give_an_equal_fingerprint(lake_and_settings):
     lake, settings = lake_and_settings
+    context = RunContext(settings)
     _add_event(lake)
     _register(lake, settings)
-    assert train_inputs(lake, settings) == train_inputs(lake, settings.model_copy())
-    assert recommend_inputs(lake, settings) == recommend_inputs(lake, settings.model_copy())
-    assert train_inputs(lake, settings).startswith("recsys-train-")
-    assert recommend_inputs(lake, settings).startswith("recsys-recommend-")
+    assert train_inputs(context) == train_inputs(RunContext(settings.model_copy()))
+    assert recommend_inputs(context) == recommend_inputs(RunContext(settings.model_copy()))
+    assert train_inputs(context).startswith("recsys-train-")
+    assert recommend_inputs(context).startswith("recsys-recommend-")
 
 
 def test_a_new_table_version_changes_the_fingerprint(lake_and_settings):
     lake, settings = lake_and_settings
-    absent = train_inputs(lake, settings), recommend_inputs(lake, settings)
+    context = RunContext(settings)
+    absent = train_inputs(context), recommend_inputs(context)
     _add_event(lake)
-    created = train_inputs(lake, settings), recommend_inputs(lake, settings)
+    created = train_inputs(context), recommend_inputs(context)
     _add_event(lake, "u2")
-    appended = train_inputs(lake, settings), recommend_inputs(lake, settings)
+    appended = train_inputs(context), recommend_inputs(context)
     assert len({absent[0], created[0], appended[0]}) == 3
     assert len({absent[1], created[1], appended[1]}) == 3
 
 
 def test_a_table_made_again_at_the_same_version_changes_the_fingerprint(lake_and_settings):
     lake, settings = lake_and_settings
+    context = RunContext(settings)
     _add_event(lake)
-    before = train_inputs(lake, settings)
+    before = train_inputs(context)
     shutil.rmtree(lake.path("events"))
     _add_event(lake)  # version 0 again, but a new table id
     assert lake.version("events") == 0
-    assert train_inputs(lake, settings) != before
+    assert train_inputs(context) != before
 
 
 def test_a_changed_setting_changes_the_fingerprint(lake_and_settings):
     lake, settings = lake_and_settings
+    context = RunContext(settings)
     _add_event(lake)
     other = settings.model_copy(update={"k": settings.k + 1})
-    assert train_inputs(lake, other) != train_inputs(lake, settings)
-    assert recommend_inputs(lake, other) != recommend_inputs(lake, settings)
+    assert train_inputs(RunContext(other)) != train_inputs(context)
+    assert recommend_inputs(RunContext(other)) != recommend_inputs(context)
 
 
 def test_a_moved_champion_changes_only_the_recommend_fingerprint(lake_and_settings):
     lake, settings = lake_and_settings
+    context = RunContext(settings)
     _add_event(lake)
-    train_before, recommend_before = train_inputs(lake, settings), recommend_inputs(lake, settings)
+    train_before, recommend_before = train_inputs(context), recommend_inputs(context)
     version = _register(lake, settings)
-    assert champion_state(lake, settings) == version
-    assert recommend_inputs(lake, settings) != recommend_before
-    assert recommend_inputs(lake, settings) == recommend_inputs(lake, settings, champion=version)
-    assert recommend_inputs(lake, settings, champion="7") != recommend_inputs(lake, settings)
-    assert train_inputs(lake, settings) == train_before
+    assert champion_state(context) == version
+    assert recommend_inputs(context) != recommend_before
+    assert recommend_inputs(context) == recommend_inputs(context, champion=version)
+    assert recommend_inputs(context, champion="7") != recommend_inputs(context)
+    assert train_inputs(context) == train_before
 
 
 def test_the_unavailable_items_file_contents_change_the_fingerprint(lake_and_settings, tmp_path):
     lake, settings = lake_and_settings
+    context = RunContext(settings)
     _add_event(lake)
     unavailable = tmp_path / "unavailable.txt"
     unavailable.write_text("i1\n")
     with_file = settings.model_copy(update={"unavailable_items": unavailable})
-    first = recommend_inputs(lake, with_file)
-    assert first != recommend_inputs(lake, settings)
+    first = recommend_inputs(RunContext(with_file))
+    assert first != recommend_inputs(context)
     assert first.endswith(f"-{file_digest(unavailable)}")
     unavailable.write_text("i1\ni2\n")
-    assert recommend_inputs(lake, with_file) != first
+    assert recommend_inputs(RunContext(with_file)) != first
 
 
 def test_stages_with_the_same_tables_have_different_fingerprints(lake_and_settings):
-    lake, settings = lake_and_settings
-    assert stage_fingerprint("a", lake, settings, ("events",)) != stage_fingerprint(
-        "b", lake, settings, ("events",)
+    _, settings = lake_and_settings
+    context = RunContext(settings)
+    assert stage_fingerprint("a", context, ("events",)) != stage_fingerprint(
+        "b", context, ("events",)
     )
 
 
 # -- "already published?" -------------------------------------------------------------------
 def test_published_report_only_for_a_commit_from_exactly_these_inputs(lake_and_settings):
     lake, settings = lake_and_settings
+    context = RunContext(settings)
     _add_event(lake)
     _register(lake, settings)
-    assert published_report(lake, settings) is None  # nothing published yet
-    version = _publish(lake, recommend_inputs(lake, settings))
-    report = published_report(lake, settings)
+    assert published_report(context) is None  # nothing published yet
+    version = _publish(lake, recommend_inputs(context))
+    report = published_report(context)
     assert report == {"model": "recsys/1", "rows": 1, "users": 1, "version": version,
                       "reused": True}  # fmt: skip
-    assert published_report(lake, settings.model_copy(update={"k": 5})) is None
+    assert published_report(context.with_settings(k=5)) is None
     _add_event(lake, "u2")  # new events: tonight's inputs differ from the published ones
-    assert published_report(lake, settings) is None
+    assert published_report(context) is None

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from recsys_core import schemas
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.synth import SynthConfig, write_synthetic
 from recsys_core.errors import InputError
@@ -39,14 +40,14 @@ ITEMS = "item_id,title,description\na,Alpha,first\nb,Beta,second\n"
 def test_ingest_is_idempotent(tmp_path):
     lake = Lake(tmp_path / "lake")
     spec = write_source(tmp_path / "src", EVENTS, ITEMS)
-    first = ingest(spec, lake)
+    first = ingest(RunContext.of(lake.root), spec)
     assert (first.rows_read, first.events_added, first.duplicates, first.quarantined) == (
         6, 4, 1, 1,
     )  # fmt: skip
     assert first.rows_read == first.events_added + first.duplicates + first.quarantined
     assert first.unknown_item_events == 1
     snapshot = lake.read("events").drop("ingested_at").sort(["user_id", "item_id"])
-    second = ingest(spec, lake)
+    second = ingest(RunContext.of(lake.root), spec)
     assert second.events_added == 0 and second.files_skipped == 2
     again = lake.read("events").drop("ingested_at").sort(["user_id", "item_id"])
     assert again.equals(snapshot)
@@ -55,11 +56,11 @@ def test_ingest_is_idempotent(tmp_path):
 
 def test_new_file_adds_only_new_rows_and_changed_text_updates_the_item(tmp_path):
     lake = Lake(tmp_path / "lake")
-    ingest(write_source(tmp_path / "day1", EVENTS, ITEMS), lake)
+    ingest(RunContext.of(lake.root), write_source(tmp_path / "day1", EVENTS, ITEMS))
     before = lake.read("items").sort("item_id")
     more = EVENTS + "u3,b,1700000500,view\n"
     items = "item_id,title,description\na,Alpha,first\nb,Beta,a new description\nc,Gamma,x\n"
-    report = ingest(write_source(tmp_path / "day2", more, items), lake)
+    report = ingest(RunContext.of(lake.root), write_source(tmp_path / "day2", more, items))
     assert report.events_added == 1  # the old rows of the new file are already stored
     assert (report.items_added, report.items_updated) == (1, 1)
     after = lake.read("items").sort("item_id")
@@ -74,7 +75,7 @@ def test_new_file_adds_only_new_rows_and_changed_text_updates_the_item(tmp_path)
 
 def test_events_are_partitioned_by_event_date(tmp_path):
     lake = Lake(tmp_path / "lake")
-    ingest(write_source(tmp_path / "src", EVENTS, ITEMS), lake)
+    ingest(RunContext.of(lake.root), write_source(tmp_path / "src", EVENTS, ITEMS))
     partitions = sorted(p.name for p in lake.path("events").glob("event_date=*"))
     assert partitions == ["event_date=2023-11-14"]
 
@@ -82,10 +83,10 @@ def test_events_are_partitioned_by_event_date(tmp_path):
 def test_ingesting_twice_leaves_every_table_at_the_same_version(tmp_path):
     lake = Lake(tmp_path / "lake")
     spec = write_source(tmp_path / "src", EVENTS, ITEMS)
-    ingest(spec, lake)
+    ingest(RunContext.of(lake.root), spec)
     versions = {t: lake.version(t) for t in ("events", "items", "quarantine")}
     contents = {t: lake.read(t) for t in versions}
-    again = ingest(spec, lake)
+    again = ingest(RunContext.of(lake.root), spec)
     assert (again.rows_read, again.events_added, again.items_added, again.files_skipped) == (
         0, 0, 0, 2,
     )  # fmt: skip
@@ -95,11 +96,11 @@ def test_ingesting_twice_leaves_every_table_at_the_same_version(tmp_path):
 
 def test_the_same_rows_in_a_new_file_are_duplicates_not_new_events(tmp_path):
     lake = Lake(tmp_path / "lake")
-    ingest(write_source(tmp_path / "a", EVENTS, ITEMS), lake)
+    ingest(RunContext.of(lake.root), write_source(tmp_path / "a", EVENTS, ITEMS))
     stored = lake.read("events").drop("ingested_at", "source").sort(list(schemas.EVENT_KEY))
     # same events, other file name and one more column: content differs, events do not
     renamed = EVENTS.replace("event_type\n", "event_type,extra\n", 1)
-    report = ingest(write_source(tmp_path / "b", renamed, ITEMS), lake)
+    report = ingest(RunContext.of(lake.root), write_source(tmp_path / "b", renamed, ITEMS))
     assert report.files_read == 1 and report.events_added == 0
     assert report.duplicates == 5 and report.quarantined == 1
     again = lake.read("events").drop("ingested_at", "source").sort(list(schemas.EVENT_KEY))
@@ -109,9 +110,9 @@ def test_the_same_rows_in_a_new_file_are_duplicates_not_new_events(tmp_path):
 def test_late_and_out_of_order_events_are_accepted(tmp_path):
     lake = Lake(tmp_path / "lake")
     day2 = "user_id,item_id,timestamp\nu1,a,1700100000\nu1,b,1700090000\n"
-    ingest(write_source(tmp_path / "d2", day2, ITEMS), lake)
+    ingest(RunContext.of(lake.root), write_source(tmp_path / "d2", day2, ITEMS))
     late = "user_id,item_id,timestamp\nu2,a,1600000000\nu1,a,1700100000\n"
-    report = ingest(write_source(tmp_path / "late", late, ITEMS), lake)
+    report = ingest(RunContext.of(lake.root), write_source(tmp_path / "late", late, ITEMS))
     assert (report.events_added, report.duplicates) == (1, 1)
     dates = sorted(p.name for p in lake.path("events").glob("event_date=*"))
     assert dates == ["event_date=2020-09-13", "event_date=2023-11-15", "event_date=2023-11-16"]
@@ -120,7 +121,7 @@ def test_late_and_out_of_order_events_are_accepted(tmp_path):
 def test_every_row_is_accounted_for_per_file_in_the_manifest(tmp_path):
     lake = Lake(tmp_path / "lake")
     spec = write_source(tmp_path / "src", EVENTS, ITEMS + "a,Alpha again,x\n")
-    report = ingest(spec, lake)
+    report = ingest(RunContext.of(lake.root), spec)
     manifest = lake.read("ingest_manifest").sort("kind")
     counts = ["kind", "rows_read", "rows_stored", "duplicates", "quarantined"]
     assert manifest.select(counts).rows() == [
@@ -144,7 +145,7 @@ def test_dedupe_keys_spilled_to_disk_give_the_same_table(tmp_path):
     for name, options in (("memory", IngestOptions()),
                           ("spill", IngestOptions(batch_rows=500, key_memory_mb=0))):  # fmt: skip
         lake = Lake(tmp_path / name)
-        report = ingest(spec, lake, options=options)
+        report = ingest(RunContext.of(lake.root), spec, options=options)
         assert report.events_added + report.duplicates == 3000 + 300 + 399
         tables.append(lake.read("events").drop("ingested_at").sort(list(schemas.EVENT_KEY)))
     assert tables[0].equals(tables[1])
@@ -164,8 +165,8 @@ def test_spill_folders_of_killed_ingests_are_removed_and_live_ones_kept(tmp_path
     live.mkdir()
     other = temp / "unrelated-123-x3"
     other.mkdir()
-    ingest(write_source(tmp_path / "src", EVENTS, ITEMS), Lake(tmp_path / "lake"),
-           options=IngestOptions(key_memory_mb=0))  # fmt: skip
+    source = write_source(tmp_path / "src", EVENTS, ITEMS)
+    ingest(RunContext.of(tmp_path / "lake"), source, options=IngestOptions(key_memory_mb=0))
     assert sorted(p.name for p in temp.iterdir()) == sorted([live.name, other.name])
 
 
@@ -178,7 +179,9 @@ def test_compressed_and_typed_formats_ingest_the_same_events(tmp_path, fmt, comp
     frames = []
     for name, (events, items) in (("plain", plain), (fmt, other)):
         lake = Lake(tmp_path / f"lake-{name}")
-        report = ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+        report = ingest(
+            RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items))
+        )
         assert report.quarantined == 0 and report.events_added == 500
         frames.append(lake.read("events").drop("ingested_at", "source").sort(
             list(schemas.EVENT_KEY)))  # fmt: skip
@@ -187,7 +190,7 @@ def test_compressed_and_typed_formats_ingest_the_same_events(tmp_path, fmt, comp
 
 def test_a_failure_midway_leaves_the_tables_as_they_were(tmp_path, monkeypatch):
     lake = Lake(tmp_path / "lake")
-    ingest(write_source(tmp_path / "day1", EVENTS, ITEMS), lake)
+    ingest(RunContext.of(lake.root), write_source(tmp_path / "day1", EVENTS, ITEMS))
     version, files = lake.version("events"), set(lake.path("events").rglob("*.parquet"))
     rows = "".join(f"u9,a,{1_700_000_000 + i * 3600}\n" for i in range(100))
     spec = write_source(tmp_path / "day2", "user_id,item_id,timestamp\n" + rows, ITEMS)
@@ -202,12 +205,12 @@ def test_a_failure_midway_leaves_the_tables_as_they_were(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stage, "check_events", failing_check)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        ingest(spec, lake, options=IngestOptions(batch_rows=10, flush_rows=10))
+        ingest(RunContext.of(lake.root), spec, options=IngestOptions(batch_rows=10, flush_rows=10))
     assert lake.version("events") == version
     assert set(lake.path("events").rglob("*.parquet")) == files  # no stray files either
     assert lake.read("ingest_manifest").height == 2  # so the new file can be ingested again
     monkeypatch.undo()
-    assert ingest(spec, lake).events_added == 100
+    assert ingest(RunContext.of(lake.root), spec).events_added == 100
 
 
 def test_corrupt_compressed_file_is_an_input_error_naming_it(tmp_path):
@@ -216,16 +219,20 @@ def test_corrupt_compressed_file_is_an_input_error_naming_it(tmp_path):
     items = tmp_path / "items.csv"
     items.write_text(ITEMS)
     with pytest.raises(InputError, match=r"events\.csv\.gz: cannot be read"):
-        ingest(SourceSpec(events=(str(broken),), items=str(items)), Lake(tmp_path / "lake"))
+        ingest(
+            RunContext.of(tmp_path / "lake"), SourceSpec(events=(str(broken),), items=str(items))
+        )
 
 
 def test_totals_count_the_whole_table_whether_or_not_a_run_saw_every_date(tmp_path):
     lake = Lake(tmp_path / "lake")
-    first = ingest(write_source(tmp_path / "a", EVENTS, ITEMS), lake)  # every date is new
+    first = ingest(
+        RunContext.of(lake.root), write_source(tmp_path / "a", EVENTS, ITEMS)
+    )  # every date is new
     assert (first.events_total, first.users_total) == (4, 2)
     # a later day with one new and one known user: the earlier date is not read again
     later = "user_id,item_id,timestamp\nu9,a,1700200000\nu1,b,1700200001\n"
-    second = ingest(write_source(tmp_path / "b", later, ITEMS), lake)
+    second = ingest(RunContext.of(lake.root), write_source(tmp_path / "b", later, ITEMS))
     stored = lake.read("events")
     assert (second.events_total, second.users_total) == (6, 3)
     assert (stored.height, stored["user_id"].n_unique()) == (6, 3)
@@ -236,13 +243,13 @@ def test_movielens_folder_ingested_again_reads_nothing(tmp_path):
     (tmp_path / "movies.csv").write_text('movieId,title,genres\n5,"Heat (1995)",Action|Crime\n')
     (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,5,heist,1\n")
     lake = Lake(tmp_path / "lake")
-    first = ingest(SourceSpec(movielens=str(tmp_path)), lake)
+    first = ingest(RunContext.of(lake.root), SourceSpec(movielens=str(tmp_path)))
     assert (first.files_read, first.events_added, first.items_added) == (3, 1, 1)
-    again = ingest(SourceSpec(movielens=str(tmp_path)), lake)
+    again = ingest(RunContext.of(lake.root), SourceSpec(movielens=str(tmp_path)))
     assert (again.files_read, again.files_skipped) == (0, 3)
     # new tags change the movie's text: the catalog is read again and the item updated
     (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,5,heist,1\n2,5,noir,2\n")
-    tagged = ingest(SourceSpec(movielens=str(tmp_path)), lake)
+    tagged = ingest(RunContext.of(lake.root), SourceSpec(movielens=str(tmp_path)))
     assert (tagged.files_read, tagged.items_updated) == (1, 1)
     assert "noir" in lake.read("items")["text"][0]
 

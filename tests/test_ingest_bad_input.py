@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from recsys_core.context import RunContext
 from recsys_core.data import validation
 from recsys_core.data.sources import SourceSpec
 from recsys_core.errors import InputError
@@ -31,7 +32,7 @@ def run(tmp_path: Path, events: bytes | str, items: str = ITEMS, name: str = "ev
     (src / "items.csv").write_text(items)
     lake = Lake(tmp_path / "lake")
     spec = SourceSpec(events=(str(path),), items=str(src / "items.csv"))
-    report = ingest(spec, lake, options=IngestOptions(**options))
+    report = ingest(RunContext.of(lake.root), spec, options=IngestOptions(**options))
     assert report.accounted
     assert report.rows_read == report.events_added + report.duplicates + report.quarantined
     return report, lake, path
@@ -141,7 +142,7 @@ def test_invalid_utf8_in_item_text_is_flagged(tmp_path):
     events = tmp_path / "events.csv"
     events.write_text(f"user_id,item_id,timestamp\nu1,a,{T0}\n")
     lake = Lake(tmp_path / "lake")
-    report = ingest(SourceSpec(events=(str(events),), items=str(src)), lake)
+    report = ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(src)))
     item = lake.read("items").row(0, named=True)
     assert item["title"] == "Caf\ufffd" and item["quality"] == "lossy_utf8"
     assert report.flags == {"items.lossy_utf8": 1}
@@ -176,8 +177,8 @@ def test_empty_and_header_only_files_add_nothing_and_are_reported(tmp_path):
     header_only, _, _ = run(tmp_path / "h", "user_id,item_id,timestamp\n")
     assert header_only.rows_read == 0 and header_only.empty_files == []
     # both are remembered, so they are not read again
-    assert ingest(SourceSpec(events=(str(path),), items=str(path.parent / "items.csv")),
-                  lake).files_skipped == 2  # fmt: skip
+    spec = SourceSpec(events=(str(path),), items=str(path.parent / "items.csv"))
+    assert ingest(RunContext.of(lake.root), spec).files_skipped == 2
 
 
 def test_blank_lines_are_quarantined_as_empty_rows(tmp_path):
@@ -211,7 +212,7 @@ def test_missing_required_column_names_file_and_column_and_writes_nothing(tmp_pa
     items.write_text(ITEMS)
     lake = Lake(tmp_path / "lake")
     with pytest.raises(InputError, match=r"bad\.csv: missing required column 'item_id'"):
-        ingest(SourceSpec(events=(str(good), str(bad)), items=str(items)), lake)
+        ingest(RunContext.of(lake.root), SourceSpec(events=(str(good), str(bad)), items=str(items)))
     assert not any(lake.exists(t) for t in ("events", "items", "quarantine", "ingest_manifest"))
     result = CliRunner().invoke(
         app, ["ingest", "--data-dir", str(lake.root), "--events", str(good), "--events",
@@ -272,7 +273,7 @@ def test_bot_limit_counts_events_already_stored_that_day(tmp_path):
     rows = "".join(f"bot,b,{T0 + i}\n" for i in range(10))
     later.write_text("user_id,item_id,timestamp\n" + rows)
     spec = SourceSpec(events=(str(later),), items=str(tmp_path / "src" / "items.csv"))
-    again = ingest(spec, lake, options=IngestOptions(bot_events_per_day=20))
+    again = ingest(RunContext.of(lake.root), spec, options=IngestOptions(bot_events_per_day=20))
     assert again.bot_user_days == [{"user_id": "bot", "date": "2023-11-14", "events": 25}]
 
 

@@ -156,7 +156,7 @@ def test_a_second_model_under_a_taken_name_is_refused():
 
 def test_recsys_train_offers_a_model_from_its_own_file(plugin_path, trained_lake, tiny_encoder_dir):
     """The CLI trains, evaluates and reports the new model with no other file touched."""
-    lake, _ = trained_lake
+    lake = trained_lake.lake
     _write_model(plugin_path, "throwaway_cli", "throwaway-cli")
     env = {
         **os.environ,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.pipeline import encode_items, ingest, recommend, train
 from recsys_core.registry.tracking import CHALLENGER, CHAMPION, Tracker
@@ -16,7 +17,7 @@ from recsys_core.storage import Lake
 def lake_with_data(tmp_path, small_source, tiny_encoder_dir):
     lake = Lake(tmp_path / "lake")
     events, items = small_source
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items)))
     settings = Settings(
         data_dir=lake.root, encoder=str(tiny_encoder_dir), encoder_max_length=64,
         experiment="test", registered_model="test-model",
@@ -26,9 +27,10 @@ def lake_with_data(tmp_path, small_source, tiny_encoder_dir):
 
 def test_encode_is_incremental(lake_with_data):
     lake, settings = lake_with_data
-    first = encode_items(lake, settings)
+    context = RunContext(settings)
+    first = encode_items(context)
     assert first.encoded == 40 and first.reused == 0
-    second = encode_items(lake, settings)
+    second = encode_items(context)
     assert second.encoded == 0 and second.reused == 40
     version = lake.version("item_embeddings")
     # change one description: only that item is encoded again
@@ -38,7 +40,7 @@ def test_encode_is_incremental(lake_with_data):
         text_hash=pl.lit("changed"),
     )  # fmt: skip
     lake.upsert("items", changed, keys=["item_id"])
-    third = encode_items(lake, settings)
+    third = encode_items(context)
     assert third.encoded == 1 and third.reused == 39
     assert lake.version("item_embeddings") == version + 1
     stored = lake.read("item_embeddings")
@@ -48,13 +50,14 @@ def test_encode_is_incremental(lake_with_data):
 
 def test_a_worse_candidate_never_becomes_champion(lake_with_data):
     lake, settings = lake_with_data
-    encode_items(lake, settings)
-    first = train(lake, settings.model_copy(update={"models": ("ease",)}))
+    context = RunContext(settings)
+    encode_items(context)
+    first = train(RunContext(settings.model_copy(update={"models": ("ease",)})))
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
     champion = tracker.get(CHAMPION)
     assert champion.model == "ease" and first.champion == champion.label
     # popularity alone is worse than EASE on this data: it must become challenger
-    second = train(lake, settings.model_copy(update={"models": ("popularity",)}))
+    second = train(RunContext(settings.model_copy(update={"models": ("popularity",)})))
     pop = next(c for c in second.candidates if c.model == "popularity")
     ease = next(c for c in second.candidates if c.model == "ease")
     assert pop.metrics["ndcg@10"] < ease.metrics["ndcg@10"]
@@ -65,9 +68,10 @@ def test_a_worse_candidate_never_becomes_champion(lake_with_data):
 
 def test_publish_writes_k_unseen_items_per_user(lake_with_data):
     lake, settings = lake_with_data
-    encode_items(lake, settings)
-    train(lake, settings)
-    report = recommend(lake, settings.model_copy(update={"k": 5}))
+    context = RunContext(settings)
+    encode_items(context)
+    train(context)
+    report = recommend(context.with_settings(k=5))
     table = lake.read("recommendations")
     events = lake.read("events", ["user_id", "item_id"]).unique()
     assert report.users == events["user_id"].n_unique() == table["user_id"].n_unique()
@@ -81,9 +85,10 @@ def test_publish_writes_k_unseen_items_per_user(lake_with_data):
 
 def test_a_better_candidate_replaces_the_champion(lake_with_data):
     lake, settings = lake_with_data
-    encode_items(lake, settings)
-    train(lake, settings.model_copy(update={"models": ("popularity",)}))
-    report = train(lake, settings.model_copy(update={"models": ("ease",)}))
+    context = RunContext(settings)
+    encode_items(context)
+    train(RunContext(settings.model_copy(update={"models": ("popularity",)})))
+    report = train(RunContext(settings.model_copy(update={"models": ("ease",)})))
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
     assert tracker.get(CHAMPION).model == "ease"
     assert tracker.get(CHALLENGER) is None
@@ -94,10 +99,11 @@ def test_a_better_candidate_replaces_the_champion(lake_with_data):
 
 def test_min_improvement_keeps_the_champion(lake_with_data):
     lake, settings = lake_with_data
-    encode_items(lake, settings)
-    train(lake, settings.model_copy(update={"models": ("popularity",)}))
+    context = RunContext(settings)
+    encode_items(context)
+    train(RunContext(settings.model_copy(update={"models": ("popularity",)})))
     strict = settings.model_copy(update={"models": ("ease",), "min_improvement": 1.0})
-    report = train(lake, strict)
+    report = train(RunContext(strict))
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
     assert tracker.get(CHAMPION).model == "popularity"
     assert tracker.get(CHALLENGER).model == "ease"
@@ -108,8 +114,11 @@ def test_candidate_runs_hold_files_epochs_and_a_comparison_png(lake_with_data, t
     from mlflow import MlflowClient
 
     lake, settings = lake_with_data
-    encode_items(lake, settings)
-    report = train(lake, settings.model_copy(update={"models": ("ease", "mf(epochs=3, dim=8)")}))
+    context = RunContext(settings)
+    encode_items(context)
+    report = train(
+        RunContext(settings.model_copy(update={"models": ("ease", "mf(epochs=3, dim=8)")}))
+    )
     client = MlflowClient(tracking_uri=lake.tracking_uri)
     mf = next(c for c in report.candidates if c.model == "mf")
     files = {a.path for a in client.list_artifacts(mf.run_id, "model_files")}
@@ -130,14 +139,15 @@ def test_candidate_runs_hold_files_epochs_and_a_comparison_png(lake_with_data, t
 def test_same_seed_same_metrics(lake_with_data):
     from recsys_core.pipeline.train import evaluate_models
 
-    lake, settings = lake_with_data
-    encode_items(lake, settings)
+    _, settings = lake_with_data
+    context = RunContext(settings)
+    encode_items(context)
     models = ("ease", "content", "mf(epochs=2, dim=8)")
     run = settings.model_copy(update={"models": models})
-    first = evaluate_models(lake, run, protocol="user_random")
-    second = evaluate_models(lake, run, protocol="user_random")
+    first = evaluate_models(RunContext(run), protocol="user_random")
+    second = evaluate_models(RunContext(run), protocol="user_random")
     assert [c.metrics for c in first.candidates] == [c.metrics for c in second.candidates]
-    other = evaluate_models(lake, run.model_copy(update={"seed": 7}), protocol="user_random")
+    other = evaluate_models(RunContext(run.model_copy(update={"seed": 7})), protocol="user_random")
     assert [c.metrics for c in other.candidates] != [c.metrics for c in first.candidates]
 
 
@@ -147,7 +157,8 @@ def test_evaluate_registers_nothing_and_prints_the_table(lake_with_data):
     from flows.cli import app
 
     lake, settings = lake_with_data
-    encode_items(lake, settings)
+    context = RunContext(settings)
+    encode_items(context)
     args = [
         "evaluate", "--data-dir", str(lake.root), "--protocol", "cold_items",
         "--models", "popularity,content(half_life=5, reg=1.0)", "--encoder", settings.encoder,
@@ -169,9 +180,9 @@ def test_evaluate_registers_nothing_and_prints_the_table(lake_with_data):
 def test_cold_items_cannot_pick_a_champion(lake_with_data):
     from recsys_core.errors import InputError
 
-    lake, settings = lake_with_data
+    _, settings = lake_with_data
     with pytest.raises(InputError, match="cannot pick a champion"):
-        train(lake, settings.model_copy(update={"protocol": "cold_items"}))
+        train(RunContext(settings.model_copy(update={"protocol": "cold_items"})))
 
 
 def test_cli_refuses_unknown_models_and_protocols_before_running(tmp_path):

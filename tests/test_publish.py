@@ -11,6 +11,7 @@ import pytest
 from deltalake import DeltaTable
 
 from recsys_core import schemas
+from recsys_core.context import RunContext
 from recsys_core.pipeline import plan_recommend, publish, rank_shard, recommend
 from recsys_core.reader import RecommendationReader, read_recommendations
 from recsys_core.storage import Lake
@@ -21,8 +22,9 @@ def published(lake: Lake) -> pl.DataFrame:
 
 
 def test_publish_is_one_commit_with_run_metadata(trained_lake):
-    lake, settings = trained_lake
-    report = recommend(lake, settings.model_copy(update={"k": 4}), run_id="run-1")
+    context = trained_lake
+    lake, settings = context.lake, context.settings
+    report = recommend(RunContext(settings.model_copy(update={"k": 4}), run_id="run-1"))
     table = lake.read("recommendations")
     events = lake.read("events", ["user_id", "item_id"]).unique()
     assert report.version == 0 and lake.version("recommendations") == 0
@@ -37,10 +39,11 @@ def test_publish_is_one_commit_with_run_metadata(trained_lake):
 
 
 def test_sharded_run_equals_one_shard_and_each_user_sits_in_one_row_group(trained_lake):
-    lake, settings = trained_lake
-    recommend(lake, settings.model_copy(update={"shard_users": 1_000_000}))
+    context = trained_lake
+    lake = context.lake
+    recommend(context.with_settings(shard_users=1_000_000))
     whole = published(lake)
-    report = recommend(lake, settings.model_copy(update={"shard_users": 7}))
+    report = recommend(context.with_settings(shard_users=7))
     assert report.shards > 5 and report.version == 1  # many shards, still one commit
     assert published(lake).equals(whole)
     ranges = []
@@ -53,12 +56,13 @@ def test_sharded_run_equals_one_shard_and_each_user_sits_in_one_row_group(traine
 
 
 def test_unavailable_items_are_never_recommended(trained_lake, tmp_path):
-    lake, settings = trained_lake
-    recommend(lake, settings)
+    context = trained_lake
+    lake, settings = context.lake, context.settings
+    recommend(context)
     popular = published(lake)["item_id"].value_counts(sort=True)["item_id"].head(3).to_list()
     listed = tmp_path / "unavailable.csv"
     pl.DataFrame({"item_id": [*popular, "not-in-catalog"]}).write_csv(listed)
-    report = recommend(lake, settings.model_copy(update={"unavailable_items": listed}))
+    report = recommend(context.with_settings(unavailable_items=listed))
     after = published(lake)
     assert report.unavailable_items == 4
     assert not set(after["item_id"]) & set(popular)
@@ -66,13 +70,14 @@ def test_unavailable_items_are_never_recommended(trained_lake, tmp_path):
 
 
 def test_a_missing_shard_publishes_nothing(trained_lake):
-    lake, settings = trained_lake
-    recommend(lake, settings)
+    context = trained_lake
+    lake = context.lake
+    recommend(context)
     before = published(lake)
-    plan = plan_recommend(lake, settings, shard_users=10)
-    staged = [rank_shard(lake, settings, plan, shard) for shard in plan.shards[:-1]]
+    plan = plan_recommend(context, shard_users=10)
+    staged = [rank_shard(context, plan, shard) for shard in plan.shards[:-1]]
     with pytest.raises(RuntimeError, match="not ranked"):
-        publish(lake, settings, plan, staged)
+        publish(context, plan, staged)
     assert lake.version("recommendations") == 0
     assert published(lake).equals(before)  # staged files of the failed run stay invisible
 

@@ -27,35 +27,38 @@ def user_and_items(lake) -> tuple[str, list[str], list[str], dict[str, str]]:
 
 
 def test_a_query_with_an_items_own_text_ranks_that_item_first(trained_lake):
-    lake, settings = trained_lake
+    context = trained_lake
+    lake = context.lake
     user, seen, unseen, texts = user_and_items(lake)
     target = unseen[len(unseen) // 2]
-    rows = recommend_for_query(lake, settings, user, texts[target], k=5, weight=1.0)
+    rows = recommend_for_query(context, user, texts[target], k=5, weight=1.0)
     assert rows["item_id"][0] == target
     assert rows["rank"].to_list() == [1, 2, 3, 4, 5]
     # a seen item is never returned, however well it matches
-    rows = recommend_for_query(lake, settings, user, texts[seen[0]], k=40, weight=1.0)
+    rows = recommend_for_query(context, user, texts[seen[0]], k=40, weight=1.0)
     assert not set(rows["item_id"]) & set(seen)
 
 
 def test_query_weight_zero_gives_the_models_own_ranking(trained_lake):
-    lake, settings = trained_lake
-    recommend(lake, settings)
+    context = trained_lake
+    lake, settings = context.lake, context.settings
+    recommend(context)
     user, _, _, _ = user_and_items(lake)
     published = lake.read("recommendations").filter(pl.col("user_id") == user).sort("rank")
-    rows = recommend_for_query(lake, settings, user, "anything at all", k=settings.k, weight=0.0)
+    rows = recommend_for_query(context, user, "anything at all", k=settings.k, weight=0.0)
     assert rows["item_id"].to_list() == published["item_id"].to_list()
     assert rows["reason_item_id"].to_list() == published["reason_item_id"].to_list()
 
 
 def test_an_empty_query_is_an_input_error(trained_lake):
-    lake, settings = trained_lake
+    context = trained_lake
     with pytest.raises(InputError, match="empty"):
-        recommend_for_query(lake, settings, "u1", "   ")
+        recommend_for_query(context, "u1", "   ")
 
 
 def test_the_registered_pyfunc_ranks_by_an_optional_query(trained_lake):
-    lake, settings = trained_lake
+    context = trained_lake
+    lake, settings = context.lake, context.settings
     user, seen, unseen, texts = user_and_items(lake)
     target = unseen[-1]
     mlflow.set_tracking_uri(lake.tracking_uri)
@@ -71,8 +74,9 @@ def test_the_registered_pyfunc_ranks_by_an_optional_query(trained_lake):
 
 
 def test_cli_recs_with_a_query_and_explanations(trained_lake):
-    lake, settings = trained_lake
-    recommend(lake, settings)
+    context = trained_lake
+    lake = context.lake
+    recommend(context)
     user, seen, unseen, texts = user_and_items(lake)
     runner = CliRunner()
     result = runner.invoke(
@@ -94,10 +98,11 @@ def test_cli_recs_with_a_query_and_explanations(trained_lake):
 
 
 def test_cli_rollback_lists_and_restores_versions(trained_lake, tmp_path):
-    lake, settings = trained_lake
-    recommend(lake, settings.model_copy(update={"k": 2}))
+    context = trained_lake
+    lake = context.lake
+    recommend(context.with_settings(k=2))
     first = lake.read("recommendations").drop("generated_at").sort("user_id", "rank")
-    recommend(lake, settings.model_copy(update={"k": 3}))
+    recommend(context.with_settings(k=3))
     runner = CliRunner()
     listed = runner.invoke(app, ["rollback", "--list", "--data-dir", str(lake.root)])
     assert listed.exit_code == 0 and listed.stdout.count("recsys/1") == 2

@@ -18,8 +18,9 @@ def test_mapped_shards_publish_what_one_process_publishes(harness, trained_lake,
     from flows.params import RunOptions
     from flows.stages import recommend_flow
 
-    lake, settings = trained_lake
-    recommend(lake, settings)
+    context = trained_lake
+    lake, settings = context.lake, context.settings
+    recommend(context)
     unfiltered = lake.read("recommendations")
     # the item most often recommended without exclusions: in the catalog and in many top-Ks
     excluded = (
@@ -27,7 +28,7 @@ def test_mapped_shards_publish_what_one_process_publishes(harness, trained_lake,
     )
     unavailable = tmp_path / "unavailable.txt"
     unavailable.write_text(f"{excluded}\n")
-    recommend(lake, settings.model_copy(update={"unavailable_items": unavailable}))
+    recommend(context.with_settings(unavailable_items=unavailable))
     expected = lake.read("recommendations").drop("generated_at").sort("user_id", "rank")
     report = recommend_flow(
         options=RunOptions(
@@ -45,7 +46,7 @@ def test_mapped_shards_publish_what_one_process_publishes(harness, trained_lake,
 
 
 def test_cli_recommend_runs_the_sharded_flow(harness, trained_lake):
-    lake, _ = trained_lake
+    lake = trained_lake.lake
     result = CliRunner().invoke(
         app, ["recommend", "--data-dir", str(lake.root), "--shard-users", "25", "--k", "3",
               "--retention-days", "1"],

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from recsys_core import cancel
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.synth import SynthConfig, write_synthetic
 from recsys_core.models import registered
@@ -159,7 +160,7 @@ def long_text_lake(tmp_path_factory) -> Path:
     config = SynthConfig(users=50, items=2000, events=2000, min_words=150, max_words=300, seed=1)
     events, items = write_synthetic(config, root / "source")
     lake = Lake(root / "lake")
-    ingest(SourceSpec(events=(str(events),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(events),), items=str(items)))
     return lake.root
 
 
@@ -205,6 +206,6 @@ def test_recsys_encode_stops_within_seconds_and_commits_nothing(long_text_lake, 
     assert lines == [f"stopped: {signum.name} received; nothing was committed"]
     assert not lake.exists("item_embeddings")
     # what it encoded stays staged, and the next run with this encoder takes it over
-    plan = plan_encode(lake, Settings(data_dir=lake.root))
+    plan = plan_encode(RunContext(Settings(data_dir=lake.root)))
     assert 0 < plan.resumed < 2000
     assert plan.resumed + sum(len(s.item_ids) for s in plan.shards) == 2000

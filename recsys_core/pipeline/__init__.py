@@ -1,6 +1,8 @@
-"""The pipeline's stages as plain functions over a data directory.
+"""The pipeline's stages as plain functions over one run context.
 
-Each stage reads only the tables before it and writes its own in single commits; Prefect
+Every stage takes a `recsys_core.context.RunContext`: the settings, the data directory's lake
+built from them and the run id, so a stage's tables and configuration always agree. Each
+stage reads only the tables before it and writes its own in single commits; Prefect
 tasks in `tasks/` wrap these functions and pass nothing bigger than paths and reports.
 """
 

@@ -40,6 +40,7 @@ import torch
 
 from recsys_core import schemas
 from recsys_core.cancel import raise_if_stopped
+from recsys_core.context import RunContext
 from recsys_core.data.vocab import Vocabulary
 from recsys_core.encoders.item_text_encoder import ItemTextEncoder, encoder_identity
 from recsys_core.encoders.registry import resolve_encoder
@@ -81,7 +82,6 @@ class EncodeShard:
     """One independent piece of an encode run.
 
     Attributes:
-        data_dir: The data directory (shared by every worker).
         plan_id: The run this shard belongs to.
         index: Shard number, 0-based.
         items_version: Delta version of `items` the plan read; every shard reads the same one.
@@ -94,7 +94,6 @@ class EncodeShard:
             the suffix `.parts`.
     """
 
-    data_dir: str
     plan_id: str
     index: int
     items_version: int
@@ -110,7 +109,6 @@ class EncodePlan:
     """What an encode run will do; passed from the plan to the commit.
 
     Attributes:
-        data_dir: The data directory.
         plan_id: This run's id (its staging folder's name).
         encoder: The encoder id of every row.
         items_total: Items in the catalog.
@@ -122,7 +120,6 @@ class EncodePlan:
         resumed_files: Those runs' staged files, moved under `staging_dir`.
     """
 
-    data_dir: str
     plan_id: str
     encoder: str
     items_total: int
@@ -149,14 +146,18 @@ class EncodeShardResult:
     device: str
 
 
-def encoder_id(settings: Settings) -> str:
+def encoder_id(context: RunContext) -> str:
     """Id of the configured encoder (what `item_embeddings.encoder` holds for its vectors)."""
-    return _resolve(settings, settings.data_dir)[1]
+    return _resolve(context)[1]
 
 
-def _resolve(settings: Settings, root: Path):
-    """The configured encoder's files and its id (source, max length, name)."""
-    resolved = resolve_encoder(settings.encoder, root)
+def _resolve(context: RunContext):
+    """The configured encoder's files and its id (source, max length, name).
+
+    A local folder or registry reference resolves against the context's data directory.
+    """
+    settings = context.settings
+    resolved = resolve_encoder(settings.encoder, context.lake.root)
     identity = encoder_identity(
         resolved.source, max_length=settings.encoder_max_length, name=resolved.name,
         precision=settings.encoder_precision,
@@ -164,7 +165,7 @@ def _resolve(settings: Settings, root: Path):
     return resolved, identity
 
 
-def plan_encode(lake: Lake, settings: Settings, shards: int | None = None) -> EncodePlan:
+def plan_encode(context: RunContext, shards: int | None = None) -> EncodePlan:
     """Find the items to encode and split them into shards.
 
     Rows staged by earlier runs that did not commit (their process is gone) count as done
@@ -172,11 +173,12 @@ def plan_encode(lake: Lake, settings: Settings, shards: int | None = None) -> En
     staging folder and the commit publishes them with the rest.
 
     Args:
-        lake: The data directory.
-        settings: Encoder, max length and (when `shards` is None) `encode_shards`.
+        context: The data directory; its settings give the encoder, max length and (when
+            `shards` is None) `encode_shards`.
         shards: Number of shards; fewer when there are fewer items than shards.
     """
-    resolved, identity = _resolve(settings, lake.root)
+    lake, settings = context.lake, context.settings
+    resolved, identity = _resolve(context)
     items_version = lake.version("items")
     if items_version is None:
         raise InputError(f"table items not found under {lake.root} (run `recsys ingest` first)")
@@ -206,7 +208,6 @@ def plan_encode(lake: Lake, settings: Settings, shards: int | None = None) -> En
     ids = order["item_id"].to_list()
     plan_shards = tuple(
         EncodeShard(
-            data_dir=str(lake.root),
             plan_id=plan_id,
             index=i,
             items_version=items_version,
@@ -220,7 +221,7 @@ def plan_encode(lake: Lake, settings: Settings, shards: int | None = None) -> En
         if todo.height
     )
     return EncodePlan(
-        data_dir=str(lake.root), plan_id=plan_id, encoder=identity, items_total=items.height,
+        plan_id=plan_id, encoder=identity, items_total=items.height,
         reused=items.height - todo.height - len(resumed_ids), shards=plan_shards,
         staging_dir=str(staging), items_version=items_version,
         resumed_items=tuple(sorted(resumed_ids)), resumed_files=resumed_files,
@@ -228,7 +229,7 @@ def plan_encode(lake: Lake, settings: Settings, shards: int | None = None) -> En
 
 
 def encode_shard(
-    shard: EncodeShard, settings: Settings, *, progress: bool = False
+    context: RunContext, shard: EncodeShard, *, progress: bool = False
 ) -> EncodeShardResult:
     """Encode one shard's items and stage their rows (the table is not touched).
 
@@ -237,14 +238,15 @@ def encode_shard(
     items not encoded again. At the end the parts become one file per shard.
 
     Args:
+        context: The data directory; its settings give the device, batch size, token budget
+            and precision for this worker.
         shard: From `plan_encode`.
-        settings: Device, batch size, token budget and precision for this worker.
         progress: Show a progress bar with items/s.
 
     Raises:
         Stopped: A stop was requested; the rows encoded so far are staged first.
     """
-    lake = Lake(Path(shard.data_dir))
+    lake, settings = context.lake, context.settings
     rows = (
         lake.scan("items", version=shard.items_version)
         .filter(pl.col("item_id").is_in(list(shard.item_ids)))
@@ -306,22 +308,22 @@ def encode_shard(
 
 
 def commit_encode(
-    plan: EncodePlan, results: Sequence[EncodeShardResult], *, run_id: str = ""
+    context: RunContext, plan: EncodePlan, results: Sequence[EncodeShardResult]
 ) -> EncodeReport:
     """Upsert every shard's staged rows, and those taken over from earlier runs, into
     `item_embeddings` in one commit.
 
     Args:
+        context: The data directory and the run id (recorded in the commit metadata).
         plan: From `plan_encode`.
         results: One result per shard of the plan, in any order.
-        run_id: Recorded in the commit metadata.
 
     Raises:
         InputError: A shard is missing or staged other rows than it was given, or a file
             taken over from an earlier run is gone; nothing is written then.
         Stopped: A stop was requested before the commit; nothing is written.
     """
-    lake = Lake(Path(plan.data_dir))
+    lake = context.lake
     report = EncodeReport(
         encoder=plan.encoder, items_total=plan.items_total, reused=plan.reused,
         shards=len(plan.shards),
@@ -354,8 +356,9 @@ def commit_encode(
         rows,
         keys=["item_id", "encoder"],
         metadata={
-            "run_id": run_id, "stage": "encode", "encoder": plan.encoder, "rows": rows.height,
-            "shards": len(plan.shards), "plan": plan.plan_id, "resumed": plan.resumed,
+            "run_id": context.run_id, "stage": "encode", "encoder": plan.encoder,
+            "rows": rows.height, "shards": len(plan.shards), "plan": plan.plan_id,
+            "resumed": plan.resumed,
         },
     )  # fmt: skip
     shutil.rmtree(plan.staging_dir, ignore_errors=True)
@@ -370,25 +373,19 @@ def commit_encode(
 
 
 def encode_items(
-    lake: Lake,
-    settings: Settings,
-    *,
-    run_id: str = "",
-    progress: bool = False,
-    shards: int | None = None,
+    context: RunContext, *, progress: bool = False, shards: int | None = None
 ) -> EncodeReport:
     """Embed every item whose (item_id, text_hash) has no vector from this encoder yet.
 
     Args:
-        lake: The data directory.
-        settings: Encoder and run settings.
-        run_id: Recorded in the commit metadata.
+        context: The data directory, encoder and run settings, and the run id (recorded in
+            the commit metadata).
         progress: Show a progress bar with items/s.
         shards: Shards to run one after another here (default `settings.encode_shards`).
     """
-    plan = plan_encode(lake, settings, shards)
-    results = [encode_shard(shard, settings, progress=progress) for shard in plan.shards]
-    return commit_encode(plan, results, run_id=run_id)
+    plan = plan_encode(context, shards)
+    results = [encode_shard(context, shard, progress=progress) for shard in plan.shards]
+    return commit_encode(context, plan, results)
 
 
 def embedding_matrix(lake: Lake, items: Vocabulary, identity: str) -> torch.Tensor | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from recsys_core.context import RunContext
 from recsys_core.data.interactions import Interactions
 from recsys_core.data.splits import PROTOCOLS, Split, make_split
 from recsys_core.encoders.finetune import FinetuneConfig, cooccurrence_pairs, finetune
@@ -32,7 +33,6 @@ from recsys_core.evaluation import evaluate
 from recsys_core.models import FitOptions, TrainingData, create
 from recsys_core.pipeline.train import load_interactions
 from recsys_core.registry.tracking import Tracker
-from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
 ENCODER_EXPERIMENT = "recsys-encoder"
@@ -63,21 +63,20 @@ class FinetuneReport:
 
 
 def finetune_encoder(
-    lake: Lake,
-    settings: Settings,
+    context: RunContext,
     config: FinetuneConfig = FinetuneConfig(),
     *,
     split: str = "global_temporal",
     evaluate_content: bool = False,
     output: Path | None = None,
     progress: bool = False,
-    run_id: str = "",
 ) -> FinetuneReport:
     """Fine-tune `settings.encoder` on co-occurring items and register the result.
 
     Args:
-        lake: Data directory with `events` and `items`.
-        settings: Base encoder, device, holdout fraction, encode-time max length.
+        context: Data directory with `events` and `items`; its settings give the base
+            encoder, device, holdout fraction and encode-time max length; its run id is
+            stored as an MLflow tag.
         config: Pair mining and optimisation settings.
         split: Evaluation protocol whose training part supplies the pairs
             (`global_temporal`, `cold_items`), or `all` for every event.
@@ -85,12 +84,12 @@ def finetune_encoder(
             and the fine-tuned encoder (Recall/NDCG@10,20).
         output: Also copy the fine-tuned Hugging Face folder here.
         progress: Show progress bars.
-        run_id: Pipeline run id, stored as an MLflow tag.
     """
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
     if evaluate_content and split == ALL_EVENTS:
         raise InputError("--evaluate needs a split with held-out events, not --split all")
+    lake, settings, run_id = context.lake, context.settings, context.run_id
     start = time.perf_counter()
     data = load_interactions(lake)
     texts = _item_texts(lake, data)

@@ -15,23 +15,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from recsys_core import __version__
+from recsys_core.context import RunContext
 from recsys_core.registry.reader import RegistryReader
 from recsys_core.registry.tracking import CHAMPION
-from recsys_core.settings import Settings
-from recsys_core.storage import Lake
 from recsys_core.storage.state import table_state
 
 
-def champion_state(lake: Lake, settings: Settings) -> str:
+def champion_state(context: RunContext) -> str:
     """Registered version behind the `champion` alias, or `none`."""
-    version = RegistryReader(lake).alias_version(settings.registered_model, CHAMPION)
+    registered_model = context.settings.registered_model
+    version = RegistryReader(context.lake).alias_version(registered_model, CHAMPION)
     return "none" if version is None else version
 
 
 def stage_fingerprint(
     stage: str,
-    lake: Lake,
-    settings: Settings,
+    context: RunContext,
     tables: Sequence[str],
     *,
     champion: str | None = None,
@@ -40,8 +39,8 @@ def stage_fingerprint(
 
     Args:
         stage: The stage's name (two stages never share a fingerprint).
-        lake: The data directory whose tables the stage reads.
-        settings: Run settings; every field counts.
+        context: The data directory whose tables the stage reads, and the settings (every
+            field counts; the run id does not).
         tables: The tables the stage reads.
         champion: The champion version the stage ranks from (`champion_state`), or None for
             a stage that does not read it.
@@ -49,8 +48,8 @@ def stage_fingerprint(
     inputs = {
         "stage": stage,
         "code": __version__,
-        "settings": settings.model_dump(mode="json"),
-        "tables": {table: table_state(lake, table) for table in tables},
+        "settings": context.settings.model_dump(mode="json"),
+        "tables": {table: table_state(context.lake, table) for table in tables},
         "champion": champion,
     }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()

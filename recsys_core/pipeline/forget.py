@@ -19,6 +19,7 @@ import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 
+from recsys_core.context import RunContext
 from recsys_core.errors import InputError
 from recsys_core.storage import Lake
 
@@ -36,16 +37,17 @@ class ForgetReport:
         return asdict(self)
 
 
-def forget_user(lake: Lake, user_id: str) -> ForgetReport:
+def forget_user(context: RunContext, user_id: str) -> ForgetReport:
     """Remove every trace of `user_id` from the data directory.
 
     Args:
-        lake: The data directory.
+        context: The data directory.
         user_id: External user id, exactly as ingested.
 
     Raises:
         InputError: The id is empty, or no table holds it.
     """
+    lake = context.lake
     if not user_id or not user_id.strip():
         raise InputError("forget-user: the user id is empty")
     report = ForgetReport(user_id=user_id)

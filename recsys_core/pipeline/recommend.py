@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from recsys_core import schemas
+from recsys_core.context import RunContext
 from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.data.vocab import Vocabulary
 from recsys_core.errors import InputError
@@ -40,7 +41,6 @@ from recsys_core.ranking import (
 from recsys_core.registry.artifacts import ModelBundle, load_bundle
 from recsys_core.registry.reader import RegistryReader
 from recsys_core.registry.tracking import CHAMPION, Tracker
-from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 from recsys_core.storage.lake import DataFile
 
@@ -112,33 +112,33 @@ class PublishReport:
 
 
 # -- inputs and the "already published?" check ---------------------------------------------
-def recommend_inputs(lake: Lake, settings: Settings, *, champion: str | None = None) -> str:
+def recommend_inputs(context: RunContext, *, champion: str | None = None) -> str:
     """Fingerprint of what the recommend stage reads: events, champion version, settings,
     and the contents of the unavailable-items file when there is one.
 
     Args:
-        lake: The data directory.
-        settings: Run settings.
+        context: The data directory and run settings.
         champion: The champion version ranked from; default: the one `champion` names now.
     """
     key = stage_fingerprint(
-        "recommend", lake, settings, INPUT_TABLES,
-        champion=champion_state(lake, settings) if champion is None else champion,
+        "recommend", context, INPUT_TABLES,
+        champion=champion_state(context) if champion is None else champion,
     )  # fmt: skip
-    unavailable = file_digest(settings.unavailable_items)
+    unavailable = file_digest(context.settings.unavailable_items)
     return key if unavailable is None else f"{key}-{unavailable}"
 
 
-def published_report(lake: Lake, settings: Settings) -> dict | None:
+def published_report(context: RunContext) -> dict | None:
     """The report of the latest publish when it came from exactly tonight's inputs, else None.
 
     A repeated nightly whose events, champion, settings and unavailable items did not change
     finds its recommendations already published and does not rank again.
     """
+    lake = context.lake
     if not lake.exists(TABLE):
         return None
     latest = lake.history(TABLE)[0]
-    if latest.get("inputs") != recommend_inputs(lake, settings):
+    if latest.get("inputs") != recommend_inputs(context):
         return None
     return {
         "model": latest.get("model", ""),
@@ -150,26 +150,20 @@ def published_report(lake: Lake, settings: Settings) -> dict | None:
 
 
 # -- the three steps ------------------------------------------------------------------------
-def plan_recommend(
-    lake: Lake,
-    settings: Settings,
-    *,
-    run_id: str = "",
-    shard_users: int | None = None,
-) -> RecommendPlan:
+def plan_recommend(context: RunContext, *, shard_users: int | None = None) -> RecommendPlan:
     """Resolve the champion, the events snapshot and the shards; checks input up front.
 
     The plan carries the fingerprint of these inputs, which `publish` records in its commit.
 
     Args:
-        lake: The data directory.
-        settings: Run settings (k, unavailable items file, shard size).
-        run_id: The pipeline run, recorded in the commit.
+        context: The data directory, the run settings (k, unavailable items file, shard
+            size) and the pipeline run, recorded in the commit.
         shard_users: Users per shard (default: `settings.shard_users`).
 
     Raises:
         InputError: No champion, no events, or a bad unavailable-items file.
     """
+    lake, settings = context.lake, context.settings
     champion = RegistryReader(lake).version_by_alias(settings.registered_model, CHAMPION)
     if champion is None:
         raise InputError(
@@ -187,7 +181,7 @@ def plan_recommend(
     if not users:
         raise InputError(f"table events under {lake.root} is empty: no users to recommend for")
     return RecommendPlan(
-        run_id=run_id,
+        run_id=context.run_id,
         token=uuid.uuid4().hex[:12],
         model=champion.label,
         model_version=champion.version,
@@ -197,36 +191,36 @@ def plan_recommend(
         shards=plan_shards(users, shard_users or settings.shard_users),
         generated_at=datetime.now(UTC),
         unavailable_items=str(settings.unavailable_items) if settings.unavailable_items else None,
-        inputs=recommend_inputs(lake, settings, champion=champion.version),
+        inputs=recommend_inputs(context, champion=champion.version),
     )
 
 
 def rank_shard(
-    lake: Lake, settings: Settings, plan: RecommendPlan, shard: Shard, *, progress: bool = False
+    context: RunContext, plan: RecommendPlan, shard: Shard, *, progress: bool = False
 ) -> ShardResult:
     """Rank one shard's users and stage their rows as a data file (not yet visible).
 
     Args:
-        lake: The data directory.
-        settings: Run settings (memory budget for scoring).
+        context: The data directory and run settings (memory budget for scoring).
         plan: The run's plan.
         shard: Which users.
         progress: Show a progress bar.
     """
-    context = _shard_context(
+    lake, settings = context.lake, context.settings
+    shared = _shard_context(
         str(lake.root), settings.experiment, settings.registered_model, plan.model_version,
         plan.events_version, plan.unavailable_items,
     )  # fmt: skip
-    histories = context.histories.slice(shard.start, shard.stop)
+    histories = shared.histories.slice(shard.start, shard.stop)
     ranked = top_k(
-        context.bundle.model, histories, plan.k, exclude_items=context.unavailable,
+        shared.bundle.model, histories, plan.k, exclude_items=shared.unavailable,
         explain=True, memory_mb=settings.score_memory_mb, progress=progress,
     )  # fmt: skip
     rows, ranks = np.nonzero(ranked.items >= 0)  # row-major: by user, then rank
-    items = context.bundle.items
+    items = shared.bundle.items
     table = pl.DataFrame(
         {
-            "user_id": context.users.ids.gather(pl.Series(rows + shard.start)),
+            "user_id": shared.users.ids.gather(pl.Series(rows + shard.start)),
             "rank": (ranks + 1).astype(np.int32),
             "item_id": items.lookup(ranked.items[rows, ranks]),
             "score": ranked.scores[rows, ranks].astype(np.float32),
@@ -250,20 +244,18 @@ def rank_shard(
     )
 
 
-def publish(
-    lake: Lake, settings: Settings, plan: RecommendPlan, results: list[ShardResult]
-) -> PublishReport:
+def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]) -> PublishReport:
     """Commit every shard's file in one commit that replaces the table, then vacuum.
 
     Args:
-        lake: The data directory.
-        settings: Run settings (retention period).
+        context: The data directory and run settings (retention period).
         plan: The run's plan.
         results: One result per shard of the plan, in any order.
 
     Raises:
         RuntimeError: A shard is missing; nothing is published then.
     """
+    lake, settings = context.lake, context.settings
     by_shard = {r.shard: r for r in results}
     missing = [s.index for s in plan.shards if s.index not in by_shard]
     if missing:
@@ -297,26 +289,22 @@ def publish(
     return report
 
 
-def recommend(
-    lake: Lake, settings: Settings, *, run_id: str = "", progress: bool = False
-) -> PublishReport:
+def recommend(context: RunContext, *, progress: bool = False) -> PublishReport:
     """Score every user with the champion and replace the recommendations table in one commit.
 
     Args:
-        lake: The data directory.
-        settings: Run settings.
-        run_id: The pipeline run, recorded in the commit.
+        context: The data directory, run settings and the pipeline run (recorded in the
+            commit).
         progress: Show progress bars.
     """
-    plan = plan_recommend(lake, settings, run_id=run_id)
-    results = [rank_shard(lake, settings, plan, s, progress=progress) for s in plan.shards]
-    return publish(lake, settings, plan, results)
+    plan = plan_recommend(context)
+    results = [rank_shard(context, plan, s, progress=progress) for s in plan.shards]
+    return publish(context, plan, results)
 
 
 # -- query-aware recommendations, computed live ------------------------------------------------
 def recommend_for_query(
-    lake: Lake,
-    settings: Settings,
+    context: RunContext,
     user_id: str,
     query: str,
     *,
@@ -331,8 +319,8 @@ def recommend_for_query(
     empty history.
 
     Args:
-        lake: The data directory.
-        settings: Run settings (query weight, unavailable items, device).
+        context: The data directory and run settings (query weight, unavailable items,
+            device).
         user_id: External user id.
         query: Free text, e.g. "space adventure".
         k: How many items.
@@ -343,6 +331,7 @@ def recommend_for_query(
     """
     if not query.strip():
         raise InputError("the query is empty")
+    lake, settings = context.lake, context.settings
     bundle, version = Tracker(lake, settings.experiment, settings.registered_model).load(CHAMPION)
     if bundle.item_embeddings is None:
         raise InputError(

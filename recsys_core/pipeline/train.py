@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from recsys_core.cancel import raise_if_stopped
+from recsys_core.context import RunContext
 from recsys_core.data.interactions import Interactions
 from recsys_core.data.splits import DEFAULT_FRACTIONS, Split, check_protocol, make_split
 from recsys_core.errors import InputError
@@ -46,13 +47,13 @@ KS = (10, 20)
 INPUT_TABLES = ("events", "items", "item_embeddings")  # what training reads
 
 
-def train_inputs(lake: Lake, settings: Settings) -> str:
+def train_inputs(context: RunContext) -> str:
     """Fingerprint of what training reads: its tables, the settings and the code version.
 
     Equal fingerprints mean a finished training run would produce the same report, so a
     repeated nightly can take it from the cache.
     """
-    return stage_fingerprint("train", lake, settings, INPUT_TABLES)
+    return stage_fingerprint("train", context, INPUT_TABLES)
 
 
 @dataclass
@@ -109,7 +110,7 @@ def _holdout(settings: Settings, protocol: str) -> float | None:
 
 
 def _candidate_configs(
-    settings: Settings, embeddings, n_items: int
+    context: RunContext, embeddings, n_items: int
 ) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
     """(model name, full params) of each candidate, checked before any fit, and notes.
 
@@ -118,6 +119,7 @@ def _candidate_configs(
     candidates adapt instead: a model too large for the catalog is replaced by its sparse
     stand-in or left out, and each change is noted for the report.
     """
+    settings = context.settings
     requested = "models" in settings.model_fields_set
     budget = settings.memory_budget_bytes()
     configs: list[tuple[str, dict[str, Any]]] = []
@@ -135,7 +137,7 @@ def _candidate_configs(
                 continue
         if model.uses_text and embeddings is None:
             raise InputError(
-                f"model {spec} needs item embeddings from encoder {encoder_id(settings)} "
+                f"model {spec} needs item embeddings from encoder {encoder_id(context)} "
                 "(run `recsys encode` first)"
             )
         config = (model.name, model.params())
@@ -150,10 +152,8 @@ def _candidate_configs(
 
 
 def train(
-    lake: Lake,
-    settings: Settings,
+    context: RunContext,
     *,
-    run_id: str = "",
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     map_chunks: ChunkMap | None = None,
@@ -164,14 +164,15 @@ def train(
     the report names it and the error); the run fails only when no candidate trained.
 
     Args:
-        lake: The data directory.
-        settings: Candidates, protocol, gate and memory settings.
-        run_id: Recorded with the MLflow runs and registered versions.
+        context: The data directory; its settings give the candidates, protocol, gate and
+            memory budget; its run id is recorded with the MLflow runs and registered
+            versions.
         progress: Show progress bars.
         log: Called with a line as each candidate starts and ends.
         map_chunks: Where evaluation ranks its chunks of test users (e.g. Dask workers);
             None = here.
     """
+    lake, settings, run_id = context.lake, context.settings, context.run_id
     say = log or (lambda line: None)
     protocol = check_protocol(settings.protocol)
     if protocol == "cold_items":
@@ -181,7 +182,7 @@ def train(
             "global_temporal, leave_one_out, user_random)"
         )
     data, embeddings, candidates, split, options, report = _split_and_candidates(
-        lake, settings, protocol, progress, say
+        context, protocol, progress, say
     )
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
     champion = tracker.get(CHAMPION)
@@ -223,13 +224,13 @@ def train(
     full = TrainingData(data, embeddings)
     extra = {"pipeline_run": run_id, "parent_run": parent_id, "split": split.fingerprint()}
     say(f"refitting {candidate_label(asdict(winner))} on all {len(data)} events")
-    registered = _refit_and_register(tracker, winner, full, options, settings, CHAMPION, extra)
+    registered = _refit_and_register(tracker, winner, full, options, context, CHAMPION, extra)
     report.champion = registered.label
     report.champion_model = winner.model
     report.champion_metrics = winner.metrics
     if challenger is not None:
         report.challenger = _refit_and_register(
-            tracker, challenger, full, options, settings, CHALLENGER, extra
+            tracker, challenger, full, options, context, CHALLENGER, extra
         ).label
         report.challenger_model = challenger.model
     else:
@@ -238,8 +239,7 @@ def train(
 
 
 def evaluate_models(
-    lake: Lake,
-    settings: Settings,
+    context: RunContext,
     *,
     protocol: str | None = None,
     progress: bool = False,
@@ -251,16 +251,17 @@ def evaluate_models(
     nightly's training runs.
 
     Args:
-        lake: The data directory.
-        settings: Models, seed, metric and memory settings.
+        context: The data directory; its settings give the models, seed, metric and memory
+            budget.
         protocol: Any protocol of `recsys_core.data.splits.PROTOCOLS`; default the setting.
         progress: Show progress bars.
         log: Called with a line as each candidate starts and ends.
     """
+    lake, settings = context.lake, context.settings
     protocol = check_protocol(protocol or settings.protocol)
     say = log or (lambda line: None)
     _, embeddings, candidates, split, options, report = _split_and_candidates(
-        lake, settings, protocol, progress, say
+        context, protocol, progress, say
     )
     tracker = Tracker(lake, f"{settings.experiment}-evaluation", settings.registered_model)
     tags = {"protocol": protocol, "split": split.fingerprint()}
@@ -281,12 +282,13 @@ def evaluate_models(
 
 
 def _split_and_candidates(
-    lake: Lake, settings: Settings, protocol: str, progress: bool, say: Callable[[str], None]
+    context: RunContext, protocol: str, progress: bool, say: Callable[[str], None]
 ):
     """What training and evaluation share: the data, its split, the candidates to fit."""
+    lake, settings = context.lake, context.settings
     data = load_interactions(lake)
-    embeddings = embedding_matrix(lake, data.items, encoder_id(settings))
-    candidates, left_out = _candidate_configs(settings, embeddings, data.n_items)
+    embeddings = embedding_matrix(lake, data.items, encoder_id(context))
+    candidates, left_out = _candidate_configs(context, embeddings, data.n_items)
     for note in left_out:
         say(note)
     split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.seed)
@@ -457,12 +459,13 @@ def _gate(results, champion, metric: str, min_improvement: float):
     )
 
 
-def _refit_and_register(tracker, result, full, options, settings, alias, extra):
+def _refit_and_register(tracker, result, full, options, context, alias, extra):
+    settings = context.settings
     model = create(result.model, result.params)
     model.fit(full, options)
     # the item vectors and their encoder travel with the model, so it can rank by a query
     encoder = {} if full.item_embeddings is None else {
-        "encoder": encoder_id(settings), "encoder_source": settings.encoder,
+        "encoder": encoder_id(context), "encoder_source": settings.encoder,
         "encoder_max_length": settings.encoder_max_length,
     }  # fmt: skip
     bundle = ModelBundle.from_fit(

@@ -16,8 +16,9 @@ def _versions(tracker: Tracker, name: str) -> set[str]:
 
 @pytest.mark.parametrize("failure", ["candidate-fit", "refit", "alias"])
 def test_a_failed_training_leaves_the_champion_as_it_was(trained_lake, monkeypatch, failure):
-    lake, settings = trained_lake
-    before = recommend(lake, settings)
+    context = trained_lake
+    lake, settings = context.lake, context.settings
+    before = recommend(context)
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
     champion = tracker.get(CHAMPION)
     versions = _versions(tracker, settings.registered_model)
@@ -40,7 +41,7 @@ def test_a_failed_training_leaves_the_champion_as_it_was(trained_lake, monkeypat
     if failure == "alias":
         monkeypatch.setattr(MlflowClient, "set_registered_model_alias", set_alias)
     with pytest.raises(RuntimeError, match="worker lost"):
-        train(lake, settings)
+        train(context)
     monkeypatch.undo()
 
     assert calls["fit"] == {"candidate-fit": 1, "refit": 2, "alias": 2}[failure]
@@ -52,5 +53,5 @@ def test_a_failed_training_leaves_the_champion_as_it_was(trained_lake, monkeypat
         assert _versions(tracker, settings.registered_model) == versions
     assert lake.version("recommendations") == before.version
     # the next night publishes from the same champion
-    after = recommend(lake, settings)
+    after = recommend(context)
     assert after.model == before.model and after.rows == before.rows

@@ -11,13 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.errors import InputError
 from recsys_core.pipeline import encode_items, ingest, recommend, train
 from recsys_core.pipeline.forget import forget_user
 from recsys_core.registry.tracking import CHAMPION, Tracker
-from recsys_core.settings import Settings
-from recsys_core.storage import Lake
 
 SECRET = "forget-me-7f3a9c"
 
@@ -52,21 +51,23 @@ def lake_with_secret_user(tmp_path, small_source, tiny_encoder_dir):
     # a broken row of the user lands in quarantine, with the id in its raw text
     with (source / "events.csv").open("a") as fh:
         fh.write(f"{SECRET},i1,not-a-time,view,1.0\n")
-    lake = Lake(tmp_path / "lake")
-    settings = Settings(
-        data_dir=lake.root, encoder=str(tiny_encoder_dir), models=("ease", "mf(epochs=2)"), k=5,
+    context = RunContext.of(
+        tmp_path / "lake", encoder=str(tiny_encoder_dir), models=("ease", "mf(epochs=2)"), k=5,
         experiment="forget", registered_model="forget-model",
     )  # fmt: skip
-    ingest(SourceSpec(events=(str(source / "events.csv"),), items=str(source / "items.csv")), lake)
-    encode_items(lake, settings)
-    train(lake, settings)
-    recommend(lake, settings)
-    recommend(lake, settings)  # a second version: the first one still holds the user
-    return lake, settings
+    ingest(
+        context, SourceSpec(events=(str(source / "events.csv"),), items=str(source / "items.csv"))
+    )
+    encode_items(context)
+    train(context)
+    recommend(context)
+    recommend(context)  # a second version: the first one still holds the user
+    return context
 
 
 def test_forget_user_leaves_no_trace_and_keeps_everyone_else(lake_with_secret_user):
-    lake, settings = lake_with_secret_user
+    context = lake_with_secret_user
+    lake, settings = context.lake, context.settings
     assert files_mentioning(lake.root, SECRET)  # the data really was there
     others_before = lake.read("recommendations").filter(pl.col("user_id") != SECRET)
     tracker = Tracker(lake, settings.experiment, settings.registered_model)
@@ -75,7 +76,7 @@ def test_forget_user_leaves_no_trace_and_keeps_everyone_else(lake_with_secret_us
     histories, _ = bundle.histories_for(some_users)
     scores_before = bundle.model.score(histories)
 
-    report = forget_user(lake, SECRET)
+    report = forget_user(context, SECRET)
     assert report.rows_deleted["events"] == 12
     assert report.rows_deleted["recommendations"] == 5
     assert report.rows_deleted["quarantine"] == 1
@@ -102,13 +103,13 @@ def test_forget_user_leaves_no_trace_and_keeps_everyone_else(lake_with_secret_us
     histories, _ = bundle_after.histories_for(some_users)
     torch.testing.assert_close(bundle_after.model.score(histories), scores_before)
     # the tables still work: the next night publishes as usual
-    recommend(lake, settings)
+    recommend(context)
     assert lake.read("recommendations").filter(pl.col("user_id") == SECRET).is_empty()
 
 
 def test_forgetting_an_unknown_user_is_an_input_error(lake_with_secret_user):
-    lake, _ = lake_with_secret_user
+    context = lake_with_secret_user
     with pytest.raises(InputError, match="no data of user"):
-        forget_user(lake, "nobody-at-all")
+        forget_user(context, "nobody-at-all")
     with pytest.raises(InputError, match="empty"):
-        forget_user(lake, " ")
+        forget_user(context, " ")

@@ -11,6 +11,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.validation import REASONS
 from recsys_core.pipeline import ingest
@@ -50,7 +51,10 @@ def test_fuzzed_logs_are_fully_accounted_for(rows, bom, crlf, repeat):
         events.write_bytes(("\ufeff" if bom else "").encode() + buffer.getvalue().encode())
         (folder / "items.csv").write_text("item_id,title\ni1,One\ni2,Two\n")
         lake = Lake(folder / "lake")
-        report = ingest(SourceSpec(events=(str(events),), items=str(folder / "items.csv")), lake)
+        report = ingest(
+            RunContext.of(lake.root),
+            SourceSpec(events=(str(events),), items=str(folder / "items.csv")),
+        )
         assert report.rows_read == len(records)  # csv.writer writes no blank lines
         assert report.accounted
         assert report.rows_read == report.events_added + report.duplicates + report.quarantined
@@ -74,10 +78,10 @@ def test_arbitrary_bytes_never_crash_ingestion(lines):
         (folder / "items.csv").write_text("item_id,title\ni1,One\n")
         lake = Lake(folder / "lake")
         spec = SourceSpec(events=(str(folder / "events.csv"),), items=str(folder / "items.csv"))
-        report = ingest(spec, lake)
+        report = ingest(RunContext.of(lake.root), spec)
         assert report.accounted
         assert report.rows_read == report.events_added + report.duplicates + report.quarantined
-        again = ingest(spec, lake)
+        again = ingest(RunContext.of(lake.root), spec)
         assert again.files_read == 0 and again.events_added == 0
 
 
@@ -88,7 +92,7 @@ def _ingest_text(text: bytes):
         (folder / "items.csv").write_text("item_id,title\ni1,One\n")
         spec = SourceSpec(events=(str(folder / "events.csv"),), items=str(folder / "items.csv"))
         lake = Lake(folder / "lake")
-        report = ingest(spec, lake)
+        report = ingest(RunContext.of(lake.root), spec)
         reasons = lake.read("quarantine")["reason"].to_list() if report.quarantined else []
         return report, reasons
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.pipeline import ingest
 from recsys_core.storage import Lake
@@ -32,15 +33,15 @@ def test_rerun_after_a_crash_before_the_manifest_doubles_nothing(tmp_path, monke
 
     monkeypatch.setattr(Lake, "write", crash_on_manifest)
     with pytest.raises(OSError):
-        ingest(spec, lake)
+        ingest(RunContext.of(lake.root), spec)
     assert lake.read("events").height == 2 and lake.read("quarantine").height == 2
     monkeypatch.setattr(Lake, "write", write)
 
-    report = ingest(spec, lake)
+    report = ingest(RunContext.of(lake.root), spec)
     assert report.files_read == 2  # the manifest never recorded them
     assert report.events_added == 0 and report.duplicates == 2 and report.quarantined == 2
     assert lake.read("events").height == 2
     assert lake.read("quarantine").height == 2
-    again = ingest(spec, lake)
+    again = ingest(RunContext.of(lake.root), spec)
     assert again.files_read == 0 and lake.read("quarantine").height == 2
     assert lake.read("events").select(pl.col("user_id").n_unique()).item() == 2

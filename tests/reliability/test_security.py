@@ -15,7 +15,7 @@ PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".npy", 
 
 
 def test_stored_models_hold_no_pickle(trained_lake_template):
-    root, _ = trained_lake_template
+    root = trained_lake_template.lake.root
     artifacts = list((Path(root) / "mlflow").rglob("*"))
     files = [p for p in artifacts if p.is_file()]
     assert any(p.name == "weights.safetensors" for p in files)
@@ -27,7 +27,7 @@ def test_stored_models_hold_no_pickle(trained_lake_template):
 
 
 def test_registered_models_run_only_the_projects_own_code(trained_lake_template):
-    root, _ = trained_lake_template
+    root = trained_lake_template.lake.root
     mlmodels = list((Path(root) / "mlflow").rglob("MLmodel"))
     assert mlmodels
     ours = tracking.PYFUNC_CODE.read_bytes()

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec, preflight
 from recsys_core.errors import InputError
 from recsys_core.pipeline import ingest
@@ -69,14 +70,14 @@ def test_corrupt_and_truncated_parquet_inputs_are_input_errors(tmp_path, small_s
     truncated = tmp_path / "truncated.parquet"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     lake = Lake(tmp_path / "lake")
-    ingest(SourceSpec(events=(str(good),), items=str(items)), lake)
+    ingest(RunContext.of(lake.root), SourceSpec(events=(str(good),), items=str(items)))
     versions = {t: lake.version(t) for t in ("events", "items", "quarantine")}
     for bad in (garbage, truncated):
         spec = SourceSpec(events=(str(bad),), items=str(items))
         with pytest.raises(InputError, match=bad.name):
             preflight(spec)
         with pytest.raises(InputError, match=bad.name):
-            ingest(spec, lake)
+            ingest(RunContext.of(lake.root), spec)
         result = CliRunner().invoke(
             app, ["ingest", "--data-dir", str(lake.root), "--events", str(bad), "--items",
                   str(items)],

@@ -13,6 +13,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from recsys_core import schemas
+from recsys_core.context import RunContext
 from recsys_core.data.sources import (
     FileFacts,
     FileHeader,
@@ -33,27 +34,28 @@ from recsys_core.storage.append import DeltaAppender
 
 
 def ingest(
-    spec: SourceSpec, lake: Lake, *, run_id: str = "", options: IngestOptions | None = None
+    context: RunContext, spec: SourceSpec, *, options: IngestOptions | None = None
 ) -> IngestReport:
-    """Read `spec` and add its new rows to the tables under `lake`.
+    """Read `spec` and add its new rows to the tables of the context's data directory.
 
     Args:
+        context: The data directory, settings and run id (stored in each commit's metadata).
         spec: Where the raw data is.
-        lake: The data directory.
-        run_id: Stored in each commit's metadata.
-        options: Limits and batch sizes (defaults: `IngestOptions()`).
+        options: Limits and batch sizes (default: `IngestOptions.from_settings` of the
+            context's settings).
 
     Raises:
         InputError: A file or a required column is missing (checked before any write).
     """
-    options = options or IngestOptions()
+    lake = context.lake
+    options = options or IngestOptions.from_settings(context.settings)
     progress = sys.stderr.isatty() if options.progress is None else options.progress
     started = time.perf_counter()
     now = datetime.now(UTC)
     plan = plan_source(spec)
     headers = {file.path: inspect(file) for file in [*plan.events, *plan.items]}
     report = IngestReport(source=spec.describe(), bot_events_per_day=options.bot_events_per_day)
-    meta = {"run_id": run_id, "stage": "ingest"}
+    meta = {"run_id": context.run_id, "stage": "ingest"}
 
     facts = _file_facts(plan.files, progress)
     fresh = _fresh_files(lake, plan, facts)
