@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     )
     seed: int = Field(42, description="Seeds every random choice of a run: splits, fits, samples.")
     models: tuple[str, ...] = Field(DEFAULT_MODELS, description="Candidate models to train.")
+    model_modules: str = Field(
+        "",
+        description="Comma-separated modules on the Python path that register more models "
+        "(a model is one file; see recsys_core/models/registry.py).",
+    )
     selection_metric: str = Field(
         "ndcg@10", description="Validation metric that picks the champion."
     )

@@ -21,7 +21,6 @@ import functools
 import importlib
 import importlib.metadata
 import json
-import os
 import pkgutil
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,9 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from recsys_core.errors import InputError
+from recsys_core.settings import Settings
 
 ENTRY_POINT_GROUP = "recsys.models"
-MODULES_VARIABLE = "RECSYS_MODEL_MODULES"
 
 _problems: dict[str, str] = {}  # module or entry point -> why it did not load
 _loaded: set[str] = set()
@@ -44,9 +43,9 @@ def discover() -> None:
         _load(f"{package}.{info.name}", strict=True)
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         _load(entry.value.partition(":")[0], label=f"entry point {entry.name!r}")
-    for name in os.environ.get(MODULES_VARIABLE, "").split(","):
+    for name in Settings().model_modules.split(","):
         if name.strip():
-            _load(name.strip(), label=f"{MODULES_VARIABLE} module")
+            _load(name.strip(), label="RECSYS_MODEL_MODULES module")
 
 
 def registered() -> dict[str, type]:
