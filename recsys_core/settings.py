@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     k: int = Field(20, ge=1, le=1000, description="Recommendations per user.")
     encoder: str | None = Field(
         None,
-        description="Hugging Face model id or local folder; default: the bundled all-MiniLM-L6-v2.",
+        description="Hugging Face id, local model folder, or a fine-tuned version "
+        "(models:/recsys-encoder/N); default: the bundled all-MiniLM-L6-v2.",
     )
     encoder_max_length: int = Field(
         256, ge=8, le=8192, description="Encoder token limit per item text."

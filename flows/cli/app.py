@@ -18,13 +18,19 @@ app = typer.Typer(
 )
 
 
-def setting_option(name: str, flag: str) -> Any:
+def setting_option(name: str, flag: str, *, form: str = "") -> Any:
     """A typer option that overrides setting `name`: its bounds, description and default come
-    from `Settings`, so an option is declared once there and named once here."""
-    env = f"RECSYS_{name.upper()}"
-    return typer.Option(
-        flag, help=f"{Settings.help_text(name)} Env {env}.", **Settings.bounds(name)
-    )
+    from `Settings`, so an option is declared once there and named once here.
+
+    Args:
+        name: The setting.
+        flag: The option's name on the command line.
+        form: How the value is written on the command line, when that differs from the
+            setting's own form (e.g. a comma-separated list).
+    """
+    written = f" {form}" if form else ""
+    described = f"{Settings.help_text(name)}{written} Env RECSYS_{name.upper()}."
+    return typer.Option(flag, help=described, **Settings.bounds(name))
 
 
 DataDir = Annotated[
@@ -40,15 +46,11 @@ Events = Annotated[
 ]
 Items = Annotated[str | None, typer.Option("--items", help="Generic item catalog file.")]
 K = Annotated[int | None, setting_option("k", "--k")]
-Models = Annotated[str | None, typer.Option("--models", help="Comma-separated candidate models.")]
-Encoder = Annotated[
+Models = Annotated[
     str | None,
-    typer.Option(
-        "--encoder",
-        help="Hugging Face id, local model folder, or a fine-tuned version "
-        "(models:/recsys-encoder/N).",
-    ),
+    setting_option("models", "--models", form="Comma-separated, e.g. 'ease,blend'."),
 ]
+Encoder = Annotated[str | None, setting_option("encoder", "--encoder")]
 BotLimit = Annotated[int | None, setting_option("bot_events_per_day", "--bot-events-per-day")]
 Device = Annotated[str | None, setting_option("device", "--device")]
 Protocol = Annotated[
