@@ -8,6 +8,7 @@ from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, Field, create_model
 
+from flows.settings_help import setting_help
 from recsys_core.data.sources import SourceSpec
 from recsys_core.encoders.finetune import FinetuneConfig
 from recsys_core.settings import Settings
@@ -47,7 +48,7 @@ def _form_field(name: str) -> tuple[Any, Any]:
         kind = next(a for a in get_args(kind) if a is not type(None))
     if info.metadata:  # bounds such as ge=1, le=1000
         kind = Annotated[kind, *info.metadata]
-    return kind | None, Field(None, description=Settings.help_text(name))
+    return kind | None, Field(None, description=setting_help(name))
 
 
 class _RunOptionsBase(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import annotated_types
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -130,27 +129,6 @@ class Settings(BaseSettings):
     max_item_text_chars: int = Field(
         20_000, ge=100, description="Longer item text fields are cut at ingest (and flagged)."
     )
-
-    @classmethod
-    def help_text(cls, name: str) -> str:
-        """Setting `name`'s description and default, as a form or `--help` shows it."""
-        info = cls.model_fields[name]
-        default = info.default
-        if isinstance(default, tuple):
-            default = ", ".join(default)
-        text = (info.description or name.replace("_", " ")).rstrip(".")
-        return f"{text} (default {default})." if default is not None else f"{text}."
-
-    @classmethod
-    def bounds(cls, name: str) -> dict[str, float]:
-        """Setting `name`'s inclusive bounds, as `min`/`max` (what a CLI option checks)."""
-        found: dict[str, float] = {}
-        for rule in cls.model_fields[name].metadata:
-            if isinstance(rule, annotated_types.Ge):
-                found["min"] = rule.ge
-            elif isinstance(rule, annotated_types.Le):
-                found["max"] = rule.le
-        return found
 
     def memory_budget_bytes(self) -> int:
         """`memory_budget_gb` in bytes, or 60% of the machine's physical memory."""

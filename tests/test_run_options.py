@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from flows.params import RUN_OPTIONS, RunOptions
 from flows.runners import ChosenTaskRunner
+from flows.settings_help import setting_bounds, setting_help
 from recsys_core.encoders.finetune import FinetuneConfig
 from recsys_core.errors import InputError
 from recsys_core.models import FitOptions
@@ -27,11 +28,11 @@ def test_an_empty_form_gives_the_settings_defaults():
 def test_each_form_field_is_its_setting_with_the_same_bounds_and_default(name):
     field = RunOptions.model_fields[name]
     assert field.default is None  # unset: the setting's own value applies
-    assert field.description == Settings.help_text(name)
+    assert field.description == setting_help(name)
     default = Settings.model_fields[name].default
     if default is not None and not isinstance(default, tuple):
         assert f"(default {default})" in field.description
-    for bound, value in Settings.bounds(name).items():
+    for bound, value in setting_bounds(name).items():
         outside = value - 1 if bound == "min" else value + 1
         with pytest.raises(ValidationError):
             RunOptions(**{name: outside})

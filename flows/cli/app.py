@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from recsys_core.settings import Settings
+from flows.settings_help import setting_bounds, setting_help
 
 app = typer.Typer(
     name="recsys",
@@ -20,7 +20,8 @@ app = typer.Typer(
 
 def setting_option(name: str, flag: str, *, form: str = "") -> Any:
     """A typer option that overrides setting `name`: its bounds, description and default come
-    from `Settings`, so an option is declared once there and named once here.
+    from `Settings` (through `flows.settings_help`), so an option is declared once there and
+    named once here.
 
     Args:
         name: The setting.
@@ -29,8 +30,8 @@ def setting_option(name: str, flag: str, *, form: str = "") -> Any:
             setting's own form (e.g. a comma-separated list).
     """
     written = f" {form}" if form else ""
-    described = f"{Settings.help_text(name)}{written} Env RECSYS_{name.upper()}."
-    return typer.Option(flag, help=described, **Settings.bounds(name))
+    described = f"{setting_help(name)}{written} Env RECSYS_{name.upper()}."
+    return typer.Option(flag, help=described, **setting_bounds(name))
 
 
 DataDir = Annotated[

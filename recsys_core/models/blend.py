@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from recsys_core.data.interactions import UserHistories
-from recsys_core.data.splits import make_split
 from recsys_core.errors import InputError
 from recsys_core.evaluation.evaluate import ScoreMatrixEvaluator, relevance_matrix
 from recsys_core.models.base import (
@@ -36,6 +35,7 @@ from recsys_core.models.base import (
     history_rows,
 )
 from recsys_core.models.registry import create, format_spec, register
+from recsys_core.models.training import validation_part
 from recsys_core.ranking.topk import score_in_chunks
 
 # cheap, complementary members: co-occurrence with text and sitting-window signals, the same
@@ -113,12 +113,9 @@ class Blend(Recommender):
         return Blend(dataclasses.replace(self.config, members=tuple(members))), notes
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
-        protocol = options.validation_protocol
-        if protocol == "cold_items":  # no member would see the held-out items' events
-            protocol = "user_temporal"
         epochs: EpochMetrics = []
         try:
-            split = make_split(data.interactions, protocol, seed=options.seed)
+            held_out, split = validation_part(data, options)
         except InputError:
             split = None  # too little data to hold any out: keep equal weights
         if split is not None and len(self.members) > 1:
@@ -131,7 +128,6 @@ class Blend(Recommender):
             if len(users) > limit:
                 users = np.sort(rng.choice(users, size=limit, replace=False))
             histories = split.train.histories(users)
-            held_out = TrainingData(split.train, data.item_embeddings)
             scores = []
             for member in _fit_shared(
                 [create(spec) for spec in self.config.members], held_out, options

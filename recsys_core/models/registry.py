@@ -34,10 +34,13 @@ ENTRY_POINT_GROUP = "recsys.models"
 
 _problems: dict[str, str] = {}  # module or entry point -> why it did not load
 _loaded: set[str] = set()
+_scanned = False  # the package, entry points and named modules were looked through once
 
 
 def discover() -> None:
-    """Import every model module not imported yet (cheap when nothing is new)."""
+    """Look through the package, the entry points and the named modules again, importing what
+    is new (a plugin installed or a module named since the last look)."""
+    global _scanned
     package = __name__.rpartition(".")[0]
     for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         _load(f"{package}.{info.name}", strict=True)
@@ -46,11 +49,13 @@ def discover() -> None:
     for name in Settings().model_modules.split(","):
         if name.strip():
             _load(name.strip(), label="RECSYS_MODEL_MODULES module")
+    _scanned = True
 
 
 def registered() -> dict[str, type]:
-    """Every model by name, after discovering them (the registry itself, not a copy)."""
-    discover()
+    """Every model by name (the registry itself, not a copy), discovered on the first call."""
+    if not _scanned:
+        discover()
     return MODELS
 
 
