@@ -19,7 +19,6 @@ from recsys_core.settings import ENV_PREFIX, GROUPS, Settings
 # directory: the groups its stages read, but the service groups set by the environment
 OFFERED: dict[str, tuple[str, ...]] = {
     "nightly": ("compute", "ingest", "embedding", "encode", "train", "recommend"),
-    "recs": ("query",),
     "ingest": ("ingest",),
     "encode": ("compute", "embedding", "encode"),
     "train": ("compute", "embedding", "train"),
@@ -27,6 +26,7 @@ OFFERED: dict[str, tuple[str, ...]] = {
     "recommend": ("compute", "recommend"),
     "finetune-encoder": ("compute", "embedding"),
     "forget-user": (),
+    "recs": ("query",),
 }
 
 

@@ -19,7 +19,7 @@ import typer
 from pydantic.fields import FieldInfo
 
 from flows.options import bounds, describe, environment_variable, offered_options, without_none
-from recsys_core.settings import OPTION_GROUP, split_top_level
+from recsys_core.settings import OPTION_GROUP, Settings, split_top_level
 
 app = typer.Typer(
     name="recsys",
@@ -131,9 +131,12 @@ def run_options(
     return with_options("options", fields, extra_flags=extra_flags, env=True, panels=panels)
 
 
+# every command takes it, and needs it before a run starts (to point Prefect at it)
 DataDir = Annotated[
     Path,
     typer.Option(
-        "--data-dir", envvar="RECSYS_DATA_DIR", help="Data directory with the tables and MLflow."
+        flag("data_dir"),
+        envvar=environment_variable("data_dir"),
+        help=Settings.option("data_dir").description,
     ),
 ]
