@@ -134,15 +134,13 @@ def run_phase(phase: str, source: Path, work: Path) -> dict:
     # imported before the clock starts, as a running pipeline has them already
     from recsys_core.context import RunContext
     from recsys_core.data.sources import SourceSpec
-    from recsys_core.pipeline import IngestOptions, ingest
+    from recsys_core.pipeline import ingest
 
     spec = SourceSpec(events=(str(events),), items=str(source / "items.csv"))
     reports = []
 
     def run() -> None:
-        reports.append(
-            ingest(RunContext.of(work / "lake"), spec, options=IngestOptions(progress=False))
-        )
+        reports.append(ingest(RunContext.of(work / "lake"), spec, progress=False))
 
     def counts() -> dict:
         report = reports[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
-from flows.params import RunOptions, Source
+from flows.params import EncodeOptions, RunOptions, Source
 from flows.reporting import publish_artifacts
 from flows.runners import ChosenTaskRunner
 from flows.stages import encode_step, rank_and_publish
@@ -35,7 +35,7 @@ def _nightly(source: Source, options: RunOptions) -> dict:
     with measured() as stages["ingest"]:
         ingested = ingest_task(source.spec(), settings)
     with measured() as stages["encode"]:
-        if settings.encode_deployment:
+        if settings.runtime.encode_deployment:
             encoded = encode_remotely(settings, options)
         else:
             encoded = encode_step(settings)  # only changed items are encoded
@@ -58,11 +58,12 @@ def _nightly(source: Source, options: RunOptions) -> dict:
 def encode_remotely(settings: Settings, options: RunOptions) -> dict:
     """Run the encode stage as its own deployment (e.g. on the gpu work pool) and wait."""
     logger = get_run_logger()
-    logger.info("encoding through deployment %s", settings.encode_deployment)
-    run = run_deployment(
-        settings.encode_deployment, parameters={"options": options.model_dump()}, timeout=None
-    )
+    deployment = settings.runtime.encode_deployment
+    logger.info("encoding through deployment %s", deployment)
+    # the options the encode form takes, as given to this run (unset ones stay unset)
+    given = options.model_dump(include=set(EncodeOptions.model_fields), mode="json")
+    run = run_deployment(deployment, parameters={"options": given}, timeout=None)
     if run.state is None or not run.state.is_completed():
         state = run.state.name if run.state else "unknown"
         raise RuntimeError(f"encode deployment run {run.name} ended {state}")
-    return {"encoder": f"(deployment {settings.encode_deployment}, run {run.name})"}
+    return {"encoder": f"(deployment {deployment}, run {run.name})"}

@@ -1,17 +1,27 @@
-"""Typed flow parameters: Prefect renders them as a form in the UI."""
+"""Typed flow parameters: Prefect renders them as a form in the UI, and the CLI's options
+come from the same fields.
+
+Each flow's `options` form is derived from the option groups its stages read
+(`flows.options.OFFERED`): one optional field per option, with the option's type, bounds and
+description; an empty field means "the `RECSYS_*` variable of the process that runs the flow,
+else the default". Kept free of torch and polars, so the CLI starts fast.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
-from flows.settings_help import setting_help
-from recsys_core.data.sources import SourceSpec
-from recsys_core.encoders.finetune import FinetuneConfig
+from flows.options import describe, offered_options, without_none
+from recsys_core.encoders.finetune_config import FinetuneConfig
 from recsys_core.settings import Settings
+
+if TYPE_CHECKING:
+    from recsys_core.data.sources import SourceSpec
 
 
 class Source(BaseModel):
@@ -21,59 +31,70 @@ class Source(BaseModel):
         None, description="A GroupLens MovieLens folder (ml-100k, ml-latest, ml-25m, ml-32m)."
     )
     events: list[str] = Field(
-        default_factory=list, description="Generic event files, folders or globs."
+        default_factory=list, description="Generic event files, folders or globs (repeatable)."
     )
     items: str | None = Field(None, description="Generic item catalog file.")
 
     def spec(self) -> SourceSpec:
+        from recsys_core.data.sources import SourceSpec
+
         return SourceSpec(movielens=self.movielens, events=tuple(self.events), items=self.items)
 
 
-# The run options a Prefect form and the CLI offer: one name per line, everything else (type,
-# bounds, description, default) comes from the `Settings` field of that name.
-RUN_OPTIONS = (
-    "data_dir", "k", "models", "encoder", "device", "retention_days", "unavailable_items",
-    "shard_users", "bot_events_per_day", "protocol", "encoder_max_length", "encoder_batch_size",
-    "encode_shards", "encoder_precision", "memory_budget_gb", "eval_users",
-)  # fmt: skip
-# how a setting's type reads in a form (a JSON value): paths as text, tuples as lists
-_FORM_TYPES = {Path: str, Path | None: str, tuple[str, ...]: list[str]}
+# how an option's type reads in a form (a JSON value): paths as text, tuples as lists
+_FORM_TYPES = {Path: str, tuple[str, ...]: list[str]}
 
 
-def _form_field(name: str) -> tuple[Any, Any]:
-    """An optional form field for setting `name`: None means "the setting's value"."""
-    info = Settings.model_fields[name]
-    kind = _FORM_TYPES.get(info.annotation, info.annotation)
-    if type(None) in get_args(kind):  # `float | None`: the form's None already means unset
-        kind = next(a for a in get_args(kind) if a is not type(None))
+def _form_field(name: str, info: FieldInfo) -> tuple[Any, Any]:
+    """An optional form field for option `name`: None means "the setting's value"."""
+    kind = without_none(info.annotation)
+    kind = _FORM_TYPES.get(kind, kind)
     if info.metadata:  # bounds such as ge=1, le=1000
         kind = Annotated[kind, *info.metadata]
-    return kind | None, Field(None, description=setting_help(name))
+    return kind | None, Field(None, description=describe(name, info))
 
 
-class _RunOptionsBase(BaseModel):
+class _OptionsForm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     def settings(self) -> Settings:
-        given = {k: v for k, v in self.model_dump(exclude={"refresh"}).items() if v is not None}
-        if "models" in given:
-            given["models"] = tuple(given["models"])
+        """The run's settings: the options filled in, the rest from `RECSYS_*` or defaults."""
+        given = self.model_dump(exclude_none=True, exclude=set(_FORM_EXTRAS))
         return Settings(**given)
 
 
-RunOptions = create_model(
-    "RunOptions",
-    __base__=_RunOptionsBase,
-    __doc__="Run-level options shared by every stage; unset values come from RECSYS_* "
-    "variables, then the defaults of `recsys_core.settings.Settings`.",
-    __module__=__name__,
-    **{name: _form_field(name) for name in RUN_OPTIONS},
-    refresh=(
+_FORM_EXTRAS = {
+    "refresh": (
         bool,
         Field(
             False,
             description="Run every stage even when its inputs did not change since last time.",
         ),
-    ),
-)
+    )
+}
+
+
+def options_form(name: str, command: str, **extras: tuple[Any, Any]) -> type[_OptionsForm]:
+    """The form of the options `command` offers (and of the data directory)."""
+    fields = {"data_dir": Settings.option("data_dir"), **offered_options(command)}
+    return create_model(
+        name,
+        __base__=_OptionsForm,
+        __doc__=f"Options of the {command} run; unset values come from RECSYS_* variables, "
+        "then the defaults of `recsys_core.settings`.",
+        __module__=__name__,
+        **{option: _form_field(option, info) for option, info in fields.items()},
+        **extras,
+    )
+
+
+RunOptions = options_form("RunOptions", "nightly", refresh=_FORM_EXTRAS["refresh"])
+IngestOptions = options_form("IngestOptions", "ingest")
+EncodeOptions = options_form("EncodeOptions", "encode")
+TrainOptions = options_form("TrainOptions", "train")
+RecommendOptions = options_form("RecommendOptions", "recommend")
+EncoderOptions = options_form("EncoderOptions", "finetune-encoder")
+DataOptions = options_form("DataOptions", "forget-user")
 
 
 def _tuning(name: str, text: str) -> str:
@@ -83,14 +104,18 @@ def _tuning(name: str, text: str) -> str:
 
 
 class FinetuneOptions(BaseModel):
-    """Encoder fine-tuning on co-occurring items; unset values keep FinetuneConfig's defaults."""
+    """Encoder fine-tuning on co-occurring items; unset values keep FinetuneConfig's defaults
+    (the seed is the run's)."""
 
     split: str = Field(
         "global_temporal",
-        description="Train on this split's training part: global_temporal, cold_items or all.",
+        description="Train only on this split's training part: global_temporal (what `train` "
+        "evaluates on), cold_items, or all (every event).",
     )
     evaluate: bool = Field(
-        False, description="Score the content model with the base and the fine-tuned encoder."
+        False,
+        description="Score the content model on the split's held-out part with the base and "
+        "the fine-tuned encoder (Recall/NDCG@10,20).",
     )
     output: str | None = Field(None, description="Also save the Hugging Face folder here.")
     pairs: int | None = Field(None, ge=2, description=_tuning("pairs", "Training pairs"))
@@ -104,12 +129,9 @@ class FinetuneOptions(BaseModel):
         None, ge=8, description=_tuning("max_length", "Token limit while training")
     )
     window: int | None = Field(
-        None, ge=1, description=_tuning("window", "Co-occurrence window in a history")
-    )
-    seed: int | None = Field(
-        None, description=_tuning("seed", "Seed for pair sampling and training")
+        None, ge=1, description=_tuning("window", "Items this many positions apart co-occur")
     )
 
-    def config(self) -> FinetuneConfig:
+    def config(self, settings: Settings) -> FinetuneConfig:
         given = self.model_dump(exclude={"split", "evaluate", "output"}, exclude_none=True)
-        return FinetuneConfig(**given)
+        return FinetuneConfig(seed=settings.compute.seed, **given)

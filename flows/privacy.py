@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.params import RunOptions
+from flows.params import DataOptions
 from recsys_core.context import RunContext
 from recsys_core.pipeline.forget import forget_user
 
 
 @flow(name="forget-user")
-def forget_user_flow(user_id: str, options: RunOptions = RunOptions()) -> dict:
+def forget_user_flow(user_id: str, options: DataOptions = DataOptions()) -> dict:
     """Remove a user's events, recommendations, quarantined rows and model-bundle entries,
     and purge the old file versions that still hold them."""
     report = forget_user(RunContext(options.settings()), user_id)

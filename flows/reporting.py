@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from recsys_core.context import RunContext
 from recsys_core.registry.reader import RegistryReader
 from recsys_core.settings import Settings
-from recsys_core.storage import Lake
 
 INGEST_MEASURES = (
     "rows_read", "events_added", "duplicates", "quarantined", "unknown_item_events",
@@ -18,8 +18,8 @@ INGEST_MEASURES = (
 
 def mlflow_run_links(settings: Settings, run_ids: list[str]) -> dict[str, str]:
     """MLflow UI address of each run id (runs the store no longer has are left out)."""
-    reader = RegistryReader(Lake(settings.data_dir))
-    base = settings.mlflow_ui_url.rstrip("/")
+    reader = RegistryReader(RunContext(settings).lake)
+    base = settings.tracking.mlflow_ui_url.rstrip("/")
     links = {}
     for run_id in run_ids:
         experiment = reader.experiment_of_run(run_id)

@@ -23,24 +23,24 @@ from recsys_core.settings import Settings
 
 def build_task_runner(settings: Settings | None = None) -> TaskRunner:
     """The task runner the settings ask for."""
-    settings = settings or Settings()
-    if settings.task_runner == "thread":
+    runtime = (settings or Settings()).runtime
+    if runtime.task_runner == "thread":
         return ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2))
-    if settings.task_runner == "dask":
+    if runtime.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
 
-        if settings.dask_address:
-            return DaskTaskRunner(address=settings.dask_address)
+        if runtime.dask_address:
+            return DaskTaskRunner(address=runtime.dask_address)
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
             cluster_kwargs={
-                "n_workers": settings.dask_workers,
+                "n_workers": runtime.dask_workers,
                 "threads_per_worker": 1,
                 "processes": True,
                 "dashboard_address": None,
             },
         )
-    raise InputError(f"task runner {settings.task_runner!r} is not one of: thread, dask")
+    raise InputError(f"task runner {runtime.task_runner!r} is not one of: thread, dask")
 
 
 class ChosenTaskRunner(TaskRunner):

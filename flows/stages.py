@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, unmapped
 
-from flows.params import FinetuneOptions, RunOptions, Source
+from flows.params import (
+    EncodeOptions,
+    EncoderOptions,
+    FinetuneOptions,
+    IngestOptions,
+    RecommendOptions,
+    Source,
+    TrainOptions,
+)
 from flows.runners import ChosenTaskRunner, gpu_resources
 from recsys_core.cancel import stop_on_signals
 from recsys_core.context import RunContext
@@ -29,7 +37,7 @@ from tasks.stages import plan_recommend_task, publish_task, rank_shard_task
 
 
 @flow(name="ingest")
-def ingest_flow(source: Source = Source(), options: RunOptions = RunOptions()) -> dict:
+def ingest_flow(source: Source = Source(), options: IngestOptions = IngestOptions()) -> dict:
     """Validate and store new events and catalog rows."""
     with stop_on_signals():
         return ingest_task(source.spec(), options.settings())
@@ -50,21 +58,21 @@ def encode_step(settings: Settings) -> dict:
 
 
 @flow(name="encode", task_runner=ChosenTaskRunner())
-def encode_flow(options: RunOptions = RunOptions()) -> dict:
+def encode_flow(options: EncodeOptions = EncodeOptions()) -> dict:
     """Embed items whose text or encoder changed, in `encode_shards` shards."""
     with stop_on_signals():
         return encode_step(options.settings())
 
 
 @flow(name="train")
-def train_flow(options: RunOptions = RunOptions()) -> dict:
+def train_flow(options: TrainOptions = TrainOptions()) -> dict:
     """Train, evaluate, track and register candidates; move `champion` if one wins."""
     with stop_on_signals():
         return train_task.with_options(refresh_cache=True)(options.settings())
 
 
 @flow(name="recommend", task_runner=ChosenTaskRunner())
-def recommend_flow(options: RunOptions = RunOptions()) -> dict:
+def recommend_flow(options: RecommendOptions = RecommendOptions()) -> dict:
     """Publish top-K recommendations for every user from the champion.
 
     The users are ranked in shards mapped over the flow's task runner (threads by default,
@@ -94,12 +102,13 @@ def rank_and_publish(settings: Settings, *, refresh: bool) -> dict:
 
 @flow(name="finetune-encoder")
 def finetune_encoder_flow(
-    options: RunOptions = RunOptions(), finetune: FinetuneOptions = FinetuneOptions()
+    options: EncoderOptions = EncoderOptions(), finetune: FinetuneOptions = FinetuneOptions()
 ) -> dict:
     """Fine-tune the item text encoder on co-occurring items; register it as an encoder
     version (`models:/recsys-encoder/N`) that encode and nightly can use."""
     with stop_on_signals():
+        settings = options.settings()
         return finetune_encoder_task(
-            options.settings(), finetune.config(), finetune.split, finetune.evaluate,
+            settings, finetune.config(settings), finetune.split, finetune.evaluate,
             finetune.output,
         )  # fmt: skip

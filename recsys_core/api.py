@@ -8,9 +8,10 @@ data; the CLI renders it. Unset settings come from the `RECSYS_*` environment, a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -21,17 +22,10 @@ RECOMMENDATIONS = "recommendations"
 QUARANTINE = "quarantine"
 
 
-def _context(data_dir: Path, **given: object) -> RunContext:
-    """A context for `data_dir` with the given (non-None) settings, the rest from RECSYS_*."""
-    return RunContext.of(data_dir, **{k: v for k, v in given.items() if v is not None})
-
-
 def evaluate_candidates(
     data_dir: Path,
     *,
-    models: Sequence[str] | None = None,
-    encoder: str | None = None,
-    protocol: str | None = None,
+    options: Mapping[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -39,9 +33,8 @@ def evaluate_candidates(
 
     Args:
         data_dir: The data directory.
-        models: Model specs (default: the configured candidates).
-        encoder: Encoder whose item embeddings content models use.
-        protocol: Evaluation protocol (default: the configured one).
+        options: Run options by flat name, e.g. `models`, `encoder`, `protocol` (which may
+            be `cold_items` here); the rest from `RECSYS_*`.
         progress: Show progress bars.
         log: Called with a line as each candidate starts and ends.
 
@@ -50,8 +43,7 @@ def evaluate_candidates(
     """
     from recsys_core.pipeline.train import evaluate_models
 
-    context = _context(data_dir, models=tuple(models) if models else None, encoder=encoder)
-    report = evaluate_models(context, protocol=protocol, progress=progress, log=log)
+    report = evaluate_models(RunContext.of(data_dir, **(options or {})), progress=progress, log=log)
     return report.as_dict()
 
 
@@ -82,7 +74,7 @@ def user_recommendations(
         return read_user_recommendations(data_dir, user_id, k=k)
     from recsys_core.pipeline.recommend import recommend_for_query
 
-    frame = recommend_for_query(_context(data_dir, k=k), user_id, query, k=k, weight=query_weight)
+    frame = recommend_for_query(RunContext.of(data_dir), user_id, query, k=k, weight=query_weight)
     return add_titles(data_dir, frame)
 
 

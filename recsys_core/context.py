@@ -33,9 +33,10 @@ class RunContext:
 
     @classmethod
     def of(cls, data_dir: str | Path, *, run_id: str = "", **settings: Any) -> RunContext:
-        """A context for `data_dir` with these settings (the rest from `RECSYS_*`)."""
+        """A context for `data_dir` with these options, by flat name (the rest from
+        `RECSYS_*`)."""
         return cls(Settings(data_dir=Path(data_dir), **settings), run_id=run_id)
 
     def with_settings(self, **changes: Any) -> RunContext:
-        """The same run with some settings changed (`data_dir` included)."""
-        return RunContext(self.settings.model_copy(update=changes), run_id=self.run_id)
+        """The same run with some options changed, by flat name (`data_dir` included)."""
+        return RunContext(self.settings.updated(**changes), run_id=self.run_id)

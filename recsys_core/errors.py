@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 
+from pydantic import ValidationError
+
 from recsys_core.cancel import Stopped
 
 EXIT_OK = 0
@@ -66,6 +68,25 @@ def storage_problem(exc: BaseException) -> str | None:
     return None
 
 
+def invalid_options(exc: ValidationError) -> str:
+    """One line for options that break their declared rules: which, why, what was given.
+
+    An option of the run settings is named as on the command line and in the environment
+    (`k (RECSYS_K)`), wherever its group is.
+    """
+    parts = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a rule between options: its message names them
+            parts.append(message)
+            continue
+        name = str(error["loc"][-1])
+        if exc.title == "Settings":
+            name = f"{name} (RECSYS_{name.upper()})"
+        parts.append(f"{name}: {message}, given {error['input']!r}")
+    return "invalid options: " + "; ".join(parts)
+
+
 def exit_status(exc: BaseException) -> tuple[int, str]:
     """The exit code of a failed or stopped run and the one line that says why.
 
@@ -76,6 +97,8 @@ def exit_status(exc: BaseException) -> tuple[int, str]:
         return EXIT_STOPPED, f"stopped: {exc.reason}; nothing was committed"
     if isinstance(exc, InputError):
         return exc.exit_code, f"error: {exc}"
+    if isinstance(exc, ValidationError):  # options or a form that break their declared rules
+        return EXIT_BAD_INPUT, f"error: {invalid_options(exc)}"
     problem = storage_problem(exc)
     if problem is not None:
         return EXIT_FAILURE, f"error: {problem}; tables keep their previous version"

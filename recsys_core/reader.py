@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
-from deltalake import DeltaTable
 
 from recsys_core.errors import InputError
 from recsys_core.storage import Lake
+from recsys_core.storage.live import LiveTable
 
 TABLE = "recommendations"
 
@@ -33,14 +33,14 @@ class RecommendationReader:
 
     def __init__(self, data_dir: Path | str):
         self.lake = Lake(Path(data_dir))
-        self._tables: dict[str, DeltaTable] = {}
+        self._tables: dict[str, LiveTable] = {}
         self._titles: tuple[int, pl.DataFrame] | None = None  # (items version, id -> title)
         self._lock = threading.Lock()
 
     def version(self) -> int:
         """The newest committed version of the recommendations table."""
         with self._lock:
-            return self._table(TABLE).version()
+            return self._newest(TABLE).version
 
     def recommendations(self, user_ids: Sequence[str], *, k: int | None = None) -> pl.DataFrame:
         """Published rows of `user_ids` (ranks 1..k), sorted by user and rank.
@@ -57,37 +57,32 @@ class RecommendationReader:
         if k is not None:
             match = match & (pl.col("rank") <= k)
         with self._lock:
+            table = self._newest(TABLE)
             try:
-                return self._scan(TABLE).filter(match).sort("user_id", "rank").collect()
+                return table.scan().filter(match).sort("user_id", "rank").collect()
             except (OSError, pl.exceptions.ComputeError):
                 # files of the version we held were vacuumed meanwhile: load the newest afresh
-                self._tables.pop(TABLE, None)
-                return self._scan(TABLE).filter(match).sort("user_id", "rank").collect()
+                table.reopen()
+                return table.scan().filter(match).sort("user_id", "rank").collect()
 
     def titles(self) -> pl.DataFrame:
         """`item_id`, `title` of the catalog, cached until the items table changes."""
         with self._lock:
             if not self.lake.exists("items"):
                 return pl.DataFrame(schema={"item_id": pl.String, "title": pl.String})
-            items = self._table("items")
-            if self._titles is None or self._titles[0] != items.version():
-                frame = pl.scan_delta(items).select("item_id", "title").collect()
-                self._titles = (items.version(), frame)
+            items = self._newest("items")
+            if self._titles is None or self._titles[0] != items.version:
+                frame = items.scan().select("item_id", "title").collect()
+                self._titles = (items.version, frame)
             return self._titles[1]
 
-    def _scan(self, table: str) -> pl.LazyFrame:
-        return pl.scan_delta(self._table(table))
-
-    def _table(self, table: str) -> DeltaTable:
+    def _newest(self, table: str) -> LiveTable:
+        """`table` held open, moved to its newest version (opened on first use)."""
         opened = self._tables.get(table)
-        if opened is not None:
-            opened.update_incremental()
-            return opened
-        if not self.lake.exists(table):
-            raise InputError(
-                f"table {table} not found under {self.lake.root} (run `recsys nightly` first)"
-            )
-        opened = self._tables[table] = DeltaTable(str(self.lake.path(table)))
+        if opened is None:
+            opened = self._tables[table] = self.lake.live(table)
+        else:
+            opened.latest()
         return opened
 
 

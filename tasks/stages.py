@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 from recsys_core import pipeline
 from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
-from recsys_core.encoders.finetune import FinetuneConfig
+from recsys_core.encoders.finetune_config import FinetuneConfig
 from recsys_core.errors import InputError
 from recsys_core.pipeline.encode import EncodePlan, EncodeShard, EncodeShardResult
 from recsys_core.pipeline.finetune import finetune_encoder
@@ -125,7 +125,7 @@ def train_task(settings: Settings) -> dict:
     logger = get_run_logger()
     report = pipeline.train(
         _context(settings), progress=sys.stderr.isatty(), log=logger.info,
-        map_chunks=dask_chunk_map() if settings.task_runner == "dask" else None,
+        map_chunks=dask_chunk_map() if settings.runtime.task_runner == "dask" else None,
     )  # fmt: skip
     logger.info("champion %s: %s", report.champion, report.decision)
     return report.as_dict()

@@ -162,9 +162,9 @@ def test_a_requested_model_too_large_is_refused_before_any_fit(trained_lake):
 
     context = trained_lake
     lake, settings = context.lake, context.settings
-    runs = Tracker(lake, settings.experiment, settings.registered_model)
+    runs = Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model)
     before = len(runs.mlflow.search_runs(search_all_experiments=True))
-    tight = settings.model_copy(update={"models": ("popularity", "ease"), "memory_budget_gb": 1e-5})
+    tight = settings.updated(models=("popularity", "ease"), memory_budget_gb=1e-5)
     with pytest.raises(InputError, match=r"ease: 40 items need .* memory budget"):
         train(RunContext(tight))
     assert len(runs.mlflow.search_runs(search_all_experiments=True)) == before
@@ -176,7 +176,7 @@ def test_default_candidates_adapt_to_a_catalog_above_the_dense_limit(trained_lak
     context = trained_lake
     lake, settings = context.lake, context.settings
     defaults = Settings(
-        data_dir=lake.root, encoder=settings.encoder, encoder_max_length=64,
+        data_dir=lake.root, encoder=settings.embedding.encoder, encoder_max_length=64,
         memory_budget_gb=1e-5, eval_users=100, k=5,
     )  # fmt: skip
     report = train(RunContext(defaults))

@@ -20,10 +20,10 @@ def test_the_lake_is_built_from_the_settings_data_directory(tmp_path, monkeypatc
 
 def test_of_and_with_settings_keep_lake_and_settings_together(tmp_path):
     context = RunContext.of(tmp_path / "a", k=7, run_id="r")
-    assert context.settings.k == 7 and context.run_id == "r"
+    assert context.settings.recommend.k == 7 and context.run_id == "r"
     moved = context.with_settings(data_dir=tmp_path / "b")
     assert moved.lake.root == (tmp_path / "b").resolve()
-    assert moved.settings.k == 7 and moved.run_id == "r"
+    assert moved.settings.recommend.k == 7 and moved.run_id == "r"
     assert context.lake.root == (tmp_path / "a").resolve()
 
 

@@ -26,7 +26,7 @@ def test_dask_runner_gives_the_same_embeddings_and_recommendations(
     with RECSYS_TASK_RUNNER=dask (a local cluster of worker processes)."""
     from prefect.settings import PREFECT_API_URL
 
-    from flows.params import RunOptions
+    from flows.params import EncodeOptions, RecommendOptions
     from flows.stages import encode_flow, recommend_flow
 
     root, settings = trained_lake_template.lake.root, trained_lake_template.settings
@@ -37,11 +37,10 @@ def test_dask_runner_gives_the_same_embeddings_and_recommendations(
         data_dir = tmp_path / runner
         shutil.copytree(root, data_dir)
         lakes[runner] = Lake(data_dir)
-    options = RunOptions(
-        data_dir=str(lakes["thread"].root), encoder=settings.encoder, k=5, shard_users=16,
-        **encode_args,
-    )  # fmt: skip
-    reports = {"thread": (encode_flow(options=options), recommend_flow(options=options))}
+    data_dir = str(lakes["thread"].root)
+    encoding = EncodeOptions(data_dir=data_dir, encoder=settings.embedding.encoder, **encode_args)
+    ranking = RecommendOptions(data_dir=data_dir, k=5, shard_users=16)
+    reports = {"thread": (encode_flow(options=encoding), recommend_flow(options=ranking))}
 
     env = {
         **os.environ, "RECSYS_TASK_RUNNER": "dask", "RECSYS_DASK_WORKERS": "2",
@@ -51,7 +50,16 @@ def test_dask_runner_gives_the_same_embeddings_and_recommendations(
     common = ["--data-dir", str(lakes["dask"].root)]
     outputs = []
     for args in (
-        ["encode", *common, "--encoder", settings.encoder, "--max-length", "48", "--shards", "3"],
+        [
+            "encode",
+            *common,
+            "--encoder",
+            settings.embedding.encoder,
+            "--max-length",
+            "48",
+            "--shards",
+            "3",
+        ],
         ["recommend", *common, "--k", "5", "--shard-users", "16"],
     ):
         done = subprocess.run(
@@ -65,7 +73,7 @@ def test_dask_runner_gives_the_same_embeddings_and_recommendations(
         assert encoded["encoded"] == 40 and encoded["shards"] == 3
         assert published["shards"] == 4  # 60 users, 16 per shard
 
-    encoder = encoder_id(RunContext(settings.model_copy(update={"encoder_max_length": 48})))
+    encoder = encoder_id(RunContext(settings.updated(encoder_max_length=48)))
 
     def embeddings(lake: Lake) -> pl.DataFrame:
         return lake.read("item_embeddings").filter(pl.col("encoder") == encoder).sort("item_id")

@@ -30,10 +30,10 @@ def test_encode_flow_runs_one_task_per_shard_and_one_commit(harness, ingested, t
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.params import RunOptions
+    from flows.params import EncodeOptions
     from flows.stages import encode_flow
 
-    options = RunOptions(
+    options = EncodeOptions(
         data_dir=str(ingested.root), encoder=str(tiny_encoder_dir), encode_shards=3
     )
     state = encode_flow(options=options, return_state=True)
@@ -61,7 +61,7 @@ def test_encode_flow_runs_one_task_per_shard_and_one_commit(harness, ingested, t
 def test_a_failed_shard_fails_the_flow_and_publishes_nothing(
     harness, ingested, tiny_encoder_dir, monkeypatch
 ):
-    from flows.params import RunOptions
+    from flows.params import EncodeOptions
     from flows.stages import encode_flow
     from recsys_core import pipeline
 
@@ -73,7 +73,7 @@ def test_a_failed_shard_fails_the_flow_and_publishes_nothing(
         return real(context, shard, **kwargs)
 
     monkeypatch.setattr(pipeline, "encode_shard", flaky)
-    options = RunOptions(
+    options = EncodeOptions(
         data_dir=str(ingested.root), encoder=str(tiny_encoder_dir), encode_shards=3
     )
     with pytest.raises(RuntimeError, match="worker lost"):

@@ -68,7 +68,7 @@ def clean_table(tmp_path: Path, lake: Lake, settings: Settings) -> pl.DataFrame:
     """What one uninterrupted run writes for the same catalog."""
     other = Lake(tmp_path / "clean")
     other.write("items", lake.read("items"), mode="overwrite")
-    encode_items(RunContext(settings.model_copy(update={"data_dir": other.root})))
+    encode_items(RunContext(settings.updated(data_dir=other.root)))
     return other.read("item_embeddings")
 
 
@@ -173,7 +173,7 @@ def test_staged_rows_of_changed_text_or_another_encoder_are_not_taken_over(
     staged = pl.concat([pl.read_parquet(p) for p in staged_parts(source_lake)])
     edited_id = staged["item_id"][0]
     # another encoder (max length 32) finds nothing of its own to take over
-    other = plan_encode(RunContext(settings.model_copy(update={"encoder_max_length": 32})))
+    other = plan_encode(RunContext(settings.updated(encoder_max_length=32)))
     assert other.resumed == 0
     items = source_lake.read("items")
     edited = build_item_text(

@@ -154,10 +154,9 @@ def test_encoder_id_is_what_the_table_records(lake_and_settings):
     assert lake.read("item_embeddings")["encoder"].unique().to_list() == [encoder_id(context)]
 
 
-def test_unset_batch_size_lets_the_device_choose(lake_and_settings):
-    from recsys_core.pipeline.encode import _explicit_batch_size
-
+def test_unset_batch_size_lets_the_device_choose(lake_and_settings, monkeypatch):
     _, settings = lake_and_settings
-    assert _explicit_batch_size(settings) is None
-    assert _explicit_batch_size(settings.model_copy(update={"encoder_batch_size": 8})) == 8
-    assert _explicit_batch_size(Settings(encoder_batch_size=16)) == 16
+    assert settings.encode.encoder_batch_size is None
+    assert settings.updated(encoder_batch_size=8).encode.encoder_batch_size == 8
+    monkeypatch.setenv("RECSYS_ENCODER_BATCH_SIZE", "16")
+    assert Settings().encode.encoder_batch_size == 16

@@ -46,8 +46,8 @@ def _publish(lake: Lake, inputs: str) -> int:
 
 def _register(lake: Lake, settings: Settings, alias: str = CHAMPION) -> str:
     """Register one more version (no files needed to read it) and point `alias` at it."""
-    tracker = Tracker(lake, settings.experiment, settings.registered_model)
-    client, name = tracker.client, settings.registered_model
+    tracker = Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model)
+    client, name = tracker.client, settings.tracking.registered_model
     if not client.search_registered_models(f"name='{name}'"):
         client.create_registered_model(name)
     version = client.create_model_version(
@@ -93,24 +93,24 @@ def test_reader_reads_versions_and_aliases_without_writing(lake_and_settings):
     before = (database.stat().st_mtime_ns, database.stat().st_size, _files(lake.root))
 
     reader = RegistryReader(lake)
-    assert reader.registered_versions(settings.registered_model) == [first, second]
-    found = reader.version_by_alias(settings.registered_model, CHAMPION)
+    assert reader.registered_versions(settings.tracking.registered_model) == [first, second]
+    found = reader.version_by_alias(settings.tracking.registered_model, CHAMPION)
     assert found is not None
     assert (found.version, found.model, found.params) == (second, "ease", {"l2": 5.0})
-    assert reader.alias_version(settings.registered_model, "challenger") is None
+    assert reader.alias_version(settings.tracking.registered_model, "challenger") is None
     assert reader.alias_version("no-such-model", CHAMPION) is None
-    assert reader.resolve(f"models:/{settings.registered_model}/{first}").version == first
+    assert reader.resolve(f"models:/{settings.tracking.registered_model}/{first}").version == first
     with pytest.raises(LookupError):
-        reader.resolve(f"models:/{settings.registered_model}/99")
+        reader.resolve(f"models:/{settings.tracking.registered_model}/99")
     assert (database.stat().st_mtime_ns, database.stat().st_size, _files(lake.root)) == before
 
 
 def test_tracker_reads_the_same_version_as_the_reader(lake_and_settings):
     lake, settings = lake_and_settings
     _register(lake, settings)
-    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    tracker = Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model)
     assert tracker.get(CHAMPION) == RegistryReader(lake).version_by_alias(
-        settings.registered_model, CHAMPION
+        settings.tracking.registered_model, CHAMPION
     )
 
 
@@ -149,13 +149,26 @@ def test_a_table_made_again_at_the_same_version_changes_the_fingerprint(lake_and
     assert train_inputs(context) != before
 
 
-def test_a_changed_setting_changes_the_fingerprint(lake_and_settings):
+def test_a_changed_setting_changes_the_fingerprint_of_the_stages_that_read_it(
+    lake_and_settings,
+):
     lake, settings = lake_and_settings
     context = RunContext(settings)
     _add_event(lake)
-    other = settings.model_copy(update={"k": settings.k + 1})
-    assert train_inputs(RunContext(other)) != train_inputs(context)
-    assert recommend_inputs(RunContext(other)) != recommend_inputs(context)
+    more = settings.updated(k=settings.recommend.k + 1)  # read by recommend only
+    assert recommend_inputs(RunContext(more)) != recommend_inputs(context)
+    assert train_inputs(RunContext(more)) == train_inputs(context)
+    other_models = settings.updated(models=("ease",))  # read by train only
+    assert train_inputs(RunContext(other_models)) != train_inputs(context)
+    assert recommend_inputs(RunContext(other_models)) == recommend_inputs(context)
+    for shared in ({"seed": 7}, {"registered_model": "other"}, {"data_dir": lake.root / "x"}):
+        changed = RunContext(settings.updated(**shared))
+        assert train_inputs(changed) != train_inputs(context), shared
+        assert recommend_inputs(changed) != recommend_inputs(context), shared
+    quieter = RunContext(settings.updated(bot_events_per_day=5, encode_shards=4))
+    assert (train_inputs(quieter), recommend_inputs(quieter)) == (
+        train_inputs(context), recommend_inputs(context),
+    )  # fmt: skip
 
 
 def test_a_moved_champion_changes_only_the_recommend_fingerprint(lake_and_settings):
@@ -177,7 +190,7 @@ def test_the_unavailable_items_file_contents_change_the_fingerprint(lake_and_set
     _add_event(lake)
     unavailable = tmp_path / "unavailable.txt"
     unavailable.write_text("i1\n")
-    with_file = settings.model_copy(update={"unavailable_items": unavailable})
+    with_file = settings.updated(unavailable_items=unavailable)
     first = recommend_inputs(RunContext(with_file))
     assert first != recommend_inputs(context)
     assert first.endswith(f"-{file_digest(unavailable)}")
@@ -188,8 +201,8 @@ def test_the_unavailable_items_file_contents_change_the_fingerprint(lake_and_set
 def test_stages_with_the_same_tables_have_different_fingerprints(lake_and_settings):
     _, settings = lake_and_settings
     context = RunContext(settings)
-    assert stage_fingerprint("a", context, ("events",)) != stage_fingerprint(
-        "b", context, ("events",)
+    assert stage_fingerprint("a", context, ("events",), ("train",)) != stage_fingerprint(
+        "b", context, ("events",), ("train",)
     )
 
 

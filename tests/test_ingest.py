@@ -14,7 +14,7 @@ from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.synth import SynthConfig, write_synthetic
 from recsys_core.errors import InputError
-from recsys_core.pipeline import IngestOptions, ingest
+from recsys_core.pipeline import ingest
 from recsys_core.storage import Lake
 
 
@@ -142,10 +142,10 @@ def test_dedupe_keys_spilled_to_disk_give_the_same_table(tmp_path):
         events.read_text().splitlines()[1:400]) + "\n")  # fmt: skip
     spec = SourceSpec(events=(str(events), str(late)), items=str(items))
     tables = []
-    for name, options in (("memory", IngestOptions()),
-                          ("spill", IngestOptions(batch_rows=500, key_memory_mb=0))):  # fmt: skip
+    spill = {"ingest_batch_rows": 500, "dedupe_key_memory_mb": 0}
+    for name, options in (("memory", {}), ("spill", spill)):
         lake = Lake(tmp_path / name)
-        report = ingest(RunContext.of(lake.root), spec, options=options)
+        report = ingest(RunContext.of(lake.root, **options), spec)
         assert report.events_added + report.duplicates == 3000 + 300 + 399
         tables.append(lake.read("events").drop("ingested_at").sort(list(schemas.EVENT_KEY)))
     assert tables[0].equals(tables[1])
@@ -166,7 +166,7 @@ def test_spill_folders_of_killed_ingests_are_removed_and_live_ones_kept(tmp_path
     other = temp / "unrelated-123-x3"
     other.mkdir()
     source = write_source(tmp_path / "src", EVENTS, ITEMS)
-    ingest(RunContext.of(tmp_path / "lake"), source, options=IngestOptions(key_memory_mb=0))
+    ingest(RunContext.of(tmp_path / "lake", dedupe_key_memory_mb=0), source)
     assert sorted(p.name for p in temp.iterdir()) == sorted([live.name, other.name])
 
 
@@ -205,7 +205,7 @@ def test_a_failure_midway_leaves_the_tables_as_they_were(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stage, "check_events", failing_check)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        ingest(RunContext.of(lake.root), spec, options=IngestOptions(batch_rows=10, flush_rows=10))
+        ingest(RunContext.of(lake.root, ingest_batch_rows=10, ingest_flush_rows=10), spec)
     assert lake.version("events") == version
     assert set(lake.path("events").rglob("*.parquet")) == files  # no stray files either
     assert lake.read("ingest_manifest").height == 2  # so the new file can be ingested again

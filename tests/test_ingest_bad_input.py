@@ -16,7 +16,7 @@ from recsys_core.context import RunContext
 from recsys_core.data import validation
 from recsys_core.data.sources import SourceSpec
 from recsys_core.errors import InputError
-from recsys_core.pipeline import IngestOptions, IngestReport, ingest
+from recsys_core.pipeline import IngestReport, ingest
 from recsys_core.storage import Lake
 
 ITEMS = "item_id,title\na,Alpha\nb,Beta\n"
@@ -32,7 +32,7 @@ def run(tmp_path: Path, events: bytes | str, items: str = ITEMS, name: str = "ev
     (src / "items.csv").write_text(items)
     lake = Lake(tmp_path / "lake")
     spec = SourceSpec(events=(str(path),), items=str(src / "items.csv"))
-    report = ingest(RunContext.of(lake.root), spec, options=IngestOptions(**options))
+    report = ingest(RunContext.of(lake.root, **options), spec)
     assert report.accounted
     assert report.rows_read == report.events_added + report.duplicates + report.quarantined
     return report, lake, path
@@ -273,7 +273,7 @@ def test_bot_limit_counts_events_already_stored_that_day(tmp_path):
     rows = "".join(f"bot,b,{T0 + i}\n" for i in range(10))
     later.write_text("user_id,item_id,timestamp\n" + rows)
     spec = SourceSpec(events=(str(later),), items=str(tmp_path / "src" / "items.csv"))
-    again = ingest(RunContext.of(lake.root), spec, options=IngestOptions(bot_events_per_day=20))
+    again = ingest(RunContext.of(lake.root, bot_events_per_day=20), spec)
     assert again.bot_user_days == [{"user_id": "bot", "date": "2023-11-14", "events": 25}]
 
 

@@ -70,3 +70,12 @@ def test_cli_synth_rejects_an_unknown_format(tmp_path):
     result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path), "--format", "xml"])
     assert result.exit_code == 2
     assert "--format must be one of" in result.stderr
+
+
+def test_cli_synth_refuses_crossed_word_limits_in_one_line(tmp_path):
+    result = CliRunner().invoke(
+        app, ["synth", "--out", str(tmp_path), "--min-words", "9", "--max-words", "5"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: invalid options: min_words must be at most max_words"
+    assert not list(tmp_path.iterdir())  # nothing written

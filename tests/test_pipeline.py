@@ -52,12 +52,12 @@ def test_a_worse_candidate_never_becomes_champion(lake_with_data):
     lake, settings = lake_with_data
     context = RunContext(settings)
     encode_items(context)
-    first = train(RunContext(settings.model_copy(update={"models": ("ease",)})))
-    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    first = train(RunContext(settings.updated(models=("ease",))))
+    tracker = Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model)
     champion = tracker.get(CHAMPION)
     assert champion.model == "ease" and first.champion == champion.label
     # popularity alone is worse than EASE on this data: it must become challenger
-    second = train(RunContext(settings.model_copy(update={"models": ("popularity",)})))
+    second = train(RunContext(settings.updated(models=("popularity",))))
     pop = next(c for c in second.candidates if c.model == "popularity")
     ease = next(c for c in second.candidates if c.model == "ease")
     assert pop.metrics["ndcg@10"] < ease.metrics["ndcg@10"]
@@ -87,9 +87,9 @@ def test_a_better_candidate_replaces_the_champion(lake_with_data):
     lake, settings = lake_with_data
     context = RunContext(settings)
     encode_items(context)
-    train(RunContext(settings.model_copy(update={"models": ("popularity",)})))
-    report = train(RunContext(settings.model_copy(update={"models": ("ease",)})))
-    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    train(RunContext(settings.updated(models=("popularity",))))
+    report = train(RunContext(settings.updated(models=("ease",))))
+    tracker = Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model)
     assert tracker.get(CHAMPION).model == "ease"
     assert tracker.get(CHALLENGER) is None
     assert "replaces it" in report.decision
@@ -101,10 +101,10 @@ def test_min_improvement_keeps_the_champion(lake_with_data):
     lake, settings = lake_with_data
     context = RunContext(settings)
     encode_items(context)
-    train(RunContext(settings.model_copy(update={"models": ("popularity",)})))
-    strict = settings.model_copy(update={"models": ("ease",), "min_improvement": 1.0})
+    train(RunContext(settings.updated(models=("popularity",))))
+    strict = settings.updated(models=("ease",), min_improvement=1.0)
     report = train(RunContext(strict))
-    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    tracker = Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model)
     assert tracker.get(CHAMPION).model == "popularity"
     assert tracker.get(CHALLENGER).model == "ease"
     assert report.challenger_model == "ease"
@@ -116,9 +116,7 @@ def test_candidate_runs_hold_files_epochs_and_a_comparison_png(lake_with_data, t
     lake, settings = lake_with_data
     context = RunContext(settings)
     encode_items(context)
-    report = train(
-        RunContext(settings.model_copy(update={"models": ("ease", "mf(epochs=3, dim=8)")}))
-    )
+    report = train(RunContext(settings.updated(models=("ease", "mf(epochs=3, dim=8)"))))
     client = MlflowClient(tracking_uri=lake.tracking_uri)
     mf = next(c for c in report.candidates if c.model == "mf")
     files = {a.path for a in client.list_artifacts(mf.run_id, "model_files")}
@@ -143,11 +141,11 @@ def test_same_seed_same_metrics(lake_with_data):
     context = RunContext(settings)
     encode_items(context)
     models = ("ease", "content", "mf(epochs=2, dim=8)")
-    run = settings.model_copy(update={"models": models})
+    run = settings.updated(models=models)
     first = evaluate_models(RunContext(run), protocol="user_random")
     second = evaluate_models(RunContext(run), protocol="user_random")
     assert [c.metrics for c in first.candidates] == [c.metrics for c in second.candidates]
-    other = evaluate_models(RunContext(run.model_copy(update={"seed": 7})), protocol="user_random")
+    other = evaluate_models(RunContext(run.updated(seed=7)), protocol="user_random")
     assert [c.metrics for c in other.candidates] != [c.metrics for c in first.candidates]
 
 
@@ -161,7 +159,8 @@ def test_evaluate_registers_nothing_and_prints_the_table(lake_with_data):
     encode_items(context)
     args = [
         "evaluate", "--data-dir", str(lake.root), "--protocol", "cold_items",
-        "--models", "popularity,content(half_life=5, reg=1.0)", "--encoder", settings.encoder,
+        "--models", "popularity,content(half_life=5, reg=1.0)",
+        "--encoder", settings.embedding.encoder,
     ]  # fmt: skip
     env = {"RECSYS_EXPERIMENT": "test", "RECSYS_REGISTERED_MODEL": "test-model",
            "RECSYS_ENCODER_MAX_LENGTH": "64"}  # fmt: skip
@@ -182,7 +181,7 @@ def test_cold_items_cannot_pick_a_champion(lake_with_data):
 
     _, settings = lake_with_data
     with pytest.raises(InputError, match="cannot pick a champion"):
-        train(RunContext(settings.model_copy(update={"protocol": "cold_items"})))
+        train(RunContext(settings.updated(protocol="cold_items")))
 
 
 def test_cli_refuses_unknown_models_and_protocols_before_running(tmp_path):

@@ -24,7 +24,7 @@ def published(lake: Lake) -> pl.DataFrame:
 def test_publish_is_one_commit_with_run_metadata(trained_lake):
     context = trained_lake
     lake, settings = context.lake, context.settings
-    report = recommend(RunContext(settings.model_copy(update={"k": 4}), run_id="run-1"))
+    report = recommend(RunContext(settings.updated(k=4), run_id="run-1"))
     table = lake.read("recommendations")
     events = lake.read("events", ["user_id", "item_id"]).unique()
     assert report.version == 0 and lake.version("recommendations") == 0
@@ -66,7 +66,9 @@ def test_unavailable_items_are_never_recommended(trained_lake, tmp_path):
     after = published(lake)
     assert report.unavailable_items == 4
     assert not set(after["item_id"]) & set(popular)
-    assert after.group_by("user_id").len()["len"].min() == settings.k  # refilled from the rest
+    assert (
+        after.group_by("user_id").len()["len"].min() == settings.recommend.k
+    )  # refilled from the rest
 
 
 def test_a_missing_shard_publishes_nothing(trained_lake):

@@ -45,7 +45,7 @@ def test_query_weight_zero_gives_the_models_own_ranking(trained_lake):
     recommend(context)
     user, _, _, _ = user_and_items(lake)
     published = lake.read("recommendations").filter(pl.col("user_id") == user).sort("rank")
-    rows = recommend_for_query(context, user, "anything at all", k=settings.k, weight=0.0)
+    rows = recommend_for_query(context, user, "anything at all", k=settings.recommend.k, weight=0.0)
     assert rows["item_id"].to_list() == published["item_id"].to_list()
     assert rows["reason_item_id"].to_list() == published["reason_item_id"].to_list()
 
@@ -62,7 +62,7 @@ def test_the_registered_pyfunc_ranks_by_an_optional_query(trained_lake):
     user, seen, unseen, texts = user_and_items(lake)
     target = unseen[-1]
     mlflow.set_tracking_uri(lake.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{settings.tracking.registered_model}@champion")
     frame = pd.DataFrame({"user_id": [user, user], "query": [texts[target], None]})
     out = model.predict(frame, params={"k": 4, "query_weight": 1.0})
     with_query = out.iloc[:4]

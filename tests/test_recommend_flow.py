@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_mapped_shards_publish_what_one_process_publishes(harness, trained_lake, tmp_path):
-    from flows.params import RunOptions
+    from flows.params import RecommendOptions
     from flows.stages import recommend_flow
 
     context = trained_lake
@@ -31,7 +31,7 @@ def test_mapped_shards_publish_what_one_process_publishes(harness, trained_lake,
     recommend(context.with_settings(unavailable_items=unavailable))
     expected = lake.read("recommendations").drop("generated_at").sort("user_id", "rank")
     report = recommend_flow(
-        options=RunOptions(
+        options=RecommendOptions(
             data_dir=str(lake.root), shard_users=9, unavailable_items=str(unavailable)
         )
     )
@@ -41,7 +41,7 @@ def test_mapped_shards_publish_what_one_process_publishes(harness, trained_lake,
     assert published.equals(expected)
     assert excluded not in published["item_id"].to_list()
     per_user = published.group_by("user_id").len()
-    assert per_user["len"].to_list() == [settings.k] * unfiltered["user_id"].n_unique()
+    assert per_user["len"].to_list() == [settings.recommend.k] * unfiltered["user_id"].n_unique()
     assert len(lake.history("recommendations")) == 3  # one commit per run, however many shards
 
 

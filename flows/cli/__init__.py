@@ -16,8 +16,7 @@ from flows.cli import published  # noqa: F401
 from flows.cli import inputs  # noqa: F401
 
 # isort: on
-from flows.cli.app import app
+from flows.cli.app import app, model_specs
 from flows.cli.exits import main
-from flows.cli.runs import model_specs
 
 __all__ = ["app", "main", "model_specs"]

@@ -6,61 +6,48 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from flows.cli.app import DataDir, app
+from flows.cli.app import DataDir, app, with_options
 from flows.cli.exits import guard
 from flows.cli.render import render_quarantine
+from recsys_core.data.synth_config import SynthConfig
 from recsys_core.errors import InputError
 
 
 @app.command()
+@with_options(
+    "sizes", SynthConfig.model_fields, panels=dict.fromkeys(SynthConfig.model_fields, "Log")
+)
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Folder for events.* and items.*.")],
-    users: Annotated[int, typer.Option("--users", min=1, help="Number of users.")] = 1000,
-    items: Annotated[int, typer.Option("--items", min=1, help="Number of items.")] = 500,
-    events: Annotated[int, typer.Option("--events", min=0, help="Number of events.")] = 50_000,
-    clusters: Annotated[int, typer.Option("--clusters", min=1, help="Taste clusters.")] = 8,
-    days: Annotated[int, typer.Option("--days", min=1, help="Days the events span.")] = 180,
-    duplicate_fraction: Annotated[
-        float,
-        typer.Option("--duplicate-fraction", min=0.0, max=0.99, help="Extra exact repeats."),
-    ] = 0.0,
     fmt: Annotated[
         str, typer.Option("--format", help="csv, jsonl or parquet.", case_sensitive=False)
     ] = "csv",
     compression: Annotated[
         str, typer.Option("--compression", help="none, gzip or zstd (csv and jsonl).")
     ] = "none",
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    min_words: Annotated[
-        int, typer.Option("--min-words", min=0, help="Fewest words of an item description.")
-    ] = 10,
-    max_words: Annotated[
-        int, typer.Option("--max-words", min=0, help="Most words of an item description.")
-    ] = 300,
+    *,
+    sizes: dict[str, Any],
 ) -> None:
     """Write a synthetic log and catalog in the generic format.
 
     Power-law popularity, user taste clusters and item text whose words follow the clusters,
     so a model can learn from both; written in chunks, so 20M events need little memory.
     """
-    from recsys_core.data.synth import COMPRESSIONS, FORMATS, SynthConfig, write_synthetic
 
     def run() -> tuple[Path, Path]:
+        from recsys_core.data.synth import COMPRESSIONS, FORMATS, write_synthetic
+
         if fmt.lower() not in FORMATS or compression.lower() not in COMPRESSIONS:
             raise InputError(
                 f"--format must be one of {', '.join(FORMATS)} and --compression one of "
                 f"{', '.join(COMPRESSIONS)}"
             )
+        config = SynthConfig(**sizes)  # a broken rule is bad input naming the option
         try:
-            config = SynthConfig(
-                users=users, items=items, events=events, clusters=clusters, days=days,
-                duplicate_fraction=duplicate_fraction, seed=seed, min_words=min_words,
-                max_words=max_words,
-            )  # fmt: skip
             return write_synthetic(
                 config, out, fmt=fmt.lower(), compression=compression.lower(),
                 progress=sys.stderr.isatty(),

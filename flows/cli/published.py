@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from flows.cli.app import DataDir, app
+from flows.cli.app import DataDir, app, run_options
 from flows.cli.exits import guard
 from flows.cli.render import (
     recommendations_json,
@@ -18,11 +18,12 @@ from flows.cli.render import (
     render_restored,
     render_versions,
 )
-from flows.cli.runs import point_at_data_dir, run_options
+from flows.cli.runs import point_at_data_dir
 from recsys_core.errors import EXIT_BAD_INPUT
 
 
 @app.command()
+@run_options("recs")
 def recs(
     user_id: Annotated[str, typer.Argument(help="External user id.")],
     data_dir: DataDir = Path("lake"),
@@ -37,10 +38,8 @@ def recs(
             "--query", help="Rank live by a blend of this text's relevance and the model score."
         ),
     ] = None,
-    query_weight: Annotated[
-        float | None,
-        typer.Option("--query-weight", min=0.0, max=1.0, help="Share of the query (0.5)."),
-    ] = None,
+    *,
+    options: dict[str, Any],
 ) -> None:
     """Show a user's recommendations: the published ones, or live ones for a --query."""
 
@@ -49,7 +48,9 @@ def recs(
 
         if query is not None:  # loading the champion from MLflow: no progress bars
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        return user_recommendations(data_dir, user_id, k=k, query=query, query_weight=query_weight)
+        return user_recommendations(
+            data_dir, user_id, k=k, query=query, query_weight=options.get("query_weight")
+        )
 
     frame = guard(run)
     if as_json:
@@ -97,8 +98,9 @@ def forget_user(
 
     def run() -> dict:
         point_at_data_dir(data_dir)
+        from flows.params import DataOptions
         from flows.privacy import forget_user_flow
 
-        return forget_user_flow(user_id=user_id, options=run_options(data_dir))
+        return forget_user_flow(user_id=user_id, options=DataOptions(data_dir=str(data_dir)))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +21,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
+
+from recsys_core.data.synth_config import SynthConfig
 
 TOPICS: dict[str, tuple[str, ...]] = {
     "space": ("galaxy", "starship", "alien", "orbit", "planet", "astronaut", "nebula", "rocket",
@@ -48,37 +49,6 @@ COMMON = (
 FORMATS = ("csv", "jsonl", "parquet")
 COMPRESSIONS = ("none", "gzip", "zstd")
 COMPRESSED_SUFFIX = {"none": "", "gzip": ".gz", "zstd": ".zst"}
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    users: int = 1000
-    items: int = 500
-    events: int = 50_000
-    clusters: int = 8
-    taste: float = 0.8  # probability that an event stays in the user's cluster
-    popularity_exponent: float = 1.0
-    min_words: int = 10
-    max_words: int = 300
-    days: int = 180
-    start: int = 1_700_000_000  # unix seconds of the first event
-    seed: int = 0
-    # share of extra rows that repeat an earlier row exactly, as real logs do on retries
-    duplicate_fraction: float = 0.0
-    # events generated (and held in memory) at a time; the output does not depend on it
-    # when `events` fits in one chunk
-    chunk_rows: int = 1_000_000
-
-    def __post_init__(self) -> None:
-        for name in ("users", "items", "clusters", "chunk_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.events < 0:
-            raise ValueError("events must not be negative")
-        if not 0 <= self.min_words <= self.max_words:
-            raise ValueError("min_words must be at least 0 and at most max_words")
-        if not 0.0 <= self.duplicate_fraction < 1.0:
-            raise ValueError("duplicate_fraction must be in [0, 1)")
 
 
 def synth_items(config: SynthConfig) -> pl.DataFrame:

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
@@ -33,10 +34,11 @@ from tqdm.auto import tqdm
 from recsys_core.cancel import raise_if_stopped
 from recsys_core.device import resolve_device
 from recsys_core.errors import InputError
+from recsys_core.settings import Precision
 
 POOLINGS = ("mean", "cls")
 _LOAD_LOCK = threading.Lock()
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 # precisions whose vectors differ enough from fp32 to need an encoder id of their own
 # (bf16/fp16 autocast keeps float32 weights: cosines to fp32 vectors above 0.9999)
 SEPARATE_ID_PRECISIONS = ("int8",)

@@ -21,7 +21,7 @@ import torch
 
 from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.models.registry import create, format_spec
-from recsys_core.settings import Settings
+from recsys_core.settings import ComputeSettings
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class FitOptions:
     """
 
     device: str = "cpu"
-    seed: int = Settings.model_fields["seed"].default
+    seed: int = ComputeSettings.model_fields["seed"].default
     progress: bool = False
     validation_protocol: str = "user_temporal"
 

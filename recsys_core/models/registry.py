@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from recsys_core.errors import InputError
-from recsys_core.settings import Settings
+from recsys_core.settings import Settings, split_top_level
 
 ENTRY_POINT_GROUP = "recsys.models"
 
@@ -46,7 +46,7 @@ def discover() -> None:
         _load(f"{package}.{info.name}", strict=True)
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         _load(entry.value.partition(":")[0], label=f"entry point {entry.name!r}")
-    for name in Settings().model_modules.split(","):
+    for name in Settings().runtime.model_modules.split(","):
         if name.strip():
             _load(name.strip(), label="RECSYS_MODEL_MODULES module")
     _scanned = True
@@ -106,28 +106,6 @@ def register(cls: type) -> type:
         raise TypeError(f"model {cls.name}: test_profile sets unknown parameters {sorted(unknown)}")
     MODELS[cls.name] = cls
     return cls
-
-
-def split_top_level(text: str, sep: str = ",") -> list[str]:
-    """Split at `sep` outside parentheses, brackets and double-quoted strings.
-
-    `ease,sasrec(augment="crop,mask", epochs=2)` gives two parts, not four.
-    """
-    parts, depth, quoted, current = [], 0, False, []
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char in "([{":
-            depth += 1
-        elif not quoted and char in ")]}":
-            depth -= 1
-        if char == sep and depth == 0 and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:

@@ -16,7 +16,7 @@ from recsys_core.pipeline.encode import (
     encode_shard,
     plan_encode,
 )
-from recsys_core.pipeline.ingest import IngestOptions, IngestReport, ingest
+from recsys_core.pipeline.ingest import IngestReport, ingest
 from recsys_core.pipeline.recommend import (
     PublishReport,
     RecommendPlan,
@@ -36,7 +36,6 @@ __all__ = [
     "EncodeReport",
     "EncodeShard",
     "EncodeShardResult",
-    "IngestOptions",
     "IngestReport",
     "PublishReport",
     "RecommendPlan",

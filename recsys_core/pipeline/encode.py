@@ -45,7 +45,6 @@ from recsys_core.data.vocab import Vocabulary
 from recsys_core.encoders.item_text_encoder import ItemTextEncoder, encoder_identity
 from recsys_core.encoders.registry import resolve_encoder
 from recsys_core.errors import InputError
-from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
 STAGING = "_staging/encode"  # under the data directory; one folder per plan
@@ -156,11 +155,11 @@ def _resolve(context: RunContext):
 
     A local folder or registry reference resolves against the context's data directory.
     """
-    settings = context.settings
-    resolved = resolve_encoder(settings.encoder, context.lake.root)
+    embedding = context.settings.embedding
+    resolved = resolve_encoder(embedding.encoder, context.lake.root)
     identity = encoder_identity(
-        resolved.source, max_length=settings.encoder_max_length, name=resolved.name,
-        precision=settings.encoder_precision,
+        resolved.source, max_length=embedding.encoder_max_length, name=resolved.name,
+        precision=embedding.encoder_precision,
     )  # fmt: skip
     return resolved, identity
 
@@ -177,7 +176,7 @@ def plan_encode(context: RunContext, shards: int | None = None) -> EncodePlan:
             `shards` is None) `encode_shards`.
         shards: Number of shards; fewer when there are fewer items than shards.
     """
-    lake, settings = context.lake, context.settings
+    lake = context.lake
     resolved, identity = _resolve(context)
     items_version = lake.version("items")
     if items_version is None:
@@ -199,7 +198,7 @@ def plan_encode(context: RunContext, shards: int | None = None) -> EncodePlan:
         _claim_staging(staging)
     resumed_files, resumed_ids = _take_over_staged(lake.root / STAGING, staging, identity, todo)
     todo = todo.filter(~pl.col("item_id").is_in(sorted(resumed_ids)))
-    n_shards = max(1, min(shards or settings.encode_shards, todo.height))
+    n_shards = max(1, min(shards or context.settings.encode.encode_shards, todo.height))
     # deal items round-robin in order of text length, so every shard gets a similar mix of
     # long and short texts (and similar work); each shard sorts its own batches again
     order = todo.with_columns(length=pl.col("text").str.len_bytes()).sort(
@@ -264,11 +263,11 @@ def encode_shard(
     todo = rows.join(done.select("item_id"), on="item_id", how="anti")
     encoder = ItemTextEncoder(
         shard.encoder_source,
-        max_length=settings.encoder_max_length,
-        batch_size=_explicit_batch_size(settings),
-        device=settings.device,
-        precision=settings.encoder_precision,
-        max_batch_tokens=settings.encoder_batch_tokens,
+        max_length=settings.embedding.encoder_max_length,
+        batch_size=settings.encode.encoder_batch_size,
+        device=settings.compute.device,
+        precision=settings.embedding.encoder_precision,
+        max_batch_tokens=settings.encode.encoder_batch_tokens,
         name=shard.encoder_name,
     )
     if encoder.encoder_id != shard.encoder:
@@ -381,7 +380,7 @@ def encode_items(
         context: The data directory, encoder and run settings, and the run id (recorded in
             the commit metadata).
         progress: Show a progress bar with items/s.
-        shards: Shards to run one after another here (default `settings.encode_shards`).
+        shards: Shards to run one after another here (default: the `encode_shards` setting).
     """
     plan = plan_encode(context, shards)
     results = [encode_shard(context, shard, progress=progress) for shard in plan.shards]
@@ -410,14 +409,6 @@ def embedding_matrix(lake: Lake, items: Vocabulary, identity: str) -> torch.Tens
     out = np.zeros((len(items), dim), dtype=np.float32)
     out[index[keep]] = vectors[keep]
     return torch.from_numpy(out)
-
-
-def _explicit_batch_size(settings: Settings) -> int | None:
-    """The batch size a user set (flag or RECSYS_ENCODER_BATCH_SIZE), else None so the
-    encoder picks the device's default (64 texts on CPU, 1,024 on CUDA)."""
-    return (
-        settings.encoder_batch_size if "encoder_batch_size" in settings.model_fields_set else None
-    )
 
 
 def _remove_stale_staging(root: Path) -> None:

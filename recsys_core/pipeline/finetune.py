@@ -71,7 +71,7 @@ def finetune_encoder(
     output: Path | None = None,
     progress: bool = False,
 ) -> FinetuneReport:
-    """Fine-tune `settings.encoder` on co-occurring items and register the result.
+    """Fine-tune the configured encoder on co-occurring items and register the result.
 
     Args:
         context: Data directory with `events` and `items`; its settings give the base
@@ -94,17 +94,18 @@ def finetune_encoder(
     data = load_interactions(lake)
     texts = _item_texts(lake, data)
     evaluation_split = None if split == ALL_EVENTS else make_split(
-        data, split, settings.holdout_fraction
+        data, split, settings.train.holdout_fraction
     )  # fmt: skip
     train = evaluation_split.train if evaluation_split is not None else data
     has_text = np.array([bool(t.strip()) for t in texts], dtype=bool)
     pairs = cooccurrence_pairs(train, config, has_text)
 
-    base = resolve_encoder(settings.encoder, lake.root)
-    base_id = encoder_identity(base.source, max_length=settings.encoder_max_length, name=base.name)
+    embedding = settings.embedding
+    base = resolve_encoder(embedding.encoder, lake.root)
+    base_id = encoder_identity(base.source, max_length=embedding.encoder_max_length, name=base.name)
     encoder = ItemTextEncoder(
-        base.source, max_length=config.max_length, device=settings.device,
-        precision=settings.encoder_precision, name=base.name,
+        base.source, max_length=config.max_length, device=settings.compute.device,
+        precision=embedding.encoder_precision, name=base.name,
     )  # fmt: skip
     tracker = Tracker(lake, ENCODER_EXPERIMENT, ENCODER_REGISTRY_NAME)
     mlflow = tracker.mlflow
@@ -114,7 +115,7 @@ def finetune_encoder(
             {
                 **{f"config.{k}": v for k, v in asdict(config).items()},
                 "base_encoder": base_id, "split": split, "device": str(encoder.device),
-                "holdout_fraction": settings.holdout_fraction, "train_events": len(train),
+                "holdout_fraction": settings.train.holdout_fraction, "train_events": len(train),
                 "distinct_pairs": pairs.distinct, "train_pairs": len(pairs.train),
                 "validation_pairs": len(pairs.validation),
             }
@@ -155,7 +156,7 @@ def finetune_encoder(
         seconds = time.perf_counter() - start
         mlflow.log_metric("seconds", seconds)
     tuned_id = encoder_identity(
-        tuned.source, max_length=settings.encoder_max_length, name=tuned.name
+        tuned.source, max_length=embedding.encoder_max_length, name=tuned.name
     )
     version_tags = {"encoder_id": tuned_id}
     for label, metrics in evaluation.items():
@@ -191,12 +192,12 @@ def content_metrics(
 
 def _content_metrics(source, name, texts, split, settings, progress) -> dict[str, float]:
     encoder = ItemTextEncoder(
-        source, max_length=settings.encoder_max_length, device=settings.device,
-        precision=settings.encoder_precision, max_batch_tokens=settings.encoder_batch_tokens,
-        name=name,
+        source, max_length=settings.embedding.encoder_max_length,
+        device=settings.compute.device, precision=settings.embedding.encoder_precision,
+        max_batch_tokens=settings.encode.encoder_batch_tokens, name=name,
     )  # fmt: skip
     vectors = encoder.encode(texts, progress=progress).embeddings
-    return content_metrics(vectors, split, memory_mb=settings.score_memory_mb)
+    return content_metrics(vectors, split, memory_mb=settings.compute.score_memory_mb)
 
 
 def _item_texts(lake: Lake, data: Interactions) -> list[str]:

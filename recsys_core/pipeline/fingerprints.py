@@ -1,10 +1,12 @@
 """Fingerprints of what a stage reads, so work whose inputs did not change can be skipped.
 
 A stage's fingerprint is the state (Delta table id and version) of each table it reads, the
-settings, the code version and, for a stage that ranks from it, the champion's registered
-version. Equal inputs give an equal fingerprint; a changed table version, setting or champion
-gives another one. Each stage module names the tables it reads and builds its fingerprint
-from `stage_fingerprint`; nothing here writes, and no MLflow store is created to read one.
+settings groups it reads, the code version and, for a stage that ranks from it, the champion's
+registered version. Equal inputs give an equal fingerprint; a changed table version, setting
+of one of those groups or champion gives another one, while an option of another stage (the
+`k` of recommend, for train) leaves it alone. Each stage module names the tables and settings
+groups it reads and builds its fingerprint from `stage_fingerprint`; nothing here writes, and
+no MLflow store is created to read one.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from recsys_core.storage.state import table_state
 
 def champion_state(context: RunContext) -> str:
     """Registered version behind the `champion` alias, or `none`."""
-    registered_model = context.settings.registered_model
+    registered_model = context.settings.tracking.registered_model
     version = RegistryReader(context.lake).alias_version(registered_model, CHAMPION)
     return "none" if version is None else version
 
@@ -32,6 +34,7 @@ def stage_fingerprint(
     stage: str,
     context: RunContext,
     tables: Sequence[str],
+    groups: Sequence[str],
     *,
     champion: str | None = None,
 ) -> str:
@@ -39,16 +42,17 @@ def stage_fingerprint(
 
     Args:
         stage: The stage's name (two stages never share a fingerprint).
-        context: The data directory whose tables the stage reads, and the settings (every
-            field counts; the run id does not).
+        context: The data directory whose tables the stage reads, and the settings (the
+            run id does not count).
         tables: The tables the stage reads.
+        groups: The settings groups the stage reads (every option of each counts).
         champion: The champion version the stage ranks from (`champion_state`), or None for
             a stage that does not read it.
     """
     inputs = {
         "stage": stage,
         "code": __version__,
-        "settings": context.settings.model_dump(mode="json"),
+        "settings": context.settings.model_dump(mode="json", include={"data_dir", *groups}),
         "tables": {table: table_state(context.lake, table) for table in tables},
         "champion": champion,
     }

@@ -46,6 +46,7 @@ from recsys_core.storage.lake import DataFile
 
 TABLE = "recommendations"
 INPUT_TABLES = ("events",)  # besides the champion and the unavailable-items file
+INPUT_SETTINGS = ("compute", "recommend", "tracking")  # the settings groups it reads
 
 
 @dataclass(frozen=True)
@@ -113,18 +114,18 @@ class PublishReport:
 
 # -- inputs and the "already published?" check ---------------------------------------------
 def recommend_inputs(context: RunContext, *, champion: str | None = None) -> str:
-    """Fingerprint of what the recommend stage reads: events, champion version, settings,
-    and the contents of the unavailable-items file when there is one.
+    """Fingerprint of what the recommend stage reads: events, champion version, its settings
+    groups, and the contents of the unavailable-items file when there is one.
 
     Args:
         context: The data directory and run settings.
         champion: The champion version ranked from; default: the one `champion` names now.
     """
     key = stage_fingerprint(
-        "recommend", context, INPUT_TABLES,
+        "recommend", context, INPUT_TABLES, INPUT_SETTINGS,
         champion=champion_state(context) if champion is None else champion,
     )  # fmt: skip
-    unavailable = file_digest(context.settings.unavailable_items)
+    unavailable = file_digest(context.settings.recommend.unavailable_items)
     return key if unavailable is None else f"{key}-{unavailable}"
 
 
@@ -158,20 +159,21 @@ def plan_recommend(context: RunContext, *, shard_users: int | None = None) -> Re
     Args:
         context: The data directory, the run settings (k, unavailable items file, shard
             size) and the pipeline run, recorded in the commit.
-        shard_users: Users per shard (default: `settings.shard_users`).
+        shard_users: Users per shard (default: the `shard_users` setting).
 
     Raises:
         InputError: No champion, no events, or a bad unavailable-items file.
     """
-    lake, settings = context.lake, context.settings
-    champion = RegistryReader(lake).version_by_alias(settings.registered_model, CHAMPION)
+    lake, settings = context.lake, context.settings.recommend
+    registered_model = context.settings.tracking.registered_model
+    champion = RegistryReader(lake).version_by_alias(registered_model, CHAMPION)
     if champion is None:
         raise InputError(
-            f"no {CHAMPION} version of model {settings.registered_model!r} "
-            "(run `recsys train` first)"
+            f"no {CHAMPION} version of model {registered_model!r} (run `recsys train` first)"
         )
-    if settings.unavailable_items is not None:
-        read_item_ids(settings.unavailable_items)  # fail now, before any shard runs
+    unavailable = settings.unavailable_items
+    if unavailable is not None:
+        read_item_ids(unavailable)  # fail now, before any shard runs
     events_version = lake.version("events")
     if events_version is None:
         raise InputError(f"table events not found under {lake.root} (run `recsys ingest` first)")
@@ -190,7 +192,7 @@ def plan_recommend(context: RunContext, *, shard_users: int | None = None) -> Re
         k=settings.k,
         shards=plan_shards(users, shard_users or settings.shard_users),
         generated_at=datetime.now(UTC),
-        unavailable_items=str(settings.unavailable_items) if settings.unavailable_items else None,
+        unavailable_items=str(unavailable) if unavailable else None,
         inputs=recommend_inputs(context, champion=champion.version),
     )
 
@@ -207,14 +209,15 @@ def rank_shard(
         progress: Show a progress bar.
     """
     lake, settings = context.lake, context.settings
+    tracking = settings.tracking
     shared = _shard_context(
-        str(lake.root), settings.experiment, settings.registered_model, plan.model_version,
+        str(lake.root), tracking.experiment, tracking.registered_model, plan.model_version,
         plan.events_version, plan.unavailable_items,
     )  # fmt: skip
     histories = shared.histories.slice(shard.start, shard.stop)
     ranked = top_k(
         shared.bundle.model, histories, plan.k, exclude_items=shared.unavailable,
-        explain=True, memory_mb=settings.score_memory_mb, progress=progress,
+        explain=True, memory_mb=settings.compute.score_memory_mb, progress=progress,
     )  # fmt: skip
     rows, ranks = np.nonzero(ranked.items >= 0)  # row-major: by user, then rank
     items = shared.bundle.items
@@ -280,7 +283,9 @@ def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]
             **({"inputs": plan.inputs} if plan.inputs else {}),
         },
     )  # fmt: skip
-    report.vacuumed_files = len(lake.vacuum(TABLE, retention_days=settings.retention_days))
+    report.vacuumed_files = len(
+        lake.vacuum(TABLE, retention_days=settings.recommend.retention_days)
+    )
     first = lake.scan(TABLE, version=report.version).select("user_id").head(1).collect()
     report.example_user = first["user_id"][0] if first.height else None
     if plan.unavailable_items:
@@ -324,7 +329,7 @@ def recommend_for_query(
         user_id: External user id.
         query: Free text, e.g. "space adventure".
         k: How many items.
-        weight: Share of query relevance in the blend (default `settings.query_weight`).
+        weight: Share of query relevance in the blend (default: the `query_weight` setting).
 
     Returns:
         Rows in the `recommendations` schema, best first.
@@ -332,13 +337,13 @@ def recommend_for_query(
     if not query.strip():
         raise InputError("the query is empty")
     lake, settings = context.lake, context.settings
-    bundle, version = Tracker(lake, settings.experiment, settings.registered_model).load(CHAMPION)
+    bundle, version = Tracker.of(context).load(CHAMPION)
     if bundle.item_embeddings is None:
         raise InputError(
             f"champion {version.label} carries no item embeddings, so it cannot rank by a "
             "query (run `recsys encode`, then `recsys train`)"
         )
-    encoder = load_query_encoder(bundle.metadata, device=settings.device)
+    encoder = load_query_encoder(bundle.metadata, device=settings.compute.device)
     events = (
         lake.scan("events")
         .filter(pl.col("user_id") == user_id)
@@ -348,12 +353,12 @@ def recommend_for_query(
     histories = _histories_of(events, [user_id], bundle)
     blend = QueryBlend(
         encode_queries(encoder, [query]), bundle.item_embeddings,
-        settings.query_weight if weight is None else weight,
+        settings.query.query_weight if weight is None else weight,
     )  # fmt: skip
-    unavailable = _unavailable_mask(settings.unavailable_items, bundle.items)
+    unavailable = _unavailable_mask(settings.recommend.unavailable_items, bundle.items)
     ranked = top_k(
         bundle.model, histories, k, exclude_items=unavailable, explain=True, query=blend,
-        memory_mb=settings.score_memory_mb,
+        memory_mb=settings.compute.score_memory_mb,
     )  # fmt: skip
     keep = ranked.items[0] >= 0
     return pl.DataFrame(

@@ -45,15 +45,17 @@ from recsys_core.storage import Lake
 
 KS = (10, 20)
 INPUT_TABLES = ("events", "items", "item_embeddings")  # what training reads
+INPUT_SETTINGS = ("compute", "embedding", "train", "tracking")  # the settings groups it reads
 
 
 def train_inputs(context: RunContext) -> str:
-    """Fingerprint of what training reads: its tables, the settings and the code version.
+    """Fingerprint of what training reads: its tables, its settings groups and the code
+    version.
 
     Equal fingerprints mean a finished training run would produce the same report, so a
     repeated nightly can take it from the cache.
     """
-    return stage_fingerprint("train", context, INPUT_TABLES)
+    return stage_fingerprint("train", context, INPUT_TABLES, INPUT_SETTINGS)
 
 
 @dataclass
@@ -104,8 +106,8 @@ def load_interactions(lake: Lake) -> Interactions:
 
 def _holdout(settings: Settings, protocol: str) -> float | None:
     """The test fraction: the setting when given explicitly, else the protocol's usual one."""
-    if "holdout_fraction" in settings.model_fields_set:
-        return settings.holdout_fraction
+    if "holdout_fraction" in settings.train.model_fields_set:
+        return settings.train.holdout_fraction
     return DEFAULT_FRACTIONS.get(protocol)
 
 
@@ -120,11 +122,11 @@ def _candidate_configs(
     stand-in or left out, and each change is noted for the report.
     """
     settings = context.settings
-    requested = "models" in settings.model_fields_set
-    budget = settings.memory_budget_bytes()
+    requested = "models" in settings.train.model_fields_set
+    budget = settings.train.memory_budget_bytes()
     configs: list[tuple[str, dict[str, Any]]] = []
     notes: list[str] = []
-    for spec in settings.models:
+    for spec in settings.train.models:
         model = create(spec)
         if requested:
             problem = model.size_problem(n_items, budget)
@@ -172,9 +174,9 @@ def train(
         map_chunks: Where evaluation ranks its chunks of test users (e.g. Dask workers);
             None = here.
     """
-    lake, settings, run_id = context.lake, context.settings, context.run_id
+    settings, run_id = context.settings, context.run_id
     say = log or (lambda line: None)
-    protocol = check_protocol(settings.protocol)
+    protocol = check_protocol(settings.train.protocol)
     if protocol == "cold_items":
         raise InputError(
             "protocol cold_items ranks held-out items only and cannot pick a champion; "
@@ -184,14 +186,14 @@ def train(
     data, embeddings, candidates, split, options, report = _split_and_candidates(
         context, protocol, progress, say
     )
-    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    tracker = Tracker.of(context)
     champion = tracker.get(CHAMPION)
 
     note = ""
     if champion is not None:
         try:
             problem = create(champion.model, champion.params).size_problem(
-                report.items, settings.memory_budget_bytes()
+                report.items, settings.train.memory_budget_bytes()
             )
             if problem is not None:
                 raise InputError(problem)
@@ -212,8 +214,9 @@ def train(
             note += f"champion {champion.label} did not train tonight; "
             champion = None
         winner, challenger, decision = _gate(
-            report.candidates, champion, settings.selection_metric, settings.min_improvement
-        )
+            report.candidates, champion, settings.train.selection_metric,
+            settings.train.min_improvement,
+        )  # fmt: skip
         report.decision = note + decision
         winner.role = CHAMPION
         if challenger is not None:
@@ -257,25 +260,26 @@ def evaluate_models(
         progress: Show progress bars.
         log: Called with a line as each candidate starts and ends.
     """
-    lake, settings = context.lake, context.settings
-    protocol = check_protocol(protocol or settings.protocol)
+    settings = context.settings
+    protocol = check_protocol(protocol or settings.train.protocol)
     say = log or (lambda line: None)
     _, embeddings, candidates, split, options, report = _split_and_candidates(
         context, protocol, progress, say
     )
-    tracker = Tracker(lake, f"{settings.experiment}-evaluation", settings.registered_model)
+    tracker = Tracker.of(context, experiment=f"{settings.tracking.experiment}-evaluation")
     tags = {"protocol": protocol, "split": split.fingerprint()}
     with tracker.run(f"evaluate {protocol} {time.strftime('%Y-%m-%d %H:%M')}", tags=tags):
         _fit_candidates(
             tracker, candidates, split, embeddings, options, settings, report, say,
             log_files=False,
         )  # fmt: skip
-        if settings.selection_metric not in report.candidates[0].metrics:
-            raise InputError(f"selection metric {settings.selection_metric!r} is not computed")
-        best = max(report.candidates, key=lambda c: c.metrics[settings.selection_metric])
+        metric = settings.train.selection_metric
+        if metric not in report.candidates[0].metrics:
+            raise InputError(f"selection metric {metric!r} is not computed")
+        best = max(report.candidates, key=lambda c: c.metrics[metric])
         report.decision = (
-            f"best on {protocol}: {best.model} ({settings.selection_metric}="
-            f"{best.metrics[settings.selection_metric]:.4f}); nothing registered"
+            f"best on {protocol}: {best.model} ({metric}={best.metrics[metric]:.4f}); "
+            "nothing registered"
         )
         _log_comparison(tracker, report, best, None)
     return report
@@ -291,15 +295,15 @@ def _split_and_candidates(
     candidates, left_out = _candidate_configs(context, embeddings, data.n_items)
     for note in left_out:
         say(note)
-    split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.seed)
+    split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.compute.seed)
     options = FitOptions(
-        device=settings.device, seed=settings.seed, progress=progress,
+        device=settings.compute.device, seed=settings.compute.seed, progress=progress,
         validation_protocol=protocol,
     )  # fmt: skip
     report = TrainReport(
-        metric=settings.selection_metric, protocol=protocol, users=data.n_users,
+        metric=settings.train.selection_metric, protocol=protocol, users=data.n_users,
         items=data.n_items, events=len(data), test_users=len(split.test_users),
-        evaluated_users=min(len(split.test_users), settings.eval_users), left_out=left_out,
+        evaluated_users=min(len(split.test_users), settings.train.eval_users), left_out=left_out,
     )  # fmt: skip
     say(
         f"{len(candidates)} candidates on {protocol}: {len(split.train)} training events, "
@@ -339,8 +343,8 @@ def _fit_candidates(
             continue
         report.candidates.append(result)
         say(
-            f"{label}: {settings.selection_metric}="
-            f"{result.metrics.get(settings.selection_metric, float('nan')):.4f}, "
+            f"{label}: {settings.train.selection_metric}="
+            f"{result.metrics.get(settings.train.selection_metric, float('nan')):.4f}, "
             f"fit {result.fit_seconds:.1f} s"
         )
     if report.left_out:
@@ -378,9 +382,9 @@ def _fit_candidate(
         tracker.log_epochs(epochs)
         try:
             metrics = evaluate(
-                model, split, KS, item_embeddings=embeddings, memory_mb=settings.score_memory_mb,
-                max_users=settings.eval_users, seed=settings.seed, progress=options.progress,
-                map_chunks=map_chunks,
+                model, split, KS, item_embeddings=embeddings,
+                memory_mb=settings.compute.score_memory_mb, max_users=settings.train.eval_users,
+                seed=settings.compute.seed, progress=options.progress, map_chunks=map_chunks,
             )  # fmt: skip
         except Exception as exc:
             tracker.mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
@@ -389,7 +393,7 @@ def _fit_candidate(
         if log_files:
             tracker.log_bundle(
                 ModelBundle.from_fit(model, split.train, {"validation": metrics}),
-                max_weights_mb=settings.log_weights_max_mb,
+                max_weights_mb=settings.tracking.log_weights_max_mb,
             )
         return CandidateResult(name, params, metrics, round(seconds, 3), run.info.run_id, epochs)
 
@@ -465,8 +469,8 @@ def _refit_and_register(tracker, result, full, options, context, alias, extra):
     model.fit(full, options)
     # the item vectors and their encoder travel with the model, so it can rank by a query
     encoder = {} if full.item_embeddings is None else {
-        "encoder": encoder_id(context), "encoder_source": settings.encoder,
-        "encoder_max_length": settings.encoder_max_length,
+        "encoder": encoder_id(context), "encoder_source": settings.embedding.encoder,
+        "encoder_max_length": settings.embedding.encoder_max_length,
     }  # fmt: skip
     bundle = ModelBundle.from_fit(
         model,
@@ -477,8 +481,8 @@ def _refit_and_register(tracker, result, full, options, context, alias, extra):
     return tracker.register(
         bundle,
         run_id=result.run_id,
-        metric=settings.selection_metric,
-        metric_value=result.metrics[settings.selection_metric],
+        metric=settings.train.selection_metric,
+        metric_value=result.metrics[settings.train.selection_metric],
         alias=alias,
         tags={"validation": json.dumps(result.metrics, sort_keys=True), **extra},
     )

@@ -14,11 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys_core.registry.artifacts import ModelBundle, load_bundle, save_bundle
 from recsys_core.registry.reader import RegistryReader
 from recsys_core.registry.versions import RegisteredVersion
 from recsys_core.storage import Lake
+
+if TYPE_CHECKING:
+    from recsys_core.context import RunContext
 
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy")
 # the signature is given explicitly; an input example would make MLflow run the model at log time
@@ -72,6 +76,17 @@ class Tracker:
                 experiment, artifact_location=lake.artifact_root.as_uri()
             )
         )
+
+    @classmethod
+    def of(cls, context: RunContext, *, experiment: str | None = None) -> Tracker:
+        """The tracker of a run: its data directory, experiment and registered model.
+
+        Args:
+            context: The run.
+            experiment: Another experiment than the configured one (same registered model).
+        """
+        tracking = context.settings.tracking
+        return cls(context.lake, experiment or tracking.experiment, tracking.registered_model)
 
     @contextmanager
     def run(

@@ -31,6 +31,7 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from recsys_core import schemas
 from recsys_core.errors import InputError
+from recsys_core.storage.live import LiveTable
 
 WriteMode = Literal["append", "overwrite"]
 
@@ -106,6 +107,15 @@ class Lake:
         if not self.exists(table):
             return None
         return DeltaTable(str(self.path(table))).version()
+
+    def live(self, table: str) -> LiveTable:
+        """`table` held open for repeated reads, each of the newest version (a service's reads).
+
+        Raises:
+            InputError: The table does not exist yet.
+        """
+        self._require(table)
+        return LiveTable(str(self.path(table)))
 
     def scan(self, table: str, version: int | None = None) -> pl.LazyFrame:
         self._require(table)

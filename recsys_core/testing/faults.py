@@ -183,9 +183,8 @@ def kill_and_rerun(stage: str, data_dir: Path, night: Night, previous_users: int
                    expected: dict[str, pl.DataFrame], duration: float, setup: dict,
                    rng: random.Random) -> Outcome:  # fmt: skip
     """Night `night` killed inside `stage`, checked, run again, compared with `expected`."""
+    from recsys_core.context import RunContext
     from recsys_core.registry.tracking import CHAMPION, Tracker
-    from recsys_core.settings import Settings
-    from recsys_core.storage import Lake
 
     outcome = Outcome(stage=stage)
     complete = {previous_users, expected["recommendations"]["user_id"].n_unique()}
@@ -219,8 +218,7 @@ def kill_and_rerun(stage: str, data_dir: Path, night: Night, previous_users: int
             time.sleep(0.005)
         proc.wait()
         outcome.killed_after_s = round(delay, 3)
-        settings = Settings(data_dir=data_dir)
-        tracker = Tracker(Lake(data_dir), settings.experiment, settings.registered_model)
+        tracker = Tracker.of(RunContext.of(data_dir))
         if tracker.get(CHAMPION) is not None:
             tracker.load(CHAMPION)  # the champion's artifacts load even right after a kill
         rerun = run_night(data_dir, night, setup, markers.with_suffix(".rerun.markers"))

@@ -81,6 +81,10 @@ def test_nightly_deployment_runs_from_the_api(stack, small_source, tiny_encoder_
     form = nightly["parameter_openapi_schema"]
     assert set(form["properties"]) == {"source", "options"}
     assert form["definitions"]["RunOptions"]["properties"]["k"]["description"]
+    # a stage's form offers the options of that stage
+    train_form = deployments["train"]["parameter_openapi_schema"]["definitions"]["TrainOptions"]
+    assert {"models", "protocol", "encoder"} <= set(train_form["properties"])
+    assert "k" not in train_form["properties"]
 
     events, items = small_source
     parameters = {

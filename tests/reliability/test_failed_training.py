@@ -19,9 +19,9 @@ def test_a_failed_training_leaves_the_champion_as_it_was(trained_lake, monkeypat
     context = trained_lake
     lake, settings = context.lake, context.settings
     before = recommend(context)
-    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    tracker = Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model)
     champion = tracker.get(CHAMPION)
-    versions = _versions(tracker, settings.registered_model)
+    versions = _versions(tracker, settings.tracking.registered_model)
     assert champion is not None and champion.model == "ease"
 
     calls = {"fit": 0}
@@ -48,9 +48,9 @@ def test_a_failed_training_leaves_the_champion_as_it_was(trained_lake, monkeypat
     assert tracker.get(CHAMPION) == champion
     if failure == "alias":
         # the refit version was registered but never became champion
-        assert len(_versions(tracker, settings.registered_model) - versions) == 1
+        assert len(_versions(tracker, settings.tracking.registered_model) - versions) == 1
     else:
-        assert _versions(tracker, settings.registered_model) == versions
+        assert _versions(tracker, settings.tracking.registered_model) == versions
     assert lake.version("recommendations") == before.version
     # the next night publishes from the same champion
     after = recommend(context)

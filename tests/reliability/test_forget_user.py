@@ -70,7 +70,7 @@ def test_forget_user_leaves_no_trace_and_keeps_everyone_else(lake_with_secret_us
     lake, settings = context.lake, context.settings
     assert files_mentioning(lake.root, SECRET)  # the data really was there
     others_before = lake.read("recommendations").filter(pl.col("user_id") != SECRET)
-    tracker = Tracker(lake, settings.experiment, settings.registered_model)
+    tracker = Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model)
     bundle, _ = tracker.load(CHAMPION)
     some_users = [u for u in bundle.users.ids.to_list() if u != SECRET][:5]
     histories, _ = bundle.histories_for(some_users)

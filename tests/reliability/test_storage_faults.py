@@ -109,7 +109,9 @@ def test_a_full_disk_fails_clearly_and_keeps_the_previous_night(
         # readers still get the previous night, whole; the champion still loads
         assert lake.read("recommendations").equals(before)
         settings = Settings(data_dir=data_dir)
-        Tracker(lake, settings.experiment, settings.registered_model).load(CHAMPION)
+        Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model).load(
+            CHAMPION
+        )
         filler.unlink()
         assert nightly(data_dir, [day1, day2], items, tiny_encoder_dir).exit_code == 0
         assert lake.read("events").height == events_before + 500

@@ -17,10 +17,10 @@ per file (in the manifest).
 
 Parts: `run` (the order of the steps), `state` (what the steps share), `catalog` (the item
 merge), `events` (the event stream), `dedupe` and `keys` (duplicate detection), `quarantine`
-(rows set aside), `findings` (bot-like users, totals) and `report` (options and report).
+(rows set aside), `findings` (bot-like users, totals) and `report` (what a run reports).
 """
 
-from recsys_core.pipeline.ingest.report import IngestOptions, IngestReport
+from recsys_core.pipeline.ingest.report import IngestReport
 from recsys_core.pipeline.ingest.run import ingest
 
-__all__ = ["IngestOptions", "IngestReport", "ingest"]
+__all__ = ["IngestReport", "ingest"]

@@ -26,7 +26,7 @@ def ingest_items(run: IngestRun, files: list[InputFile]) -> list[FileCount]:
     flags: Counter[str] = Counter()
     for index, file in enumerate(files):
         raw = read_items(file, run.headers[file.path])
-        checked = check_items(raw, file, run.now, run.options.max_item_text_chars)
+        checked = check_items(raw, file, run.now, run.limits.max_item_text_chars)
         digest = run.facts[file.path].content_hash
         counts.append(FileCount(file, digest, raw.height, quarantined=checked.quarantine.height))
         # a companion (MovieLens tags.csv) is remembered too, so an unchanged one is skipped

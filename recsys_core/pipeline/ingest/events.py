@@ -24,16 +24,17 @@ def ingest_events(run: IngestRun, files: list[InputFile]) -> tuple[list[FileCoun
 
     Returns per-file counts and the bot-like (user hash, date, events) rows found.
     """
-    lake, options, report = run.lake, run.options, run.report
+    lake, limits, report = run.lake, run.limits, run.report
     events = DeltaAppender(
-        lake.path("events"), "events", partition_by=["event_date"], flush_rows=options.flush_rows,
+        lake.path("events"), "events", partition_by=["event_date"],
+        flush_rows=limits.ingest_flush_rows,
         dictionary=["event_type", "source", "ingested_at", "quality"],
         no_statistics=["user_id", "item_id", "event_type", "source", "quality"],
     )  # fmt: skip
     counts = []
     bar = tqdm(unit=" rows", unit_scale=True, desc="events", disable=not run.progress)
     with spill_folder() as spill, bar:
-        budget = options.key_memory_mb * (1 << 20) // SeenKeys.BYTES_PER_KEY
+        budget = limits.dedupe_key_memory_mb * (1 << 20) // SeenKeys.BYTES_PER_KEY
         stream = _EventStream(
             run=run,
             seen=SeenKeys(lake, spill, budget_rows=budget),
@@ -53,14 +54,15 @@ def ingest_events(run: IngestRun, files: list[InputFile]) -> tuple[list[FileCoun
                     check_utf8=not fact.valid_utf8,
                 )  # fmt: skip
                 batches = read_event_batches(
-                    file, header, options.batch_rows, prepare, valid_utf8=bool(fact.valid_utf8)
-                )
+                    file, header, limits.ingest_batch_rows, prepare,
+                    valid_utf8=bool(fact.valid_utf8),
+                )  # fmt: skip
                 for batch in batches:
                     stream.take(batch, file, header, count)
                     bar.update(batch.height)
                 counts.append(count)
             events.flush()  # the last files are written while the keys are summarized
-            bots, users = busy_user_days(stream.seen, options.bot_events_per_day)
+            bots, users = busy_user_days(stream.seen, limits.bot_events_per_day)
             events.commit({**run.meta, "rows": events.rows_added})
             if lake.exists("events") and stream.seen.covers(
                 lake.rows_per_partition("events", "event_date")

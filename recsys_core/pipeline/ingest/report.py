@@ -1,4 +1,4 @@
-"""What an ingest run reports, and the options it runs with."""
+"""What an ingest run reports."""
 
 from __future__ import annotations
 
@@ -6,40 +6,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from recsys_core.data.sources import InputFile
-from recsys_core.settings import Settings
 
 EXAMPLES = 10  # ids listed in the report for each kind of finding
-
-
-@dataclass(frozen=True)
-class IngestOptions:
-    """How ingestion treats its input; `from_settings` reads them from `Settings`.
-
-    Args:
-        bot_events_per_day: A user with more events than this on one day is reported as
-            bot-like (kept, not dropped).
-        max_item_text_chars: Longer title, description or attribute values are cut and the
-            item is flagged `text_truncated`.
-        batch_rows: Rows read, checked and deduplicated at a time.
-        key_memory_mb: Memory for duplicate-detection keys (24 bytes per event) before the
-            keys of the least recently seen dates are spilled to a temporary folder.
-        flush_rows: New rows buffered before they are written as Parquet files.
-        progress: Show progress bars (default: when stderr is a terminal).
-    """
-
-    bot_events_per_day: int = Settings.model_fields["bot_events_per_day"].default
-    max_item_text_chars: int = Settings.model_fields["max_item_text_chars"].default
-    batch_rows: int = 500_000
-    key_memory_mb: int = 256
-    flush_rows: int = 1_000_000
-    progress: bool | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> IngestOptions:
-        return cls(
-            bot_events_per_day=settings.bot_events_per_day,
-            max_item_text_chars=settings.max_item_text_chars,
-        )
 
 
 @dataclass

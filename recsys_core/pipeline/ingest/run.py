@@ -27,34 +27,31 @@ from recsys_core.pipeline.ingest.catalog import ingest_items
 from recsys_core.pipeline.ingest.events import ingest_events
 from recsys_core.pipeline.ingest.findings import name_bots, totals
 from recsys_core.pipeline.ingest.quarantine import NewQuarantine, stored_quarantine
-from recsys_core.pipeline.ingest.report import FileCount, IngestOptions, IngestReport
+from recsys_core.pipeline.ingest.report import FileCount, IngestReport
 from recsys_core.pipeline.ingest.state import IngestRun
 from recsys_core.storage import Lake
 from recsys_core.storage.append import DeltaAppender
 
 
-def ingest(
-    context: RunContext, spec: SourceSpec, *, options: IngestOptions | None = None
-) -> IngestReport:
+def ingest(context: RunContext, spec: SourceSpec, *, progress: bool | None = None) -> IngestReport:
     """Read `spec` and add its new rows to the tables of the context's data directory.
 
     Args:
         context: The data directory, settings and run id (stored in each commit's metadata).
         spec: Where the raw data is.
-        options: Limits and batch sizes (default: `IngestOptions.from_settings` of the
-            context's settings).
+        progress: Show progress bars (default: when stderr is a terminal).
 
     Raises:
         InputError: A file or a required column is missing (checked before any write).
     """
     lake = context.lake
-    options = options or IngestOptions.from_settings(context.settings)
-    progress = sys.stderr.isatty() if options.progress is None else options.progress
+    limits = context.settings.ingest
+    progress = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
     now = datetime.now(UTC)
     plan = plan_source(spec)
     headers = {file.path: inspect(file) for file in [*plan.events, *plan.items]}
-    report = IngestReport(source=spec.describe(), bot_events_per_day=options.bot_events_per_day)
+    report = IngestReport(source=spec.describe(), bot_events_per_day=limits.bot_events_per_day)
     meta = {"run_id": context.run_id, "stage": "ingest"}
 
     facts = _file_facts(plan.files, progress)
@@ -70,7 +67,7 @@ def ingest(
     labels = [f.label for f in [*plan.events, *plan.items] if f.path in fresh]
     quarantine = NewQuarantine(appender, stored_quarantine(lake, labels))
     run = IngestRun(
-        lake=lake, now=now, options=options, report=report, headers=headers, facts=facts,
+        lake=lake, now=now, limits=limits, report=report, headers=headers, facts=facts,
         quarantine=quarantine, meta=meta, progress=progress,
     )  # fmt: skip
     counts: list[FileCount] = []

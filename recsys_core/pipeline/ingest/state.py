@@ -11,7 +11,8 @@ import polars as pl
 
 from recsys_core.data.sources import FileFacts, FileHeader
 from recsys_core.pipeline.ingest.quarantine import NewQuarantine
-from recsys_core.pipeline.ingest.report import IngestOptions, IngestReport
+from recsys_core.pipeline.ingest.report import IngestReport
+from recsys_core.settings import IngestSettings
 from recsys_core.storage import Lake
 
 
@@ -23,7 +24,7 @@ class IngestRun:
     Args:
         lake: The data directory.
         now: The run's ingestion time (`ingested_at`, `updated_at`).
-        options: Limits and batch sizes.
+        limits: The ingest settings: limits and batch sizes.
         report: Filled in as the run goes.
         headers: Each planned file's header, by path.
         facts: Each planned file's content hash and text facts, by path.
@@ -35,7 +36,7 @@ class IngestRun:
 
     lake: Lake
     now: datetime
-    options: IngestOptions
+    limits: IngestSettings
     report: IngestReport
     headers: dict[Path, FileHeader]
     facts: dict[Path, FileFacts]
