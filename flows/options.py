@@ -13,7 +13,7 @@ from typing import Any, get_args, get_origin
 import annotated_types
 from pydantic.fields import FieldInfo
 
-from recsys_core.settings import ENV_PREFIX, GROUPS, Settings
+from recsys_core.settings import GROUPS
 
 # the option groups a command (and the flow of the same name) offers besides the data
 # directory: the groups its stages read, but the service groups set by the environment
@@ -60,12 +60,6 @@ def bounds(info: FieldInfo) -> dict[str, float]:
         elif isinstance(rule, annotated_types.Le):
             found["max"] = rule.le
     return found
-
-
-def environment_variable(name: str) -> str:
-    """The variable that sets option `name` (`RECSYS_K` for `k`)."""
-    Settings.option(name)  # a name that is no option fails here
-    return f"{ENV_PREFIX}{name.upper()}"
 
 
 def without_none(kind: Any) -> Any:

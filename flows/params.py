@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 
 from flows.options import describe, offered_options, without_none
 from recsys_core.encoders.finetune_config import FinetuneConfig
-from recsys_core.settings import Settings
+from recsys_core.settings import OPTION_GROUP, Settings
 
 if TYPE_CHECKING:
     from recsys_core.data.sources import SourceSpec
@@ -59,19 +59,8 @@ class _OptionsForm(BaseModel):
 
     def settings(self) -> Settings:
         """The run's settings: the options filled in, the rest from `RECSYS_*` or defaults."""
-        given = self.model_dump(exclude_none=True, exclude=set(_FORM_EXTRAS))
+        given = self.model_dump(exclude_none=True, include={"data_dir", *OPTION_GROUP})
         return Settings(**given)
-
-
-_FORM_EXTRAS = {
-    "refresh": (
-        bool,
-        Field(
-            False,
-            description="Run every stage even when its inputs did not change since last time.",
-        ),
-    )
-}
 
 
 def options_form(name: str, command: str, **extras: tuple[Any, Any]) -> type[_OptionsForm]:
@@ -88,7 +77,12 @@ def options_form(name: str, command: str, **extras: tuple[Any, Any]) -> type[_Op
     )
 
 
-RunOptions = options_form("RunOptions", "nightly", refresh=_FORM_EXTRAS["refresh"])
+RunOptions = options_form(
+    "RunOptions", "nightly",
+    refresh=(bool, Field(
+        False, description="Run every stage even when its inputs did not change since last time."
+    )),
+)  # fmt: skip
 IngestOptions = options_form("IngestOptions", "ingest")
 EncodeOptions = options_form("EncodeOptions", "encode")
 TrainOptions = options_form("TrainOptions", "train")

@@ -13,6 +13,7 @@ import errno
 from pydantic import ValidationError
 
 from recsys_core.cancel import Stopped
+from recsys_core.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # an internal failure, or the disk under the data directory failed
@@ -82,7 +83,7 @@ def invalid_options(exc: ValidationError) -> str:
             continue
         name = str(error["loc"][-1])
         if exc.title == "Settings":
-            name = f"{name} (RECSYS_{name.upper()})"
+            name = f"{name} ({Settings.variable(name)})"
         parts.append(f"{name}: {message}, given {error['input']!r}")
     return "invalid options: " + "; ".join(parts)
 

@@ -57,9 +57,9 @@ def split_top_level(text: str, sep: str = ",") -> list[str]:
     return parts
 
 
-def _listed(value: Any) -> Any:
+def written_list(value: Any) -> Any:
     """A list option written as text: a JSON list, or items separated by top-level commas
-    (`ease(reg=300, window=5),content`), as the CLI takes them."""
+    (`ease(reg=300, window=5),content`); other values as they are."""
     if not isinstance(value, str):
         return value
     if value.lstrip().startswith("["):
@@ -175,7 +175,7 @@ class TrainSettings(_Group):
         "memory.",
     )
 
-    _models_as_text = field_validator("models", mode="before")(_listed)
+    _models_as_text = field_validator("models", mode="before")(written_list)
 
     def memory_budget_bytes(self) -> int:
         """`memory_budget_gb` in bytes, or 60% of the machine's physical memory."""
@@ -333,6 +333,12 @@ class Settings(BaseSettings):
         if name not in model.model_fields or name in GROUPS:
             raise KeyError(f"no option {name!r}")
         return model.model_fields[name]
+
+    @classmethod
+    def variable(cls, name: str) -> str:
+        """The environment variable that sets option `name` (`RECSYS_K` for `k`)."""
+        cls.option(name)  # a name that is no option fails here
+        return f"{ENV_PREFIX}{name.upper()}"
 
     def value(self, name: str) -> Any:
         """The value of option `name` (a flat name)."""

@@ -236,3 +236,14 @@ def test_the_readme_lists_every_option_in_its_group():
 def test_models_are_written_as_on_the_command_line_or_as_json(written, models, monkeypatch):
     monkeypatch.setenv("RECSYS_MODELS", written)
     assert Settings().train.models == models
+
+
+@pytest.mark.parametrize("command", ["ingest", "encode", "train", "recommend", "nightly"])
+def test_a_bad_variable_is_refused_before_a_run_starts(command, tmp_path, monkeypatch):
+    monkeypatch.setenv("RECSYS_ENCODER_PRECISION", "fp8")
+    monkeypatch.setenv("RECSYS_K", "5000")
+    data_dir = tmp_path / "lake"
+    result = CliRunner().invoke(app, [command, "--data-dir", str(data_dir)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: invalid options: ")
+    assert not data_dir.exists()  # refused before the data directory or Prefect was touched

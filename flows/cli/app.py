@@ -18,8 +18,8 @@ from typing import Annotated, Any, get_origin
 import typer
 from pydantic.fields import FieldInfo
 
-from flows.options import bounds, describe, environment_variable, offered_options, without_none
-from recsys_core.settings import OPTION_GROUP, Settings, split_top_level
+from flows.options import bounds, describe, offered_options, without_none
+from recsys_core.settings import OPTION_GROUP, Settings, written_list
 
 app = typer.Typer(
     name="recsys",
@@ -45,7 +45,7 @@ def _option(
         kind = str
         text += " Comma-separated, e.g. 'ease,blend'."
     if env:
-        text += f" Env {environment_variable(name)}."
+        text += f" Env {Settings.variable(name)}."
     option = typer.Option(
         flag(name), *extra_flags, help=text, rich_help_panel=panel, **bounds(info)
     )
@@ -61,13 +61,13 @@ def _option(
 
 def model_specs(models: str) -> list[str]:
     """Split `ease,blend` or `ease(reg=300, history_half_life=5),content` at top-level commas."""
-    return [s.strip() for s in split_top_level(models) if s.strip()]
+    return written_list(models)
 
 
 def _from_command_line(info: FieldInfo, value: Any) -> Any:
     """The value as the field takes it: a comma-separated list becomes a tuple."""
     if get_origin(without_none(info.annotation)) is tuple and isinstance(value, str):
-        return tuple(model_specs(value))
+        return tuple(written_list(value))
     return value
 
 
@@ -136,7 +136,7 @@ DataDir = Annotated[
     Path,
     typer.Option(
         flag("data_dir"),
-        envvar=environment_variable("data_dir"),
+        envvar=Settings.variable("data_dir"),
         help=Settings.option("data_dir").description,
     ),
 ]

@@ -77,10 +77,11 @@ def ingest(
 
     def run() -> dict:
         checked = checked_source(source)
+        given = checked_options(options)
         point_at_data_dir(data_dir)
         from flows.stages import ingest_flow
 
-        return ingest_flow(source=checked, options=IngestOptions(data_dir=str(data_dir), **options))
+        return ingest_flow(source=checked, options=IngestOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))
 
@@ -95,10 +96,11 @@ def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None
     """
 
     def run() -> dict:
+        given = checked_options(options)
         point_at_data_dir(data_dir)
         from flows.stages import encode_flow
 
-        return encode_flow(options=EncodeOptions(data_dir=str(data_dir), **options))
+        return encode_flow(options=EncodeOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))
 
@@ -122,7 +124,7 @@ def finetune_encoder(
         finetune = FinetuneOptions(**tuning)
         if finetune.split not in SPLITS:
             raise InputError(f"unknown split {finetune.split!r} (known: {', '.join(SPLITS)})")
-        run_settings = EncoderOptions(data_dir=str(data_dir), **options)
+        run_settings = EncoderOptions(data_dir=str(data_dir), **checked_options(options))
         finetune.config(run_settings.settings())
         point_at_data_dir(data_dir)
         from flows.stages import finetune_encoder_flow

@@ -9,6 +9,7 @@ from typing import Any
 
 from flows.params import Source
 from recsys_core.errors import InputError
+from recsys_core.settings import Settings
 
 
 def point_at_data_dir(data_dir: Path) -> None:
@@ -27,12 +28,14 @@ def point_at_data_dir(data_dir: Path) -> None:
 
 
 def checked_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The run options given on the command line, after the ones a run would refuse late are
-    checked: unknown models or bad model parameters, an unknown protocol, an unreadable
-    unavailable-items file (made absolute, as the run may start elsewhere)."""
+    """The run options given on the command line, after what a run would refuse late is
+    checked: every option with the `RECSYS_*` variables (bounds and types), unknown models or
+    bad model parameters, an unknown protocol, an unreadable unavailable-items file (made
+    absolute, as the run may start elsewhere)."""
     from recsys_core.data.splits import check_protocol
     from recsys_core.models import create
 
+    Settings(**options)  # a bad value, given or in the environment, fails before Prefect starts
     for spec in options.get("models", ()):
         create(spec)
     if "protocol" in options:
