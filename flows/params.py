@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 
 class Source(BaseModel):
-    """Where raw data comes from. Leave everything empty for the bundled MovieLens-100K."""
+    """Where raw data comes from. Left empty, an empty data directory gets the bundled
+    MovieLens-100K sample and one that holds data is left as it is (the run goes on with
+    the data it has)."""
 
     movielens: str | None = Field(
         None, description="A GroupLens MovieLens folder (ml-100k, ml-latest, ml-25m, ml-32m)."
@@ -34,11 +36,19 @@ class Source(BaseModel):
         default_factory=list, description="Generic event files, folders or globs (repeatable)."
     )
     items: str | None = Field(None, description="Generic item catalog file.")
+    sample: str | None = Field(
+        None,
+        description="A bundled sample by name: movielens-100k (MovieLens-100K from the recbole "
+        "wheel). With no source at all, only an empty data directory gets it.",
+    )
 
     def spec(self) -> SourceSpec:
         from recsys_core.data.sources import SourceSpec
 
-        return SourceSpec(movielens=self.movielens, events=tuple(self.events), items=self.items)
+        return SourceSpec(
+            movielens=self.movielens, events=tuple(self.events), items=self.items,
+            sample=self.sample,
+        )  # fmt: skip
 
 
 # how an option's type reads in a form (a JSON value): paths as text, tuples as lists

@@ -68,6 +68,8 @@ def ingest_task(source: SourceSpec, settings: Settings) -> dict:
         report.source, report.events_added, report.duplicates, report.quarantined,
         report.events_total, report.users_total, report.items_total,
     )  # fmt: skip
+    for note in report.notes:
+        get_run_logger().info(note)
     if report.quarantined or report.items_quarantined or report.bot_users:
         get_run_logger().warning(
             "ingest set aside %d rows (%s; see the quarantine table); %d bot-like users over "

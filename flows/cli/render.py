@@ -84,6 +84,7 @@ def render_summary(summary: dict) -> str:
         [
             "",
             "Nightly run complete",
+            *(f"  note       {note}" for note in ingest_r.get("notes", [])),
             f"  events     {ingest_r['events_total']} in total ({ingest_r['events_added']} added, "
             f"{ingest_r['duplicates']} duplicates, {ingest_r['quarantined']} quarantined); "
             f"{ingest_r['users_total']} users, {ingest_r['items_total']} items",

@@ -1,9 +1,11 @@
 """Row checks for events and catalog rows, declared as dataframely schemas.
 
 Events are parsed in two steps: `prepare_events` adds the parsed columns as expressions that
-polars evaluates while it streams the file (ids trimmed, integer unix seconds to UTC, numbers
-to floats), and `check_events` finishes the rare rows the fast path left (ISO-8601 text,
-decimal seconds) and filters the batch by a dataframely schema: rows that pass are stored,
+polars evaluates while it streams the file (ids trimmed, integer timestamps to numbers,
+numbers to floats), and `check_events` turns epoch numbers into UTC times in the file's unit
+(seconds, or milliseconds, microseconds or nanoseconds as `epoch_unit` finds them), finishes
+the rare rows the fast path left (ISO-8601 text, decimal numbers) and filters the batch by a
+dataframely schema: rows that pass are stored,
 rows that fail go to the `quarantine` table with a reason code and a sentence naming the
 column and the value. Catalog rows are checked whole by `check_items`.
 
@@ -183,9 +185,10 @@ def prepare_events(
     streaming reader computes them in parallel with reading.
 
     Parsed columns are prefixed with `_` (the raw text stays, for quarantined rows):
-    `_user_id`, `_item_id`, `_event_type`, `_timestamp` (integer seconds only; other forms
-    are finished by `check_events`), `_value`, `_timestamp_text`, `_value_text` (null when
-    blank), plus `quality` when `check_utf8` (without it every row is clean).
+    `_user_id`, `_item_id`, `_event_type`, `_timestamp_number` (an integer epoch timestamp in
+    the file's unit, which `check_events` is told; other forms are parsed there), `_value`,
+    `_timestamp_text`, `_value_text` (null when blank), plus `quality` when `check_utf8`
+    (without it every row is clean).
 
     Args:
         frame: From `sources.read_event_batches` (before collecting).
@@ -198,7 +201,7 @@ def prepare_events(
         value = pl.col(name).str.strip_chars() if trim else pl.col(name)
         return pl.when(value != "").then(value)  # empty means absent
 
-    seconds = text("timestamp").cast(pl.Int64, strict=False)
+    number = text("timestamp").cast(pl.Int64, strict=False)
     value = text("value").cast(pl.Float64, strict=False)
     quality = []
     if check_utf8:
@@ -214,10 +217,7 @@ def prepare_events(
         text("event_type").fill_null(DEFAULT_EVENT_TYPE).alias("_event_type"),
         text("timestamp").alias("_timestamp_text"),
         text("value").alias("_value_text"),
-        pl.when(seconds.abs() < _MAX_SECONDS)
-        .then(seconds * 1_000_000)
-        .cast(schemas.UTC_TIME)
-        .alias("_timestamp"),
+        number.alias("_timestamp_number"),
         pl.when(text("value").is_null())
         .then(pl.lit(DEFAULT_VALUE))
         .otherwise(value)
@@ -232,6 +232,7 @@ def check_events(
     header: FileHeader,
     now: datetime,
     passthrough: Sequence[str] = (),
+    unit: str = "s",
 ) -> Checked:
     """Check one prepared batch (see `prepare_events`).
 
@@ -242,6 +243,7 @@ def check_events(
         header: The file's header (its column order rebuilds a quarantined row's text).
         now: Ingestion time (`ingested_at` of the valid rows and of quarantine rows).
         passthrough: Columns of `batch` to keep on the valid rows (e.g. precomputed keys).
+        unit: The unit of the file's epoch timestamps (`EPOCH_UNITS`; see `epoch_unit`).
 
     Returns:
         `valid`: the `events` columns plus `event_date`; `quarantine`: rows of the
@@ -251,7 +253,8 @@ def check_events(
     # wide, and every query over it costs a pass over all of its columns. Values that are
     # the same on every row are literals: a column of one chunk among the batch's columns
     # of many would make each query copy them all to line the chunks up.
-    timestamps = _finish_timestamps(batch["_timestamp"], batch["_timestamp_text"])
+    numbers = batch["_timestamp_number"]
+    timestamps = _finish_timestamps(epoch_to_time(numbers, unit), batch["_timestamp_text"], unit)
     columns = [
         batch["row_number"],
         *[batch[f"_{c}"].alias(c) for c in ("user_id", "item_id", "event_type", "value")],
@@ -306,13 +309,51 @@ def utc_date(timestamps: pl.Series) -> pl.Series:
     return (timestamps.to_physical() // _DAY_US).cast(pl.Int32).cast(pl.Date)
 
 
-def _finish_timestamps(parsed: pl.Series, text: pl.Series) -> pl.Series:
-    """Parse the timestamps the integer fast path left (ISO text, decimal seconds)."""
+def _finish_timestamps(parsed: pl.Series, text: pl.Series, unit: str) -> pl.Series:
+    """Parse the timestamps the integer fast path left (ISO text, decimal numbers)."""
     todo = parsed.is_null() & text.is_not_null()
     if not todo.any():
         return parsed
     where = todo.arg_true()
-    return parsed.scatter(where, parse_timestamps(text.gather(where)))
+    return parsed.scatter(where, parse_timestamps(text.gather(where), unit))
+
+
+# epoch units: microseconds per unit, and what a report calls them
+EPOCH_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
+UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+# the largest magnitude of each unit, below the next: 1e11 seconds is the year 5138, and
+# 1e11 milliseconds 1973, before the earliest event kept, so the ranges of dates a log can
+# hold never overlap
+_UNIT_BOUNDS = (("s", 1e11), ("ms", 1e14), ("us", 1e17))
+
+
+def epoch_unit(text: pl.Series) -> str | None:
+    """The unit of epoch timestamps from their magnitude: `s`, `ms`, `us` or `ns` (by the
+    median of the numbers among `text`, so a few stray values do not decide); None when no
+    value is a number (ISO-8601 text).
+
+    Args:
+        text: Timestamp text, e.g. a file's first batch.
+    """
+    numbers = text.cast(pl.Float64, strict=False).abs().drop_nulls().drop_nans()
+    if numbers.is_empty():
+        return None
+    median = numbers.median()
+    return next((unit for unit, bound in _UNIT_BOUNDS if median < bound), "ns")
+
+
+def epoch_to_time(numbers: pl.Series, unit: str) -> pl.Series:
+    """Integer epoch timestamps in `unit` -> UTC times; null where microseconds would
+    overflow (such a value is unreadable, not wrapped around)."""
+    if unit == "ns":
+        micros = numbers // 1_000
+    else:
+        factor = EPOCH_UNITS[unit]
+        fits = numbers.abs() < _MAX_MICROS // factor
+        micros = numbers * factor
+        if not fits.all():
+            micros = pl.select(pl.when(fits).then(micros)).to_series()
+    return micros.cast(schemas.UTC_TIME)
 
 
 ISO_FORMATS = (
@@ -322,40 +363,35 @@ ISO_FORMATS = (
     "%Y-%m-%dT%H:%M",
     "%Y-%m-%d",
 )
-_MAX_SECONDS = 9_000_000_000_000  # beyond this, seconds * 1e6 overflows int64 microseconds
+_MAX_MICROS = 9_000_000_000_000_000_000  # about the largest int64
 
 
-def parse_timestamps(text: pl.Series) -> pl.Series:
-    """Unix seconds (integer or decimal) or ISO-8601 text -> UTC datetimes; null if neither.
+def parse_timestamps(text: pl.Series, unit: str = "s") -> pl.Series:
+    """Unix epoch numbers (integer or decimal, in `unit`) or ISO-8601 text -> UTC datetimes;
+    null if neither.
 
-    Integer seconds, by far the most common, take one cast; only the rows that are not
-    integers pay for decimal and ISO parsing. ISO text may use 'T' or a space, 'Z' or an
-    offset (converted to UTC); text without an offset is taken as UTC.
+    Integers, by far the most common, take one cast; only the rows that are not integers
+    pay for decimal and ISO parsing. ISO text may use 'T' or a space, 'Z' or an offset
+    (converted to UTC); text without an offset is taken as UTC.
 
     Args:
         text: Timestamp text (null where absent).
+        unit: The unit of epoch numbers: `s` (seconds), `ms`, `us` or `ns`.
     """
-    seconds = text.cast(pl.Int64, strict=False)
-    low, high = seconds.min(), seconds.max()
-    if low is not None and low > -_MAX_SECONDS and high < _MAX_SECONDS:
-        parsed = (seconds * 1_000_000).cast(schemas.UTC_TIME)
-    else:  # seconds that would overflow microseconds are unreadable, not wrapped around
-        in_range = seconds.abs() < _MAX_SECONDS
-        parsed = pl.select(pl.when(in_range).then(seconds * 1_000_000)).to_series()
-        parsed = parsed.cast(schemas.UTC_TIME)
+    parsed = epoch_to_time(text.cast(pl.Int64, strict=False), unit)
     todo = parsed.is_null() & text.is_not_null()
     if not todo.any():
         return parsed.alias(text.name)
     rest = text.filter(todo)
-    values = pl.select(_parse_text_timestamps(pl.lit(rest))).to_series()
+    values = pl.select(_parse_text_timestamps(pl.lit(rest), EPOCH_UNITS[unit])).to_series()
     return parsed.scatter(todo.arg_true(), values).alias(text.name)
 
 
-def _parse_text_timestamps(text: pl.Expr) -> pl.Expr:
-    seconds = text.cast(pl.Float64, strict=False)
+def _parse_text_timestamps(text: pl.Expr, factor: float) -> pl.Expr:
+    number = text.cast(pl.Float64, strict=False)
     from_seconds = (
-        pl.when(seconds.abs() < _MAX_SECONDS)
-        .then((seconds * 1_000_000).cast(pl.Int64, strict=False))
+        pl.when(number.abs() < _MAX_MICROS / factor)
+        .then((number * factor).cast(pl.Int64, strict=False))
         .cast(schemas.UTC_TIME)
     )
     iso = text.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T").str.replace(r"Z$", "+00:00")
@@ -366,7 +402,7 @@ def _parse_text_timestamps(text: pl.Expr) -> pl.Expr:
         parsed.append(
             value.dt.convert_time_zone("UTC") if zoned else value.dt.replace_time_zone("UTC")
         )
-    return pl.when(seconds.is_not_null()).then(from_seconds).otherwise(pl.coalesce(parsed))
+    return pl.when(number.is_not_null()).then(from_seconds).otherwise(pl.coalesce(parsed))
 
 
 # -- items -----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ files and how to read each; `preflight` checks their headers before any run star
 from __future__ import annotations
 
 from recsys_core.data.sources.headers import inspect
+from recsys_core.data.sources.integrity import check_complete
 from recsys_core.data.sources.layout import LAYOUTS
 from recsys_core.data.sources.spec import SourcePlan, SourceSpec
 from recsys_core.errors import InputError
@@ -28,12 +29,19 @@ def plan_source(spec: SourceSpec) -> SourcePlan:
 
 
 def preflight(spec: SourceSpec) -> None:
-    """Check that the source's files exist and have their required columns, reading only
-    headers, so bad input fails fast and before any run starts.
+    """Check that the source's files exist, have their required columns and, when
+    compressed, are whole, so bad input fails fast and before any run starts.
+
+    A spec that names no source is not checked: the run decides what it means by the data
+    directory (the default sample for an empty one, nothing for one that holds data).
 
     Raises:
-        InputError: naming the file and the missing column.
+        InputError: naming the file and the missing column, or the damaged file.
     """
+    if not spec.given:
+        return
     plan = plan_source(spec)
     for file in [*plan.events, *plan.items]:
         inspect(file)
+    for path in plan.files:
+        check_complete(path)

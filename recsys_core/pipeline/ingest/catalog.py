@@ -1,10 +1,11 @@
-"""The catalog part of a run: read and check item files, keep the latest row per id and
-merge them into `items` on `item_id` (only new items and changed texts are written)."""
+"""The catalog part of a run: read and check item files, keep the latest row per id and work
+out what to merge into `items` on `item_id` (only new items and changed texts); the run
+writes it once everything is read."""
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import polars as pl
 
@@ -16,11 +17,32 @@ from recsys_core.pipeline.ingest.state import IngestRun
 from recsys_core.storage import Lake
 
 
-def ingest_items(run: IngestRun, files: list[InputFile]) -> list[FileCount]:
-    """Read `files` whole, merge their latest rows into `items`, set bad rows aside.
+@dataclass
+class StagedItems:
+    """Catalog rows read and checked, not yet written.
 
-    Returns per-file counts, companions (MovieLens `tags.csv`) included.
+    Args:
+        counts: Per-file counts, companions (MovieLens `tags.csv`) included.
+        upsert: The new and changed rows to merge into `items` (empty when none).
+        item_ids: Every item id the catalog holds once they are merged.
     """
+
+    counts: list[FileCount]
+    upsert: pl.DataFrame
+    item_ids: pl.Series
+
+    def commit(self, run: IngestRun) -> int | None:
+        """Merge the rows into `items` in one commit; None when there is nothing to write."""
+        if self.upsert.is_empty():
+            return None
+        meta = {**run.meta, "rows": self.upsert.height}
+        if not run.lake.exists("items"):
+            return run.lake.write("items", self.upsert, mode="overwrite", metadata=meta)
+        return run.lake.upsert("items", self.upsert, keys=["item_id"], metadata=meta)
+
+
+def ingest_items(run: IngestRun, files: list[InputFile]) -> StagedItems:
+    """Read `files` whole, work out the merge of their latest rows, set bad rows aside."""
     report = run.report
     counts, companions, rows, rejected = [], [], [], []
     flags: Counter[str] = Counter()
@@ -41,19 +63,24 @@ def ingest_items(run: IngestRun, files: list[InputFile]) -> list[FileCount]:
         report.items_quarantined += checked.quarantine.height
     for name, count in flags.items():
         report.flags[f"items.{name}"] = count
+    stored_ids = run.lake.read_or_empty("items", ["item_id"])["item_id"]
+    upsert = pl.DataFrame(schema=schemas.ITEMS)
+    item_ids = stored_ids
     if rows:
-        _merge_files(run, pl.concat(rows), counts)
+        upsert = _plan_merge(run, pl.concat(rows), counts)
+        item_ids = pl.concat([stored_ids, upsert["item_id"]]).unique()
     for frame in rejected:
         run.set_aside(frame)
-    return counts + companions
+    return StagedItems(counts + companions, upsert, item_ids)
 
 
-def _merge_files(run: IngestRun, candidates: pl.DataFrame, counts: list[FileCount]) -> None:
-    """Merge the checked rows of all files (`file_index` says whose) and count per file."""
+def _plan_merge(run: IngestRun, candidates: pl.DataFrame, counts: list[FileCount]) -> pl.DataFrame:
+    """The rows to merge from the checked rows of all files (`file_index` says whose), and
+    the counts per file."""
     report = run.report
     latest = latest_items(candidates)
     report.item_duplicates = candidates.height - latest.height
-    stored = merge_items(run.lake, latest, run.meta)
+    upsert, stored = items_to_merge(run.lake, latest)
     report.items_added = int(stored["added"].sum())
     report.items_updated = stored.height - report.items_added
     report.items_unchanged = latest.height - stored.height
@@ -63,17 +90,19 @@ def _merge_files(run: IngestRun, candidates: pl.DataFrame, counts: list[FileCoun
     for index, count in enumerate(counts):
         count.rows_stored = written.get(index, 0)
         count.duplicates = valid_per_file.get(index, 0) - count.rows_stored
+    return upsert
 
 
-def merge_items(lake: Lake, items: pl.DataFrame, meta: dict) -> pl.DataFrame:
-    """Upsert catalog rows on item_id; only new rows and rows whose text changed are written.
+def items_to_merge(lake: Lake, items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What an upsert of catalog rows on item_id writes: only new rows and rows whose text
+    (or quality) changed.
 
-    Returns the written ids with `added` (True for new items, False for changed ones).
+    Returns the rows to write (the `items` schema), and their ids with `added` (True for
+    new items, False for changed ones).
     """
     rows = schemas.conform(items, schemas.ITEMS, table="items")
     if not lake.exists("items"):
-        lake.write("items", rows, mode="overwrite", metadata={**meta, "rows": rows.height})
-        return rows.select("item_id", pl.lit(True).alias("added"))
+        return rows, rows.select("item_id", pl.lit(True).alias("added"))
     stored = lake.read("items", ["item_id", "text_hash", "quality"])
     joined = rows.join(stored, on="item_id", how="left", suffix="_stored")
     changed = joined.filter(
@@ -81,8 +110,5 @@ def merge_items(lake: Lake, items: pl.DataFrame, meta: dict) -> pl.DataFrame:
         | (pl.col("text_hash") != pl.col("text_hash_stored"))
         | pl.col("quality").ne_missing(pl.col("quality_stored"))
     )
-    if changed.is_empty():
-        return pl.DataFrame(schema={"item_id": pl.String, "added": pl.Boolean})
-    upsert = changed.select(schemas.ITEMS.names())
-    lake.upsert("items", upsert, keys=["item_id"], metadata={**meta, "rows": upsert.height})
-    return changed.select("item_id", pl.col("text_hash_stored").is_null().alias("added"))
+    ids = changed.select("item_id", pl.col("text_hash_stored").is_null().alias("added"))
+    return changed.select(schemas.ITEMS.names()), ids

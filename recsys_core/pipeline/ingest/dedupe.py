@@ -118,7 +118,11 @@ class SeenKeys:
 
     def covers(self, dates: Iterable[date]) -> bool:
         """Whether the keys held include every event of `dates` (loaded or added here)."""
-        return set(dates) <= {*self._loaded, *self._keys, *self._spilled}
+        return set(dates) <= self.dates_held()
+
+    def dates_held(self) -> set[date]:
+        """The dates whose keys are all held (loaded or added here)."""
+        return {*self._loaded, *self._keys, *self._spilled}
 
     def _keys_in_memory(self, dates: Iterable[date]) -> None:
         """Make the keys of `dates` present in memory: reload spilled ones, load stored ones."""

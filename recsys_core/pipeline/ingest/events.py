@@ -1,16 +1,19 @@
-"""The events part of a run: stream event files through parse, check and dedupe into one
-`events` commit, counting each file's rows and the events whose item is not in the catalog."""
+"""The events part of a run: stream event files through parse, check and dedupe into the
+files of one `events` commit (made by the run, once everything is read), counting each
+file's rows and the events whose item is not in the catalog."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from functools import partial
+from pathlib import Path
 
 import polars as pl
 from tqdm.auto import tqdm
 
 from recsys_core.data.sources import FileHeader, InputFile, read_event_batches
-from recsys_core.data.validation import check_events, prepare_events
+from recsys_core.data.validation import check_events, epoch_unit, prepare_events
 from recsys_core.pipeline.ingest.dedupe import SeenKeys, spill_folder
 from recsys_core.pipeline.ingest.findings import busy_user_days
 from recsys_core.pipeline.ingest.keys import item_hash, key_columns
@@ -19,10 +22,44 @@ from recsys_core.pipeline.ingest.state import IngestRun
 from recsys_core.storage.append import DeltaAppender
 
 
-def ingest_events(run: IngestRun, files: list[InputFile]) -> tuple[list[FileCount], pl.DataFrame]:
-    """Stream event files into one `events` commit.
+@dataclass
+class StagedEvents:
+    """Events read and written as files of the `events` table, not yet committed.
 
-    Returns per-file counts and the bot-like (user hash, date, events) rows found.
+    Args:
+        counts: Rows of each file read, stored, duplicate and quarantined.
+        bots: The bot-like (user hash, date, events) rows found.
+        users: Distinct users among the keys held (stored events of the dates touched, and
+            the new ones).
+        dates: The dates whose keys were held.
+        appender: Commits the files (`commit`) or deletes them (`abort`).
+    """
+
+    counts: list[FileCount]
+    bots: pl.DataFrame
+    users: int
+    dates: set[date]
+    appender: DeltaAppender
+
+    def commit(self, run: IngestRun) -> int | None:
+        """Commit the staged files as one version of `events`; None when none were added."""
+        version = self.appender.commit({**run.meta, "rows": self.appender.rows_added})
+        lake = run.lake
+        if lake.exists("events") and set(lake.rows_per_partition("events", "event_date")) <= (
+            self.dates
+        ):
+            run.report.users_total = self.users  # every stored event's user was among the keys
+        return version
+
+
+def ingest_events(run: IngestRun, files: list[InputFile], catalog: pl.Series) -> StagedEvents:
+    """Stream event files into the files of one `events` commit (see `StagedEvents`).
+
+    Args:
+        run: The run.
+        files: The event files to read.
+        catalog: The item ids the catalog will hold after the run (stored and new), to
+            count the events whose item it lacks.
     """
     lake, limits, report = run.lake, run.limits, run.report
     events = DeltaAppender(
@@ -39,7 +76,7 @@ def ingest_events(run: IngestRun, files: list[InputFile]) -> tuple[list[FileCoun
             run=run,
             seen=SeenKeys(lake, spill, budget_rows=budget),
             events=events,
-            catalog=lake.read_or_empty("items", ["item_id"])
+            catalog=catalog.to_frame("item_id")
             .select(item_hash(pl.col("item_id")))
             .to_series()
             .implode(),
@@ -63,11 +100,7 @@ def ingest_events(run: IngestRun, files: list[InputFile]) -> tuple[list[FileCoun
                 counts.append(count)
             events.flush()  # the last files are written while the keys are summarized
             bots, users = busy_user_days(stream.seen, limits.bot_events_per_day)
-            events.commit({**run.meta, "rows": events.rows_added})
-            if lake.exists("events") and stream.seen.covers(
-                lake.rows_per_partition("events", "event_date")
-            ):
-                report.users_total = users  # every stored event's user was among the keys
+            events.flush()  # waits for the files: a failed write fails here, before any commit
         except BaseException:
             events.abort()
             raise
@@ -79,7 +112,10 @@ def ingest_events(run: IngestRun, files: list[InputFile]) -> tuple[list[FileCoun
     if stream.lossy:
         report.flags["events.lossy_utf8"] = stream.lossy
     report.unknown_item_examples = list(stream.unknown_items)[:EXAMPLES]
-    return counts, bots
+    for path, unit in stream.units.items():
+        if unit != "s":
+            report.timestamp_units[str(path)] = unit
+    return StagedEvents(counts, bots, users, stream.seen.dates_held(), events)
 
 
 def _prepare_with_keys(frame: pl.LazyFrame, **options) -> pl.LazyFrame:
@@ -98,11 +134,19 @@ class _EventStream:
     catalog: pl.Series  # hashes of the catalog's item ids (see `keys`), for `is_in`
     unknown_items: dict[str, None] = field(default_factory=dict)
     lossy: int = 0
+    units: dict[Path, str] = field(default_factory=dict)  # each file's epoch unit, once known
 
     def take(
         self, batch: pl.DataFrame, file: InputFile, header: FileHeader, count: FileCount
     ) -> None:
-        checked = check_events(batch, file, header, self.run.now, passthrough=("_h", "_u", "_i"))
+        unit = self.units.get(file.path)
+        if unit is None:  # the file's first batch that holds epoch numbers decides
+            unit = epoch_unit(batch["_timestamp_text"])
+            if unit is not None:
+                self.units[file.path] = unit
+        checked = check_events(
+            batch, file, header, self.run.now, passthrough=("_h", "_u", "_i"), unit=unit or "s"
+        )
         new, parts = self.seen.keep_new(checked.valid)
         self.events.add_parts(parts)
         if checked.quarantine.height:

@@ -19,6 +19,7 @@ class IngestReport:
     """
 
     source: str
+    notes: list[str] = field(default_factory=list)  # what a person should know about the run
     files_read: int = 0
     files_skipped: int = 0  # already ingested (same content hash)
     rows_read: int = 0
@@ -35,6 +36,8 @@ class IngestReport:
     items_quarantined: int = 0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     flags: dict[str, int] = field(default_factory=dict)  # e.g. events.lossy_utf8
+    # file -> epoch unit of its timestamps, where not seconds (`ms`, `us`, `ns`)
+    timestamp_units: dict[str, str] = field(default_factory=dict)
     unknown_columns: dict[str, list[str]] = field(default_factory=dict)  # file -> columns
     empty_files: list[str] = field(default_factory=list)
     bot_events_per_day: int = 0

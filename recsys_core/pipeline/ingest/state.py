@@ -32,6 +32,8 @@ class IngestRun:
         meta: Stored in each commit's metadata.
         progress: Show progress bars.
         reasons: Quarantined rows per reason code so far.
+        file_reasons: Quarantined rows per (file, reason code) so far.
+        examples: The first quarantined row of each file: (row number, detail).
     """
 
     lake: Lake
@@ -44,8 +46,19 @@ class IngestRun:
     meta: dict[str, str]
     progress: bool = False
     reasons: Counter[str] = field(default_factory=Counter)
+    file_reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+    examples: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def set_aside(self, rows: pl.DataFrame) -> None:
         """Add quarantine rows to the run's quarantine commit and count their reasons."""
+        if rows.is_empty():
+            return
         self.quarantine.add(rows)
         self.reasons.update(rows["reason"].to_list())
+        per_file = rows.group_by("source_file", "reason").len()
+        for source, reason, count in per_file.iter_rows():
+            self.file_reasons[(source, reason)] += count
+        for row in rows.unique("source_file", keep="first", maintain_order=True).iter_rows(
+            named=True
+        ):
+            self.examples.setdefault(row["source_file"], (row["row_number"], row["detail"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 
 import polars as pl
@@ -79,5 +80,8 @@ def read_event_batches(
         # polars gives up on some damage (e.g. a quote never closed); Python's csv reader
         # does not, so the rest of the file is read record by record and bad rows are
         # quarantined instead of failing the whole file
-        for raw in python_csv_batches(file, header, batch_rows, after_row=last_row):
-            yield shape(raw.lazy()).collect()
+        try:
+            for raw in python_csv_batches(file, header, batch_rows, after_row=last_row):
+                yield shape(raw.lazy()).collect()
+        except (EOFError, OSError, zlib.error) as damaged:  # a compressed stream cut short
+            raise InputError(f"{file.path}: cannot be read: {first_line(damaged)}") from None
