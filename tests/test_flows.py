@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import polars as pl
 import pytest
@@ -65,6 +66,24 @@ def test_cli_nightly_runs_on_generic_files(harness, small_source, tiny_encoder_d
     assert result.exit_code == 0, result.output
     assert "Nightly run complete" in result.stdout
     assert Lake(data_dir).read("recommendations")["rank"].max() == 3
+
+
+def test_cli_nightly_without_a_source_works_on_the_data_it_has(
+    nightly_lake, tiny_encoder_dir, tmp_path
+):
+    """The recovery path: a re-run with no source ingests nothing (never the bundled sample
+    on top of the user's data) and goes on with encode, train and recommend."""
+    data_dir, _ = nightly_lake
+    copy = tmp_path / "lake"
+    shutil.copytree(data_dir, copy)
+    events = Lake(copy).read("events", ["user_id", "item_id", "timestamp"]).sort(pl.all())
+    args = ["nightly", "--data-dir", str(copy), "--k", "5", "--encoder", str(tiny_encoder_dir)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Nightly run complete" in result.stdout and "nothing ingested" in result.stdout
+    after = Lake(copy).read("events", ["user_id", "item_id", "timestamp"]).sort(pl.all())
+    assert after.equals(events)
+    assert Lake(copy).read("recommendations")["rank"].max() == 5
 
 
 def test_cli_missing_column_exits_2_and_publishes_nothing(tmp_path):

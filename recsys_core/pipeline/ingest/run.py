@@ -172,6 +172,9 @@ def _refuse_wholly_quarantined(run: IngestRun, counts: list[FileCount]) -> None:
         )
         why = ", ".join(f"{reason} {n}" for n, reason in reasons)
         row, detail = run.examples.get(label, (0, ""))
+        # one line whatever the row held: line breaks shown escaped, a long value cut
+        detail = detail.replace("\r", "\\r").replace("\n", "\\n")
+        detail = detail if len(detail) <= 200 else detail[:200] + "..."
         raise InputError(
             f"{label}: all {count.rows_read} rows were quarantined ({why}; row {row}: "
             f"{detail}); nothing was ingested"
