@@ -63,7 +63,7 @@ REASONS: dict[str, Reason] = {
     "missing_user_id": Reason("user_id is null or empty"),
     "missing_item_id": Reason("item_id is null or empty"),
     "bad_timestamp": Reason(
-        "timestamp '{}' is neither unix seconds nor ISO-8601", "timestamp_text"
+        "timestamp '{}' is neither unix epoch time nor ISO-8601", "timestamp_text"
     ),
     "missing_timestamp": Reason("timestamp is null or empty"),
     "timestamp_too_old": Reason("timestamp '{}' is before 1995-01-01", "timestamp_text"),

@@ -1,5 +1,6 @@
 """RecBole atomic files (`ml-100k.inter`, `ml-100k.item`): the MovieLens-100K copy bundled
-in the `recbole` wheel (the default source), or a `--movielens` folder holding them."""
+in the `recbole` wheel (the `movielens-100k` sample, which an empty data directory starts
+from), or a `--movielens` folder holding them."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ ITEMS_FILE = "ml-100k.item"
 
 
 class RecBoleLayout(SourceLayout):
-    """The bundled copy (nothing given), or a `--movielens` folder of atomic files."""
+    """The bundled copy (`--sample movielens-100k`, or nothing given), or a `--movielens`
+    folder of atomic files."""
 
     name = "recbole"
     formats = ("csv",)
