@@ -62,6 +62,9 @@ def summary_markdown(summary: dict, links: dict[str, str]) -> str:
             f"| {c['model']} | {c['metrics'][metric]:.4f} | {c['metrics']['recall@10']:.4f} | "
             f"{c['fit_seconds']} | {run} |"
         )
+    if ingest.get("notes"):
+        lines += ["", "## Ingest notes", ""]
+        lines += [f"- {note}" for note in ingest["notes"]]
     if train.get("left_out"):
         lines += ["", "## Candidates changed or left out", ""]
         lines += [f"- {note}" for note in train["left_out"]]
