@@ -233,7 +233,8 @@ class _Commits:
                 if before is None:
                     shutil.rmtree(self.lake.path(table))
                 else:
-                    self.lake.rollback(table, before, metadata={**self.meta, "undone": "1"})
+                    undone = {"run_id": self.meta.get("run_id", ""), "undoes": "ingest"}
+                    self.lake.rollback(table, before, metadata=undone)
         self.made = []
 
 
