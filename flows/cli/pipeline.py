@@ -53,7 +53,11 @@ def nightly(
     source: dict[str, Any],
     options: dict[str, Any],
 ) -> None:
-    """Run the whole pipeline: ingest, encode, train, recommend, publish."""
+    """Run the whole pipeline: ingest, encode, train, recommend, publish.
+
+    With no source, an empty data directory gets the MovieLens-100K sample, and one that
+    holds data is run again on the data it has (nothing is ingested).
+    """
 
     def run() -> dict:
         checked = checked_source(source)
@@ -73,7 +77,11 @@ def nightly(
 def ingest(
     data_dir: DataDir = Path("lake"), *, source: dict[str, Any], options: dict[str, Any]
 ) -> None:
-    """Validate and store new events and catalog rows (bad rows go to quarantine)."""
+    """Validate and store new events and catalog rows (bad rows go to quarantine).
+
+    With no source, an empty data directory gets the MovieLens-100K sample, and one that
+    holds data is left as it is; --sample movielens-100k adds the sample to any.
+    """
 
     def run() -> dict:
         checked = checked_source(source)
