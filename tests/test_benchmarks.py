@@ -4,6 +4,7 @@ Each script in benchmarks/ declares the arguments of its tiny size as a module-l
 `TINY_ARGS` (`{tmp}` stands for a fresh temporary folder). The test reads it without
 importing the script, runs the script with those arguments in a subprocess, and checks that
 it exits 0 and prints exactly one JSON line on stdout. A script without `TINY_ARGS` fails.
+The scripts run two at a time (most are one busy thread), each in its own temporary folder.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -51,26 +53,50 @@ def test_there_are_benchmarks():
     assert len(SCRIPTS) >= 9, [p.name for p in SCRIPTS]
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
-def test_benchmark_runs_at_its_tiny_size(script: Path, tmp_path: Path):
+def run_tiny(script: Path, folder: Path) -> subprocess.CompletedProcess | str:
+    """Run `script` at its tiny size in `folder`; a declaration that is missing is a str."""
     args = tiny_args(script)
-    assert args is not None, f"{script.name} declares no TINY_ARGS (its tiny size for CI)"
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if args is None:
+        return f"{script.name} declares no TINY_ARGS (its tiny size for CI)"
+    folder.mkdir(parents=True, exist_ok=True)
+    args = [a.replace("{tmp}", str(folder)) for a in args]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
-        "TMPDIR": str(tmp_path),
-        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "TMPDIR": str(folder),
+        "PREFECT_HOME": str(folder / "prefect"),
         # a benchmark that runs `recsys` starts a temporary Prefect server: slow on busy cores
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }
     env.pop("PREFECT_API_URL", None)
-    done = subprocess.run(
-        [sys.executable, str(script), *args], cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=300, check=False,
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=folder, env=env, capture_output=True,
+        text=True, timeout=900, check=False,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(request, tmp_path_factory) -> dict[str, Future]:
+    """The selected scripts started at their tiny size, two at a time; each test waits for
+    its own."""
+    selected = [
+        item.callspec.params["script"]
+        for item in request.session.items
+        if item.originalname == "test_benchmark_runs_at_its_tiny_size"
+    ]
+    pool = ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1))
+    base = tmp_path_factory.mktemp("benchmarks")
+    runs = {p.name: pool.submit(run_tiny, p, base / p.stem) for p in selected}
+    yield runs
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_benchmark_runs_at_its_tiny_size(script: Path, tiny_runs):
+    done = tiny_runs[script.name].result()
+    assert not isinstance(done, str), done
     assert done.returncode == 0, f"{script.name} exited {done.returncode}:\n{done.stderr[-3000:]}"
     found = json_lines(done.stdout)
     assert len(found) == 1, f"{script.name} printed {len(found)} JSON lines:\n{done.stdout[-3000:]}"
