@@ -82,6 +82,7 @@ def test_half_the_users_gone_holds_the_night_and_force_publishes(trained_lake):
     assert code == EXIT_HELD == 3 and "\n" not in line
     assert "user coverage 0.5" in line and f"readers keep version {version}" in line
     assert held.value.guardrails["verdict"] == "held"
+    assert held.value.guardrails["mlflow_tags"] == "set"
     tags = champion_tags(context)
     assert tags["publish_guardrails"] == "held" and tags["version:publish_guardrails"] == "held"
     assert "user coverage 0.5 < 0.9" in tags["publish_guardrails_reason"]

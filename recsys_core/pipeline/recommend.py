@@ -134,6 +134,7 @@ class Guardrails:
             `held` (a breach; nothing committed) or `forced` (a breach published by `force`).
         breaches: One line per guardrail breached, with its figures.
         published_version: The version readers saw when tonight was compared with it.
+        ranks: The top ranks compared (the smaller of the two tables' k).
         published_users: Users of the published table.
         user_coverage: Share of those users tonight's table holds.
         catalog_ratio: Distinct items tonight / distinct items published (top `ranks`).
@@ -161,6 +162,7 @@ class Guardrails:
     score_shift: float | None = None
     score_shift_checked: bool = False
     bad_scores: int = 0
+    mlflow_tags: str = ""  # "set", or why the MLflow tags could not be set
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -337,6 +339,7 @@ def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]
     report.guardrails = guards.as_dict()
     if guards.verdict == "held":
         _record_verdict(context, plan, guards)
+        report.guardrails = guards.as_dict()
         for staged in files:  # never committed: nothing will read them
             (lake.path(TABLE) / staged.path).unlink(missing_ok=True)
         held = NightHeld(
@@ -358,6 +361,7 @@ def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]
         },
     )  # fmt: skip
     _record_verdict(context, plan, guards, version=report.version)
+    report.guardrails = guards.as_dict()
     report.vacuumed_files = len(
         lake.vacuum(TABLE, retention_days=settings.recommend.retention_days)
     )
@@ -467,22 +471,29 @@ def _record_verdict(
     context: RunContext, plan: RecommendPlan, guards: Guardrails, *, version: int | None = None
 ) -> None:
     """Tag the champion's registered version and its MLflow run with tonight's verdict, so
-    the registry says why a night was held or forced."""
+    the registry says why a night was held or forced.
+
+    Best effort: the verdict is already in the commit or the error, so a failing MLflow
+    store is noted in `guards.mlflow_tags` rather than failing a night that published.
+    """
     tracking = context.settings.tracking
-    tracker = Tracker(context.lake, tracking.experiment, tracking.registered_model)
     tags = {
         "publish_guardrails": guards.verdict,
         "publish_guardrails_reason": guards.reason()[:5000],
         "publish_run_id": plan.run_id,
         "publish_table_version": "" if version is None else str(version),
     }
-    found = tracker.client.get_model_version(tracking.registered_model, plan.model_version)
-    for key, value in tags.items():
-        tracker.client.set_model_version_tag(
-            tracking.registered_model, plan.model_version, key, value
-        )
-        if found.run_id:
-            tracker.client.set_tag(found.run_id, key, value)
+    try:
+        tracker = Tracker(context.lake, tracking.experiment, tracking.registered_model)
+        client, name = tracker.client, tracking.registered_model
+        found = client.get_model_version(name, plan.model_version)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, plan.model_version, key, value)
+            if found.run_id:
+                client.set_tag(found.run_id, key, value)
+        guards.mlflow_tags = "set"
+    except Exception as exc:  # a failing store must not fail a published night
+        guards.mlflow_tags = f"not set: {type(exc).__name__}: {exc}"[:500]
 
 
 def recommend(context: RunContext, *, progress: bool = False) -> PublishReport:
