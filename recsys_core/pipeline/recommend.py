@@ -343,8 +343,9 @@ def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]
         for staged in files:  # never committed: nothing will read them
             (lake.path(TABLE) / staged.path).unlink(missing_ok=True)
         held = NightHeld(
-            f"night held, recommendations not published ({guards.reason()}); readers keep "
-            f"version {guards.published_version}; rerun with --force to publish anyway"
+            f"night held, recommendations not published: {'; '.join(guards.breaches)}; "
+            f"readers keep version {guards.published_version}; rerun with --force to publish "
+            "anyway"
         )
         held.guardrails = report.guardrails
         raise held
