@@ -11,6 +11,7 @@ Prints a table per protocol, the checks the project promises, then one JSON line
     python benchmarks/accuracy.py --quick              # cheap models only, a few minutes
     python benchmarks/accuracy.py --protocols user_random --models ease,blend
     python benchmarks/accuracy.py --quick --seeds 0,1,2,3,4   # mean over seeds (and spread)
+    python benchmarks/accuracy.py --synthetic 3000 --quick    # a generated log, seconds
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.splits import make_split
+from recsys_core.data.synth import SynthConfig, write_synthetic
 from recsys_core.evaluation import evaluate
 from recsys_core.models import FitOptions, TrainingData, create, registered
 from recsys_core.models.blend import DEFAULT_MEMBERS
@@ -68,6 +70,9 @@ GOALS = {  # protocol -> (metric, threshold) for what the nightly publishes
     "user_random": ("ndcg@10", 0.50),
     "user_temporal": ("ndcg@10", 0.21),
 }
+# the tiny size the tests run (tests/test_benchmarks.py)
+TINY_ARGS = ["--synthetic", "3000", "--quick", "--protocols", "user_temporal",
+             "--models", "popularity,ease (lambda 500)"]  # fmt: skip
 COLD_GOAL = 3.0  # text-capable models: recall@20 over held-out items vs a random ranking
 
 
@@ -84,6 +89,10 @@ def main() -> None:
         help="comma-separated seeds; figures are means over them (splits and models reseeded), "
         "with the spread of NDCG@10 (overrides --seed)",
     )
+    parser.add_argument(
+        "--synthetic", type=int, default=0,
+        help="a generated log of this many events instead of MovieLens-100K",
+    )  # fmt: skip
     args = parser.parse_args()
     labels = args.models.split(",") if args.models else list(MODELS)
     if args.quick:
@@ -92,7 +101,15 @@ def main() -> None:
         context = RunContext.of(args.data_dir or Path(tmp) / "lake")
         lake = context.lake
         if not lake.exists("events"):
-            ingest(context, SourceSpec())
+            source = SourceSpec()
+            if args.synthetic:
+                config = SynthConfig(
+                    users=max(args.synthetic // 15, 10), items=max(args.synthetic // 30, 10),
+                    events=args.synthetic, min_words=0, max_words=12, seed=0,
+                )  # fmt: skip
+                events, items = write_synthetic(config, Path(tmp) / "source")
+                source = SourceSpec(events=(str(events),), items=str(items))
+            ingest(context, source)
         encode_items(context)
         data = load_interactions(lake)
         embeddings = embedding_matrix(lake, data.items, encoder_id(context))
@@ -128,7 +145,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "benchmark": "accuracy-ml100k",
+                "benchmark": "accuracy-synthetic" if args.synthetic else "accuracy-ml100k",
                 "events": len(data),
                 "users": data.n_users,
                 "items": data.n_items,

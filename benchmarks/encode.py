@@ -41,6 +41,10 @@ from recsys_core.data.synth import SynthConfig, synth_items
 from recsys_core.encoders import ItemTextEncoder, build_item_text
 from recsys_core.encoders.item_text_encoder import quantize_int8
 
+# the tiny size the tests run (tests/test_benchmarks.py)
+TINY_ARGS = ["--ml100k-items", "32", "--synthetic-items", "32", "--naive-items", "32",
+             "--repeat", "1", "--max-length", "64"]  # fmt: skip
+
 
 def ml100k_texts() -> list[str]:
     """The canonical item texts the pipeline encodes, from the bundled ML-100K catalog."""
@@ -235,6 +239,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: per device")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--synthetic-items", type=int, default=1000)
+    parser.add_argument(
+        "--ml100k-items", type=int, default=0, help="the first N ML-100K items (0 = all 1,682)"
+    )
     parser.add_argument("--naive-items", type=int, default=640,
                         help="random texts the naive loop runs per catalog (0 = all)")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=2, help="best of N for items_per_s")
@@ -275,7 +282,9 @@ def main() -> None:
         "batch_size": encoder.batch_size,
         "max_batch_tokens": encoder.max_batch_tokens,
     }  # fmt: skip
-    figures["ml100k"] = measure(encoder, ml100k_texts(), args.naive_items, args.repeat)
+    texts = ml100k_texts()
+    texts = texts[: args.ml100k_items] if args.ml100k_items else texts
+    figures["ml100k"] = measure(encoder, texts, args.naive_items, args.repeat)
     figures["synthetic_10_300_words"] = measure(
         encoder, synthetic_texts(args.synthetic_items), args.naive_items, args.repeat
     )

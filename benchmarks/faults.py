@@ -6,6 +6,7 @@ night 2 again; the result must equal a reference directory where both nights ran
 (see recsys_core/testing/faults.py for what is compared).
 
     python benchmarks/faults.py --trials 3        # trials per stage; prints one JSON line
+    python benchmarks/faults.py --trials 1 --stages recommend   # one kill, about a minute
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# the tiny size the tests run (tests/test_benchmarks.py)
+TINY_ARGS = ["--trials", "1", "--stages", "recommend"]
 
 
 def main() -> None:
@@ -27,13 +30,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=3, help="kills per stage")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--stages", default="ingest,encode,train,recommend", help="stages to kill, comma-separated"
+    )
     args = parser.parse_args()
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     with tempfile.TemporaryDirectory(prefix="recsys-faults-") as tmp:
         workdir = Path(tmp)
         stack = Stack(workdir / "server", workdir / "run", prefect_port=free_port())
         try:
             stack.start_prefect()
-            campaign = run_campaign(args.trials, workdir, stack.api_url, args.seed)
+            campaign = run_campaign(args.trials, workdir, stack.api_url, args.seed, stages)
         finally:
             stack.stop("prefect")
     print(json.dumps(campaign.summary()))

@@ -12,6 +12,7 @@ comparison for one seed on a data directory and logs it to MLflow.
 
     python benchmarks/finetune.py                       # 3 seeds, ~10 minutes on 2 CPU cores
     python benchmarks/finetune.py --seeds 42 --pairs 512
+    python benchmarks/finetune.py --synthetic 3000 --seeds 42 --pairs 64   # seconds
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.data.splits import cold_items
+from recsys_core.data.synth import SynthConfig, write_synthetic
 from recsys_core.encoders import ItemTextEncoder
 from recsys_core.encoders.finetune import FinetuneConfig, cooccurrence_pairs, finetune
 from recsys_core.pipeline import ingest
@@ -36,6 +38,8 @@ from recsys_core.pipeline.train import load_interactions
 from recsys_core.storage import Lake
 
 KEEP = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+# the tiny size the tests run (tests/test_benchmarks.py)
+TINY_ARGS = ["--synthetic", "3000", "--seeds", "42", "--pairs", "64", "--validation-pairs", "16"]
 
 
 def main() -> None:
@@ -47,11 +51,24 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--encoder", default=None, help="base model (default MiniLM)")
+    parser.add_argument("--validation-pairs", type=int, default=None)
+    parser.add_argument(
+        "--synthetic", type=int, default=0,
+        help="a generated log of this many events instead of MovieLens-100K",
+    )  # fmt: skip
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:  # the bundled ML-100K, as the pipeline stores it
         lake = Lake(Path(tmp) / "lake")
-        ingest(RunContext.of(lake.root), SourceSpec())
+        source = SourceSpec()
+        if args.synthetic:
+            config = SynthConfig(
+                users=max(args.synthetic // 15, 10), items=max(args.synthetic // 30, 10),
+                events=args.synthetic, min_words=5, max_words=30, seed=0,
+            )  # fmt: skip
+            events, items = write_synthetic(config, Path(tmp) / "source")
+            source = SourceSpec(events=(str(events),), items=str(items))
+        ingest(RunContext.of(lake.root), source)
         data = load_interactions(lake)
         items = lake.read("items", ["item_id", "text"])
     text_of = dict(zip(items["item_id"], items["text"], strict=True))
@@ -61,7 +78,8 @@ def main() -> None:
     base = ItemTextEncoder(args.encoder, device=args.device)
     base_metrics = content_metrics(base.encode(texts).embeddings, split)
     config = FinetuneConfig()
-    changes = {"pairs": args.pairs, "learning_rate": args.learning_rate}
+    changes = {"pairs": args.pairs, "learning_rate": args.learning_rate,
+               "validation_pairs": args.validation_pairs}  # fmt: skip
     config = replace(config, **{k: v for k, v in changes.items() if v is not None})
 
     runs = []
@@ -89,7 +107,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "finetune-cold-start",
-                "dataset": "ml-100k",
+                "dataset": f"synthetic-{args.synthetic}" if args.synthetic else "ml-100k",
                 "protocol": "cold_items",
                 "holdout_fraction": args.holdout,
                 "split_seed": args.split_seed,

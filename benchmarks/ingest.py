@@ -27,6 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# the tiny size the tests run (tests/test_benchmarks.py); {tmp} is a fresh folder
+TINY_ARGS = ["--events", "20000", "--users", "500", "--items", "200",
+             "--source-dir", "{tmp}/source"]  # fmt: skip
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

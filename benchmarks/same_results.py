@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,19 +30,28 @@ from pathlib import Path
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
+# the tiny size the tests run (tests/test_benchmarks.py)
+TINY_ARGS = ["--synthetic", "3000", "--models", "popularity,ease"]
 
 
-def fingerprint(data_dir: Path) -> dict:
-    command = [str(ROOT / ".venv" / "bin" / "recsys"), "nightly", "--data-dir", str(data_dir),
-               "--json"]  # fmt: skip
+def fingerprint(data_dir: Path, source: list[str], options: list[str]) -> dict:
+    """Run the nightly of this checkout (by this interpreter) and fingerprint its output."""
+    command = [sys.executable, "-m", "flows.cli", "nightly", "--data-dir", str(data_dir),
+               "--json", *source, *options]  # fmt: skip
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False,
+        env={**os.environ, "PYTHONPATH": path},
+    )  # fmt: skip
     if done.returncode != 0:
         sys.exit(f"recsys nightly failed ({done.returncode}): {done.stderr[-2000:]}")
     summary = json.loads(done.stdout)
+    from recsys_core.storage import Lake
+
     table = (
-        pl.read_delta(str(data_dir / "recommendations"))
-        .select("user_id", "rank", "item_id", "score")
+        Lake(data_dir)
+        .read("recommendations", ["user_id", "rank", "item_id", "score"])
         .sort("user_id", "rank")
     )
     digest = hashlib.sha256()
@@ -114,9 +124,25 @@ def main() -> None:
     parser.add_argument(
         "--every-model", action="store_true", help="also fit and fingerprint every model"
     )
+    parser.add_argument(
+        "--synthetic", type=int, default=0,
+        help="a generated log of this many events (seed 0) instead of MovieLens-100K",
+    )  # fmt: skip
+    parser.add_argument("--models", default=None, help="candidates (default: the nightly's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="recsys-same-") as work:
-        result = fingerprint(Path(work) / "lake")
+        source: list[str] = []
+        if args.synthetic:
+            from recsys_core.data.synth import SynthConfig, write_synthetic
+
+            config = SynthConfig(
+                users=max(args.synthetic // 15, 10), items=max(args.synthetic // 30, 10),
+                events=args.synthetic, min_words=0, max_words=12, seed=0,
+            )  # fmt: skip
+            events, items = write_synthetic(config, Path(work) / "source")
+            source = ["--events", str(events), "--items", str(items)]
+        options = ["--models", args.models] if args.models else []
+        result = fingerprint(Path(work) / "lake", source, options)
         if args.every_model:
             result["models"] = model_fingerprints(Path(work) / "lake")
     if args.save:

@@ -15,6 +15,7 @@ peak RSS <= 12 GB at 25M, the 25M nightly without encode under 45 minutes.
 
     python benchmarks/scale.py                         # 1M, 5M and 25M events (over an hour)
     python benchmarks/scale.py --sizes 1000000         # one size, a few minutes
+    python benchmarks/scale.py --sizes 20000 --k 5 --models popularity,ease   # about a minute
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 USERS_PER_EVENT = 6.5e-3  # ML-25M: 162,541 users for 25,000,095 ratings
 ITEMS_PER_EVENT = 2.5e-3  # ML-25M: 62,423 movies
 STAGES = ("ingest", "encode", "train", "recommend")
+# the tiny size the tests run (tests/test_benchmarks.py)
+TINY_ARGS = ["--sizes", "20000", "--k", "5", "--models", "popularity,ease"]
 
 
-def run_size(events: int, work: Path, k: int) -> dict:
+def run_size(events: int, work: Path, k: int, models: str | None = None) -> dict:
     from recsys_core.data.synth import SynthConfig, write_synthetic
 
     users, items = round(events * USERS_PER_EVENT), round(events * ITEMS_PER_EVENT)
@@ -53,13 +56,15 @@ def run_size(events: int, work: Path, k: int) -> dict:
         write_synthetic(config, source)
     log(f"{events} events, {users} users, {items} items: nightly into {data_dir}")
     command = [
-        str(ROOT / ".venv" / "bin" / "recsys"), "nightly", "--data-dir", str(data_dir),
+        *recsys_command(), "nightly", "--data-dir", str(data_dir),
         "--events", str(source / "events.csv"), "--items", str(source / "items.csv"),
-        "--k", str(k), "--json",
+        "--k", str(k), "--json", *(["--models", models] if models else []),
     ]  # fmt: skip
     start = time.perf_counter()
     with (work / f"nightly-{events}.log").open("w") as err:
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
+        child = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=err, text=True, env=recsys_env()
+        )
         out, _ = child.communicate()
     wall = time.perf_counter() - start
     if child.returncode != 0:
@@ -94,6 +99,17 @@ def run_size(events: int, work: Path, k: int) -> dict:
     return result
 
 
+def recsys_command() -> list[str]:
+    """`recsys` of this checkout, run by this interpreter (wherever its environment lives)."""
+    return [sys.executable, "-m", "flows.cli"]
+
+
+def recsys_env() -> dict[str, str]:
+    """The environment with this checkout first on the Python path."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def growth_exponent(results: list[dict]) -> float | None:
     """Slope of log(seconds without encode) on log(events) over the completed sizes."""
     done = [r for r in results if r.get("completed")]
@@ -115,11 +131,12 @@ def main() -> None:
     )
     parser.add_argument("--work-dir", type=Path, default=None, help="keep sources and lakes here")
     parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--models", default=None, help="candidates (default: the nightly's)")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="recsys-scale-"))
     work.mkdir(parents=True, exist_ok=True)
-    results = [run_size(events, work, args.k) for events in sizes]
+    results = [run_size(events, work, args.k, args.models) for events in sizes]
     peaks = [s["peak_rss_gb"] for r in results for s in r.get("stages", {}).values()]
     largest = max(results, key=lambda r: r["events"])
     figures = {

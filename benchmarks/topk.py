@@ -36,6 +36,10 @@ from recsys_core.ranking import chunk_size, top_k
 from recsys_core.reader import read_user_recommendations
 from recsys_core.storage import Lake
 
+# the tiny size the tests run (tests/test_benchmarks.py); {tmp} is a fresh folder
+TINY_ARGS = ["--users", "3000", "--items", "800", "--dim", "16", "--table-rows", "20000",
+             "--lookups", "20", "--table-dir", "{tmp}/topk"]  # fmt: skip
+
 
 class StaticFactors(Recommender):
     """Given user and item vectors: the shape of any MF/ALS/embedding model at scoring time."""
@@ -175,6 +179,12 @@ def build_table(root: Path, rows: int, k: int, n_items: int) -> float | None:
         text=pl.col("item_id"), text_hash=pl.col("item_id"),
         updated_at=pl.lit(now).cast(schemas.UTC_TIME),
     )  # fmt: skip
+    # columns the items schema adds later (quality flags...) stay empty: a clean catalog
+    catalog = catalog.with_columns(
+        pl.lit(None, dtype).alias(name)
+        for name, dtype in schemas.ITEMS.items()
+        if name not in catalog.columns
+    )
     lake.write("items", catalog, mode="overwrite")
     return round(time.perf_counter() - start, 1)
 

@@ -65,8 +65,6 @@ class Stack:
             "PREFECT_API_URL": self.api_url,
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "RECSYS_DATA_DIR": data_dir,
-            "RECSYS_PROJECT_DIR": str(ROOT),
-            "RECSYS_TIMEZONE": os.environ.get("RECSYS_TIMEZONE", "UTC"),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         env.update(extra)
@@ -143,21 +141,22 @@ class Stack:
         subprocess.run([str(BIN / "prefect"), *args], env=self.env(), cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
 
-    def deploy(self, names: tuple[str, ...] = CPU_DEPLOYMENTS) -> None:
-        """Create the cpu process pool and the deployments of deployments/prefect.yaml."""
+    def deploy(self) -> None:
+        """Create the cpu process pool and deploy deployments/prefect.yaml, as a Prefect
+        user does (`prefect deploy --all` from the checkout root)."""
         self.prefect_cli("work-pool", "create", "cpu", "--type", "process", "--overwrite")
-        selected = [arg for name in names for arg in ("--name", name)]
-        self.prefect_cli("--no-prompt", "deploy", *selected,
+        self.prefect_cli("--no-prompt", "deploy", "--all",
                          "--prefect-file", str(ROOT / "deployments" / "prefect.yaml"))  # fmt: skip
 
     def deploy_gpu(self, pool_type: str) -> None:
-        """Create the gpu pool from its job template and deploy encode-gpu to it."""
+        """Create the gpu pool from its job template and deploy deployments/gpu.yaml."""
         template = ROOT / "deployments" / "work-pools" / f"gpu-{pool_type}.json"
         if not template.exists():
             raise SystemExit(f"no job template {template} (use kubernetes or docker)")
         self.prefect_cli("work-pool", "create", "gpu", "--type", pool_type,
                          "--base-job-template", str(template), "--overwrite")  # fmt: skip
-        self.deploy(("encode-gpu",))
+        self.prefect_cli("--no-prompt", "deploy", "--all",
+                         "--prefect-file", str(ROOT / "deployments" / "gpu.yaml"))  # fmt: skip
 
     def start_worker(self) -> None:
         self.spawn(

@@ -1,9 +1,10 @@
 """Errors that carry the pipeline's exit-code contract, and how a failure maps onto it.
 
 Exit codes: 0 ok; 2 bad input or usage (one line naming the file, row or column, and why);
-1 internal failure (a failing disk is named as such); 130 stopped by SIGINT (Ctrl-C) or
-SIGTERM. `exit_status` turns an exception into its code and the one line to print, so every
-front end (the CLI, a service) reports failures the same way.
+1 internal failure (a failing disk is named as such); 3 a guardrail held the night's
+recommendations (nothing published; `--force` publishes them); 130 stopped by SIGINT
+(Ctrl-C) or SIGTERM. `exit_status` turns an exception into its code and the one line to
+print, so every front end (the CLI, a service) reports failures the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from recsys_core.settings import Settings
 EXIT_OK = 0
 EXIT_FAILURE = 1  # an internal failure, or the disk under the data directory failed
 EXIT_BAD_INPUT = 2
+EXIT_HELD = 3  # a publishing guardrail held the night: readers keep the published table
 EXIT_STOPPED = 130  # what shells report for a process ended by Ctrl-C
 
 

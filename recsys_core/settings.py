@@ -204,6 +204,43 @@ class RecommendSettings(_Group):
         "(the rollback window) before vacuum deletes its files; at most 30, the Delta log's "
         "own retention.",
     )
+    # guardrails: tonight's table is compared with the published one before the commit; a
+    # breach holds the night (readers keep the published table) unless `force`
+    guard_min_user_coverage: float = Field(
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="Share of the published table's users that tonight's table must still "
+        "hold, or the night is held (0 turns this guardrail off).",
+    )
+    guard_min_catalog_ratio: float = Field(
+        0.2,
+        ge=0.0,
+        description="Distinct items recommended tonight relative to the published table (in "
+        "the top ranks both have), below which the night is held (0 turns it off).",
+    )
+    guard_min_list_overlap: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Mean share of a user's list (the top ranks both tables have) that "
+        "tonight keeps from the published table, below which the night is held (0 turns it "
+        "off).",
+    )
+    guard_max_score_shift: float = Field(
+        1.0,
+        ge=0.0,
+        description="Largest move of the median score, in widths of the published table's "
+        "10th-90th percentile range, when the champion is the version that made the published "
+        "table (another version scores on a scale of its own); above it the night is held.",
+    )
+    guard_max_bad_scores: int = Field(
+        0, ge=0, description="NaN or infinite scores tonight's table may hold before it is held."
+    )
+    force: bool = Field(
+        False,
+        description="Publish even when a guardrail holds the night (the breach is still reported).",
+    )
 
 
 class QuerySettings(_Group):

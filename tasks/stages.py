@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
@@ -24,7 +25,7 @@ from recsys_core.encoders.finetune_config import FinetuneConfig
 from recsys_core.errors import InputError
 from recsys_core.pipeline.encode import EncodePlan, EncodeShard, EncodeShardResult
 from recsys_core.pipeline.finetune import finetune_encoder
-from recsys_core.pipeline.recommend import RecommendPlan, ShardResult
+from recsys_core.pipeline.recommend import NightHeld, RecommendPlan, ShardResult
 from recsys_core.ranking import Shard
 from recsys_core.settings import Settings
 from tasks.cache import cache_key_on
@@ -154,12 +155,64 @@ def rank_shard_task(settings: Settings, plan: RecommendPlan, shard: Shard) -> Sh
 
 @task(name="publish", cache_policy=NONE, **IO_RETRIES)
 def publish_task(settings: Settings, plan: RecommendPlan, results: list[ShardResult]) -> dict:
-    report = pipeline.publish(_context(settings), plan, results)
-    get_run_logger().info(
-        "published %d recommendations for %d users from %s in one commit (table version %s)",
+    logger = get_run_logger()
+    try:
+        report = pipeline.publish(_context(settings), plan, results)
+    except NightHeld as held:
+        logger.error("%s", held)
+        guardrails_artifact(held.guardrails, settings)
+        raise
+    logger.info(
+        "published %d recommendations for %d users from %s in one commit (table version %s); "
+        "guardrails: %s",
         report.rows, report.users, report.model, report.version,
+        report.guardrails.get("verdict"),
     )  # fmt: skip
+    if report.guardrails.get("breaches"):
+        logger.warning("published despite breached guardrails: %s", report.guardrails["breaches"])
+    guardrails_artifact(report.guardrails, settings)
     return report.as_dict()
+
+
+def guardrails_artifact(guardrails: dict, settings: Settings) -> None:
+    """A table in the Prefect UI: tonight's figures against the published table, the
+    thresholds, and the verdict (key `recommend-guardrails`)."""
+    recommend = settings.recommend
+    figures = [
+        ("user coverage", guardrails.get("user_coverage"),
+         f">= {recommend.guard_min_user_coverage}"),
+        ("catalog ratio", guardrails.get("catalog_ratio"),
+         f">= {recommend.guard_min_catalog_ratio}"),
+        ("list overlap (mean)", guardrails.get("list_overlap_mean"),
+         f">= {recommend.guard_min_list_overlap}"),
+        ("list overlap (p10, median)",
+         f"{guardrails.get('list_overlap_p10')}, {guardrails.get('list_overlap_median')}", ""),
+        ("score median (published -> tonight)",
+         f"{guardrails.get('published_score_median')} -> {guardrails.get('score_median')}", ""),
+        ("score shift", guardrails.get("score_shift"),
+         f"<= {recommend.guard_max_score_shift}"
+         + ("" if guardrails.get("score_shift_checked") else " (not checked: new champion)")),
+        ("bad scores", guardrails.get("bad_scores"), f"<= {recommend.guard_max_bad_scores}"),
+    ]  # fmt: skip
+    lines = [
+        f"# Publishing guardrails: {guardrails.get('verdict')}",
+        "",
+        f"Compared with published version {guardrails.get('published_version')} "
+        f"({guardrails.get('published_users')} users, top {guardrails.get('ranks')} ranks).",
+        "",
+        "| figure | tonight | allowed |",
+        "|---|---|---|",
+        *(f"| {name} | {value} | {limit} |" for name, value, limit in figures),
+    ]
+    if guardrails.get("breaches"):
+        lines += ["", "Breached:", *(f"- {line}" for line in guardrails["breaches"])]
+    if guardrails.get("verdict") == "held":
+        lines += ["", "Nothing was committed; readers keep the published table. "
+                  "`--force` publishes anyway."]  # fmt: skip
+    create_markdown_artifact(
+        key="recommend-guardrails", markdown="\n".join(lines),
+        description="Tonight's recommendations against the published table",
+    )  # fmt: skip
 
 
 @task(name="finetune-encoder", cache_policy=NONE)

@@ -49,6 +49,8 @@ def another_value(name: str) -> tuple[str, Any]:
     if type(None) in choices:
         kind = next(c for c in choices if c is not type(None))
     low = bounds(info).get("min", 0)
+    if kind is bool:
+        return ("false", False) if default else ("true", True)
     if kind is int:
         value = max(int(low), 1) + (default or 0) + 1
         value = min(value, int(bounds(info).get("max", value)))

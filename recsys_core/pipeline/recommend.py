@@ -28,7 +28,7 @@ from recsys_core import schemas
 from recsys_core.context import RunContext
 from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.data.vocab import Vocabulary
-from recsys_core.errors import InputError
+from recsys_core.errors import EXIT_HELD, InputError
 from recsys_core.pipeline.fingerprints import champion_state, file_digest, stage_fingerprint
 from recsys_core.ranking import (
     QueryBlend,
@@ -41,6 +41,7 @@ from recsys_core.ranking import (
 from recsys_core.registry.artifacts import ModelBundle, load_bundle
 from recsys_core.registry.reader import RegistryReader
 from recsys_core.registry.tracking import CHAMPION, Tracker
+from recsys_core.settings import RecommendSettings
 from recsys_core.storage import Lake
 from recsys_core.storage.lake import DataFile
 
@@ -107,9 +108,70 @@ class PublishReport:
     vacuumed_files: int = 0
     seconds: float = 0.0
     example_user: str | None = None
+    guardrails: dict = field(default_factory=dict)  # `Guardrails.as_dict()` of this night
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class NightHeld(InputError):
+    """A guardrail held the night: tonight's table was not committed, readers keep the
+    published one. Exit code 3; `guardrails` holds the figures (`Guardrails.as_dict()`)."""
+
+    exit_code = EXIT_HELD
+    guardrails: dict
+
+
+@dataclass
+class Guardrails:
+    """Tonight's table against the published one, and the verdict.
+
+    Lists are compared on the top `ranks` ranks both tables have (the smaller k), so a night
+    with another k is compared like for like.
+
+    Attributes:
+        verdict: `first night` (nothing published yet: nothing to compare), `passed`,
+            `held` (a breach; nothing committed) or `forced` (a breach published by `force`).
+        breaches: One line per guardrail breached, with its figures.
+        published_version: The version readers saw when tonight was compared with it.
+        ranks: The top ranks compared (the smaller of the two tables' k).
+        published_users: Users of the published table.
+        user_coverage: Share of those users tonight's table holds.
+        catalog_ratio: Distinct items tonight / distinct items published (top `ranks`).
+        list_overlap_mean: Mean over users in both of the share of the published list kept.
+        list_overlap_p10: Its 10th percentile; `list_overlap_median` its median.
+        score_median: Tonight's median score (top `ranks`); `published_score_median` the
+            published one.
+        score_shift: |median move| in widths of the published 10th-90th percentile range.
+        score_shift_checked: Whether the shift counts (the same champion version made both).
+        bad_scores: NaN or infinite scores tonight.
+    """
+
+    verdict: str = "first night"
+    breaches: list[str] = field(default_factory=list)
+    published_version: int | None = None
+    ranks: int = 0
+    published_users: int = 0
+    user_coverage: float | None = None
+    catalog_ratio: float | None = None
+    list_overlap_mean: float | None = None
+    list_overlap_p10: float | None = None
+    list_overlap_median: float | None = None
+    score_median: float | None = None
+    published_score_median: float | None = None
+    score_shift: float | None = None
+    score_shift_checked: bool = False
+    bad_scores: int = 0
+    mlflow_tags: str = ""  # "set", or why the MLflow tags could not be set
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def reason(self) -> str:
+        """One line: the verdict and, for a breach, which guardrails and their figures."""
+        if not self.breaches:
+            return self.verdict
+        return f"{self.verdict}: " + "; ".join(self.breaches)
 
 
 # -- inputs and the "already published?" check ---------------------------------------------
@@ -272,17 +334,35 @@ def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]
     report.user_coverage = round(report.users / max(plan.users, 1), 4)
     distinct = set().union(*(r.items for r in ordered))
     report.catalog_coverage = round(len(distinct) / max(n_items, 1), 4)
+    files = [r.file for r in ordered]
+    guards = check_guardrails(context, plan, files)
+    report.guardrails = guards.as_dict()
+    if guards.verdict == "held":
+        _record_verdict(context, plan, guards)
+        report.guardrails = guards.as_dict()
+        for staged in files:  # never committed: nothing will read them
+            (lake.path(TABLE) / staged.path).unlink(missing_ok=True)
+        held = NightHeld(
+            f"night held, recommendations not published: {'; '.join(guards.breaches)}; "
+            f"readers keep version {guards.published_version}; rerun with --force to publish "
+            "anyway"
+        )
+        held.guardrails = report.guardrails
+        raise held
     report.version = lake.commit_files(
         TABLE,
-        [r.file for r in ordered],
+        files,
         metadata={
             "run_id": plan.run_id, "stage": "recommend", "model": plan.model,
             "rows": report.rows, "users": report.users, "k": plan.k,
             "user_coverage": report.user_coverage, "shards": len(ordered),
             "generated_at": plan.generated_at.isoformat(),
+            "guardrails": guards.reason(),
             **({"inputs": plan.inputs} if plan.inputs else {}),
         },
     )  # fmt: skip
+    _record_verdict(context, plan, guards, version=report.version)
+    report.guardrails = guards.as_dict()
     report.vacuumed_files = len(
         lake.vacuum(TABLE, retention_days=settings.recommend.retention_days)
     )
@@ -292,6 +372,129 @@ def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]
         report.unavailable_items = len(read_item_ids(plan.unavailable_items))
     report.seconds = round((datetime.now(UTC) - plan.generated_at).total_seconds(), 3)
     return report
+
+
+# -- guardrails: tonight against what readers see now -----------------------------------------
+def check_guardrails(context: RunContext, plan: RecommendPlan, files: list[DataFile]) -> Guardrails:
+    """Compare tonight's staged files with the published table; decide whether to publish.
+
+    Thresholds are the `guard_*` settings of the recommend group; `force` turns a hold into
+    `forced`. The first night (no published table) has nothing to compare and publishes.
+
+    Args:
+        context: The data directory and the recommend settings.
+        plan: The run's plan (its champion version is compared with the published one's).
+        files: Tonight's staged files, not yet committed.
+    """
+    lake, settings = context.lake, context.settings.recommend
+    guards = Guardrails()
+    if not lake.exists(TABLE):
+        return guards
+    guards.published_version = lake.version(TABLE)
+    columns = ["user_id", "rank", "item_id", "score"]
+    old = lake.scan(TABLE, version=guards.published_version).select(columns)
+    folder = lake.path(TABLE)
+    new = pl.scan_parquet([str(folder / f.path) for f in files], glob=False).select(columns)
+    old_k = old.select(pl.col("rank").max()).collect().item() or 0
+    guards.ranks = min(int(old_k), plan.k)
+    old_top = old.filter(pl.col("rank") <= guards.ranks).collect()
+    new_top = new.filter(pl.col("rank") <= guards.ranks).collect()
+    guards.bad_scores = new.select((~pl.col("score").is_finite()).sum()).collect().item()
+    old_users = old_top["user_id"].unique()
+    guards.published_users = len(old_users)
+    if guards.published_users == 0:  # an empty table: nothing readers would miss
+        return _verdict(guards, settings)
+    kept_users = old_users.is_in(new_top["user_id"].unique().implode()).sum()
+    guards.user_coverage = round(kept_users / guards.published_users, 4)
+    guards.catalog_ratio = round(
+        new_top["item_id"].n_unique() / max(old_top["item_id"].n_unique(), 1), 4
+    )
+    # per user in both: items kept / the shorter list (a user may have fewer than k)
+    lengths = (
+        old_top.group_by("user_id")
+        .len("old")
+        .join(new_top.group_by("user_id").len("new"), on="user_id")
+    )
+    kept = old_top.join(new_top, on=["user_id", "item_id"]).group_by("user_id").len("kept")
+    overlap = (
+        lengths.join(kept, on="user_id", how="left")
+        .select(pl.col("kept").fill_null(0) / pl.min_horizontal("old", "new"))
+        .to_series()
+    )
+    if len(overlap):
+        guards.list_overlap_mean = round(float(overlap.mean()), 4)
+        guards.list_overlap_p10 = round(float(overlap.quantile(0.1)), 4)
+        guards.list_overlap_median = round(float(overlap.median()), 4)
+    old_scores = old_top["score"].filter(old_top["score"].is_finite())
+    new_scores = new_top["score"].filter(new_top["score"].is_finite())
+    if len(old_scores) and len(new_scores):
+        guards.published_score_median = float(old_scores.median())
+        guards.score_median = float(new_scores.median())
+        spread = float(old_scores.quantile(0.9) - old_scores.quantile(0.1))
+        scale = max(spread, abs(guards.published_score_median) * 1e-3, 1e-9)
+        guards.score_shift = round(
+            abs(guards.score_median - guards.published_score_median) / scale, 4
+        )
+        published_model = lake.history(TABLE)[0].get("model")
+        guards.score_shift_checked = published_model == plan.model
+    return _verdict(guards, settings)
+
+
+def _verdict(guards: Guardrails, settings: RecommendSettings) -> Guardrails:
+    """Set the breaches and the verdict from the figures and the thresholds."""
+    checks = [
+        ("user coverage", guards.user_coverage, settings.guard_min_user_coverage, "min",
+         f"of the {guards.published_users} published users"),
+        ("catalog ratio", guards.catalog_ratio, settings.guard_min_catalog_ratio, "min",
+         "distinct items tonight / published"),
+        ("list overlap", guards.list_overlap_mean, settings.guard_min_list_overlap, "min",
+         f"mean share of each list kept, top {guards.ranks}"),
+        ("score shift", guards.score_shift if guards.score_shift_checked else None,
+         settings.guard_max_score_shift, "max",
+         "median move in published 10th-90th percentile widths"),
+        ("bad scores", guards.bad_scores, settings.guard_max_bad_scores, "max",
+         "NaN or infinite scores"),
+    ]  # fmt: skip
+    for name, value, limit, bound, what in checks:
+        if value is None:
+            continue
+        if (bound == "min" and value < limit) or (bound == "max" and value > limit):
+            sign = "<" if bound == "min" else ">"
+            guards.breaches.append(f"{name} {value:g} {sign} {limit:g} ({what})")
+    if not guards.breaches:
+        guards.verdict = "passed"
+    else:
+        guards.verdict = "forced" if settings.force else "held"
+    return guards
+
+
+def _record_verdict(
+    context: RunContext, plan: RecommendPlan, guards: Guardrails, *, version: int | None = None
+) -> None:
+    """Tag the champion's registered version and its MLflow run with tonight's verdict, so
+    the registry says why a night was held or forced.
+
+    Best effort: the verdict is already in the commit or the error, so a failing MLflow
+    store is noted in `guards.mlflow_tags` rather than failing a night that published.
+    """
+    tracking = context.settings.tracking
+    tags = {
+        "publish_guardrails": guards.verdict,
+        "publish_guardrails_reason": guards.reason()[:5000],
+        "publish_run_id": plan.run_id,
+        "publish_table_version": "" if version is None else str(version),
+    }
+    try:
+        tracker = Tracker(context.lake, tracking.experiment, tracking.registered_model)
+        client, name = tracker.client, tracking.registered_model
+        found = client.get_model_version(name, plan.model_version)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, plan.model_version, key, value)
+            if found.run_id:
+                client.set_tag(found.run_id, key, value)
+        guards.mlflow_tags = "set"
+    except Exception as exc:  # a failing store must not fail a published night
+        guards.mlflow_tags = f"not set: {type(exc).__name__}: {exc}"[:500]
 
 
 def recommend(context: RunContext, *, progress: bool = False) -> PublishReport:

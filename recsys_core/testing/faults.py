@@ -302,10 +302,20 @@ def tiny_encoder(folder: Path) -> str:
     return str(folder)
 
 
-def run_campaign(trials: int, workdir: Path, api_url: str, seed: int = 0) -> Campaign:
-    """`trials` kills per stage (one per night after the first) against the server at
-    `api_url`; every night's outcome is compared with a clean run of the same nights."""
-    n_nights = 1 + trials * len(STAGES)
+def run_campaign(
+    trials: int,
+    workdir: Path,
+    api_url: str,
+    seed: int = 0,
+    stages: tuple[str, ...] = STAGES,
+) -> Campaign:
+    """`trials` kills per stage of `stages` (one per night after the first) against the
+    server at `api_url`; every night's outcome is compared with a clean run of the same
+    nights."""
+    unknown = set(stages) - set(STAGES)
+    if unknown or not stages:
+        raise ValueError(f"stages must be some of {', '.join(STAGES)}, given {stages}")
+    n_nights = 1 + trials * len(stages)
     nights = make_nights(workdir, n_nights)
     setup = {
         "encoder": tiny_encoder(workdir / "encoder"),
@@ -330,7 +340,7 @@ def run_campaign(trials: int, workdir: Path, api_url: str, seed: int = 0) -> Cam
     rng = random.Random(seed)
     campaign = Campaign()
     for i in range(1, n_nights):
-        stage = STAGES[(i - 1) % len(STAGES)]
+        stage = stages[(i - 1) % len(stages)]
         previous = expected[i - 1]["recommendations"]["user_id"].n_unique()
         duration = durations[i].get(stage, 0.05)
         campaign.results.append(
