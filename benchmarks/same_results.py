@@ -28,6 +28,8 @@ from pathlib import Path
 
 import polars as pl
 
+from recsys_core.storage import Lake
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,9 +42,11 @@ def fingerprint(data_dir: Path) -> dict:
         sys.exit(f"recsys nightly failed ({done.returncode}): {done.stderr[-2000:]}")
     summary = json.loads(done.stdout)
     table = (
-        pl.read_delta(str(data_dir / "recommendations"))
+        Lake(data_dir)
+        .scan("recommendations")
         .select("user_id", "rank", "item_id", "score")
         .sort("user_id", "rank")
+        .collect()
     )
     digest = hashlib.sha256()
     for column in table.columns:

@@ -31,7 +31,9 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from recsys_core import schemas
 from recsys_core.errors import InputError
+from recsys_core.storage.delta import open_table, scan_table
 from recsys_core.storage.live import LiveTable
+from recsys_core.storage.paths import check_data_dir, local_path
 
 WriteMode = Literal["append", "overwrite"]
 
@@ -75,6 +77,7 @@ class Lake:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+        check_data_dir(self.root)
 
     # -- locations -----------------------------------------------------------------------
     def path(self, table: str) -> Path:
@@ -118,8 +121,13 @@ class Lake:
         return LiveTable(str(self.path(table)))
 
     def scan(self, table: str, version: int | None = None) -> pl.LazyFrame:
+        """A lazy scan of a table (optionally an older version).
+
+        Reads through `storage.delta`, so a data directory whose path holds a space, `#`, `%`
+        or non-ASCII letters reads like any other (`pl.scan_delta` on the path does not).
+        """
         self._require(table)
-        return pl.scan_delta(str(self.path(table)), version=version)
+        return scan_table(open_table(self.path(table), version))
 
     def read(
         self, table: str, columns: Sequence[str] | None = None, version: int | None = None
@@ -373,7 +381,7 @@ class Lake:
         # a dry run first: a vacuum with nothing to delete would still add two log entries
         # (the log keeps listing files an earlier vacuum already deleted)
         expired = delta.vacuum(dry_run=True, **options)
-        present = [path for path in expired if (folder / _local_path(path)).exists()]
+        present = [path for path in expired if (folder / local_path(path)).exists()]
         if present:
             delta.vacuum(dry_run=False, **options)
         return present
@@ -405,7 +413,7 @@ class Lake:
             target = DeltaTable(folder, version=version)
         except Exception as exc:  # its log entry was cleaned up
             raise InputError(f"table {table}: version {version} cannot be loaded: {exc}") from None
-        gone = [uri for uri in target.file_uris() if not Path(_local_path(uri)).exists()]
+        gone = [uri for uri in target.file_uris() if not Path(local_path(uri)).exists()]
         if gone:
             raise InputError(
                 f"table {table}: version {version} was vacuumed ({len(gone)} of its data files "
@@ -471,7 +479,3 @@ def _delta_stats(df: pl.DataFrame) -> str:
     return json.dumps(
         {"numRecords": df.height, "minValues": low, "maxValues": high, "nullCount": nulls}
     )
-
-
-def _local_path(uri: str) -> str:
-    return uri.removeprefix("file://")
