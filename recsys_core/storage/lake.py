@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -385,6 +385,56 @@ class Lake:
         if present:
             delta.vacuum(dry_run=False, **options)
         return present
+
+    def logged_files(self, table: str) -> set[str]:
+        """Paths (relative to the table folder) of every data file that any entry still in
+        the table's log adds or removes: the files of every version that can be read or
+        restored, and files replaced but not yet vacuumed."""
+        log = self.path(table) / "_delta_log"
+        paths: set[str] = set()
+        for entry in log.glob("*.json"):
+            for line in entry.read_text(encoding="utf-8").splitlines():
+                action = json.loads(line) if line.strip() else {}
+                for kind in ("add", "remove"):
+                    if isinstance(action.get(kind), dict):
+                        paths.add(local_path(action[kind]["path"]))
+        for checkpoint in log.glob("*.checkpoint*.parquet"):
+            names = pq.read_schema(checkpoint).names
+            kinds = [kind for kind in ("add", "remove") if kind in names]
+            actions = pq.read_table(checkpoint, columns=kinds)
+            for kind in kinds:
+                column = actions.column(kind).combine_chunks()
+                column = column.filter(column.is_valid())  # rows of other kinds of action
+                paths.update(local_path(p) for p in column.field("path").to_pylist() if p)
+        return paths
+
+    def remove_unlogged(
+        self, table: str, pattern: str, *, keep: Callable[[Path], bool]
+    ) -> list[Path]:
+        """Delete the files of `table`'s folder matching `pattern` that no log entry names
+        (written by `write_file` but never committed) and that `keep` does not keep.
+
+        Args:
+            table: Table name.
+            pattern: Glob of the file names to consider, e.g. `run-*-shard-*.parquet`.
+            keep: Says which files are still wanted (a live run's files, not yet committed).
+
+        Returns:
+            The deleted files.
+        """
+        if not self.exists(table):
+            return []
+        folder = self.path(table)
+        # listed before the log is read: a file committed meanwhile is in the log by then
+        candidates = sorted(folder.glob(pattern))
+        logged = self.logged_files(table)
+        removed = []
+        for file in candidates:
+            if file.relative_to(folder).as_posix() in logged or keep(file):
+                continue
+            file.unlink(missing_ok=True)
+            removed.append(file)
+        return removed
 
     def rollback(
         self, table: str, version: int, *, metadata: Mapping[str, object] | None = None
