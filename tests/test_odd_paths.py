@@ -34,6 +34,8 @@ def test_every_table_operation_works_under_an_odd_path(tmp_path):
     assert lake.read("recommendations")["model"].unique().to_list() == ["m/2"]
     assert len(lake.vacuum("recommendations", retention_days=0)) == 2  # versions 0 and 2
     assert lake.read("recommendations").height == 4
+    lake.write("recommendations", recs_of({"f": 1}, "m/4"), mode="append")
+    assert lake.read("recommendations").height == 5
 
     manifest = pl.DataFrame(
         {"source_file": ["a"], "content_hash": ["1"], "kind": ["events"], "rows_read": [1],
