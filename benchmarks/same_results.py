@@ -29,6 +29,8 @@ from pathlib import Path
 
 import polars as pl
 
+from recsys_core.storage import Lake
+
 ROOT = Path(__file__).resolve().parents[1]
 # the tiny size the tests run (tests/test_benchmarks.py)
 TINY_ARGS = ["--synthetic", "3000", "--models", "popularity,ease"]
@@ -47,12 +49,12 @@ def fingerprint(data_dir: Path, source: list[str], options: list[str]) -> dict:
     if done.returncode != 0:
         sys.exit(f"recsys nightly failed ({done.returncode}): {done.stderr[-2000:]}")
     summary = json.loads(done.stdout)
-    from recsys_core.storage import Lake
-
     table = (
         Lake(data_dir)
-        .read("recommendations", ["user_id", "rank", "item_id", "score"])
+        .scan("recommendations")
+        .select("user_id", "rank", "item_id", "score")
         .sort("user_id", "rank")
+        .collect()
     )
     digest = hashlib.sha256()
     for column in table.columns:

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+
+from recsys_core.storage import Lake
 
 ROOT = Path(__file__).resolve().parents[1]
 USERS_PER_EVENT = 6.5e-3  # ML-25M: 162,541 users for 25,000,095 ratings
@@ -79,9 +80,9 @@ def run_size(events: int, work: Path, k: int, models: str | None = None) -> dict
         }
         for name in STAGES
     }
-    recs = pl.scan_delta(str(data_dir / "recommendations"))
-    per_user = recs.group_by("user_id").len().collect()
-    stored_users = pl.scan_delta(str(data_dir / "events")).select("user_id").unique().collect()
+    lake = Lake(data_dir)
+    per_user = lake.scan("recommendations").group_by("user_id").len().collect()
+    stored_users = lake.scan("events").select("user_id").unique().collect()
     completed = int(per_user.height == stored_users.height and bool((per_user["len"] == k).all()))
     train = summary["train"]
     result = {

@@ -1,7 +1,7 @@
 """Prefect cache keys from the library's stage fingerprints.
 
 A stage's fingerprint (`recsys_core.pipeline.train.train_inputs`, ...) covers the tables it
-reads, the settings and the code version. When a nightly fails in `recommend`, running it
+reads, the settings and the code (its source). When a nightly fails in `recommend`, running it
 again finds `train` cached (its inputs did not change) and reruns only what is left. The
 recommend stage keeps its fingerprint in the commit it publishes, so a night whose
 recommendations are already published is not ranked again; encoding skips unchanged items by

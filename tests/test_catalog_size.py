@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 import scipy.sparse as sp
 import torch
@@ -189,7 +188,7 @@ def test_default_candidates_adapt_to_a_catalog_above_the_dense_limit(trained_lak
     assert sum("blend member ease" in n for n in report.left_out) == 2
     assert report.evaluated_users == min(report.test_users, 100)
     recommend(RunContext(defaults))
-    recs = pl.read_delta(str(lake.path("recommendations")))
+    recs = lake.read("recommendations")
     events = lake.read("events", ["user_id", "item_id"]).unique()
     assert recs["user_id"].n_unique() == events["user_id"].n_unique()
     assert recs.group_by("user_id").len()["len"].unique().to_list() == [5]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -84,7 +83,7 @@ def test_a_failed_shard_fails_the_flow_and_publishes_nothing(
     monkeypatch.setattr(pipeline, "encode_shard", real)
     report = encode_flow(options=options)
     assert report["encoded"] == 40
-    assert pl.read_delta(str(ingested.path("item_embeddings"))).height == 40
+    assert ingested.read("item_embeddings").height == 40
 
 
 def test_cli_finetune_then_encode_with_the_registered_version(harness, ingested, tiny_encoder_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from recsys_core import schemas
 from recsys_core.context import RunContext
+from recsys_core.models import registry as model_registry
 from recsys_core.pipeline.fingerprints import champion_state, file_digest, stage_fingerprint
 from recsys_core.pipeline.recommend import published_report, recommend_inputs
 from recsys_core.pipeline.train import train_inputs
@@ -18,6 +20,7 @@ from recsys_core.registry.reader import RegistryReader
 from recsys_core.registry.tracking import CHAMPION, Tracker
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
+from tests.test_model_plugins import _write_model
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -220,3 +223,83 @@ def test_published_report_only_for_a_commit_from_exactly_these_inputs(lake_and_s
     assert published_report(context.with_settings(k=5)) is None
     _add_event(lake, "u2")  # new events: tonight's inputs differ from the published ones
     assert published_report(context) is None
+
+
+# -- the code ------------------------------------------------------------------------------
+@pytest.fixture
+def plugin_folder(tmp_path, monkeypatch):
+    """A folder on the Python path holding the plugin model module `throwaway_fp`, named in
+    RECSYS_MODEL_MODULES; the module and its registration are undone afterwards."""
+    from recsys_core.models import MODELS, registered
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    _write_model(folder, "throwaway_fp", "throwaway-fp")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("RECSYS_MODEL_MODULES", "throwaway_fp")
+    before = dict(registered())
+    yield folder
+    _forget_plugin()
+    MODELS.clear()
+    MODELS.update(before)
+
+
+def _forget_plugin() -> None:
+    """Unload the plugin, as a new process would not have it yet."""
+    sys.modules.pop("throwaway_fp", None)
+    model_registry._loaded.discard("throwaway_fp")
+
+
+def _next_process(folder: Path, source: str | None = None) -> None:
+    """What a new process finds: the plugin (edited to `source` when given), imported anew."""
+    if source is not None:
+        (folder / "throwaway_fp.py").write_text(source)
+    _forget_plugin()
+    model_registry.discover()
+
+
+def test_a_plugin_module_s_source_is_part_of_the_fingerprint(lake_and_settings, plugin_folder):
+    lake, settings = lake_and_settings
+    _add_event(lake)
+    context = RunContext(settings)
+    first = train_inputs(context)
+    _next_process(plugin_folder)
+    assert train_inputs(context) == first  # the same code again
+    source = (plugin_folder / "throwaway_fp.py").read_text()
+    _next_process(plugin_folder, source.replace("weight: float = 0.01", "weight: float = 0.02"))
+    assert train_inputs(context) != first
+    assert recommend_inputs(context) != recommend_inputs(context.with_settings(k=5))
+
+
+@pytest.mark.slow
+def test_a_fixed_plugin_model_is_trained_again_and_unchanged_code_reuses_the_report(
+    harness, trained_lake, plugin_folder, monkeypatch
+):
+    from prefect import flow
+
+    from recsys_core import pipeline
+    from tasks.stages import train_task
+
+    calls = []
+    real_train = pipeline.train
+
+    def counting_train(*args, **kwargs):
+        calls.append(1)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", counting_train)
+    settings = trained_lake.with_settings(models=("throwaway-fp",)).settings
+
+    @flow
+    def nightly_train() -> dict:  # the train step of a nightly: cached on its fingerprint
+        return train_task(settings)
+
+    model_registry.discover()
+    first = nightly_train()
+    assert len(calls) == 1 and first["champion_model"] in {"ease", "throwaway-fp"}
+    _next_process(plugin_folder)
+    assert nightly_train() == first and len(calls) == 1  # same code: the cached report
+    source = (plugin_folder / "throwaway_fp.py").read_text()
+    _next_process(plugin_folder, source.replace("weight: float = 0.01", "weight: float = 0.02"))
+    nightly_train()
+    assert len(calls) == 2  # the fixed model is trained, not last week's report reused

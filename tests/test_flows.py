@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -33,7 +32,7 @@ def nightly_lake(harness, small_source, tiny_encoder_dir, tmp_path_factory):
 def test_nightly_flow_publishes_k_unseen_items_for_every_user(nightly_lake):
     data_dir, summary = nightly_lake
     lake = Lake(data_dir)
-    recs = pl.read_delta(str(lake.path("recommendations")))
+    recs = lake.read("recommendations")
     events = lake.read("events", ["user_id", "item_id"]).unique()
     assert recs["user_id"].n_unique() == events["user_id"].n_unique()
     assert recs.group_by("user_id").len()["len"].unique().to_list() == [5]

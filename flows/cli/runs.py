@@ -10,12 +10,14 @@ from typing import Any
 from flows.params import Source
 from recsys_core.errors import InputError
 from recsys_core.settings import Settings
+from recsys_core.storage.paths import check_data_dir
 
 
 def point_at_data_dir(data_dir: Path) -> None:
     """Create the data directory and point Prefect and the run at it, before Prefect is
     imported (a PREFECT_HOME already set, e.g. for a server, is kept)."""
     root = data_dir.expanduser().resolve()
+    check_data_dir(root)  # before anything is created there
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

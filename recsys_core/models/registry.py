@@ -52,6 +52,14 @@ def discover() -> None:
     _scanned = True
 
 
+def plugin_modules() -> list[str]:
+    """The modules models were loaded from outside this package (`recsys.models` entry points
+    and `RECSYS_MODEL_MODULES`), after looking for new ones."""
+    discover()
+    package = __name__.rpartition(".")[0]
+    return sorted(m for m in _loaded if not m.startswith(f"{package}."))
+
+
 def registered() -> dict[str, type]:
     """Every model by name (the registry itself, not a copy), discovered on the first call."""
     if not _scanned:

@@ -46,6 +46,7 @@ from recsys_core.encoders.item_text_encoder import ItemTextEncoder, encoder_iden
 from recsys_core.encoders.registry import resolve_encoder
 from recsys_core.errors import InputError
 from recsys_core.storage import Lake
+from recsys_core.storage.owners import claim, process_alive
 
 STAGING = "_staging/encode"  # under the data directory; one folder per plan
 STALE_STAGING_SECONDS = 24 * 3600  # staged shards of failed runs older than this are removed
@@ -197,6 +198,7 @@ def plan_encode(context: RunContext, shards: int | None = None) -> EncodePlan:
     if todo.height:
         _claim_staging(staging)
     resumed_files, resumed_ids = _take_over_staged(lake.root / STAGING, staging, identity, todo)
+    _remove_empty_dead_plans(lake.root / STAGING, staging)
     todo = todo.filter(~pl.col("item_id").is_in(sorted(resumed_ids)))
     n_shards = max(1, min(shards or context.settings.encode.encode_shards, todo.height))
     # deal items round-robin in order of text length, so every shard gets a similar mix of
@@ -411,6 +413,26 @@ def embedding_matrix(lake: Lake, items: Vocabulary, identity: str) -> torch.Tens
     return torch.from_numpy(out)
 
 
+def _remove_empty_dead_plans(root: Path, staging: Path) -> None:
+    """Plan folders with nothing staged whose run is gone (e.g. stopped before its first
+    part): nothing in them can be taken over, so they go now, not after a day.
+
+    A folder without an owner file is left for LIVE_SECONDS: a plan being claimed right now
+    creates its folder an instant before its owner file.
+    """
+    if not root.is_dir():
+        return
+    for folder in root.iterdir():
+        if not folder.is_dir() or folder == staging or any(folder.rglob("*.parquet")):
+            continue
+        if not (folder / OWNER_FILE).is_file():
+            if time.time() - folder.stat().st_mtime < LIVE_SECONDS:
+                continue
+        elif _plan_is_live(folder):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _remove_stale_staging(root: Path) -> None:
     """Staged shards of runs that failed long ago: no commit will ever read them."""
     if not root.is_dir():
@@ -502,15 +524,7 @@ def _read_staged(files, encoder: str, wanted: pl.DataFrame) -> pl.DataFrame:
 
 def _claim_staging(staging: Path) -> None:
     """Create the plan's staging folder with its owner, so other plans leave it alone."""
-    staging.mkdir(parents=True, exist_ok=True)
-    owner = {"host": socket.gethostname(), "pid": os.getpid(), "plan": staging.name}
-    _write_text_atomically(staging / OWNER_FILE, json.dumps(owner))
-
-
-def _write_text_atomically(target: Path, text: str) -> None:
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-    partial.write_text(text)
-    os.replace(partial, target)
+    claim(staging / OWNER_FILE, plan=staging.name)
 
 
 def _plan_is_live(folder: Path) -> bool:
@@ -526,21 +540,9 @@ def _plan_is_live(folder: Path) -> bool:
         return False  # no owner: made by an older version, or the plan never started
     if owner.get("host") == socket.gethostname():
         pid = int(owner.get("pid", 0))
-        return pid != os.getpid() and _process_alive(pid)
+        return pid != os.getpid() and process_alive(pid)
     newest = max((f.stat().st_mtime for f in folder.rglob("*") if f.is_file()), default=0.0)
     return time.time() - newest < LIVE_SECONDS
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, someone else's
-    return True
 
 
 def _take_over_staged(

@@ -44,8 +44,12 @@ from recsys_core.registry.tracking import CHAMPION, Tracker
 from recsys_core.settings import RecommendSettings
 from recsys_core.storage import Lake
 from recsys_core.storage.lake import DataFile
+from recsys_core.storage.owners import claim, owner_is_live
 
 TABLE = "recommendations"
+STAGING = "_staging/recommend"  # under the data directory: an owner file per unpublished run
+SHARD_FILES = "run-*-shard-*.parquet"  # `rank_shard`'s files: run-<token>-shard-<n>-<uuid>
+OTHER_HOST_SECONDS = 24 * 3600  # a run on another host not heard of for this long is gone
 INPUT_TABLES = ("events",)  # besides the champion and the unavailable-items file
 INPUT_SETTINGS = ("compute", "recommend", "tracking")  # the settings groups it reads
 
@@ -244,9 +248,12 @@ def plan_recommend(context: RunContext, *, shard_users: int | None = None) -> Re
     ).collect().item()  # fmt: skip
     if not users:
         raise InputError(f"table events under {lake.root} is empty: no users to recommend for")
+    token = uuid.uuid4().hex[:12]
+    remove_orphaned_shards(lake)
+    claim(lake.root / STAGING / f"{token}.json", plan=token)  # before any shard is written
     return RecommendPlan(
         run_id=context.run_id,
-        token=uuid.uuid4().hex[:12],
+        token=token,
         model=champion.label,
         model_version=champion.version,
         events_version=events_version,
@@ -508,6 +515,30 @@ def recommend(context: RunContext, *, progress: bool = False) -> PublishReport:
     plan = plan_recommend(context)
     results = [rank_shard(context, plan, s, progress=progress) for s in plan.shards]
     return publish(context, plan, results)
+
+
+def remove_orphaned_shards(lake: Lake) -> list[Path]:
+    """Delete the shard files of runs that were killed or stopped before their commit.
+
+    A shard file goes when no entry of the table's log names it and the run that wrote it is
+    gone: its owner file (written before its first shard) is missing, or names a process that
+    ended; a run of this process that is not planning now has ended too. Files of a live run,
+    of any committed version and of versions still restorable are kept.
+
+    Returns:
+        The deleted files.
+    """
+    owners = lake.root / STAGING
+
+    def live(token: str) -> bool:  # asked per file, so a run that started since counts
+        owner = owners / f"{token}.json"
+        return owner_is_live(owner, other_host_seconds=OTHER_HOST_SECONDS, this_process=False)
+
+    ended = [owner for owner in owners.glob("*.json") if not live(owner.stem)]
+    removed = lake.remove_unlogged(TABLE, SHARD_FILES, keep=lambda f: live(f.name.split("-")[1]))
+    for owner in ended:
+        owner.unlink(missing_ok=True)
+    return removed
 
 
 # -- query-aware recommendations, computed live ------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -31,7 +31,9 @@ from deltalake.transaction import AddAction, create_table_with_add_actions
 
 from recsys_core import schemas
 from recsys_core.errors import InputError
+from recsys_core.storage.delta import open_table, scan_table
 from recsys_core.storage.live import LiveTable
+from recsys_core.storage.paths import check_data_dir, local_path
 
 WriteMode = Literal["append", "overwrite"]
 
@@ -75,6 +77,7 @@ class Lake:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+        check_data_dir(self.root)
 
     # -- locations -----------------------------------------------------------------------
     def path(self, table: str) -> Path:
@@ -118,8 +121,13 @@ class Lake:
         return LiveTable(str(self.path(table)))
 
     def scan(self, table: str, version: int | None = None) -> pl.LazyFrame:
+        """A lazy scan of a table (optionally an older version).
+
+        Reads through `storage.delta`, so a data directory whose path holds a space, `#`, `%`
+        or non-ASCII letters reads like any other (`pl.scan_delta` on the path does not).
+        """
         self._require(table)
-        return pl.scan_delta(str(self.path(table)), version=version)
+        return scan_table(open_table(self.path(table), version))
 
     def read(
         self, table: str, columns: Sequence[str] | None = None, version: int | None = None
@@ -373,10 +381,60 @@ class Lake:
         # a dry run first: a vacuum with nothing to delete would still add two log entries
         # (the log keeps listing files an earlier vacuum already deleted)
         expired = delta.vacuum(dry_run=True, **options)
-        present = [path for path in expired if (folder / _local_path(path)).exists()]
+        present = [path for path in expired if (folder / local_path(path)).exists()]
         if present:
             delta.vacuum(dry_run=False, **options)
         return present
+
+    def logged_files(self, table: str) -> set[str]:
+        """Paths (relative to the table folder) of every data file that any entry still in
+        the table's log adds or removes: the files of every version that can be read or
+        restored, and files replaced but not yet vacuumed."""
+        log = self.path(table) / "_delta_log"
+        paths: set[str] = set()
+        for entry in log.glob("*.json"):
+            for line in entry.read_text(encoding="utf-8").splitlines():
+                action = json.loads(line) if line.strip() else {}
+                for kind in ("add", "remove"):
+                    if isinstance(action.get(kind), dict):
+                        paths.add(local_path(action[kind]["path"]))
+        for checkpoint in log.glob("*.checkpoint*.parquet"):
+            names = pq.read_schema(checkpoint).names
+            kinds = [kind for kind in ("add", "remove") if kind in names]
+            actions = pq.read_table(checkpoint, columns=kinds)
+            for kind in kinds:
+                column = actions.column(kind).combine_chunks()
+                column = column.filter(column.is_valid())  # rows of other kinds of action
+                paths.update(local_path(p) for p in column.field("path").to_pylist() if p)
+        return paths
+
+    def remove_unlogged(
+        self, table: str, pattern: str, *, keep: Callable[[Path], bool]
+    ) -> list[Path]:
+        """Delete the files of `table`'s folder matching `pattern` that no log entry names
+        (written by `write_file` but never committed) and that `keep` does not keep.
+
+        Args:
+            table: Table name.
+            pattern: Glob of the file names to consider, e.g. `run-*-shard-*.parquet`.
+            keep: Says which files are still wanted (a live run's files, not yet committed).
+
+        Returns:
+            The deleted files.
+        """
+        if not self.exists(table):
+            return []
+        folder = self.path(table)
+        # listed before the log is read: a file committed meanwhile is in the log by then
+        candidates = sorted(folder.glob(pattern))
+        logged = self.logged_files(table)
+        removed = []
+        for file in candidates:
+            if file.relative_to(folder).as_posix() in logged or keep(file):
+                continue
+            file.unlink(missing_ok=True)
+            removed.append(file)
+        return removed
 
     def rollback(
         self, table: str, version: int, *, metadata: Mapping[str, object] | None = None
@@ -405,7 +463,7 @@ class Lake:
             target = DeltaTable(folder, version=version)
         except Exception as exc:  # its log entry was cleaned up
             raise InputError(f"table {table}: version {version} cannot be loaded: {exc}") from None
-        gone = [uri for uri in target.file_uris() if not Path(_local_path(uri)).exists()]
+        gone = [uri for uri in target.file_uris() if not Path(local_path(uri)).exists()]
         if gone:
             raise InputError(
                 f"table {table}: version {version} was vacuumed ({len(gone)} of its data files "
@@ -471,7 +529,3 @@ def _delta_stats(df: pl.DataFrame) -> str:
     return json.dumps(
         {"numRecords": df.height, "minValues": low, "maxValues": high, "nullCount": nulls}
     )
-
-
-def _local_path(uri: str) -> str:
-    return uri.removeprefix("file://")

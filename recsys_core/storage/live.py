@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import polars as pl
-from deltalake import DeltaTable
+
+from recsys_core.storage.delta import open_table, scan_table
 
 
 class LiveTable:
@@ -19,7 +20,7 @@ class LiveTable:
 
     def __init__(self, folder: str):
         self._folder = folder
-        self._table = DeltaTable(folder)
+        self._table = open_table(folder)
 
     @property
     def version(self) -> int:
@@ -33,9 +34,9 @@ class LiveTable:
 
     def scan(self) -> pl.LazyFrame:
         """The table at the version the handle is at."""
-        return pl.scan_delta(self._table)
+        return scan_table(self._table)
 
     def reopen(self) -> None:
         """Open the table afresh at its newest version (after the files of the version held
         were vacuumed, which an incremental update does not always recover from)."""
-        self._table = DeltaTable(self._folder)
+        self._table = open_table(self._folder)

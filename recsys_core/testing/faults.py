@@ -31,6 +31,8 @@ from pathlib import Path
 
 import polars as pl
 
+from recsys_core.storage import Lake
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository: the driver imports `flows`
 
 STAGES = ("ingest", "encode", "train", "recommend")
@@ -154,10 +156,10 @@ def stage_windows(markers: Path) -> dict[str, float]:
 
 
 def table_rows(data_dir: Path, table: str, columns: list[str]) -> pl.DataFrame:
-    path = data_dir / table
-    if not (path / "_delta_log").exists():
+    lake = Lake(data_dir)
+    if not lake.exists(table):
         return pl.DataFrame(schema={c: pl.String for c in columns})
-    return pl.read_delta(str(path)).select(columns)
+    return lake.read(table, columns)
 
 
 EVENT_KEY = ["user_id", "item_id", "timestamp", "event_type", "value"]

@@ -14,7 +14,6 @@ import socket
 import time
 import urllib.request
 
-import polars as pl
 import pytest
 
 from flows.stack import Stack
@@ -100,7 +99,7 @@ def test_nightly_deployment_runs_from_the_api(stack, small_source, tiny_encoder_
         state = api(stack, f"/flow_runs/{run['id']}")["state"]["type"]
     assert state == "COMPLETED", (stack.run_dir / "worker.log").read_text()[-3000:]
 
-    recs = pl.read_delta(str(Lake(stack.data_dir).path("recommendations")))
+    recs = Lake(stack.data_dir).read("recommendations")
     users = Lake(stack.data_dir).read("events", ["user_id"])["user_id"].n_unique()
     assert recs.height == 4 * users
 
