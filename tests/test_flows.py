@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
