@@ -17,7 +17,7 @@ import typer
 from flows.cli.app import DataDir, app, run_options, with_options
 from flows.cli.exits import guard
 from flows.cli.render import render_candidates, render_summary
-from flows.cli.runs import checked_options, checked_source, point_at_data_dir
+from flows.cli.runs import checked_options, checked_source, point_at_data_dir, prefect_api
 from flows.params import (
     EncodeOptions,
     EncoderOptions,
@@ -59,9 +59,10 @@ def nightly(
         checked = checked_source(source)
         given = checked_options(options)
         point_at_data_dir(data_dir)
-        from flows.nightly import nightly as nightly_flow
+        with prefect_api():
+            from flows.nightly import nightly as nightly_flow
 
-        return nightly_flow(source=checked, options=RunOptions(data_dir=str(data_dir), **given))
+            return nightly_flow(source=checked, options=RunOptions(data_dir=str(data_dir), **given))
 
     summary = guard(run)
     typer.echo(json.dumps(summary, indent=2, default=str) if as_json else render_summary(summary))
@@ -79,9 +80,12 @@ def ingest(
         checked = checked_source(source)
         given = checked_options(options)
         point_at_data_dir(data_dir)
-        from flows.stages import ingest_flow
+        with prefect_api():
+            from flows.stages import ingest_flow
 
-        return ingest_flow(source=checked, options=IngestOptions(data_dir=str(data_dir), **given))
+            return ingest_flow(
+                source=checked, options=IngestOptions(data_dir=str(data_dir), **given)
+            )
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))
 
@@ -98,9 +102,10 @@ def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None
     def run() -> dict:
         given = checked_options(options)
         point_at_data_dir(data_dir)
-        from flows.stages import encode_flow
+        with prefect_api():
+            from flows.stages import encode_flow
 
-        return encode_flow(options=EncodeOptions(data_dir=str(data_dir), **given))
+            return encode_flow(options=EncodeOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))
 
@@ -127,9 +132,10 @@ def finetune_encoder(
         run_settings = EncoderOptions(data_dir=str(data_dir), **checked_options(options))
         finetune.config(run_settings.settings())
         point_at_data_dir(data_dir)
-        from flows.stages import finetune_encoder_flow
+        with prefect_api():
+            from flows.stages import finetune_encoder_flow
 
-        return finetune_encoder_flow(options=run_settings, finetune=finetune)
+            return finetune_encoder_flow(options=run_settings, finetune=finetune)
 
     report = guard(run)
     typer.echo(json.dumps(report, indent=2, default=str))
@@ -148,9 +154,10 @@ def train(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
     def run() -> dict:
         given = checked_options(options)
         point_at_data_dir(data_dir)
-        from flows.stages import train_flow
+        with prefect_api():
+            from flows.stages import train_flow
 
-        return train_flow(options=TrainOptions(data_dir=str(data_dir), **given))
+            return train_flow(options=TrainOptions(data_dir=str(data_dir), **given))
 
     report = guard(run)
     typer.echo(render_candidates(report))
@@ -192,8 +199,9 @@ def recommend(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> N
     def run() -> dict:
         given = checked_options(options)  # a bad unavailable-items file fails here
         point_at_data_dir(data_dir)
-        from flows.stages import recommend_flow
+        with prefect_api():
+            from flows.stages import recommend_flow
 
-        return recommend_flow(options=RecommendOptions(data_dir=str(data_dir), **given))
+            return recommend_flow(options=RecommendOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))

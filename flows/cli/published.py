@@ -18,7 +18,7 @@ from flows.cli.render import (
     render_restored,
     render_versions,
 )
-from flows.cli.runs import point_at_data_dir
+from flows.cli.runs import point_at_data_dir, prefect_api
 from recsys_core.errors import EXIT_BAD_INPUT
 
 
@@ -98,9 +98,10 @@ def forget_user(
 
     def run() -> dict:
         point_at_data_dir(data_dir)
-        from flows.params import DataOptions
-        from flows.privacy import forget_user_flow
+        with prefect_api():
+            from flows.params import DataOptions
+            from flows.privacy import forget_user_flow
 
-        return forget_user_flow(user_id=user_id, options=DataOptions(data_dir=str(data_dir)))
+            return forget_user_flow(user_id=user_id, options=DataOptions(data_dir=str(data_dir)))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))

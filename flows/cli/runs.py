@@ -3,7 +3,9 @@ directory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,35 @@ def point_at_data_dir(data_dir: Path) -> None:
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ["RECSYS_DATA_DIR"] = str(root)
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    """Send this process's flow runs to a Prefect server for the length of the block.
+
+    A server named by PREFECT_API_URL (that of `make ui`, a worker's, one of your own) is
+    used as it is. Otherwise the data directory's shared server (`flows.server`) is used,
+    started if it is not running, and the variable is set for child processes too.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    from flows.server import shared_server
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    with (
+        shared_server(Path(PREFECT_HOME.value())) as server,
+        temporary_settings(updates={PREFECT_API_URL: server.url}),
+    ):
+        before = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = server.url
+        try:
+            yield
+        finally:
+            os.environ.pop("PREFECT_API_URL")
+            if before is not None:
+                os.environ["PREFECT_API_URL"] = before
 
 
 def checked_options(options: dict[str, Any]) -> dict[str, Any]:
