@@ -8,7 +8,7 @@ that server running. Instead, a command uses the server recorded in
 `RECSYS_SERVER_START_SECONDS`, 180 s by default). `make ui` records its server in the same
 file, so commands use it while it runs.
 
-The server runs under a small supervisor (`python -m flows.server`), the leader of its own
+The server runs under a small supervisor (`python -m flows.server serve`), the leader of its own
 process group. Each command that uses the server leaves a file named after its pid in
 `clients/` while it runs; the supervisor stops the server, and itself, once no live process
 has used it for `RECSYS_SERVER_IDLE_MINUTES` (10 by default). A command killed with
@@ -201,7 +201,7 @@ def _start(prefect_home: Path, limit: float) -> ServerRecord:
     env["PREFECT_HOME"] = str(prefect_home)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.server", str(prefect_home)],
+            [sys.executable, "-m", "flows.server", "serve", str(prefect_home)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
             cwd=Path(__file__).resolve().parents[1], start_new_session=True,
         )  # fmt: skip
@@ -357,5 +357,21 @@ def _stop_if_still_idle(prefect_home: Path, me: int) -> bool:
         return False
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.server stop lake/prefect` stops a data directory's server by its
+    recorded pid; `serve PREFECT_HOME` is the supervisor that commands start."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m flows.server", description=main.__doc__)
+    parser.add_argument("command", choices=["stop", "serve"])
+    parser.add_argument("prefect_home", type=Path, help="e.g. lake/prefect")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return supervise(args.prefect_home)
+    stopped = stop_server(args.prefect_home)
+    print(f"stopped the server of {args.prefect_home}" if stopped else "no server to stop")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(supervise(Path(sys.argv[1])))
+    sys.exit(main())

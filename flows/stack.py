@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "stop":
         for name in ("worker", "mlflow", "prefect"):
             print(f"stopped {name}" if stack.stop(name) else f"{name} was not running")
+        if server.stop_server(stack.prefect_home):  # the one `recsys` commands started
+            print("stopped the server of recsys commands")
         return
     if args.command == "deploy-gpu":
         stack.deploy_gpu(args.gpu_pool_type)
