@@ -181,9 +181,9 @@ def shared_server(prefect_home: Path) -> Iterator[ServerRecord]:
 
 def _running(prefect_home: Path) -> ServerRecord | None:
     record = read_record(prefect_home)
-    if record is None:
-        return None
-    if record.host == socket.gethostname() and not alive(record.pid):
+    if record is None or record.host != socket.gethostname():
+        return None  # 127.0.0.1 of another machine (a data directory on a shared disk)
+    if not alive(record.pid):
         forget_record(prefect_home, record.pid)
         return None
     if answers(record.url):
