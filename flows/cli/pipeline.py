@@ -17,7 +17,13 @@ import typer
 from flows.cli.app import DataDir, app, run_options, with_options
 from flows.cli.exits import guard
 from flows.cli.render import render_candidates, render_summary
-from flows.cli.runs import checked_options, checked_source, point_at_data_dir, prefect_api
+from flows.cli.runs import (
+    checked_options,
+    checked_source,
+    point_at_data_dir,
+    prefect_api,
+    start_prefect_server,
+)
 from flows.params import (
     EncodeOptions,
     EncoderOptions,
@@ -59,9 +65,10 @@ def nightly(
         checked = checked_source(source)
         given = checked_options(options)
         point_at_data_dir(data_dir)
-        with prefect_api():
-            from flows.nightly import nightly as nightly_flow
+        server = start_prefect_server()  # while the flows are imported
+        from flows.nightly import nightly as nightly_flow
 
+        with prefect_api(server):
             return nightly_flow(source=checked, options=RunOptions(data_dir=str(data_dir), **given))
 
     summary = guard(run)
@@ -80,9 +87,10 @@ def ingest(
         checked = checked_source(source)
         given = checked_options(options)
         point_at_data_dir(data_dir)
-        with prefect_api():
-            from flows.stages import ingest_flow
+        server = start_prefect_server()  # while the flows are imported
+        from flows.stages import ingest_flow
 
+        with prefect_api(server):
             return ingest_flow(
                 source=checked, options=IngestOptions(data_dir=str(data_dir), **given)
             )
@@ -102,9 +110,10 @@ def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None
     def run() -> dict:
         given = checked_options(options)
         point_at_data_dir(data_dir)
-        with prefect_api():
-            from flows.stages import encode_flow
+        server = start_prefect_server()  # while the flows are imported
+        from flows.stages import encode_flow
 
+        with prefect_api(server):
             return encode_flow(options=EncodeOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))
@@ -132,9 +141,10 @@ def finetune_encoder(
         run_settings = EncoderOptions(data_dir=str(data_dir), **checked_options(options))
         finetune.config(run_settings.settings())
         point_at_data_dir(data_dir)
-        with prefect_api():
-            from flows.stages import finetune_encoder_flow
+        server = start_prefect_server()  # while the flows are imported
+        from flows.stages import finetune_encoder_flow
 
+        with prefect_api(server):
             return finetune_encoder_flow(options=run_settings, finetune=finetune)
 
     report = guard(run)
@@ -154,9 +164,10 @@ def train(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
     def run() -> dict:
         given = checked_options(options)
         point_at_data_dir(data_dir)
-        with prefect_api():
-            from flows.stages import train_flow
+        server = start_prefect_server()  # while the flows are imported
+        from flows.stages import train_flow
 
+        with prefect_api(server):
             return train_flow(options=TrainOptions(data_dir=str(data_dir), **given))
 
     report = guard(run)
@@ -199,9 +210,10 @@ def recommend(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> N
     def run() -> dict:
         given = checked_options(options)  # a bad unavailable-items file fails here
         point_at_data_dir(data_dir)
-        with prefect_api():
-            from flows.stages import recommend_flow
+        server = start_prefect_server()  # while the flows are imported
+        from flows.stages import recommend_flow
 
+        with prefect_api(server):
             return recommend_flow(options=RecommendOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))

@@ -19,7 +19,7 @@ from flows.cli.render import (
     render_restored,
     render_versions,
 )
-from flows.cli.runs import point_at_data_dir, prefect_api
+from flows.cli.runs import point_at_data_dir, prefect_api, start_prefect_server
 from recsys_core.errors import EXIT_BAD_INPUT
 
 
@@ -108,12 +108,13 @@ def forget_user(
 
     def run() -> dict:
         point_at_data_dir(data_dir)
-        with prefect_api():
-            from pydantic import SecretStr
+        server = start_prefect_server()  # while the flows are imported
+        from pydantic import SecretStr
 
-            from flows.params import DataOptions
-            from flows.privacy import forget_user_flow
+        from flows.params import DataOptions
+        from flows.privacy import forget_user_flow
 
+        with prefect_api(server):
             # a SecretStr parameter is stored by Prefect as '**********'
             return forget_user_flow(
                 user_id=SecretStr(user_id), options=DataOptions(data_dir=str(data_dir))
