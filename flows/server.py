@@ -169,7 +169,7 @@ def shared_server(prefect_home: Path) -> Iterator[ServerRecord]:
         client.parent.mkdir(parents=True, exist_ok=True)
         client.touch()  # from here on the supervisor does not stop for idleness
         try:
-            record = _running(prefect_home) or _start(prefect_home, limit)
+            record = _running(prefect_home, limit) or _start(prefect_home, limit)
         except BaseException:
             client.unlink(missing_ok=True)
             raise
@@ -179,17 +179,22 @@ def shared_server(prefect_home: Path) -> Iterator[ServerRecord]:
         client.unlink(missing_ok=True)
 
 
-def _running(prefect_home: Path) -> ServerRecord | None:
+def _running(prefect_home: Path, limit: float) -> ServerRecord | None:
+    """The recorded server once it answers; None when there is none to use. A live server
+    that is slow to answer (a busy machine) is given `limit` seconds before it is replaced,
+    as other commands may be using it."""
     record = read_record(prefect_home)
     if record is None or record.host != socket.gethostname():
         return None  # 127.0.0.1 of another machine (a data directory on a shared disk)
-    if not alive(record.pid):
-        forget_record(prefect_home, record.pid)
-        return None
-    if answers(record.url):
-        return record
-    if record.owner == "recsys" and _is_supervisor(record.pid):
-        stop_pid(record.pid)  # alive but not answering: replace it
+    deadline = time.monotonic() + limit
+    while alive(record.pid):
+        if answers(record.url):
+            return record
+        if time.monotonic() > deadline:
+            if record.owner == "recsys" and _is_supervisor(record.pid):
+                stop_pid(record.pid)
+            break
+        time.sleep(1.0)
     forget_record(prefect_home, record.pid)
     return None
 

@@ -148,7 +148,7 @@ def test_an_id_given_to_prefect_in_clear_is_masked_and_compacted_away(lake_with_
     """A deployment run gets the id in clear from its form: once done, no file holds it."""
     from prefect.client.orchestration import get_client
     from prefect.flow_engine import run_flow
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.params import DataOptions
@@ -167,7 +167,7 @@ def test_an_id_given_to_prefect_in_clear_is_masked_and_compacted_away(lake_with_
             assert report["rows_deleted"]["events"] == 12
             with get_client(sync_client=True) as client:
                 assert client.read_flow_run(created.id).parameters["user_id"] == MASK
-            APILogHandler.flush()  # the run's last lines reach the server before it stops
+            APILogWorker.drain_all(timeout=30)  # its last lines reach the server before it stops
             assert files_mentioning(root, SECRET) == []
     finally:
         stop_server(home)
