@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, default=ROOT, help="whose CLI to run")
     args = parser.parse_args()
 
-    from flows.server import stop_server
+    from flows.server import die_with_parent, stop_server
     from recsys_core.data.synth import SynthConfig, write_synthetic
 
     folder = args.folder.resolve()
@@ -66,7 +67,12 @@ def main() -> None:
     command = [sys.executable, "-m", "flows.cli", "ingest", "--data-dir", str(lake),
                "--events", str(events), "--items", str(items)]  # fmt: skip
     library = [sys.executable, "-c", LIBRARY_INGEST, str(lake), str(events), str(items)]
-    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.busy)]
+    # a SIGTERM (e.g. from `timeout`) still stops the spinners and the server below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", SPIN], preexec_fn=die_with_parent)
+        for _ in range(args.busy)
+    ]
     walls, failures, reasons = [], 0, []
     try:
         first, code, last = timed(command, env, checkout)

@@ -281,7 +281,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the server's process: get SIGTERM when the supervisor dies, even by SIGKILL."""
     with contextlib.suppress(Exception):
         import ctypes
@@ -314,7 +314,7 @@ def supervise(prefect_home: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     port = _free_port()
-    server = subprocess.Popen(_server_command(port), env=env, preexec_fn=_die_with_parent)
+    server = subprocess.Popen(_server_command(port), env=env, preexec_fn=die_with_parent)
     url = f"http://127.0.0.1:{port}/api"
     me = os.getpid()
     try:
