@@ -40,8 +40,9 @@ SPIN = "while True: pass"
 def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, str]:
     start = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
-    last = (done.stderr.strip().splitlines() or [""])[-1]
-    return time.perf_counter() - start, done.returncode, last
+    lines = done.stderr.strip().splitlines() or [""]
+    said = [line for line in lines if line.startswith(("error:", "internal error:"))]
+    return time.perf_counter() - start, done.returncode, (said or lines)[-1]
 
 
 def main() -> None:
