@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
+from flows.locks import exclusive_run
 from flows.params import EncodeOptions, RunOptions, Source
 from flows.reporting import publish_artifacts
 from flows.runners import ChosenTaskRunner
@@ -22,9 +23,11 @@ def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> di
     Work whose inputs did not change since it last succeeded is not done again (training
     comes from the cache, recommendations already published stay), so running a failed
     night again resumes where it stopped. SIGINT, SIGTERM and a cancel from the Prefect UI
-    stop every stage's threads at their next check (`stop_on_signals`).
+    stop every stage's threads at their next check (`stop_on_signals`). One nightly runs
+    over a data directory at a time: another one, from the CLI or a deployment, is refused
+    with a line naming the holder (`exclusive_run`).
     """
-    with stop_on_signals():
+    with stop_on_signals(), exclusive_run(options.settings().data_dir, "nightly"):
         return _nightly(source, options)
 
 

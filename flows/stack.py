@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import recsys_core  # noqa: F401  (offline defaults for the children we start)
+from flows import server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -105,6 +107,8 @@ class Stack:
         pid = self.running(name)
         if pid is None:
             return False
+        if name == "prefect":  # commands stop using it
+            server.forget_record(self.prefect_home, pid)
         for sig, wait in ((signal.SIGINT, timeout), (signal.SIGINT, 10.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(pid, sig)
@@ -116,14 +120,26 @@ class Stack:
         return True
 
     # -- services ------------------------------------------------------------------------
+    @property
+    def prefect_home(self) -> Path:
+        return self.data_dir.resolve() / "prefect"
+
     def start_prefect(self, timeout: float = 120.0) -> None:
-        (self.data_dir / "prefect").mkdir(parents=True, exist_ok=True)
-        self.spawn(
+        """Start the server and record it where `recsys` commands look for a server
+        (`flows.server`), so commands over this data directory use it; the server a
+        command started over the same database stops once its commands are done."""
+        self.prefect_home.mkdir(parents=True, exist_ok=True)
+        pid = self.spawn(
             "prefect",
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
              "--port", str(self.prefect_port)],
         )  # fmt: skip
         _wait_http(f"{self.api_url}/health", timeout, self.run_dir / "prefect.log")
+        server.write_record(
+            self.prefect_home,
+            server.ServerRecord(pid, self.prefect_port, self.api_url, socket.gethostname(),
+                                owner="make ui"),
+        )  # fmt: skip
 
     def start_mlflow(self, timeout: float = 120.0) -> None:
         store = self.data_dir.resolve() / "mlflow"
@@ -211,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "stop":
         for name in ("worker", "mlflow", "prefect"):
             print(f"stopped {name}" if stack.stop(name) else f"{name} was not running")
+        if server.stop_server(stack.prefect_home):  # the one `recsys` commands started
+            print("stopped the server of recsys commands")
         return
     if args.command == "deploy-gpu":
         stack.deploy_gpu(args.gpu_pool_type)
@@ -227,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"MLflow UI   http://127.0.0.1:{args.mlflow_port}")
     print(f"Logs and PIDs in {args.run_dir}/; stop everything with: make stop")
-    print(f"Send CLI runs to this server: export PREFECT_API_URL={stack.api_url}")
+    print(f"recsys commands over {args.data_dir} use this server; from elsewhere: "
+          f"export PREFECT_API_URL={stack.api_url}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ OFFLINE_DEFAULTS: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # a temporary Prefect server (a flow run without PREFECT_API_URL outside the CLI, which
+    # shares one per data directory) takes 15-25 s to start on two busy cores; Prefect's own
+    # limit is 20 s
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     # artifact downloads are local copies; a bar per download only clutters logs
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     # implicit's ALS is slower, not faster, with a threaded BLAS underneath it.

@@ -43,6 +43,19 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_STATE, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_prefect_servers(tmp_path_factory):
+    """Commands run by the tests share a Prefect server per Prefect home (`flows.server`);
+    stop each one the session started, by its recorded pid."""
+    yield
+    from flows.server import record_path, stop_server
+
+    records = [record_path(_STATE / "prefect")]
+    records += tmp_path_factory.getbasetemp().glob("**/server/server.json")
+    for record in records:
+        stop_server(record.parent.parent)
+
+
 @pytest.fixture(scope="session")
 def harness():
     """One temporary Prefect server and database for every flow test of the session."""

@@ -17,7 +17,13 @@ import typer
 from flows.cli.app import DataDir, app, run_options, with_options
 from flows.cli.exits import guard
 from flows.cli.render import render_candidates, render_summary
-from flows.cli.runs import checked_options, checked_source, point_at_data_dir
+from flows.cli.runs import (
+    checked_options,
+    checked_source,
+    point_at_data_dir,
+    prefect_api,
+    start_prefect_server,
+)
 from flows.params import (
     EncodeOptions,
     EncoderOptions,
@@ -63,9 +69,11 @@ def nightly(
         checked = checked_source(source)
         given = checked_options(options)
         point_at_data_dir(data_dir)
+        server = start_prefect_server()  # while the flows are imported
         from flows.nightly import nightly as nightly_flow
 
-        return nightly_flow(source=checked, options=RunOptions(data_dir=str(data_dir), **given))
+        with prefect_api(server):
+            return nightly_flow(source=checked, options=RunOptions(data_dir=str(data_dir), **given))
 
     summary = guard(run)
     typer.echo(json.dumps(summary, indent=2, default=str) if as_json else render_summary(summary))
@@ -87,9 +95,13 @@ def ingest(
         checked = checked_source(source)
         given = checked_options(options)
         point_at_data_dir(data_dir)
+        server = start_prefect_server()  # while the flows are imported
         from flows.stages import ingest_flow
 
-        return ingest_flow(source=checked, options=IngestOptions(data_dir=str(data_dir), **given))
+        with prefect_api(server):
+            return ingest_flow(
+                source=checked, options=IngestOptions(data_dir=str(data_dir), **given)
+            )
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))
 
@@ -106,9 +118,11 @@ def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None
     def run() -> dict:
         given = checked_options(options)
         point_at_data_dir(data_dir)
+        server = start_prefect_server()  # while the flows are imported
         from flows.stages import encode_flow
 
-        return encode_flow(options=EncodeOptions(data_dir=str(data_dir), **given))
+        with prefect_api(server):
+            return encode_flow(options=EncodeOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))
 
@@ -135,9 +149,11 @@ def finetune_encoder(
         run_settings = EncoderOptions(data_dir=str(data_dir), **checked_options(options))
         finetune.config(run_settings.settings())
         point_at_data_dir(data_dir)
+        server = start_prefect_server()  # while the flows are imported
         from flows.stages import finetune_encoder_flow
 
-        return finetune_encoder_flow(options=run_settings, finetune=finetune)
+        with prefect_api(server):
+            return finetune_encoder_flow(options=run_settings, finetune=finetune)
 
     report = guard(run)
     typer.echo(json.dumps(report, indent=2, default=str))
@@ -156,9 +172,11 @@ def train(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
     def run() -> dict:
         given = checked_options(options)
         point_at_data_dir(data_dir)
+        server = start_prefect_server()  # while the flows are imported
         from flows.stages import train_flow
 
-        return train_flow(options=TrainOptions(data_dir=str(data_dir), **given))
+        with prefect_api(server):
+            return train_flow(options=TrainOptions(data_dir=str(data_dir), **given))
 
     report = guard(run)
     typer.echo(render_candidates(report))
@@ -200,8 +218,10 @@ def recommend(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> N
     def run() -> dict:
         given = checked_options(options)  # a bad unavailable-items file fails here
         point_at_data_dir(data_dir)
+        server = start_prefect_server()  # while the flows are imported
         from flows.stages import recommend_flow
 
-        return recommend_flow(options=RecommendOptions(data_dir=str(data_dir), **given))
+        with prefect_api(server):
+            return recommend_flow(options=RecommendOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from flows.cli.render import (
     render_restored,
     render_versions,
 )
-from flows.cli.runs import point_at_data_dir
+from flows.cli.runs import point_at_data_dir, prefect_api, start_prefect_server
 from recsys_core.errors import EXIT_BAD_INPUT
 
 
@@ -88,19 +89,35 @@ def forget_user(
     data_dir: DataDir = Path("lake"),
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete a user's data everywhere, including old table versions (no rollback past it)."""
+    """Delete a user's data everywhere, including old table versions (no rollback past it).
+
+    The id is not kept by Prefect or the logs: nothing under the data directory holds it
+    afterwards.
+    """
     if not yes:
-        typer.confirm(
+        if not sys.stdin.isatty():
+            typer.echo("error: forget-user: no terminal to confirm on; pass --yes", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        confirmed = typer.confirm(
             f"Forget user {user_id!r}: delete their rows and every older version of the "
-            "events, recommendations and quarantine tables?",
-            abort=True,
+            "events, recommendations and quarantine tables?"
         )
+        if not confirmed:
+            typer.echo("error: forget-user: not confirmed; nothing was deleted", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT)
 
     def run() -> dict:
         point_at_data_dir(data_dir)
+        server = start_prefect_server()  # while the flows are imported
+        from pydantic import SecretStr
+
         from flows.params import DataOptions
         from flows.privacy import forget_user_flow
 
-        return forget_user_flow(user_id=user_id, options=DataOptions(data_dir=str(data_dir)))
+        with prefect_api(server):
+            # a SecretStr parameter is stored by Prefect as '**********'
+            return forget_user_flow(
+                user_id=SecretStr(user_id), options=DataOptions(data_dir=str(data_dir))
+            )
 
-    typer.echo(json.dumps(guard(run), indent=2, default=str))
+    typer.echo(json.dumps({"user_id": user_id, **guard(run)}, indent=2, default=str))

@@ -3,11 +3,16 @@ directory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from flows.params import Source
+from flows.server import ServerRecord, shared_server
 from recsys_core.errors import InputError
 from recsys_core.settings import Settings
 from recsys_core.storage.paths import check_data_dir
@@ -27,6 +32,75 @@ def point_at_data_dir(data_dir: Path) -> None:
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ["RECSYS_DATA_DIR"] = str(root)
+
+
+class ServerStart:
+    """The data directory's shared Prefect server (`flows.server`), looked up or started in
+    a background thread, so a cold start overlaps the command's imports."""
+
+    def __init__(self, prefect_home: Path) -> None:
+        self.lease = contextlib.ExitStack()
+        self.record: ServerRecord | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._start, args=(prefect_home,), name="prefect-server", daemon=True
+        )
+        self.thread.start()
+
+    def _start(self, prefect_home: Path) -> None:
+        try:
+            self.record = self.lease.enter_context(shared_server(prefect_home))
+        except BaseException as exc:  # handed to the command's thread by `wait`
+            self.error = exc
+
+    def wait(self) -> ServerRecord:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.record is not None
+        return self.record
+
+
+def start_prefect_server() -> ServerStart | None:
+    """Begin getting a Prefect server for this command's flow run, unless PREFECT_API_URL
+    names one. Call after `point_at_data_dir`, before importing the flows."""
+    if "prefect.settings" in sys.modules:  # a caller already imported Prefect (tests)
+        from prefect.settings import PREFECT_API_URL
+
+        if PREFECT_API_URL.value():
+            return None
+    elif os.environ.get("PREFECT_API_URL"):
+        return None
+    return ServerStart(Path(os.environ["PREFECT_HOME"]))
+
+
+@contextlib.contextmanager
+def prefect_api(server: ServerStart | None) -> Iterator[None]:
+    """Send this process's flow runs to a Prefect server for the length of the block.
+
+    A server named by PREFECT_API_URL (that of `make ui`, a worker's, one of your own) is
+    used as it is. Otherwise the data directory's shared server, from
+    `start_prefect_server`, is used, and the variable is set for child processes too.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if server is None:
+        yield
+        return
+    with server.lease:
+        url = server.wait().url
+        if PREFECT_API_URL.value():  # named in a Prefect profile
+            yield
+            return
+        before = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                yield
+        finally:
+            os.environ.pop("PREFECT_API_URL")
+            if before is not None:
+                os.environ["PREFECT_API_URL"] = before
 
 
 def checked_options(options: dict[str, Any]) -> dict[str, Any]:

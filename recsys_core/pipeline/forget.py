@@ -58,7 +58,8 @@ def forget_user(context: RunContext, user_id: str) -> ForgetReport:
     report.rows_deleted["quarantine"] = _forget_in_quarantine(lake, user_id)
     report.model_files_rewritten = _forget_in_model_bundles(lake, user_id)
     if not any(report.rows_deleted.values()) and not report.model_files_rewritten:
-        raise InputError(f"forget-user: no data of user {user_id!r} under {lake.root}")
+        # the id is not repeated: this line may be stored in a run's logs and state
+        raise InputError(f"forget-user: no data of user with the given id under {lake.root}")
     for table in (*USER_TABLES, "quarantine"):
         if lake.exists(table):
             report.files_vacuumed += lake.purge_history(table)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -113,3 +117,69 @@ def test_forgetting_an_unknown_user_is_an_input_error(lake_with_secret_user):
         forget_user(context, "nobody-at-all")
     with pytest.raises(InputError, match="empty"):
         forget_user(context, " ")
+
+
+# -- through the CLI and Prefect: the id must not stay in Prefect's records either ------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cli_forget_user_leaves_no_trace_under_the_data_dir(lake_with_secret_user):
+    from flows.server import stop_server
+
+    root = lake_with_secret_user.lake.root
+    # as a user runs it: Prefect's home (its database, the server's log) in the data dir
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "PREFECT_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "flows.cli", "forget-user", SECRET, "--data-dir", str(root),
+               "--yes"]  # fmt: skip
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout)["rows_deleted"]["events"] == 12
+        assert (root / "prefect" / "prefect.db").exists()  # Prefect's records are in there
+        assert files_mentioning(root, SECRET) == []  # while its server still runs
+    finally:
+        stop_server(root / "prefect")
+    assert files_mentioning(root, SECRET) == []
+
+
+def test_an_id_given_to_prefect_in_clear_is_masked_and_compacted_away(lake_with_secret_user):
+    """A deployment run gets the id in clear from its form: once done, no file holds it."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.params import DataOptions
+    from flows.privacy import MASK, forget_user_flow
+    from flows.server import shared_server, stop_server
+
+    root = lake_with_secret_user.lake.root
+    home = root / "prefect"
+    parameters = {"user_id": SECRET, "options": DataOptions(data_dir=str(root))}
+    try:
+        with shared_server(home) as server, temporary_settings({PREFECT_API_URL: server.url}):
+            with get_client(sync_client=True) as client:  # as a deployment's run is created
+                created = client.create_flow_run(forget_user_flow, parameters=parameters)
+                assert client.read_flow_run(created.id).parameters["user_id"] == SECRET
+            report = run_flow(forget_user_flow, flow_run=created, parameters=parameters)
+            assert report["rows_deleted"]["events"] == 12
+            with get_client(sync_client=True) as client:
+                assert client.read_flow_run(created.id).parameters["user_id"] == MASK
+            APILogWorker.drain_all(timeout=30)  # its last lines reach the server before it stops
+            assert files_mentioning(root, SECRET) == []
+    finally:
+        stop_server(home)
+
+
+def test_forget_user_without_a_terminal_or_yes_exits_2_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["forget-user", "someone", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: forget-user: no terminal to confirm on; pass --yes"
+    ]
