@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# the tiny size the tests run (tests/test_benchmarks.py)
+TINY_ARGS = ["{tmp}/overhead", "--commands", "1"]
 sys.path.insert(0, str(ROOT))
 
 LIBRARY_INGEST = """

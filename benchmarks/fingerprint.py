@@ -19,6 +19,9 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+# the tiny size the tests run (tests/test_benchmarks.py)
+TINY_ARGS = ["--repeat", "2"]
+
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
