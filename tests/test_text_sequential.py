@@ -13,11 +13,14 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
 from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.models import FitOptions, TrainingData, create
+from recsys_core.models.sasrec import budgeted
+from recsys_core.pipeline.train import _adapted_defaults
 from recsys_core.ranking import top_k
 from recsys_core.testing.recommenders import events_frame
 
@@ -55,19 +58,13 @@ def planted_catalog():
             for item in [*rng.choice(openers, size=2, replace=False), f"a{p}", f"b{p}"]:
                 t += 60
                 rows.append((f"u{p}-{u}", str(item), t))
-    data = Interactions.from_events(events_frame(rows), catalog_item_ids=_series(ids))
+    data = Interactions.from_events(events_frame(rows), catalog_item_ids=pl.Series(ids))
     text = bag_of_words([texts[index[i]] for i in data.items.ids.to_list()])
     tests = []
     for p in range(TRAIN_PAIRS, pairs):
         history = [str(i) for i in rng.choice(openers[:TRAIN_PAIRS], size=2, replace=False)]
         tests.append(([*history, f"a{p}"], f"b{p}"))
     return data, text, tests
-
-
-def _series(ids: list[str]):
-    import polars as pl
-
-    return pl.Series(ids)
 
 
 def hits_at_10(use_text: bool, **extra) -> float:
@@ -98,7 +95,48 @@ def test_the_text_fused_model_continues_with_an_item_it_never_saw():
     assert hits_at_10(use_text=True) >= 0.6
 
 
-@pytest.mark.parametrize("use_text", [False])
-def test_without_text_the_new_item_is_out_of_reach(use_text):
-    # 60 items without events tie at the bottom: by chance about none reach the top 10
-    assert hits_at_10(use_text) <= 0.2
+def test_without_text_the_new_item_is_out_of_reach():
+    # the 30 answers have no events and, without text, no representation: none is reached
+    assert hits_at_10(use_text=False) <= 0.2
+
+
+DEFAULTS = ["popularity", "ease", "content", "blend"]
+
+
+def _log(per_user: int, users: int = 40, same_time: bool = False) -> Interactions:
+    rows = [
+        (f"u{u}", f"i{(u + j) % 50}", 1_000_000 + (0 if same_time else 60 * j))
+        for u in range(users)
+        for j in range(per_user)
+    ]
+    return Interactions.from_events(events_frame(rows))
+
+
+def test_the_sequential_text_model_joins_ordered_short_histories_with_text():
+    data, text = _log(6), torch.ones(50, 8)
+    specs, notes = _adapted_defaults(DEFAULTS, data, text)
+    sequential = [s for s in specs if s.startswith("sasrec(")]
+    assert len(sequential) == 1 and "patience=5" in sequential[0]
+    blend = create(specs[-1])  # the blend stays last and gains it, with the last-item match
+    assert blend.name == "blend" and sequential[0] in blend.config.members
+    assert "content(learned=false, half_life=0.5)" in blend.config.members
+    assert "joins" in notes[0]
+
+
+@pytest.mark.parametrize(
+    ("data", "text", "why"),
+    [
+        (_log(6), None, "no text"),
+        (_log(6, same_time=True), torch.ones(50, 8), "no order: one timestamp per user"),
+        (_log(2), torch.ones(50, 8), "too few items per user"),
+        (_log(45), torch.ones(50, 8), "long histories"),
+    ],
+)
+def test_the_defaults_stay_as_they_are_elsewhere(data, text, why):
+    assert _adapted_defaults(DEFAULTS, data, text) == (DEFAULTS, []), why
+
+
+def test_the_fit_is_sized_to_its_budget():
+    assert budgeted(48_000, 2_400)["epochs"] > budgeted(100_000, 2_400)["epochs"] >= 5
+    assert budgeted(100_000, 50_000)["negatives"] > 0  # a large catalog samples negatives
+    assert budgeted(50_000_000, 2_400) is None  # too large for the budget: left out
