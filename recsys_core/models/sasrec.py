@@ -187,6 +187,8 @@ class SASRec(NetworkRecommender):
         quick={"dim": 16, "layers": 1, "heads": 1, "max_len": 8, "epochs": 3, "batch_size": 8,
                "lr": 0.01, "dropout": 0.0, "id_dropout": 0.5},
         learns={"epochs": 30},
+        # a cold item has only its text: train the text path on its own more often
+        text={"id_dropout": 0.8, "text_dropout": 0.0, "lr": 0.003},
     )  # fmt: skip
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
