@@ -140,3 +140,17 @@ def test_the_fit_is_sized_to_its_budget():
     assert budgeted(48_000, 2_400)["epochs"] > budgeted(100_000, 2_400)["epochs"] >= 5
     assert budgeted(100_000, 50_000)["negatives"] > 0  # a large catalog samples negatives
     assert budgeted(50_000_000, 2_400) is None  # too large for the budget: left out
+
+
+def test_a_blend_of_members_that_share_the_text_vectors_saves(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    data, text, _ = planted_catalog()
+    blend = create("blend", {"members": ["content", "content(learned=false, half_life=0.5)"]})
+    blend.fit(TrainingData(data, text), FitOptions(seed=0))
+    blend.weights = torch.tensor([0.5, 0.5])  # both members kept, whatever the tuning chose
+    save_file(blend.state_dict(), tmp_path / "blend.safetensors")
+    again = create("blend", {"members": list(blend.config.members)})
+    again.load_state_dict(load_file(tmp_path / "blend.safetensors"))
+    histories = data.histories(np.arange(5))
+    assert torch.allclose(again.score(histories), blend.score(histories))
