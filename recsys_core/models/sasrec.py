@@ -287,6 +287,11 @@ def budgeted(n_events: int, n_items: int, budget: float = FIT_BUDGET) -> dict | 
 
     Epochs shrink as the log grows (at most 60, early-stopped on validation); catalogs above
     `SAMPLED_ABOVE` items score 2,000 sampled negatives per step instead of every item.
+
+    Args:
+        n_events: Training events (each is a training position about once per epoch).
+        n_items: Catalog size.
+        budget: Position x scored-item products one fit may spend over all its epochs.
     """
     negatives = 0 if n_items <= SAMPLED_ABOVE else 2000
     scored = n_items if negatives == 0 else negatives
@@ -303,7 +308,14 @@ def whiten(text: torch.Tensor, shrink: float = 0.1) -> torch.Tensor:
     Sentence encoders put most of every vector's length in a few shared directions; after
     whitening each direction has unit variance, leading principal directions first.
     `shrink` (relative to the mean eigenvalue) keeps near-empty directions from being blown
-    up. Rows without text (all zero) stay zero. (I, T) -> (I, T).
+    up. Rows without text (all zero) stay zero.
+
+    Args:
+        text: (I, T) item text vectors.
+        shrink: Added to every eigenvalue, relative to their mean, before scaling.
+
+    Returns:
+        (I, T) whitened vectors.
     """
     has = text.norm(dim=1) > 0  # (I,)
     if int(has.sum()) < 2:

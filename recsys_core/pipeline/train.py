@@ -124,7 +124,11 @@ SHORT_HISTORY = 30
 def ordered_histories(data: Interactions) -> bool:
     """Whether users' histories carry an order a sequential model can read and pays on:
     most users have at least 3 items, most of those met their items at mostly distinct
-    times, and the median history is short (at most `SHORT_HISTORY` items)."""
+    times, and the median history is short (at most `SHORT_HISTORY` items).
+
+    Args:
+        data: The training events.
+    """
     per_user = data.frame.group_by("user_index").agg(
         items=pl.col("item_index").n_unique(), times=pl.col("timestamp").n_unique()
     )
