@@ -72,7 +72,6 @@ class SASRecConfig:
     whiten: bool = True  # centre and decorrelate the text vectors before the adaptor
     experts: int = 4  # linear experts of the text adaptor, mixed by a learned gate; 1 = linear
     text_dropout: float = 0.2  # on the whitened text vectors entering the adaptor
-    text_init: bool = False  # start ID embeddings from the leading whitened text directions
     id_dropout: float = 0.3  # chance that an item's ID embedding is hidden in a training step
     augment: str = ""  # comma-separated subset of crop, mask, reorder; "" = none
     augment_ratio: float = 0.3  # share of a sequence cropped away, masked or reordered
@@ -211,9 +210,6 @@ class SASRec(NetworkRecommender):
             counts = np.bincount(histories.items, minlength=n_items)
             with torch.no_grad():
                 net.items.known[:n_items] = torch.from_numpy(counts > 0).float()
-                if text is not None and cfg.text_init:
-                    width = min(cfg.dim, text.shape[1])  # whitened: leading PCA directions
-                    net.items.ids.weight[:n_items, :width] = text[:, :width] * cfg.dim**-0.5
             optimizer = torch.optim.AdamW(
                 net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
             )
