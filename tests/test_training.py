@@ -80,3 +80,17 @@ def test_torch_models_stop_early_on_held_out_events(name, planted):
     assert max(h["validation"] for h in history) > 0  # the held-out events are predicted
     scores = model.score(data.histories())
     assert scores.shape == (data.n_users, data.n_items) and torch.isfinite(scores).all()
+
+
+def test_validation_on_a_user_sample_keeps_the_other_users_newest_events(planted):
+    from recsys_core.models.training import validation_part
+
+    data, _ = planted
+    options = FitOptions(seed=0, validation_protocol="leave_one_out")
+    _, everyone = validation_part(TrainingData(data), options)
+    train, sample = validation_part(TrainingData(data), options, users=5)
+    assert len(sample.test_users) == 5 and set(sample.test_users) <= set(everyone.test_users)
+    # only the sampled users' held-out events leave training; nothing is lost or doubled
+    held = sample.test.join(data.frame, on=["user_index", "item_index"], how="inner").height
+    assert len(train.interactions) == len(data) - held
+    assert len(train.interactions) > len(everyone.train)

@@ -167,9 +167,14 @@ class Blend(Recommender):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"weights": self.weights.clone()}
+        stored: set[int] = set()  # members may hold one tensor (e.g. the item text vectors)
         for j, (member, weight) in enumerate(zip(self.members, self.weights.tolist(), strict=True)):
             if weight > 0:
-                state.update({f"m{j}.{k}": v for k, v in member.state_dict().items()})
+                for k, v in member.state_dict().items():
+                    # safetensors refuses tensors that share memory: copy a repeated one
+                    shared = v.untyped_storage().data_ptr() in stored
+                    stored.add(v.untyped_storage().data_ptr())
+                    state[f"m{j}.{k}"] = v.clone() if shared else v
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -19,7 +19,10 @@ from recsys_core.models.base import Recommender, TrainingData
 class ItemRepresentation(nn.Module):
     """ID embedding (+ projected text) per item; index `n_items` is the padding/mask slot."""
 
-    def __init__(self, n_items: int, dim: int, text: torch.Tensor | None):
+    def __init__(
+        self, n_items: int, dim: int, text: torch.Tensor | None, project: nn.Module | None = None
+    ):
+        """`project` maps (N, T) text vectors to (N, D); default one linear layer."""
         super().__init__()
         self.ids = nn.Embedding(n_items + 1, dim, padding_idx=n_items)  # (I + 1, D)
         nn.init.normal_(self.ids.weight, std=dim**-0.5)
@@ -28,7 +31,7 @@ class ItemRepresentation(nn.Module):
         self.project = None
         if text is not None:
             self.register_buffer("text", text.float())  # (I, T), not trained
-            self.project = nn.Linear(text.shape[1], dim)
+            self.project = project if project is not None else nn.Linear(text.shape[1], dim)
         # 1 for items with training events; items without keep only their text
         self.register_buffer("known", torch.ones(n_items + 1))  # (I + 1,)
 

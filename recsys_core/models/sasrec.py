@@ -7,14 +7,26 @@ item with text but no events (a cold item) still has a representation: ID embedd
 dropped at random during training (`id_dropout`) so the text path learns to stand alone,
 and items without training events keep a zero ID embedding.
 
+Text enters as in UniSRec (Hou et al., KDD 2022): the frozen language-model vectors are
+whitened (centred and decorrelated over the catalog, so the few directions every sentence
+vector shares stop dominating) and passed through a small mixture of linear experts, the
+adaptor, which is learned with the rest. The same item representation is read at the input
+and scored at the output (tied), so an item's text shapes both what it predicts and how it
+is predicted.
+
 Training uses cross-entropy over the whole catalog at every position (or over `negatives`
 sampled items on large catalogs), which trains much better than the paper's binary loss.
+Sequences are batched by length and each batch is cut to its longest sequence, so short
+histories (most users of most logs) cost little. With `patience`, the newest events of a
+sample of users are held out, training stops when their NDCG@10 stops improving and the
+best epoch is kept; the other users' newest events stay in training.
 Optional sequence augmentation (`augment`: crop, mask, reorder, as in CL4SRec) adds
 perturbed copies of each training sequence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +49,11 @@ from recsys_core.models.registry import register
 from recsys_core.models.training import Trainer, validation_ndcg, validation_part
 
 AUGMENTATIONS = ("crop", "mask", "reorder")
+# what one default fit may cost, in (training position x scored item) products over all
+# epochs: about three minutes on one CPU thread (an epoch over 48,000 events and 2,420 items
+# takes about 6 s); `budgeted` sizes the epochs of a default fit by it
+FIT_BUDGET = 6e9
+SAMPLED_ABOVE = 20_000  # catalogs larger than this train on sampled negatives
 
 
 @dataclass(frozen=True)
@@ -46,18 +63,23 @@ class SASRecConfig:
     heads: int = 2  # attention heads per block
     max_len: int = 50  # most recent items a user is read from
     dropout: float = 0.2  # on embeddings, attention and feed-forward outputs
-    epochs: int = 20
+    epochs: int = 20  # most epochs (fewer with `patience`)
     batch_size: int = 128  # sequences per step
     lr: float = 0.002
     weight_decay: float = 0.0
     negatives: int = 0  # sampled negatives per step; 0 = the whole catalog (exact softmax)
     use_text: bool = True  # fuse the projected text embedding into each item representation
+    whiten: bool = True  # centre and decorrelate the text vectors before the adaptor
+    experts: int = 4  # linear experts of the text adaptor, mixed by a learned gate; 1 = linear
+    text_dropout: float = 0.2  # on the whitened text vectors entering the adaptor
     id_dropout: float = 0.3  # chance that an item's ID embedding is hidden in a training step
     augment: str = ""  # comma-separated subset of crop, mask, reorder; "" = none
     augment_ratio: float = 0.3  # share of a sequence cropped away, masked or reordered
     # > 0: hold out validation events, stop after this many epochs without a better NDCG@10
     # on them and keep the best epoch (trains on the rest); 0 trains every epoch on all
     patience: int = 0
+    validation_users: int = 1000  # with `patience`: users whose newest events are held out
+    threads: int = 1  # torch threads while training (0 = leave torch's setting)
 
     def __post_init__(self) -> None:
         unknown = set(self.augmentations) - set(AUGMENTATIONS)
@@ -96,12 +118,35 @@ class Block(nn.Module):
         return x + self.dropout(self.mlp(self.norm2(x)))  # (B, T, D)
 
 
+class TextAdaptor(nn.Module):
+    """Mixture of linear experts over (whitened) text vectors, as UniSRec's MoE adaptor."""
+
+    def __init__(self, text_dim: int, dim: int, experts: int, dropout: float):
+        super().__init__()
+        self.experts = nn.Linear(text_dim, experts * dim)  # K experts side by side
+        self.gate = nn.Linear(text_dim, experts) if experts > 1 else None
+        self.dropout = nn.Dropout(dropout)
+        self.k, self.dim = experts, dim
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        """text: (N, T). Returns (N, D)."""
+        text = self.dropout(text)
+        out = self.experts(text).view(-1, self.k, self.dim)  # (N, K, D)
+        if self.gate is None:
+            return out[:, 0]
+        weights = torch.softmax(self.gate(text), dim=-1)  # (N, K)
+        return (weights.unsqueeze(-1) * out).sum(1)  # (N, D)
+
+
 class SASRecNetwork(nn.Module):
     def __init__(self, n_items: int, cfg: SASRecConfig, text: torch.Tensor | None):
         super().__init__()
         if cfg.dim % cfg.heads:
             raise ValueError(f"dim {cfg.dim} must be a multiple of heads {cfg.heads}")
-        self.items = ItemRepresentation(n_items, cfg.dim, text)
+        adaptor = None
+        if text is not None:
+            adaptor = TextAdaptor(text.shape[1], cfg.dim, max(cfg.experts, 1), cfg.text_dropout)
+        self.items = ItemRepresentation(n_items, cfg.dim, text, adaptor)
         self.positions = nn.Embedding(cfg.max_len, cfg.dim)  # (T, D)
         self.blocks = nn.ModuleList(
             Block(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.layers)
@@ -141,19 +186,26 @@ class SASRec(NetworkRecommender):
         quick={"dim": 16, "layers": 1, "heads": 1, "max_len": 8, "epochs": 3, "batch_size": 8,
                "lr": 0.01, "dropout": 0.0, "id_dropout": 0.5},
         learns={"epochs": 30},
+        # a cold item has only its text: train the text path on its own more often
+        text={"id_dropout": 0.8, "text_dropout": 0.0, "lr": 0.003},
     )  # fmt: skip
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         cfg = self.config
         self.require_text(data)
         trainer = Trainer(self.name, options, cfg.epochs, patience=cfg.patience)
-        train, held_out = (data, None) if cfg.patience <= 0 else validation_part(data, options)
+        train, held_out = (data, None)
+        if cfg.patience > 0:
+            train, held_out = validation_part(data, options, users=cfg.validation_users)
         n_items = data.n_items
         histories = train.interactions.histories()
         sequences = _windows(histories, cfg.max_len + 1, pad=n_items)  # (S, T + 1)
-        with trainer.seeded():
+        with trainer.seeded(), _threads(cfg.threads):
             rng = np.random.default_rng(options.seed)
-            text = data.item_embeddings if cfg.use_text else None
+            text = None
+            if cfg.use_text:
+                text = data.item_embeddings.float()  # (I, T)
+                text = whiten(text) if cfg.whiten else text
             net = SASRecNetwork(n_items, cfg, text).to(trainer.device)
             counts = np.bincount(histories.items, minlength=n_items)
             with torch.no_grad():
@@ -167,10 +219,13 @@ class SASRec(NetworkRecommender):
                 source = sequences
                 if cfg.augmentations:
                     source = np.concatenate([sequences, _augment(sequences, cfg, rng, n_items)])
-                order = rng.permutation(len(source))
-                for start in range(0, len(order), cfg.batch_size):
-                    batch = torch.from_numpy(source[order[start : start + cfg.batch_size]])
-                    yield batch.to(trainer.device)
+                for rows in _length_batches(source != n_items, cfg.batch_size, rng):
+                    batch = source[rows]
+                    # drop the columns no sequence of the batch reaches (right-aligned)
+                    first = int((batch != n_items).argmax(1).min())
+                    yield torch.from_numpy(batch[:, min(first, batch.shape[1] - 2) :]).to(
+                        trainer.device
+                    )
 
             def validate() -> float:
                 self.keep(net, copy=True)
@@ -220,6 +275,84 @@ class SASRec(NetworkRecommender):
         age = (length - 1 - torch.arange(history.shape[1]).unsqueeze(0)).clamp_min(0)
         recency = (1.0 - age / self.config.max_len).clamp_min(0.0)  # (B, L)
         return hist @ cand.transpose(1, 2) * recency.unsqueeze(-1)  # (B, L, K)
+
+
+def budgeted(n_events: int, n_items: int, budget: float = FIT_BUDGET) -> dict | None:
+    """Parameters of a default fit on a log of this size within `budget`, or None when
+    fewer than 5 epochs would fit (the model is then left out of the default candidates).
+
+    Epochs shrink as the log grows (at most 60, early-stopped on validation); catalogs above
+    `SAMPLED_ABOVE` items score 2,000 sampled negatives per step instead of every item.
+
+    Args:
+        n_events: Training events (each is a training position about once per epoch).
+        n_items: Catalog size.
+        budget: Position x scored-item products one fit may spend over all its epochs.
+    """
+    negatives = 0 if n_items <= SAMPLED_ABOVE else 2000
+    scored = n_items if negatives == 0 else negatives
+    # every event is a training position once; the fixed term is the transformer's own work
+    epochs = int(min(60, budget // max(n_events * (scored + 2000), 1)))
+    if epochs < 5:
+        return None
+    return {"epochs": epochs, "patience": 5, "negatives": negatives}
+
+
+def whiten(text: torch.Tensor, shrink: float = 0.1) -> torch.Tensor:
+    """Centre text vectors and decorrelate them over the catalog (PCA whitening).
+
+    Sentence encoders put most of every vector's length in a few shared directions; after
+    whitening each direction has unit variance, leading principal directions first.
+    `shrink` (relative to the mean eigenvalue) keeps near-empty directions from being blown
+    up. Rows without text (all zero) stay zero.
+
+    Args:
+        text: (I, T) item text vectors.
+        shrink: Added to every eigenvalue, relative to their mean, before scaling.
+
+    Returns:
+        (I, T) whitened vectors.
+    """
+    has = text.norm(dim=1) > 0  # (I,)
+    if int(has.sum()) < 2:
+        return text
+    x = text[has].double()
+    mean = x.mean(0)  # (T,)
+    values, vectors = torch.linalg.eigh(torch.cov((x - mean).T))  # ascending
+    values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)  # leading first
+    scale = (values + shrink * values.mean()).rsqrt()  # (T,)
+    out = torch.zeros_like(text)
+    out[has] = ((x - mean) @ vectors * scale).float()
+    return out
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Train on `n` torch threads (0 = as set), restoring the caller's setting after."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _length_batches(real: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Row indexes of each batch: shuffled, then sorted by length within pools of 16
+    batches, so a batch holds sequences of similar length while batches stay varied.
+
+    real: (S, T) True where a sequence holds an item.
+    """
+    order = rng.permutation(len(real))
+    lengths = real.sum(1)
+    pool = 16 * size
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[b : b + size] for b in range(0, len(chunk), size)]
+    return [batches[b] for b in rng.permutation(len(batches))]
 
 
 def _windows(histories: UserHistories, length: int, pad: int) -> np.ndarray:

@@ -22,6 +22,8 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
+import polars as pl
 import torch
 from tqdm.auto import tqdm
 
@@ -123,14 +125,36 @@ def _restore(optimizer: torch.optim.Optimizer, state: list[torch.Tensor]) -> Non
             param.copy_(saved)
 
 
-def validation_part(data: TrainingData, options: FitOptions) -> tuple[TrainingData, Split]:
+def validation_part(
+    data: TrainingData, options: FitOptions, users: int | None = None
+) -> tuple[TrainingData, Split]:
     """Split off the events an early-stopped fit validates on, held out the way the model
     will be judged (`options.validation_protocol`; `cold_items` holds out by user instead,
-    since no model could learn the held-out items' ids)."""
+    since no model could learn the held-out items' ids).
+
+    Args:
+        data: What the model would train on.
+        options: Its protocol and seed.
+        users: Hold out the events of a seeded sample of at most this many users only; the
+            other users' held-out events stay in training (a sequence model then still
+            learns every user's newest transitions). None = every user.
+    """
     protocol = options.validation_protocol
     if protocol == "cold_items":
         protocol = "user_temporal"
     split = make_split(data.interactions, protocol, seed=options.seed)
+    held = split.test_users
+    if users is not None and len(held) > users:
+        rng = np.random.default_rng(options.seed)
+        kept = pl.Series("user_index", np.sort(rng.choice(held, size=users, replace=False)))
+        test = split.test.filter(pl.col("user_index").is_in(kept.implode()))
+        back = data.interactions.frame.join(
+            split.test.join(test, on=["user_index", "item_index"], how="anti"),
+            on=["user_index", "item_index"],
+            how="semi",
+        )  # every event of a pair that is not held out any more
+        frame = pl.concat([split.train.frame, back]).sort(["timestamp", "user_index", "item_index"])
+        split = Split(split.train.with_frame(frame), test, split.protocol, split.candidates)
     return TrainingData(split.train, data.item_embeddings), split
 
 

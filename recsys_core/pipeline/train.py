@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 
 from recsys_core.cancel import raise_if_stopped
@@ -35,6 +36,9 @@ from recsys_core.errors import InputError
 from recsys_core.evaluation import evaluate
 from recsys_core.evaluation.evaluate import ChunkMap
 from recsys_core.models import FitOptions, TrainingData, create, registered
+from recsys_core.models.blend import DEFAULT_MEMBERS
+from recsys_core.models.registry import format_spec
+from recsys_core.models.sasrec import budgeted
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.pipeline.fingerprints import stage_fingerprint
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
@@ -111,22 +115,74 @@ def _holdout(settings: Settings, protocol: str) -> float | None:
     return DEFAULT_FRACTIONS.get(protocol)
 
 
+# the sequential model joins where the newest few items carry the signal: histories that are
+# ordered and short. On long, dense histories (MovieLens: a median of 65 ratings) the item-item
+# models already see the user's taste, and the transformer costs several times more there.
+SHORT_HISTORY = 30
+
+
+def ordered_histories(data: Interactions) -> bool:
+    """Whether users' histories carry an order a sequential model can read and pays on:
+    most users have at least 3 items, most of those met their items at mostly distinct
+    times, and the median history is short (at most `SHORT_HISTORY` items).
+
+    Args:
+        data: The training events.
+    """
+    per_user = data.frame.group_by("user_index").agg(
+        items=pl.col("item_index").n_unique(), times=pl.col("timestamp").n_unique()
+    )
+    several = per_user.filter(pl.col("items") >= 3)
+    if several.height < 0.5 * max(per_user.height, 1):
+        return False
+    if float(per_user["items"].median()) > SHORT_HISTORY:
+        return False
+    return float((several["times"] >= 0.5 * several["items"]).mean()) >= 0.5
+
+
+def _adapted_defaults(
+    specs: list[str], data: Interactions, embeddings: torch.Tensor | None
+) -> tuple[list[str], list[str]]:
+    """The default candidates for this data, and a note per addition.
+
+    When items have text and histories are ordered, the text-fused sequential model joins
+    the candidates, sized to its CPU budget for this log (`sasrec.budgeted`), and joins the
+    default blend's members with the text similarity to the user's last item.
+    """
+    if embeddings is None or not ordered_histories(data):
+        return specs, []
+    params = budgeted(len(data), data.n_items)
+    if params is None:
+        return specs, [f"sasrec: {len(data)} events exceed its CPU budget; left out"]
+    sequential = format_spec("sasrec", params)
+    last_item = "content(learned=false, half_life=0.5)"  # text cosine to the newest item
+    out = [s for s in specs if s != "blend"] + [sequential]
+    if "blend" in specs:
+        out.append(format_spec("blend", {"members": [*DEFAULT_MEMBERS, sequential, last_item]}))
+    return out, [f"items have text and histories are ordered: {sequential} joins"]
+
+
 def _candidate_configs(
-    context: RunContext, embeddings, n_items: int
+    context: RunContext, embeddings, data: Interactions
 ) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
     """(model name, full params) of each candidate, checked before any fit, and notes.
 
     Requested models (`--models`, RECSYS_MODELS) are refused with exit code 2 when they need
     item embeddings that are missing or more memory than the catalog allows. The default
-    candidates adapt instead: a model too large for the catalog is replaced by its sparse
-    stand-in or left out, and each change is noted for the report.
+    candidates adapt instead: the text-fused sequential model joins them where items have
+    text and histories are ordered, a model too large for the catalog is replaced by its
+    sparse stand-in or left out, and each change is noted for the report.
     """
     settings = context.settings
     requested = "models" in settings.train.model_fields_set
     budget = settings.train.memory_budget_bytes()
+    n_items = data.n_items
     configs: list[tuple[str, dict[str, Any]]] = []
     notes: list[str] = []
-    for spec in settings.train.models:
+    specs = list(settings.train.models)
+    if not requested:
+        specs, notes = _adapted_defaults(specs, data, embeddings)
+    for spec in specs:
         model = create(spec)
         if requested:
             problem = model.size_problem(n_items, budget)
@@ -292,7 +348,7 @@ def _split_and_candidates(
     lake, settings = context.lake, context.settings
     data = load_interactions(lake)
     embeddings = embedding_matrix(lake, data.items, encoder_id(context))
-    candidates, left_out = _candidate_configs(context, embeddings, data.n_items)
+    candidates, left_out = _candidate_configs(context, embeddings, data)
     for note in left_out:
         say(note)
     split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.compute.seed)
