@@ -266,3 +266,13 @@ def test_padded_history_keeps_the_newest_items_left_or_right_aligned():
     assert source.tolist() == [[-1, -1, -1, 0, 1, 2], [-1] * 6, [-1, -1, 0, 1, 2, 3]]
     narrow, source = align_right(left, 2, pad=10)  # the newest two of each row
     assert narrow.tolist() == [[6, 7], [10, 10], [4, 9]] and source.tolist()[0] == [1, 2]
+
+
+def test_python_style_literals_in_a_spec_mean_what_they_say():
+    # `use_text=False` was kept as the string "False", which a dataclass reads as true
+    assert parse_spec("sasrec(use_text=False, patience=None)") == (
+        "sasrec",
+        {"use_text": False, "patience": None},
+    )
+    assert create("sasrec(use_text=False)").config.use_text is False
+    assert parse_spec('ease(name="False")') == ("ease", {"name": "False"})

@@ -116,11 +116,15 @@ def register(cls: type) -> type:
     return cls
 
 
+# written as in Python: kept as the string "False" they would be read as true
+PYTHON_LITERALS = {"True": "true", "False": "false", "None": "null"}
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """Split a model spec such as `ease` or `ease(reg=300, history_half_life=5)`.
 
-    Values are read as JSON where they parse (numbers, true/false, null, quoted strings) and
-    kept as plain strings otherwise.
+    Values are read as JSON where they parse (numbers, true/false, null, quoted strings; Python's
+    True/False/None too) and kept as plain strings otherwise.
 
     Args:
         spec: A registered model name, optionally followed by parameters in parentheses.
@@ -139,10 +143,11 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         key, sep, raw = part.partition("=")
         if not sep:
             raise InputError(f"model spec {spec!r}: {part!r} is not key=value")
+        raw = raw.strip()
         try:
-            params[key.strip()] = json.loads(raw.strip())
+            params[key.strip()] = json.loads(PYTHON_LITERALS.get(raw, raw))
         except json.JSONDecodeError:
-            params[key.strip()] = raw.strip()
+            params[key.strip()] = raw
     return name.strip(), params
 
 
