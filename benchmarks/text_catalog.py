@@ -434,7 +434,12 @@ def query_task(
     out = {}
     for kind in QUERY_KINDS:
         texts = queries(judge, catalog, kind)
-        vectors = encode_queries(encoder, texts)
+        distinct = sorted({t for t in texts if t is not None})  # many users share a query
+        position = {text: i for i, text in enumerate(distinct)}
+        encoded = encode_queries(encoder, distinct)
+        vectors = torch.zeros(len(texts), encoded.shape[1])
+        given = [i for i, t in enumerate(texts) if t is not None]
+        vectors[given] = encoded[[position[texts[i]] for i in given]]
         has = np.flatnonzero([t is not None for t in texts])
         if not len(has):
             continue
