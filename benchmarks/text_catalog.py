@@ -605,7 +605,7 @@ def finetune_block(
     )
     return {
         "seconds": round(tuned_seconds, 1),
-        "pairs": len(pairs),
+        "pairs": len(pairs.train),
         "val_loss": [round(before["val_loss"], 3), round(epochs[-1]["val_loss"], 3)],
     }
 
