@@ -192,6 +192,7 @@ class Judge:
         if split.candidates is not None:  # every cold item has no training users: no tail
             self.tail[:] = False
         tail_relevant = self.relevant.multiply(self.tail[None, :]).tocsr()
+        tail_relevant.eliminate_zeros()  # multiply keeps the non-tail entries as stored zeros
         self.tail_rows = np.flatnonzero(np.diff(tail_relevant.indptr) > 0)
         self.tail_relevant = tail_relevant[self.tail_rows]
 
@@ -801,6 +802,8 @@ def main() -> None:
                 "encode_ms_per_item": round(catalog.encode_seconds / data.n_items * 1000, 2),
                 "seeds": seeds,
                 "threads": torch.get_num_threads(),
+                "test_users": {p: rs[0]["test_users"] for p, rs in runs.items()},
+                "tail_users": {p: rs[0]["tail_users"] for p, rs in runs.items()},
                 "nightly": {p: [r["nightly"] for r in rs] for p, rs in runs.items()},
                 "finetune": {
                     p: [r["finetune"] for r in rs] for p, rs in runs.items() if rs[0]["finetune"]

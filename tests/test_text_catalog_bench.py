@@ -166,3 +166,19 @@ def test_query_text_is_the_held_out_items_category_and_brand_never_its_title():
         got = bench.queries(judge, catalog, kind)
         assert got == [want[int(i)] for i in held]
         assert not any(q and "Secret" in q for q in got)
+
+
+def test_long_tail_users_are_those_whose_held_out_item_is_in_the_less_popular_half():
+    bench = _bench()
+    data = _interactions()
+    split = make_split(data, "leave_one_out")
+    judge = bench.Judge(split, torch.ones(data.n_items, 4))
+    counts = split.train.item_counts()
+    held = judge.relevant.indices[judge.relevant.indptr[:-1]]  # one held-out item per user
+    tail = np.argsort(counts, kind="stable")[: data.n_items // 2]
+    assert judge.tail_rows.tolist() == np.flatnonzero(np.isin(held, tail)).tolist()
+    assert 0 < len(judge.tail_rows) < len(judge.users)
+    # ranking every user's held-out item first: perfect on the tail users too
+    ranked = np.full((len(judge.users), 10), -1)
+    ranked[:, 0] = held
+    assert judge.metrics(ranked)["tail_ndcg@10"] == pytest.approx(1.0)
