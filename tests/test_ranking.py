@@ -250,3 +250,34 @@ def test_query_blend_works_the_same_on_the_factor_path():
     by_query = top_k(FixedFactors(users, items), hist, 6, query=only_query, exclude_items=blocked)
     assert by_query.items[0, 0] == 5  # the item the query was made from wins
     assert 9 not in by_query.items[2] and 11 not in by_query.items[2]  # seen, blocked
+
+
+def test_query_blend_lets_the_query_pick_the_kind_and_the_model_order_the_matches():
+    """A model with a heavy head (one favourite far above the rest, as EASE's are) must not
+    override the query at the default weight: the first item is the query's match that the
+    model likes best, not the model's favourite that does not match."""
+    rng = np.random.default_rng(5)
+    scores = torch.from_numpy(rng.normal(0.0, 0.3, size=(1, 200)).astype(np.float32))
+    scores[0, 0] = 10.0  # the model's favourite, unrelated to the query
+    matches = np.arange(5, 15)
+    scores[0, matches] = torch.linspace(1.0, -1.0, len(matches))  # item 5: the liked match
+    item_vectors = torch.zeros(200, 2)
+    item_vectors[:, 1] = 1.0
+    item_vectors[matches] = torch.tensor([1.0, 0.2])  # the kind of item the query asks for
+    item_vectors = torch.nn.functional.normalize(item_vectors, dim=1)
+    query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0]]), dim=1)
+    ranked = top_k(FixedScores(scores), histories_of([[]], 200), 3,
+                   query=QueryBlend(query, item_vectors))  # fmt: skip
+    assert ranked.items[0, 0] == 5
+    assert set(ranked.items[0].tolist()) <= set(matches.tolist())
+
+
+def test_query_blend_keeps_ruled_out_items_last_and_a_flat_model_follows_the_query():
+    scores = torch.tensor([[2.0, -torch.inf, 1.0, 0.5], [0.3, 0.3, 0.3, 0.3]])
+    item_vectors = torch.nn.functional.normalize(torch.rand(4, 3) + 0.1, dim=1)
+    query = QueryBlend(item_vectors[[1, 3]], item_vectors, weight=0.5)
+    blended = scores.clone()
+    query.blend(blended, 0, None)
+    assert torch.isfinite(blended[0, [0, 2, 3]]).all() and blended[0, 1] == -torch.inf
+    relevance = item_vectors[3] @ item_vectors.T
+    assert blended[1].argsort().tolist() == relevance.argsort().tolist()
