@@ -244,8 +244,10 @@ def test_unknown_model_and_bad_params_are_input_errors():
     with pytest.raises(InputError, match="key=value"):
         create("ease(300)")
     # a wrong type is named with its field, not left to fail inside fit
-    with pytest.raises(InputError, match=r"cold_map_reg: .*number.*'None'"):
-        create("ease(text_weight=1, cold_map_reg=None)")
+    with pytest.raises(InputError, match=r"cold_map_reg: .*number.*'abc'"):
+        create("ease(text_weight=1, cold_map_reg=abc)")
+    # Python's None means null, as True/False mean true/false
+    assert create("ease(text_weight=1, cold_map_reg=None)").config.cold_map_reg is None
     with pytest.raises(InputError, match="members"):
         create("blend(members=[])")
     assert create("ease(cold_map_reg=null)").config.cold_map_reg is None
