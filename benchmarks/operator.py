@@ -41,7 +41,7 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 # the tiny size the tests run (tests/test_benchmarks.py)
-TINY_ARGS = ["{tmp}/operator", "--commands", "4", "--busy", "1", "--overhead-commands", "1"]
+TINY_ARGS = ["{tmp}/operator", "--commands", "2", "--busy", "1", "--overhead-commands", "1"]
 sys.path.insert(0, str(ROOT))
 
 SPIN = "while True: pass"
