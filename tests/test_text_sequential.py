@@ -116,7 +116,7 @@ def test_the_sequential_text_model_joins_ordered_short_histories_with_text():
     data, text = _log(6), torch.ones(50, 8)
     specs, notes = _adapted_defaults(DEFAULTS, data, text)
     sequential = [s for s in specs if s.startswith("sasrec(")]
-    assert len(sequential) == 1 and "patience=5" in sequential[0]
+    assert len(sequential) == 1 and "epochs=20" in sequential[0]
     blend = create(specs[-1])  # the blend stays last and gains it, with the last-item match
     assert blend.name == "blend" and sequential[0] in blend.config.members
     assert "content(learned=false, half_life=0.5)" in blend.config.members
