@@ -65,6 +65,8 @@ from recsys_core.ranking.topk import topk_deterministic
 from recsys_core.registry.versions import config_key
 from recsys_core.settings import Settings
 
+# the tiny size the tests run (tests/test_benchmarks.py)
+TINY_ARGS = ["--tiny"]
 PROTOCOLS = ("leave_one_out", "cold_items")
 K = 10
 EASE_GRID = (10.0, 50.0, 100.0, 250.0, 500.0)
