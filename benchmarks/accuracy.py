@@ -103,10 +103,7 @@ def main() -> None:
         if not lake.exists("events"):
             source = SourceSpec()
             if args.synthetic:
-                config = SynthConfig(
-                    users=max(args.synthetic // 15, 10), items=max(args.synthetic // 30, 10),
-                    events=args.synthetic, min_words=0, max_words=12, seed=0,
-                )  # fmt: skip
+                config = SynthConfig.sized(args.synthetic)
                 events, items = write_synthetic(config, Path(tmp) / "source")
                 source = SourceSpec(events=(str(events),), items=str(items))
             ingest(context, source)

@@ -24,8 +24,9 @@ TINY_ARGS = ["--trials", "1", "--stages", "recommend"]
 
 
 def main() -> None:
+    from flows.server import free_port
     from flows.stack import Stack
-    from recsys_core.testing.faults import free_port, run_campaign
+    from recsys_core.testing.faults import run_campaign
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=3, help="kills per stage")

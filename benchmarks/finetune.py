@@ -62,10 +62,7 @@ def main() -> None:
         lake = Lake(Path(tmp) / "lake")
         source = SourceSpec()
         if args.synthetic:
-            config = SynthConfig(
-                users=max(args.synthetic // 15, 10), items=max(args.synthetic // 30, 10),
-                events=args.synthetic, min_words=5, max_words=30, seed=0,
-            )  # fmt: skip
+            config = SynthConfig.sized(args.synthetic, min_words=5, max_words=30)
             events, items = write_synthetic(config, Path(tmp) / "source")
             source = SourceSpec(events=(str(events),), items=str(items))
         ingest(RunContext.of(lake.root), source)

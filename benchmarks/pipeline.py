@@ -36,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         source = SourceSpec()
         if args.synthetic:
-            events, items = write_synthetic(synthetic_config(args.synthetic), Path(tmp) / "src")
+            events, items = write_synthetic(SynthConfig.sized(args.synthetic), Path(tmp) / "src")
             source = SourceSpec(events=(str(events),), items=str(items))
         context = RunContext.of(Path(tmp) / "lake", **options)
         seconds = {}
@@ -65,14 +65,6 @@ def main() -> None:
             }
         )
     )
-
-
-def synthetic_config(events: int) -> SynthConfig:
-    """A log of `events` events with about 15 events per user and 30 per item, short texts."""
-    return SynthConfig(
-        users=max(events // 15, 10), items=max(events // 30, 10), events=events,
-        min_words=0, max_words=12, seed=0,
-    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -137,10 +137,7 @@ def main() -> None:
         if args.synthetic:
             from recsys_core.data.synth import SynthConfig, write_synthetic
 
-            config = SynthConfig(
-                users=max(args.synthetic // 15, 10), items=max(args.synthetic // 30, 10),
-                events=args.synthetic, min_words=0, max_words=12, seed=0,
-            )  # fmt: skip
+            config = SynthConfig.sized(args.synthetic)
             events, items = write_synthetic(config, Path(work) / "source")
             source = ["--events", str(events), "--items", str(items)]
         options = ["--models", args.models] if args.models else []

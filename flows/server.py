@@ -275,7 +275,8 @@ def live_clients(prefect_home: Path) -> int:
     return count
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -313,7 +314,7 @@ def supervise(prefect_home: Path) -> int:
     stopping: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(_server_command(port), env=env, preexec_fn=die_with_parent)
     url = f"http://127.0.0.1:{port}/api"
     me = os.getpid()

@@ -12,6 +12,7 @@ ignores SIGTERM), a second SIGINT, then SIGKILL if it still has not exited.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -57,6 +58,22 @@ class Stack:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    def request(self, path: str, body: dict | None = None) -> object:
+        """Call the Prefect server's REST API: GET `path`, or POST `body` as JSON.
+
+        Args:
+            path: The path under the API's root, e.g. `/deployments/filter`.
+            body: The JSON body of a POST; None for a GET.
+        """
+        request = urllib.request.Request(
+            f"{self.api_url}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+            method="GET" if body is None else "POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment of every child: this project's offline defaults plus the stores."""

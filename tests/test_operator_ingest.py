@@ -121,6 +121,24 @@ def test_cli_a_gzip_cut_short_exits_2_with_one_line_and_writes_nothing(tmp_path)
     assert not any(Lake(data_dir).exists(table) for table in TABLES)
 
 
+def test_a_whole_compressed_file_is_decompressed_once_until_it_changes(tmp_path, monkeypatch):
+    from recsys_core.data.sources import integrity
+
+    opened = []
+    real = integrity.pa.input_stream
+    monkeypatch.setattr(
+        integrity.pa, "input_stream", lambda *a, **k: opened.append(a[0]) or real(*a, **k)
+    )
+    path = compressed(tmp_path, "events.csv.gz", events_csv(300), "gzip")
+    integrity.check_complete(path)  # the CLI's preflight
+    integrity.check_complete(path)  # the ingest run, same process
+    assert len(opened) == 1
+    cut(path)  # the same name, other bytes: read again, and refused
+    with pytest.raises(InputError, match="cut short"):
+        integrity.check_complete(path)
+    assert len(opened) == 2
+
+
 def test_the_python_reader_names_a_gzip_cut_short(tmp_path):
     """polars gives up on a quote never closed and Python's csv reader takes over: a stream
     cut short there is bad input naming the file too, not an internal EOFError."""

@@ -41,6 +41,21 @@ class SynthConfig(BaseModel):
         "depend on it when the events fit in one chunk.",
     )
 
+    @classmethod
+    def sized(cls, events: int, *, min_words: int = 0, max_words: int = 12) -> SynthConfig:
+        """A log of `events` events, about 15 per user and 30 per item, seed 0: the size the
+        benchmarks' `--synthetic N` option means.
+
+        Args:
+            events: Number of events.
+            min_words: Fewest words of an item description.
+            max_words: Most words of an item description.
+        """
+        return cls(
+            users=max(events // 15, 10), items=max(events // 30, 10), events=events,
+            min_words=min_words, max_words=max_words, seed=0,
+        )  # fmt: skip
+
     @model_validator(mode="after")
     def _words_in_order(self) -> SynthConfig:
         if self.min_words > self.max_words:

@@ -351,15 +351,6 @@ def run_campaign(
     return campaign
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for a campaign's Prefect server)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def driver_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the driver's command line (what `run_night` passes)."""
     parser = argparse.ArgumentParser(description="Run one nightly and mark each stage's edges.")

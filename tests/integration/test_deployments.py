@@ -10,34 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
-import urllib.request
 
 import pytest
 
+from flows.server import free_port
 from flows.stack import Stack
 from recsys_core.settings import DEFAULT_MODELS
 from recsys_core.storage import Lake
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def api(stack: Stack, path: str, body: dict | None = None) -> object:
-    request = urllib.request.Request(
-        f"{stack.api_url}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-        method="GET" if body is None else "POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 @pytest.fixture
@@ -72,7 +54,7 @@ def listening_addresses(pid: int) -> set[str]:
 
 def test_nightly_deployment_runs_from_the_api(stack, small_source, tiny_encoder_dir):
     assert listening_addresses(stack.running("prefect")) == {"127.0.0.1"}
-    deployments = {d["name"]: d for d in api(stack, "/deployments/filter", {})}
+    deployments = {d["name"]: d for d in stack.request("/deployments/filter", {})}
     assert set(deployments) >= {"nightly", "ingest", "encode", "train", "recommend"}
     nightly = deployments["nightly"]
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
@@ -90,21 +72,21 @@ def test_nightly_deployment_runs_from_the_api(stack, small_source, tiny_encoder_
         "source": {"events": [str(events)], "items": str(items)},
         "options": {"data_dir": str(stack.data_dir), "k": 4, "encoder": str(tiny_encoder_dir)},
     }
-    run = api(stack, f"/deployments/{nightly['id']}/create_flow_run", {"parameters": parameters})
+    run = stack.request(f"/deployments/{nightly['id']}/create_flow_run", {"parameters": parameters})
     deadline = time.monotonic() + 600
     state = run["state"]["type"]
     while state not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
         assert time.monotonic() < deadline, f"nightly still {state}; see {stack.run_dir}"
         time.sleep(2)
-        state = api(stack, f"/flow_runs/{run['id']}")["state"]["type"]
+        state = stack.request(f"/flow_runs/{run['id']}")["state"]["type"]
     assert state == "COMPLETED", (stack.run_dir / "worker.log").read_text()[-3000:]
 
     recs = Lake(stack.data_dir).read("recommendations")
     users = Lake(stack.data_dir).read("events", ["user_id"])["user_id"].n_unique()
     assert recs.height == 4 * users
 
-    artifacts = api(
-        stack, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
+    artifacts = stack.request(
+        "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}
     )
     by_key = {a["key"]: a for a in artifacts}
     assert {"nightly-summary", "nightly-candidates", "nightly-ingest"} <= set(by_key)

@@ -8,17 +8,16 @@ worker poll once, and wait for Completed. Every process is stopped by its PID.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from flows.server import free_port
 from flows.stack import Stack
 from recsys_core.storage import Lake
 
@@ -26,25 +25,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def api(url: str, path: str, body: dict | None = None) -> object:
-    request = urllib.request.Request(
-        f"{url}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-        method="GET" if body is None else "POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 def user_env(api_url: str, home: Path) -> dict[str, str]:
@@ -87,7 +67,7 @@ def test_deploy_all_on_a_fresh_server_and_a_deployed_flow_runs(server, tmp_path,
     deployed = prefect(env, "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
 
-    deployments = {d["name"]: d for d in api(server.api_url, "/deployments/filter", {})}
+    deployments = {d["name"]: d for d in server.request("/deployments/filter", {})}
     assert {"nightly", "ingest", "encode", "train", "recommend", "forget-user"} <= set(deployments)
     for deployment in deployments.values():  # runs start in this checkout, whoever deployed it
         assert deployment["pull_steps"] == [
@@ -98,8 +78,7 @@ def test_deploy_all_on_a_fresh_server_and_a_deployed_flow_runs(server, tmp_path,
 
     data_dir = tmp_path / "lake"
     events, items = small_source
-    run = api(
-        server.api_url,
+    run = server.request(
         f"/deployments/{deployments['ingest']['id']}/create_flow_run",
         {"parameters": {"source": {"events": [str(events)], "items": str(items)},
                         "options": {"data_dir": str(data_dir)}}},
@@ -116,7 +95,7 @@ def test_deploy_all_on_a_fresh_server_and_a_deployed_flow_runs(server, tmp_path,
         while state not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             assert time.monotonic() < deadline, f"ingest run still {state}"
             time.sleep(2)
-            state = api(server.api_url, f"/flow_runs/{run['id']}")["state"]["type"]
+            state = server.request(f"/flow_runs/{run['id']}")["state"]["type"]
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGINT)  # a worker ignores SIGTERM
@@ -136,6 +115,6 @@ def test_the_gpu_deployment_deploys_apart(server, tmp_path):
     assert prefect(env, "work-pool", "create", "gpu", "--type", "process").returncode == 0
     deployed = prefect(env, "deploy", "--all", "--prefect-file", "deployments/gpu.yaml")
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    (deployment,) = api(server.api_url, "/deployments/filter", {})
+    (deployment,) = server.request("/deployments/filter", {})
     assert deployment["name"] == "encode-gpu" and deployment["work_pool_name"] == "gpu"
     assert deployment["job_variables"] == {"env": {"RECSYS_DEVICE": "cuda"}}

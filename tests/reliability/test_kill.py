@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from flows.server import free_port
 from flows.stack import Stack
-from recsys_core.testing.faults import STAGES, free_port, run_campaign
+from recsys_core.testing.faults import STAGES, run_campaign
 
 pytestmark = pytest.mark.slow
 

@@ -12,6 +12,9 @@ from recsys_core.data.sources.readers.text import first_line
 from recsys_core.errors import InputError
 
 CODECS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+# Files found whole in this process, by what identifies their bytes: the CLI's preflight and
+# the ingest run both check a file, and it should be decompressed once, not twice.
+_WHOLE: set[tuple[str, int, int, int]] = set()
 
 
 def compression_of(path: Path) -> str | None:
@@ -23,7 +26,9 @@ def check_complete(path: Path, block: int = 8 << 20) -> None:
     """Decompress `path` to its end when it is compressed (nothing is kept).
 
     pyarrow's decompressing stream checks that the stream ends where the codec says it
-    ends (and gzip's checksum), and lets go of the GIL while it works.
+    ends (and gzip's checksum), and lets go of the GIL while it works. A file this process
+    already found whole, unchanged since (same inode, size and modification time), is not
+    read again.
 
     Args:
         path: The file.
@@ -35,6 +40,10 @@ def check_complete(path: Path, block: int = 8 << 20) -> None:
     codec = compression_of(path)
     if codec is None:
         return
+    facts = path.stat()
+    key = (str(path.resolve()), facts.st_ino, facts.st_size, facts.st_mtime_ns)
+    if key in _WHOLE:
+        return
     try:
         with pa.input_stream(str(path), compression=codec) as stream:
             while stream.read(block):
@@ -44,3 +53,4 @@ def check_complete(path: Path, block: int = 8 << 20) -> None:
             f"{path}: cannot be read: its {codec} data is cut short or damaged "
             f"({first_line(exc)}); nothing was written"
         ) from None
+    _WHOLE.add(key)
