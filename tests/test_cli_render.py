@@ -13,23 +13,24 @@ from flows.cli.render import (
     render_restored,
 )
 from recsys_core.api import Quarantined, Restored
+from recsys_core.pipeline import CandidateResult, TrainReport
 
 
 def test_render_candidates_marks_champion_and_challenger():
     metrics = {"ndcg@10": 0.3, "recall@10": 0.2}
-    report = {
-        "metric": "ndcg@10", "protocol": "user_temporal", "test_users": 5, "users": 9,
-        "items": 40, "champion": "m/2", "champion_model": "ease", "decision": "kept",
-        "challenger": "m/3", "challenger_model": "popularity",
-        "candidates": [
-            {"model": "ease", "params": {"reg": 500.0}, "metrics": metrics, "fit_seconds": 0.5,
-             "epochs": [], "role": "champion"},
-            {"model": "popularity", "params": {}, "metrics": metrics, "fit_seconds": 0.1,
-             "epochs": [], "role": "challenger"},
-            {"model": "ease", "params": {"reg": 100.0}, "metrics": metrics, "fit_seconds": 0.5,
-             "epochs": [{"loss": 1.0}], "role": ""},
+    report = TrainReport(
+        metric="ndcg@10", protocol="user_temporal", test_users=5, users=9, items=40,
+        champion="m/2", champion_model="ease", decision="kept", challenger="m/3",
+        challenger_model="popularity",
+        candidates=[
+            CandidateResult(model="ease", params={"reg": 500.0}, metrics=metrics,
+                            fit_seconds=0.5, role="champion"),
+            CandidateResult(model="popularity", params={}, metrics=metrics, fit_seconds=0.1,
+                            role="challenger"),
+            CandidateResult(model="ease", params={"reg": 100.0}, metrics=metrics,
+                            fit_seconds=0.5, epochs=[{"loss": 1.0}]),
         ],
-    }  # fmt: skip
+    )  # fmt: skip
     lines = render_candidates(report).splitlines()
     assert lines[1].startswith("ease *") and lines[2].startswith("popularity ~")
     assert lines[3].startswith("ease(reg=100.0)")  # non-default params tell rows apart
