@@ -23,7 +23,7 @@ from recsys_core.pipeline import (
     ingest,
     plan_encode,
 )
-from recsys_core.pipeline.encode import encoder_id
+from recsys_core.pipeline.encode import EncodeReport, encoder_id, report_of_run
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
@@ -167,3 +167,14 @@ def test_unset_batch_size_lets_the_device_choose(lake_and_settings, monkeypatch)
     assert settings.updated(encoder_batch_size=8).encode.encoder_batch_size == 8
     monkeypatch.setenv("RECSYS_ENCODER_BATCH_SIZE", "16")
     assert Settings().encode.encoder_batch_size == 16
+
+
+def test_a_run_elsewhere_reports_the_same_type_read_back_from_its_commit(lake_and_settings):
+    # what the nightly gets from the encode deployment: the report of the run that committed
+    lake, settings = lake_and_settings
+    report = encode_items(RunContext(settings, run_id="remote-1"), shards=2)
+    label = "(deployment encode/gpu, run calm-fox)"
+    assert report_of_run(lake, "remote-1", label=label) == report
+    # a run that found nothing to encode committed nothing: every item counts as reused
+    nothing = report_of_run(lake, "remote-2", label=label)
+    assert nothing == EncodeReport(encoder=label, items_total=40, reused=40, version=report.version)

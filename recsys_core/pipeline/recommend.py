@@ -180,7 +180,7 @@ class PublishReport:
     vacuumed_files: int = 0
     seconds: float = 0.0
     example_user: str | None = None
-    guardrails: Guardrails = field(default_factory=lambda: Guardrails())  # of this night
+    guardrails: Guardrails = field(default_factory=Guardrails)  # of this night
 
 
 @dataclass(frozen=True)
@@ -278,7 +278,7 @@ def plan_recommend(context: RunContext, *, shard_users: int | None = None) -> Re
         raise InputError(f"table events under {lake.root} is empty: no users to recommend for")
     token = uuid.uuid4().hex[:12]
     remove_orphaned_shards(lake)
-    claim(_owner_file(lake, token), plan=token)  # before any shard is written
+    claim(lake.staging(STAGE).owner_file(token), plan=token)  # before any shard is written
     return RecommendPlan(
         run_id=context.run_id,
         token=token,
@@ -578,14 +578,14 @@ def remove_orphaned_shards(lake: Lake) -> list[Path]:
     Returns:
         The deleted files.
     """
-    owners = lake.staging(STAGE).root
+    staging = lake.staging(STAGE)
 
     def live(token: str) -> bool:  # asked per file, so a run that started since counts
         return owner_is_live(
-            _owner_file(lake, token), other_host_seconds=OTHER_HOST_SECONDS, this_process=False
+            staging.owner_file(token), other_host_seconds=OTHER_HOST_SECONDS, this_process=False
         )
 
-    ended = [owner for owner in owners.glob("*.json") if not live(owner.stem)]
+    ended = [owner for owner in staging.owner_files() if not live(owner.stem)]
     removed = lake.remove_unlogged(TABLE, SHARD_FILES, keep=lambda f: live(f.name.split("-")[1]))
     for owner in ended:
         owner.unlink(missing_ok=True)
@@ -782,11 +782,6 @@ def _histories_of(
         timestamps=histories.timestamps,
         n_items=histories.n_items,
     )
-
-
-def _owner_file(lake: Lake, token: str) -> Path:
-    """The owner file of the run `token`, written before its first shard."""
-    return lake.staging(STAGE).root / f"{token}.json"
 
 
 def _unavailable_mask(path: str | Path | None, items: Vocabulary) -> np.ndarray | None:

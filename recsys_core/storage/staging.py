@@ -1,11 +1,13 @@
 """Staged files: what a sharded stage writes before its one commit, and who owns them.
 
 Each stage stages under `DATA_DIR/_staging/<stage>/` (from `Lake.staging`), one folder per
-plan. A plan folder holds an owner file (host and pid, see `storage.owners`) written before
-anything else, so other runs leave a live plan's files alone. A run that was killed, stopped
-or failed leaves its folder behind: the next plan may take over the files still useful to it
-(`Staging.take_over`), folders with nothing staged go at once, and folders untouched for a
-day go whatever they hold.
+plan; a stage whose staged files live elsewhere (recommend writes uncommitted files into
+its table's folder) keeps only an owner file per plan there. A plan folder holds an owner
+file (host and pid, see `storage.owners`) written before anything else, so other runs leave
+a live plan's files alone. A run that was killed, stopped or failed leaves its folder
+behind: the next plan may take over the files still useful to it (`Staging.take_over`),
+folders with nothing staged go at once, and folders untouched for a day go whatever they
+hold.
 
 Every file is written whole or not at all (`write_atomically`), so a reader or a resuming
 plan never sees half a file.
@@ -58,6 +60,15 @@ class Staging:
         folder = self.plan_dir(plan_id)
         claim(folder / OWNER_FILE, plan=plan_id)
         return folder
+
+    def owner_file(self, plan_id: str) -> Path:
+        """The owner file of a plan whose staged files live elsewhere (recommend stages its
+        shards as uncommitted files of the table): `<root>/<plan_id>.json`."""
+        return self.root / f"{plan_id}.json"
+
+    def owner_files(self) -> list[Path]:
+        """Every owner file written by `owner_file` plans."""
+        return sorted(self.root.glob("*.json"))
 
     def plans(self) -> list[Path]:
         """Every plan folder, oldest name first."""
