@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from recsys_core import pipeline
-from recsys_core.pipeline import encode, recommend
 from recsys_core.storage import Lake
+
+# the sharded stages call their steps in their own modules (the package's `recommend` is the
+# function of that name, so the modules are looked up by name)
+encode = importlib.import_module("recsys_core.pipeline.encode")
+recommend = importlib.import_module("recsys_core.pipeline.recommend")
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +28,6 @@ def test_rerun_after_a_failed_publish_skips_finished_stages(
         "encode": "plan_encode", "encoded": "encode_shard", "train": "train",
         "recommend": "publish",
     }  # fmt: skip
-    # the encode and recommend stages call their steps in their own modules; train in the
-    # package, as its task does
     home = {"encode": encode, "encoded": encode, "train": pipeline, "recommend": recommend}
     real = {name: getattr(home[name], fn) for name, fn in functions.items()}
 
