@@ -134,3 +134,40 @@ def test_cli_finetune_usage_errors_exit_2_before_anything_runs(tmp_path):
     assert not data_dir.exists()
     result = CliRunner().invoke(app, ["encode", "--data-dir", str(data_dir), "--shards", "0"])
     assert result.exit_code == 2  # typer's own range check
+
+
+def test_the_nightly_reports_an_encode_deployment_run_as_a_local_encode(
+    harness, ingested, tiny_encoder_dir, monkeypatch
+):
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from prefect import flow
+    from prefect.states import Completed
+
+    import flows.nightly
+    from flows.params import RunOptions
+    from recsys_core.pipeline import encode_items
+
+    settings = RunOptions(data_dir=str(ingested.root), encoder=str(tiny_encoder_dir)).settings()
+    settings = settings.updated(encode_deployment="encode/encode-gpu")
+    done = {}
+
+    def run_deployment(name, parameters, timeout):  # the deployment's run, done here
+        run = SimpleNamespace(id=uuid4(), name="calm-fox", state=Completed())
+        done["report"] = encode_items(RunContext(settings, run_id=str(run.id)))
+        return run
+
+    monkeypatch.setattr(flows.nightly, "run_deployment", run_deployment)
+
+    options = RunOptions(data_dir=str(ingested.root), encoder=str(tiny_encoder_dir))
+
+    @flow
+    def remote():  # the nightly's encode step, with the deployment's run done here
+        return flows.nightly.encode_remotely(settings, options)
+
+    assert remote() == done["report"] and done["report"].encoded == 40
+    # a run with nothing left to encode commits nothing: every item counts as reused
+    again = remote()
+    assert again.encoded == 0 and again.reused == again.items_total == 40
+    assert again.encoder == "(deployment encode/encode-gpu, run calm-fox)"
