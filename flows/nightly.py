@@ -7,17 +7,19 @@ from prefect.deployments import run_deployment
 
 from flows.locks import exclusive_run
 from flows.params import EncodeOptions, RunOptions, Source
-from flows.reporting import publish_artifacts
+from flows.reporting import NightlySummary, publish_artifacts
 from flows.runners import ChosenTaskRunner
 from flows.stages import encode_step, rank_and_publish
 from recsys_core.cancel import stop_on_signals
+from recsys_core.context import RunContext
+from recsys_core.pipeline.encode import EncodeReport, report_of_run
 from recsys_core.resources import measured
 from recsys_core.settings import Settings
 from tasks import ingest_task, train_task
 
 
 @flow(name="nightly", task_runner=ChosenTaskRunner())
-def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> dict:
+def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> NightlySummary:
     """Ingest new logs, encode changed items, train and gate models, publish recommendations.
 
     Work whose inputs did not change since it last succeeded is not done again (training
@@ -31,7 +33,7 @@ def nightly(source: Source = Source(), options: RunOptions = RunOptions()) -> di
         return _nightly(source, options)
 
 
-def _nightly(source: Source, options: RunOptions) -> dict:
+def _nightly(source: Source, options: RunOptions) -> NightlySummary:
     settings = options.settings()
     refresh = {"refresh_cache": True} if options.refresh else {}
     stages: dict[str, dict[str, float]] = {}  # wall seconds and peak RSS of each stage
@@ -46,20 +48,20 @@ def _nightly(source: Source, options: RunOptions) -> dict:
         trained = train_task.with_options(**refresh)(settings)
     with measured() as stages["recommend"]:
         published = rank_and_publish(settings, refresh=options.refresh)
-    summary = {
-        "data_dir": str(settings.data_dir),
-        "ingest": ingested,
-        "encode": encoded,
-        "train": trained,
-        "publish": published,
-        "stages": stages,
-    }
+    summary = NightlySummary(
+        data_dir=str(settings.data_dir), ingest=ingested, encode=encoded, train=trained,
+        publish=published, stages=stages,
+    )  # fmt: skip
     publish_artifacts(summary, settings)
     return summary
 
 
-def encode_remotely(settings: Settings, options: RunOptions) -> dict:
-    """Run the encode stage as its own deployment (e.g. on the gpu work pool) and wait."""
+def encode_remotely(settings: Settings, options: RunOptions) -> EncodeReport:
+    """Run the encode stage as its own deployment (e.g. on the gpu work pool) and wait.
+
+    The data directory is shared with the deployment's workers, so its report is read back
+    from the commit the run made (`report_of_run`), not from the run's result storage.
+    """
     logger = get_run_logger()
     deployment = settings.runtime.encode_deployment
     logger.info("encoding through deployment %s", deployment)
@@ -69,4 +71,6 @@ def encode_remotely(settings: Settings, options: RunOptions) -> dict:
     if run.state is None or not run.state.is_completed():
         state = run.state.name if run.state else "unknown"
         raise RuntimeError(f"encode deployment run {run.name} ended {state}")
-    return {"encoder": f"(deployment {deployment}, run {run.name})"}
+    return report_of_run(
+        RunContext(settings).lake, str(run.id), label=f"(deployment {deployment}, run {run.name})"
+    )

@@ -9,6 +9,8 @@ cancel from the Prefect UI sends SIGTERM, then stops its task threads within a b
 
 from __future__ import annotations
 
+import contextlib
+
 from prefect import flow, get_run_logger, unmapped
 
 from flows.params import (
@@ -20,59 +22,80 @@ from flows.params import (
     Source,
     TrainOptions,
 )
+from flows.reporting import guardrails_artifact
 from flows.runners import ChosenTaskRunner, gpu_resources
 from recsys_core.cancel import stop_on_signals
 from recsys_core.context import RunContext
-from recsys_core.pipeline import published_report
-from recsys_core.settings import Settings
-from tasks import (
-    commit_encode_task,
-    encode_shard_task,
-    finetune_encoder_task,
-    ingest_task,
-    plan_encode_task,
-    train_task,
+from recsys_core.pipeline import (
+    ENCODE,
+    RECOMMEND,
+    AlreadyPublished,
+    EncodeReport,
+    IngestReport,
+    PublishReport,
+    TrainReport,
+    published_report,
 )
-from tasks.stages import plan_recommend_task, publish_task, rank_shard_task
+from recsys_core.pipeline.finetune import FinetuneReport
+from recsys_core.pipeline.recommend import NightHeld
+from recsys_core.pipeline.sharded import PlanT, ReportT, ResultT, ShardedStage, ShardT
+from recsys_core.settings import Settings
+from tasks import commit_task, finetune_encoder_task, ingest_task, plan_task, shard_task, train_task
 
 
 @flow(name="ingest")
-def ingest_flow(source: Source = Source(), options: IngestOptions = IngestOptions()) -> dict:
+def ingest_flow(
+    source: Source = Source(), options: IngestOptions = IngestOptions()
+) -> IngestReport:
     """Validate and store new events and catalog rows."""
     with stop_on_signals():
         return ingest_task(source.spec(), options.settings())
 
 
-def encode_step(settings: Settings) -> dict:
-    """The encode stage inside a flow: plan, shards mapped over the runner, one commit.
+def run_sharded(
+    stage: ShardedStage[PlanT, ShardT, ResultT, ReportT], settings: Settings
+) -> ReportT:
+    """Any sharded stage inside a flow: plan, shards mapped over the runner, one commit.
 
-    Only items whose text or encoder changed are planned, so a night with nothing new maps
-    no shard. On a Dask cluster with GPU workers the shards go to those workers. A failed
-    shard fails the step before the commit, so nothing is published.
+    On a Dask cluster with GPU workers the shards of a stage that wants a GPU go to those
+    workers. A failed shard fails the stage before the commit, so nothing is published.
+
+    Args:
+        stage: E.g. `ENCODE` or `RECOMMEND` (`recsys_core.pipeline.sharded`).
+        settings: The run's settings.
     """
-    plan = plan_encode_task(settings)
-    with gpu_resources():
-        shards = encode_shard_task.map(plan.shards, settings=unmapped(settings))
+    plan = plan_task.with_options(name=f"plan-{stage.name}")(stage, settings)
+    run_shard = shard_task.with_options(name=stage.shard_name)
+    with gpu_resources() if stage.wants_gpu else contextlib.nullcontext():
+        shards = run_shard.map(unmapped(stage), unmapped(plan), plan.shards, unmapped(settings))
     shards.wait()  # let every shard finish before failing on one
-    return commit_encode_task(settings, plan, shards.result())
+    return commit_task.with_options(name=stage.commit_name)(stage, settings, plan, shards.result())
+
+
+def encode_step(settings: Settings) -> EncodeReport:
+    """The encode stage inside a flow. Only items whose text or encoder changed are
+    planned, so a night with nothing new maps no shard."""
+    return run_sharded(ENCODE, settings)
 
 
 @flow(name="encode", task_runner=ChosenTaskRunner())
-def encode_flow(options: EncodeOptions = EncodeOptions()) -> dict:
+def encode_flow(options: EncodeOptions = EncodeOptions()) -> EncodeReport:
     """Embed items whose text or encoder changed, in `encode_shards` shards."""
     with stop_on_signals():
         return encode_step(options.settings())
 
 
 @flow(name="train")
-def train_flow(options: TrainOptions = TrainOptions()) -> dict:
+def train_flow(options: TrainOptions = TrainOptions()) -> TrainReport:
     """Train, evaluate, track and register candidates; move `champion` if one wins."""
     with stop_on_signals():
         return train_task.with_options(refresh_cache=True)(options.settings())
 
 
 @flow(name="recommend", task_runner=ChosenTaskRunner())
-def recommend_flow(options: RecommendOptions = RecommendOptions()) -> dict:
+def recommend_flow(
+    options: RecommendOptions = RecommendOptions(),
+) -> PublishReport | AlreadyPublished:
     """Publish top-K recommendations for every user from the champion.
 
     The users are ranked in shards mapped over the flow's task runner (threads by default,
@@ -82,7 +105,7 @@ def recommend_flow(options: RecommendOptions = RecommendOptions()) -> dict:
         return rank_and_publish(options.settings(), refresh=True)
 
 
-def rank_and_publish(settings: Settings, *, refresh: bool) -> dict:
+def rank_and_publish(settings: Settings, *, refresh: bool) -> PublishReport | AlreadyPublished:
     """The recommend stage inside a flow: plan, shards mapped over the runner, one commit.
 
     Unless `refresh`, a night whose inputs (events, champion, settings, unavailable items)
@@ -92,18 +115,27 @@ def rank_and_publish(settings: Settings, *, refresh: bool) -> dict:
     if not refresh and (done := published_report(RunContext(settings))) is not None:
         get_run_logger().info(
             "recommendations from these inputs are already published (version %s)",
-            done["version"],
+            done.version,
         )
         return done
-    plan = plan_recommend_task(settings)
-    shards = rank_shard_task.map(unmapped(settings), unmapped(plan), plan.shards)
-    return publish_task(settings, plan, shards)
+    try:
+        report = run_sharded(RECOMMEND, settings)
+    except NightHeld as held:
+        get_run_logger().error("%s", held)
+        guardrails_artifact(held.guardrails, settings)
+        raise
+    if report.guardrails.breaches:
+        get_run_logger().warning(
+            "published despite breached guardrails: %s", report.guardrails.breaches
+        )
+    guardrails_artifact(report.guardrails, settings)
+    return report
 
 
 @flow(name="finetune-encoder")
 def finetune_encoder_flow(
     options: EncoderOptions = EncoderOptions(), finetune: FinetuneOptions = FinetuneOptions()
-) -> dict:
+) -> FinetuneReport:
     """Fine-tune the item text encoder on co-occurring items; register it as an encoder
     version (`models:/recsys-encoder/N`) that encode and nightly can use."""
     with stop_on_signals():

@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from recsys_core.context import RunContext
 from recsys_core.storage import Lake
+
+if TYPE_CHECKING:
+    from recsys_core.pipeline.train import TrainReport
 
 RECOMMENDATIONS = "recommendations"
 QUARANTINE = "quarantine"
@@ -28,7 +31,7 @@ def evaluate_candidates(
     options: Mapping[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
-) -> dict:
+) -> TrainReport:
     """Fit and evaluate candidate models on one protocol; registers nothing.
 
     Args:
@@ -39,12 +42,11 @@ def evaluate_candidates(
         log: Called with a line as each candidate starts and ends.
 
     Returns:
-        The report of `recsys_core.pipeline.train.evaluate_models` as a dict.
+        The report of `recsys_core.pipeline.train.evaluate_models`.
     """
     from recsys_core.pipeline.train import evaluate_models
 
-    report = evaluate_models(RunContext.of(data_dir, **(options or {})), progress=progress, log=log)
-    return report.as_dict()
+    return evaluate_models(RunContext.of(data_dir, **(options or {})), progress=progress, log=log)
 
 
 def user_recommendations(

@@ -138,6 +138,12 @@ class EncodeSettings(_Group):
     encode_shards: int = Field(
         1, ge=1, le=4096, description="Shards the items to encode are split into (one task each)."
     )
+    encode_part_seconds: float = Field(
+        30.0,
+        ge=0.0,
+        description="Seconds of encoding between a shard's staged part files: what a killed "
+        "or stopped encode loses is at most this much work per shard.",
+    )
 
 
 class TrainSettings(_Group):

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import polars as pl
@@ -40,7 +41,10 @@ def test_dask_runner_gives_the_same_embeddings_and_recommendations(
     data_dir = str(lakes["thread"].root)
     encoding = EncodeOptions(data_dir=data_dir, encoder=settings.embedding.encoder, **encode_args)
     ranking = RecommendOptions(data_dir=data_dir, k=5, shard_users=16)
-    reports = {"thread": (encode_flow(options=encoding), recommend_flow(options=ranking))}
+    # the flows' typed reports, as the CLI's JSON holds them
+    reports = {
+        "thread": (asdict(encode_flow(options=encoding)), asdict(recommend_flow(options=ranking)))
+    }
 
     env = {
         **os.environ, "RECSYS_TASK_RUNNER": "dask", "RECSYS_DASK_WORKERS": "2",

@@ -37,7 +37,7 @@ def test_encode_flow_runs_one_task_per_shard_and_one_commit(harness, ingested, t
     )
     state = encode_flow(options=options, return_state=True)
     report = state.result()
-    assert report["encoded"] == 40 and report["shards"] == 3
+    assert report.encoded == 40 and report.shards == 3
     assert len(ingested.history("item_embeddings")) == 1
     assert ingested.read("item_embeddings").height == 40
     with get_client(sync_client=True) as client:
@@ -53,7 +53,7 @@ def test_encode_flow_runs_one_task_per_shard_and_one_commit(harness, ingested, t
     assert {"plan-encode", "commit-encode"} <= {n.rsplit("-", 1)[0] for n in names}
     # nothing changed: the next run plans no shards and writes no commit
     again = encode_flow(options=options)
-    assert again["encoded"] == 0 and again["reused"] == 40 and again["shards"] == 0
+    assert again.encoded == 0 and again.reused == 40 and again.shards == 0
     assert len(ingested.history("item_embeddings")) == 1
 
 
@@ -62,16 +62,16 @@ def test_a_failed_shard_fails_the_flow_and_publishes_nothing(
 ):
     from flows.params import EncodeOptions
     from flows.stages import encode_flow
-    from recsys_core import pipeline
+    from recsys_core.pipeline import encode
 
-    real = pipeline.encode_shard
+    real = encode.encode_shard
 
     def flaky(context, shard, **kwargs):
         if shard.index == 1:
             raise RuntimeError("worker lost")
         return real(context, shard, **kwargs)
 
-    monkeypatch.setattr(pipeline, "encode_shard", flaky)
+    monkeypatch.setattr(encode, "encode_shard", flaky)
     options = EncodeOptions(
         data_dir=str(ingested.root), encoder=str(tiny_encoder_dir), encode_shards=3
     )
@@ -80,9 +80,9 @@ def test_a_failed_shard_fails_the_flow_and_publishes_nothing(
     assert not ingested.exists("item_embeddings")
     staged = list((ingested.root / "_staging").rglob("*.parquet"))
     assert len(staged) == 2  # the healthy shards staged their rows; no commit read them
-    monkeypatch.setattr(pipeline, "encode_shard", real)
+    monkeypatch.setattr(encode, "encode_shard", real)
     report = encode_flow(options=options)
-    assert report["encoded"] == 40
+    assert report.encoded == 40
     assert ingested.read("item_embeddings").height == 40
 
 
@@ -134,3 +134,40 @@ def test_cli_finetune_usage_errors_exit_2_before_anything_runs(tmp_path):
     assert not data_dir.exists()
     result = CliRunner().invoke(app, ["encode", "--data-dir", str(data_dir), "--shards", "0"])
     assert result.exit_code == 2  # typer's own range check
+
+
+def test_the_nightly_reports_an_encode_deployment_run_as_a_local_encode(
+    harness, ingested, tiny_encoder_dir, monkeypatch
+):
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from prefect import flow
+    from prefect.states import Completed
+
+    import flows.nightly
+    from flows.params import RunOptions
+    from recsys_core.pipeline import encode_items
+
+    settings = RunOptions(data_dir=str(ingested.root), encoder=str(tiny_encoder_dir)).settings()
+    settings = settings.updated(encode_deployment="encode/encode-gpu")
+    done = {}
+
+    def run_deployment(name, parameters, timeout):  # the deployment's run, done here
+        run = SimpleNamespace(id=uuid4(), name="calm-fox", state=Completed())
+        done["report"] = encode_items(RunContext(settings, run_id=str(run.id)))
+        return run
+
+    monkeypatch.setattr(flows.nightly, "run_deployment", run_deployment)
+
+    options = RunOptions(data_dir=str(ingested.root), encoder=str(tiny_encoder_dir))
+
+    @flow
+    def remote():  # the nightly's encode step, with the deployment's run done here
+        return flows.nightly.encode_remotely(settings, options)
+
+    assert remote() == done["report"] and done["report"].encoded == 40
+    # a run with nothing left to encode commits nothing: every item counts as reused
+    again = remote()
+    assert again.encoded == 0 and again.reused == again.items_total == 40
+    assert again.encoder == "(deployment encode/encode-gpu, run calm-fox)"

@@ -18,9 +18,9 @@ from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.encoders import ItemTextEncoder, build_item_text
 from recsys_core.pipeline import commit_encode, encode_items, encode_shard, ingest, plan_encode
-from recsys_core.pipeline.encode import OWNER_FILE, STAGING
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
+from recsys_core.storage.staging import OWNER_FILE
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def encoded_texts(monkeypatch):
 
 
 def staged_parts(lake: Lake) -> list[Path]:
-    return sorted((lake.root / STAGING).rglob("part-*.parquet"))
+    return sorted((lake.staging("encode").root).rglob("part-*.parquet"))
 
 
 def clean_table(tmp_path: Path, lake: Lake, settings: Settings) -> pl.DataFrame:
@@ -107,8 +107,8 @@ def test_a_stopped_encode_resumes_with_only_the_remaining_items(
     assert report.encoded == 40 and report.resumed == 12 and report.reused == 0
     assert len(source_lake.history("item_embeddings")) == 1  # one commit for all of it
     assert source_lake.history("item_embeddings")[0]["resumed"] == "12"
-    assert not (source_lake.root / STAGING).exists() or not any(
-        (source_lake.root / STAGING).iterdir()
+    assert not (source_lake.staging("encode").root).exists() or not any(
+        (source_lake.staging("encode").root).iterdir()
     )
     want = clean_table(tmp_path, source_lake, settings)
     assert_same_table(source_lake.read("item_embeddings"), want)
@@ -151,7 +151,7 @@ def test_a_plan_still_running_elsewhere_is_left_alone(source_lake, settings, enc
     with pytest.raises(cancel.Stopped):
         encode_items(RunContext(settings))
     cancel.clear_stop()
-    staging = next((source_lake.root / STAGING).iterdir())
+    staging = next((source_lake.staging("encode").root).iterdir())
     # another process on this host, alive, owns it: it may still commit these rows
     (staging / OWNER_FILE).write_text(
         json.dumps({"host": socket.gethostname(), "pid": os.getppid()})

@@ -15,8 +15,15 @@ from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.encoders import build_item_text
 from recsys_core.errors import InputError
-from recsys_core.pipeline import commit_encode, encode_items, encode_shard, ingest, plan_encode
-from recsys_core.pipeline.encode import STAGING, encoder_id
+from recsys_core.pipeline import (
+    MissingShards,
+    commit_encode,
+    encode_items,
+    encode_shard,
+    ingest,
+    plan_encode,
+)
+from recsys_core.pipeline.encode import EncodeReport, encoder_id, report_of_run
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
@@ -92,7 +99,7 @@ def test_a_missing_or_wrong_shard_publishes_nothing(lake_and_settings):
     lake.upsert("items", changed, keys=["item_id"])
     plan = plan_encode(context, shards=3)
     done = [encode_shard(context, shard) for shard in plan.shards[:2]]
-    with pytest.raises(InputError, match=r"shard\(s\) \[2\] returned no result"):
+    with pytest.raises(MissingShards, match=r"shard\(s\) \[2\] returned no result"):
         commit_encode(context, plan, done)
     assert lake.version("item_embeddings") == version
     # a staged file that does not hold its shard's items is refused as well
@@ -136,12 +143,12 @@ def test_a_worker_with_another_model_refuses_its_shard(lake_and_settings, tiny_e
 def test_stale_staging_of_failed_runs_is_removed(lake_and_settings):
     lake, settings = lake_and_settings
     context = RunContext(settings)
-    old = lake.root / STAGING / "20000101T000000-deadbeef"
+    old = lake.staging("encode").root / "20000101T000000-deadbeef"
     old.mkdir(parents=True)
     (old / "shard-00000.parquet").write_bytes(b"left over")
     week_ago = time.time() - 7 * 86400
     os.utime(old, (week_ago, week_ago))
-    recent = lake.root / STAGING / "recent"
+    recent = lake.staging("encode").root / "recent"
     recent.mkdir()
     plan_encode(context)
     assert not old.exists() and recent.exists()
@@ -160,3 +167,14 @@ def test_unset_batch_size_lets_the_device_choose(lake_and_settings, monkeypatch)
     assert settings.updated(encoder_batch_size=8).encode.encoder_batch_size == 8
     monkeypatch.setenv("RECSYS_ENCODER_BATCH_SIZE", "16")
     assert Settings().encode.encoder_batch_size == 16
+
+
+def test_a_run_elsewhere_reports_the_same_type_read_back_from_its_commit(lake_and_settings):
+    # what the nightly gets from the encode deployment: the report of the run that committed
+    lake, settings = lake_and_settings
+    report = encode_items(RunContext(settings, run_id="remote-1"), shards=2)
+    label = "(deployment encode/gpu, run calm-fox)"
+    assert report_of_run(lake, "remote-1", label=label) == report
+    # a run that found nothing to encode committed nothing: every item counts as reused
+    nothing = report_of_run(lake, "remote-2", label=label)
+    assert nothing == EncodeReport(encoder=label, items_total=40, reused=40, version=report.version)

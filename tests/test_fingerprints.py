@@ -14,7 +14,7 @@ from recsys_core import schemas
 from recsys_core.context import RunContext
 from recsys_core.models import registry as model_registry
 from recsys_core.pipeline.fingerprints import champion_state, file_digest, stage_fingerprint
-from recsys_core.pipeline.recommend import published_report, recommend_inputs
+from recsys_core.pipeline.recommend import AlreadyPublished, published_report, recommend_inputs
 from recsys_core.pipeline.train import train_inputs
 from recsys_core.registry.reader import RegistryReader
 from recsys_core.registry.tracking import CHAMPION, Tracker
@@ -218,8 +218,8 @@ def test_published_report_only_for_a_commit_from_exactly_these_inputs(lake_and_s
     assert published_report(context) is None  # nothing published yet
     version = _publish(lake, recommend_inputs(context))
     report = published_report(context)
-    assert report == {"model": "recsys/1", "rows": 1, "users": 1, "version": version,
-                      "reused": True}  # fmt: skip
+    assert report == AlreadyPublished(model="recsys/1", rows=1, users=1, version=version)
+    assert report.reused
     assert published_report(context.with_settings(k=5)) is None
     _add_event(lake, "u2")  # new events: tonight's inputs differ from the published ones
     assert published_report(context) is None
@@ -291,14 +291,15 @@ def test_a_fixed_plugin_model_is_trained_again_and_unchanged_code_reuses_the_rep
     settings = trained_lake.with_settings(models=("throwaway-fp",)).settings
 
     @flow
-    def nightly_train() -> dict:  # the train step of a nightly: cached on its fingerprint
+    def nightly_train() -> pipeline.TrainReport:  # a nightly's train step: cached on its inputs
         return train_task(settings)
 
     model_registry.discover()
     first = nightly_train()
-    assert len(calls) == 1 and first["champion_model"] in {"ease", "throwaway-fp"}
+    assert len(calls) == 1 and first.champion_model in {"ease", "throwaway-fp"}
     _next_process(plugin_folder)
-    assert nightly_train() == first and len(calls) == 1  # same code: the cached report
+    # same code: the cached report, read back as the same typed report
+    assert nightly_train() == first and len(calls) == 1
     source = (plugin_folder / "throwaway_fp.py").read_text()
     _next_process(plugin_folder, source.replace("weight: float = 0.01", "weight: float = 0.02"))
     nightly_train()

@@ -38,11 +38,11 @@ def test_nightly_flow_publishes_k_unseen_items_for_every_user(nightly_lake):
     assert recs["user_id"].n_unique() == events["user_id"].n_unique()
     assert recs.group_by("user_id").len()["len"].unique().to_list() == [5]
     assert recs.join(events, on=["user_id", "item_id"], how="inner").is_empty()
-    assert summary["publish"]["rows"] == recs.height
-    assert summary["train"]["champion"] == recs["model"][0]
+    assert summary.publish.rows == recs.height
+    assert summary.train.champion == recs["model"][0]
     # the small source has text and short ordered histories: the sequential model joins
-    assert {c["model"] for c in summary["train"]["candidates"]} == {*DEFAULT_MODELS, "sasrec"}
-    assert summary["encode"]["encoded"] == lake.read("items").height
+    assert {c.model for c in summary.train.candidates} == {*DEFAULT_MODELS, "sasrec"}
+    assert summary.encode.encoded == lake.read("items").height
 
 
 def test_cli_recs_prints_json(nightly_lake):

@@ -45,19 +45,19 @@ def champion_tags(context) -> dict[str, str]:
 def test_the_first_night_publishes_and_a_normal_rerun_passes(trained_lake):
     context = trained_lake
     first = recommend(context)
-    assert first.version == 0 and first.guardrails["verdict"] == "first night"
+    assert first.version == 0 and first.guardrails.verdict == "first night"
     again = recommend(context)  # same inputs, same champion: lists and scores unchanged
-    assert again.version == 1 and again.guardrails["verdict"] == "passed"
+    assert again.version == 1 and again.guardrails.verdict == "passed"
     figures = again.guardrails
-    assert figures["user_coverage"] == 1.0 and figures["catalog_ratio"] == 1.0
-    assert figures["list_overlap_mean"] == 1.0 and figures["score_shift"] == 0.0
-    assert figures["score_shift_checked"] and figures["bad_scores"] == 0
+    assert figures.user_coverage == 1.0 and figures.catalog_ratio == 1.0
+    assert figures.list_overlap_mean == 1.0 and figures.score_shift == 0.0
+    assert figures.score_shift_checked and figures.bad_scores == 0
     # another k is compared on the ranks both have, and publishes
     fewer = recommend(context.with_settings(k=5))
-    assert fewer.version == 2 and fewer.guardrails["verdict"] == "passed"
-    assert fewer.guardrails["ranks"] == 5 and fewer.guardrails["list_overlap_mean"] == 1.0
+    assert fewer.version == 2 and fewer.guardrails.verdict == "passed"
+    assert fewer.guardrails.ranks == 5 and fewer.guardrails.list_overlap_mean == 1.0
     more = recommend(context.with_settings(k=40))
-    assert more.version == 3 and more.guardrails["verdict"] == "passed"
+    assert more.version == 3 and more.guardrails.verdict == "passed"
     assert champion_tags(context)["version:publish_guardrails"] == "passed"
     assert lake_commit(context)["guardrails"] == "passed"
 
@@ -81,15 +81,15 @@ def test_half_the_users_gone_holds_the_night_and_force_publishes(trained_lake):
     code, line = exit_status(held.value)
     assert code == EXIT_HELD == 3 and "\n" not in line
     assert "user coverage 0.5" in line and f"readers keep version {version}" in line
-    assert held.value.guardrails["verdict"] == "held"
-    assert held.value.guardrails["mlflow_tags"] == "set"
+    assert held.value.guardrails.verdict == "held"
+    assert held.value.guardrails.mlflow_tags == "set"
     tags = champion_tags(context)
     assert tags["publish_guardrails"] == "held" and tags["version:publish_guardrails"] == "held"
     assert "user coverage 0.5 < 0.9" in tags["publish_guardrails_reason"]
     # --force publishes anyway, and says it was forced
     forced = recommend(context.with_settings(force=True))
-    assert forced.version == version + 1 and forced.guardrails["verdict"] == "forced"
-    assert forced.guardrails["breaches"] and published(lake)["user_id"].n_unique() == forced.users
+    assert forced.version == version + 1 and forced.guardrails.verdict == "forced"
+    assert forced.guardrails.breaches and published(lake)["user_id"].n_unique() == forced.users
     assert lake_commit(context)["guardrails"].startswith("forced: user coverage")
     assert champion_tags(context)["version:publish_guardrails"] == "forced"
 

@@ -364,19 +364,21 @@ def test_ingest_task_retries_io_errors_never_bad_input():
 
 def test_the_nightly_summary_shows_the_ingest_notes():
     from flows.cli.render import render_summary
-    from flows.reporting import summary_markdown
+    from flows.reporting import NightlySummary, summary_markdown
+    from recsys_core.pipeline import AlreadyPublished, EncodeReport, IngestReport, TrainReport
 
     note = "no source given: nothing ingested; lake keeps the data it holds"
-    ingest_report = {
-        "events_added": 0, "duplicates": 0, "quarantined": 0, "events_total": 20,
-        "users_total": 7, "items_total": 2, "notes": [note],
-    }  # fmt: skip
-    train = {
-        "metric": "ndcg@10", "protocol": "user_temporal", "champion": "recsys/1",
-        "champion_model": "ease", "decision": "kept", "candidates": [],
-    }  # fmt: skip
-    publish = {"rows": 10, "users": 2, "model": "recsys/1", "version": 0}
-    summary = {"data_dir": "lake", "ingest": ingest_report, "encode": {"encoder": "tiny"},
-               "train": train, "publish": publish}  # fmt: skip
+    ingest_report = IngestReport(
+        source="lake", events_total=20, users_total=7, items_total=2, notes=[note]
+    )
+    train = TrainReport(
+        metric="ndcg@10", protocol="user_temporal", champion="recsys/1", champion_model="ease",
+        decision="kept",
+    )  # fmt: skip
+    publish = AlreadyPublished(rows=10, users=2, model="recsys/1", version=0)
+    summary = NightlySummary(
+        data_dir="lake", ingest=ingest_report, encode=EncodeReport(encoder="tiny"), train=train,
+        publish=publish,
+    )  # fmt: skip
     assert f"- {note}" in summary_markdown(summary, {}).splitlines()
     assert f"  note       {note}" in render_summary(summary).splitlines()

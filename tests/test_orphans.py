@@ -15,9 +15,8 @@ import pytest
 from recsys_core.context import RunContext
 from recsys_core.data.sources import SourceSpec
 from recsys_core.pipeline import ingest, plan_encode, recommend
-from recsys_core.pipeline.encode import OWNER_FILE, STAGING
 from recsys_core.pipeline.recommend import SHARD_FILES
-from recsys_core.pipeline.recommend import STAGING as RECOMMEND_STAGING
+from recsys_core.storage.staging import OWNER_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +69,7 @@ if {then!r} == "wait":
 
 
 def _plan_folders(context: RunContext) -> set[str]:
-    root = context.lake.root / STAGING
+    root = context.lake.staging("encode").root
     return {f.name for f in root.iterdir()} if root.is_dir() else set()
 
 
@@ -80,7 +79,7 @@ def test_the_empty_staging_of_a_stopped_encode_is_removed_by_the_next_run(ingest
     _wait_ready(stopped)
     stopped.wait(timeout=60)
     (ended,) = _plan_folders(context)
-    assert [f.name for f in (context.lake.root / STAGING / ended).iterdir()] == [OWNER_FILE]
+    assert [f.name for f in (context.lake.staging("encode").root / ended).iterdir()] == [OWNER_FILE]
     live = _plan_in_child(context, then="wait")  # the next run, in another process
     try:
         _wait_ready(live)
@@ -124,14 +123,14 @@ def _committed(context: RunContext) -> set[str]:
 
 def _token_of(context: RunContext, pid: int) -> str:
     """The plan token of the recommend run of process `pid`, from its owner file."""
-    for owner in (context.lake.root / RECOMMEND_STAGING).glob("*.json"):
+    for owner in (context.lake.staging("recommend").root).glob("*.json"):
         if json.loads(owner.read_text())["pid"] == pid:
             return owner.stem
     raise AssertionError(f"no owner file of process {pid}")
 
 
 def _owners(context: RunContext) -> set[str]:
-    return {f.stem for f in (context.lake.root / RECOMMEND_STAGING).glob("*.json")}
+    return {f.stem for f in (context.lake.staging("recommend").root).glob("*.json")}
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 
 from recsys_core import schemas
 from recsys_core.context import RunContext
-from recsys_core.pipeline import plan_recommend, publish, rank_shard, recommend
+from recsys_core.pipeline import MissingShards, plan_recommend, publish, rank_shard, recommend
 from recsys_core.reader import RecommendationReader, read_recommendations
 from recsys_core.storage import Lake
 
@@ -78,7 +78,7 @@ def test_a_missing_shard_publishes_nothing(trained_lake):
     before = published(lake)
     plan = plan_recommend(context, shard_users=10)
     staged = [rank_shard(context, plan, shard) for shard in plan.shards[:-1]]
-    with pytest.raises(RuntimeError, match="not ranked"):
+    with pytest.raises(MissingShards, match=r"shard\(s\) \[\d+\] returned no result"):
         publish(context, plan, staged)
     assert lake.version("recommendations") == 0
     assert published(lake).equals(before)  # staged files of the failed run stay invisible

@@ -35,8 +35,8 @@ def test_mapped_shards_publish_what_one_process_publishes(harness, trained_lake,
             data_dir=str(lake.root), shard_users=9, unavailable_items=str(unavailable)
         )
     )
-    assert report["version"] == 2 and report["shards"] == -(-expected["user_id"].n_unique() // 9)
-    assert report["unavailable_items"] == 1
+    assert report.version == 2 and report.shards == -(-expected["user_id"].n_unique() // 9)
+    assert report.unavailable_items == 1
     published = lake.read("recommendations").drop("generated_at").sort("user_id", "rank")
     assert published.equals(expected)
     assert excluded not in published["item_id"].to_list()

@@ -19,7 +19,6 @@ from recsys_core.data.sources import SourceSpec
 from recsys_core.data.synth import SynthConfig, write_synthetic
 from recsys_core.models import registered
 from recsys_core.pipeline import ingest, plan_encode
-from recsys_core.pipeline.encode import STAGING
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
@@ -186,7 +185,7 @@ def test_recsys_encode_stops_within_seconds_and_commits_nothing(long_text_lake, 
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 45
-            while not list((lake.root / STAGING).rglob("part-*.parquet")):  # encoding began
+            while not list((lake.staging("encode").root).rglob("part-*.parquet")):  # encoding began
                 assert proc.poll() is None, "recsys encode ended before staging anything"
                 assert time.monotonic() < deadline, "no part staged within 45 s"
                 time.sleep(0.2)

@@ -8,15 +8,14 @@ options form; what is not given comes from `RECSYS_*` variables, then the defaul
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from flows.cli.app import DataDir, app, run_options, with_options
 from flows.cli.exits import guard
-from flows.cli.render import render_candidates, render_summary
+from flows.cli.render import render_candidates, render_summary, report_json
 from flows.cli.runs import (
     checked_options,
     checked_source,
@@ -35,6 +34,17 @@ from flows.params import (
     TrainOptions,
 )
 from recsys_core.errors import InputError
+
+if TYPE_CHECKING:  # the reports' modules load torch and polars: the CLI starts without them
+    from flows.reporting import NightlySummary
+    from recsys_core.pipeline import (
+        AlreadyPublished,
+        EncodeReport,
+        IngestReport,
+        PublishReport,
+        TrainReport,
+    )
+    from recsys_core.pipeline.finetune import FinetuneReport
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 source_options = with_options(
@@ -65,7 +75,7 @@ def nightly(
     holds data is run again on the data it has (nothing is ingested).
     """
 
-    def run() -> dict:
+    def run() -> NightlySummary:
         checked = checked_source(source)
         given = checked_options(options)
         point_at_data_dir(data_dir)
@@ -76,7 +86,7 @@ def nightly(
             return nightly_flow(source=checked, options=RunOptions(data_dir=str(data_dir), **given))
 
     summary = guard(run)
-    typer.echo(json.dumps(summary, indent=2, default=str) if as_json else render_summary(summary))
+    typer.echo(report_json(summary) if as_json else render_summary(summary))
 
 
 @app.command()
@@ -91,7 +101,7 @@ def ingest(
     holds data is left as it is; --sample movielens-100k adds the sample to any.
     """
 
-    def run() -> dict:
+    def run() -> IngestReport:
         checked = checked_source(source)
         given = checked_options(options)
         point_at_data_dir(data_dir)
@@ -103,7 +113,7 @@ def ingest(
                 source=checked, options=IngestOptions(data_dir=str(data_dir), **given)
             )
 
-    typer.echo(json.dumps(guard(run), indent=2, default=str))
+    typer.echo(report_json(guard(run)))
 
 
 @app.command()
@@ -115,7 +125,7 @@ def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None
     run with the same encoder takes them over and encodes only the rest.
     """
 
-    def run() -> dict:
+    def run() -> EncodeReport:
         given = checked_options(options)
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
@@ -124,7 +134,7 @@ def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None
         with prefect_api(server):
             return encode_flow(options=EncodeOptions(data_dir=str(data_dir), **given))
 
-    typer.echo(json.dumps(guard(run), indent=2, default=str))
+    typer.echo(report_json(guard(run)))
 
 
 @app.command("finetune-encoder")
@@ -139,7 +149,7 @@ def finetune_encoder(
     """Fine-tune the encoder on items users consume together; register it in MLflow as
     models:/recsys-encoder/N for `recsys encode --encoder`."""
 
-    def run() -> dict:
+    def run() -> FinetuneReport:
         from recsys_core.pipeline.finetune import SPLITS
 
         # usage errors are answered before Prefect starts or anything is written
@@ -156,10 +166,10 @@ def finetune_encoder(
             return finetune_encoder_flow(options=run_settings, finetune=finetune)
 
     report = guard(run)
-    typer.echo(json.dumps(report, indent=2, default=str))
+    typer.echo(report_json(report))
     typer.echo(
-        f"registered {report['reference']}; use it with: recsys encode --data-dir {data_dir} "
-        f"--encoder {report['reference']}",
+        f"registered {report.reference}; use it with: recsys encode --data-dir {data_dir} "
+        f"--encoder {report.reference}",
         err=True,
     )
 
@@ -169,7 +179,7 @@ def finetune_encoder(
 def train(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
     """Train and evaluate candidates, log them to MLflow, register and gate the champion."""
 
-    def run() -> dict:
+    def run() -> TrainReport:
         given = checked_options(options)
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
@@ -197,7 +207,7 @@ def evaluate(
     `<experiment>-evaluation`.
     """
 
-    def run() -> dict:
+    def run() -> TrainReport:
         given = checked_options(options)
         point_at_data_dir(data_dir)
         from recsys_core.api import evaluate_candidates
@@ -207,7 +217,7 @@ def evaluate(
         )
 
     report = guard(run)
-    typer.echo(json.dumps(report, indent=2, default=str) if as_json else render_candidates(report))
+    typer.echo(report_json(report) if as_json else render_candidates(report))
 
 
 @app.command()
@@ -215,7 +225,7 @@ def evaluate(
 def recommend(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
     """Publish top-K recommendations for every user from the champion, in one commit."""
 
-    def run() -> dict:
+    def run() -> PublishReport | AlreadyPublished:
         given = checked_options(options)  # a bad unavailable-items file fails here
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
@@ -224,4 +234,4 @@ def recommend(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> N
         with prefect_api(server):
             return recommend_flow(options=RecommendOptions(data_dir=str(data_dir), **given))
 
-    typer.echo(json.dumps(guard(run), indent=2, default=str))
+    typer.echo(report_json(guard(run)))

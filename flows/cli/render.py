@@ -1,17 +1,22 @@
 """The text the commands print: summaries, the candidates table, versions, recommendations.
 
-The library returns data; everything a person reads on the terminal is built here.
+The library returns data (typed reports); everything a person reads on the terminal, and the
+JSON the `--json` options print, is built here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # polars loads only when a table is rendered, so `recsys --help` stays quick
     import polars as pl
 
+    from flows.reporting import NightlySummary
     from recsys_core.api import Quarantined, Restored
+    from recsys_core.pipeline.train import TrainReport
 
 # columns of the candidates table printed by `recsys train`, `evaluate` and `nightly`
 TABLE_METRICS = (
@@ -20,82 +25,86 @@ TABLE_METRICS = (
 )  # fmt: skip
 
 
-def candidates_table(report: dict) -> pl.DataFrame:
+def report_json(report: Any) -> str:
+    """A typed report (a dataclass: a stage's report, the nightly summary) as the JSON the
+    `--json` options print: its fields as keys, nested reports as objects.
+
+    Args:
+        report: A dataclass instance.
+    """
+    return json.dumps(dataclasses.asdict(report), indent=2, default=str)
+
+
+def candidates_table(report: TrainReport) -> pl.DataFrame:
     """One row per candidate: model, role, the table metrics, fit time and epochs."""
     import polars as pl
 
     rows = []
-    for c in report["candidates"]:
+    for c in report.candidates:
         rows.append(
             {
-                "model": c["model"],
-                "role": c.get("role", ""),
-                **{m: round(c["metrics"].get(m, float("nan")), 4) for m in TABLE_METRICS},
-                "fit_s": c["fit_seconds"],
-                "epochs": len(c.get("epochs") or []),
+                "model": c.model,
+                "role": c.role,
+                **{m: round(c.metrics.get(m, float("nan")), 4) for m in TABLE_METRICS},
+                "fit_s": c.fit_seconds,
+                "epochs": len(c.epochs),
             }
         )
     return pl.DataFrame(rows)
 
 
-def render_candidates(report: dict) -> str:
+def render_candidates(report: TrainReport) -> str:
     """Every candidate's metrics as aligned text, then the protocol, metric and the gate's
-    decision (a train or evaluate report as a dict)."""
+    decision (a train or evaluate report)."""
     from recsys_core.pipeline.train import candidate_label
 
-    width = max([len("model"), *(len(candidate_label(c)) for c in report["candidates"])]) + 2
+    labels = [candidate_label({"model": c.model, "params": c.params}) for c in report.candidates]
+    width = max([len("model"), *(len(label) for label in labels)]) + 2
     header = f"{'model':<{width}}" + "".join(f"{m:>13}" for m in TABLE_METRICS)
     lines = [header + f"{'fit s':>9}{'epochs':>8}"]
-    for row, c in zip(
-        candidates_table(report).iter_rows(named=True), report["candidates"], strict=True
-    ):
+    for row, label in zip(candidates_table(report).iter_rows(named=True), labels, strict=True):
         mark = {"champion": " *", "challenger": " ~"}.get(row["role"], "")
         values = "".join(
             f"{row[m]:>13.4f}" if row[m] == row[m] else f"{'-':>13}" for m in TABLE_METRICS
         )
-        lines.append(
-            f"{candidate_label(c) + mark:<{width}}{values}{row['fit_s']:>9.2f}{row['epochs']:>8}"
-        )
-    test_users, evaluated = report.get("test_users", 0), report.get("evaluated_users", 0)
+        lines.append(f"{label + mark:<{width}}{values}{row['fit_s']:>9.2f}{row['epochs']:>8}")
+    test_users, evaluated = report.test_users, report.evaluated_users
     sample = f", a sample of {evaluated} evaluated" if 0 < evaluated < test_users else ""
     lines.append(
-        f"protocol {report['protocol']} ({test_users} test users{sample}, "
-        f"{report.get('users', 0)} users, {report.get('items', 0)} items); "
-        f"selection metric {report['metric']}; * champion, ~ challenger"
+        f"protocol {report.protocol} ({test_users} test users{sample}, "
+        f"{report.users} users, {report.items} items); "
+        f"selection metric {report.metric}; * champion, ~ challenger"
     )
-    lines += [f"note: {note}" for note in report.get("left_out") or []]
-    if report.get("champion"):
-        lines.append(
-            f"champion: {report['champion']} ({report['champion_model']}): {report['decision']}"
-        )
-        if report.get("challenger"):
-            lines.append(f"challenger: {report['challenger']} ({report['challenger_model']})")
+    lines += [f"note: {note}" for note in report.left_out]
+    if report.champion:
+        lines.append(f"champion: {report.champion} ({report.champion_model}): {report.decision}")
+        if report.challenger:
+            lines.append(f"challenger: {report.challenger} ({report.challenger_model})")
     else:
-        lines.append(report["decision"])
+        lines.append(report.decision)
     return "\n".join(lines)
 
 
-def render_summary(summary: dict) -> str:
+def render_summary(summary: NightlySummary) -> str:
     """What a nightly run did, stage by stage, and where to look next."""
-    ingest_r, encode_r, publish = summary["ingest"], summary["encode"], summary["publish"]
-    data_dir = summary["data_dir"]
-    first_user = publish.get("example_user") or "1"
+    ingest_r, encode_r, publish = summary.ingest, summary.encode, summary.publish
+    data_dir = summary.data_dir
+    first_user = publish.example_user or "1"
     return "\n".join(
         [
             "",
             "Nightly run complete",
-            *(f"  note       {note}" for note in ingest_r.get("notes", [])),
-            f"  events     {ingest_r['events_total']} in total ({ingest_r['events_added']} added, "
-            f"{ingest_r['duplicates']} duplicates, {ingest_r['quarantined']} quarantined); "
-            f"{ingest_r['users_total']} users, {ingest_r['items_total']} items",
-            f"  encoded    {encode_r.get('encoded', 'n/a')} items "
-            f"({encode_r.get('reused', 'n/a')} unchanged) "
-            f"with {encode_r['encoder']}",
+            *(f"  note       {note}" for note in ingest_r.notes),
+            f"  events     {ingest_r.events_total} in total ({ingest_r.events_added} added, "
+            f"{ingest_r.duplicates} duplicates, {ingest_r.quarantined} quarantined); "
+            f"{ingest_r.users_total} users, {ingest_r.items_total} items",
+            f"  encoded    {encode_r.encoded} items ({encode_r.reused} unchanged) "
+            f"with {encode_r.encoder}",
             "",
-            render_candidates(summary["train"]),
+            render_candidates(summary.train),
             "",
-            f"  published  {publish['rows']} recommendations for {publish['users']} users "
-            f"from {publish['model']} (version {publish['version']})",
+            f"  published  {publish.rows} recommendations for {publish.users} users "
+            f"from {publish.model} (version {publish.version})",
             f"  tables     {data_dir}/{{events,items,item_embeddings,recommendations}}"
             " (Delta Lake)",
             f"  mlflow     {data_dir}/mlflow (make ui, then http://127.0.0.1:5000)",
@@ -105,10 +114,10 @@ def render_summary(summary: dict) -> str:
                     "  stages     "
                     + ", ".join(
                         f"{name} {f['seconds']:.0f} s ({f['peak_rss_mb'] / 1024:.1f} GB peak)"
-                        for name, f in summary["stages"].items()
+                        for name, f in summary.stages.items()
                     )
                 ]
-                if summary.get("stages")
+                if summary.stages
                 else []
             ),
         ]

@@ -7,6 +7,7 @@ tasks in `tasks/` wrap these functions and pass nothing bigger than paths and re
 """
 
 from recsys_core.pipeline.encode import (
+    ENCODE,
     EncodePlan,
     EncodeReport,
     EncodeShard,
@@ -18,6 +19,8 @@ from recsys_core.pipeline.encode import (
 )
 from recsys_core.pipeline.ingest import IngestReport, ingest
 from recsys_core.pipeline.recommend import (
+    RECOMMEND,
+    AlreadyPublished,
     PublishReport,
     RecommendPlan,
     ShardResult,
@@ -28,18 +31,24 @@ from recsys_core.pipeline.recommend import (
     recommend,
     recommend_inputs,
 )
+from recsys_core.pipeline.sharded import MissingShards, ShardedStage
 from recsys_core.pipeline.train import CandidateResult, TrainReport, train, train_inputs
 
 __all__ = [
+    "ENCODE",
+    "RECOMMEND",
+    "AlreadyPublished",
     "CandidateResult",
     "EncodePlan",
     "EncodeReport",
     "EncodeShard",
     "EncodeShardResult",
     "IngestReport",
+    "MissingShards",
     "PublishReport",
     "RecommendPlan",
     "ShardResult",
+    "ShardedStage",
     "TrainReport",
     "commit_encode",
     "encode_items",

@@ -16,21 +16,19 @@ An encode run has three steps, so the middle one can run on many workers at once
 
 Nothing staged is visible in `item_embeddings` before that commit.
 
-`encode_items` runs the three steps in this process; the Prefect flows map step 2 over
-shards on their task runner.
+The three steps are the sharded-stage contract (`pipeline.sharded`): `ENCODE` runs them in
+this process (`encode_items`), and the Prefect flows map step 2 over shards on their task
+runner. Staging folders and their owners live in `storage.staging`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import shutil
-import socket
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,36 +43,66 @@ from recsys_core.data.vocab import Vocabulary
 from recsys_core.encoders.item_text_encoder import ItemTextEncoder, encoder_identity
 from recsys_core.encoders.registry import resolve_encoder
 from recsys_core.errors import InputError
+from recsys_core.pipeline.sharded import ShardedStage, results_in_plan_order
 from recsys_core.storage import Lake
-from recsys_core.storage.owners import claim, process_alive
+from recsys_core.storage.staging import Staging, read_parts, write_atomically, write_part
 
-STAGING = "_staging/encode"  # under the data directory; one folder per plan
-STALE_STAGING_SECONDS = 24 * 3600  # staged shards of failed runs older than this are removed
-# A shard stages a part file after about this much encoding (seconds); what a killed run
-# loses is at most this much work per shard. RECSYS_ENCODE_PART_SECONDS overrides it.
-PART_SECONDS = 30.0
-OWNER_FILE = "owner.json"  # in each plan folder: the host and process that will commit it
-# a plan folder of another host counts as a running plan while its files changed this recently
-LIVE_SECONDS = 600.0
-RESUMED = "resumed"  # subfolder of a plan holding the staged files taken over from dead plans
+STAGE = "encode"  # its staging area: `Lake.staging(STAGE)`, one folder per plan
+# figures of the report that the commit records too, so a run elsewhere (the encode
+# deployment) reports them from the table's log
+COMMITTED_FIGURES = ("items_total", "reused", "truncated", "empty_text", "seconds",
+                     "items_per_second")  # fmt: skip
 
 
 @dataclass
 class EncodeReport:
+    """What one encode run did (the JSON of `recsys encode`, the nightly summary's `encode`).
+
+    Attributes:
+        encoder: The encoder id of the vectors; a label of the deployment run when the
+            encode ran elsewhere and committed nothing.
+        items_total: Items in the catalog.
+        encoded: Rows committed by this run.
+        reused: Items whose vector from this encoder was already stored.
+        truncated: Texts cut at the encoder's max length.
+        empty_text: Items with no text.
+        seconds: Encoding time summed over shards.
+        items_per_second: Per worker: items encoded by this run / seconds.
+        shards: Shards the run was cut into.
+        version: `item_embeddings` version after the run.
+        resumed: Of `encoded`: rows staged by earlier runs that never committed.
+    """
+
     encoder: str
     items_total: int = 0
     encoded: int = 0
     reused: int = 0
     truncated: int = 0
     empty_text: int = 0
-    seconds: float = 0.0  # encoding time summed over shards
-    items_per_second: float = 0.0  # per worker: items encoded by this run / seconds
+    seconds: float = 0.0
+    items_per_second: float = 0.0
     shards: int = 0
     version: int | None = None
-    resumed: int = 0  # of `encoded`: rows staged by earlier runs that never committed
+    resumed: int = 0
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    @classmethod
+    def from_commit(cls, entry: Mapping[str, object]) -> EncodeReport:
+        """The report of the run that made the `item_embeddings` commit `entry` (one entry
+        of `Lake.history`).
+
+        Args:
+            entry: Commit metadata written by `commit_encode`.
+        """
+        figures = {
+            k: float(entry[k]) if k in ("seconds", "items_per_second") else int(entry[k])
+            for k in COMMITTED_FIGURES
+            if k in entry
+        }
+        return cls(
+            encoder=str(entry.get("encoder", "")), encoded=int(entry.get("rows", 0)),
+            shards=int(entry.get("shards", 0)), resumed=int(entry.get("resumed", 0)),
+            version=int(entry["version"]), **figures,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,7 +142,7 @@ class EncodePlan:
         items_total: Items in the catalog.
         reused: Items whose vector from this encoder is already in the table.
         shards: The work left, in shards.
-        staging_dir: Where the shards stage their rows.
+        staging_dir: Where the shards stage their rows (this plan's folder).
         items_version: Delta version of `items` the plan read.
         resumed_items: Items whose rows earlier, uncommitted runs staged; not encoded again.
         resumed_files: Those runs' staged files, moved under `staging_dir`.
@@ -137,6 +165,8 @@ class EncodePlan:
 
 @dataclass(frozen=True)
 class EncodeShardResult:
+    """One encoded shard: its staged file and counts for the run's report."""
+
     index: int
     staged: str
     rows: int
@@ -193,12 +223,13 @@ def plan_encode(context: RunContext, shards: int | None = None) -> EncodePlan:
     )
     todo = items.join(stored, on=["item_id", "text_hash"], how="anti")
     plan_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    staging = lake.root / STAGING / plan_id
-    _remove_stale_staging(lake.root / STAGING)
+    area = lake.staging(STAGE)
+    staging = area.plan_dir(plan_id)
+    area.remove_stale()
     if todo.height:
-        _claim_staging(staging)
-    resumed_files, resumed_ids = _take_over_staged(lake.root / STAGING, staging, identity, todo)
-    _remove_empty_dead_plans(lake.root / STAGING, staging)
+        area.claim(plan_id)
+    resumed_files, resumed_ids = _take_over_staged(area, staging, identity, todo)
+    area.remove_empty_dead(staging)
     todo = todo.filter(~pl.col("item_id").is_in(sorted(resumed_ids)))
     n_shards = max(1, min(shards or context.settings.encode.encode_shards, todo.height))
     # deal items round-robin in order of text length, so every shard gets a similar mix of
@@ -260,7 +291,7 @@ def encode_shard(
             f"{rows.height} of the shard's {len(shard.item_ids)} items"
         )
     target = Path(shard.staged)
-    parts = _PartWriter(_parts_dir(target), shard.encoder)
+    parts = _PartWriter(_parts_dir(target), shard.encoder, settings.encode.encode_part_seconds)
     done = _read_staged(parts.folder.glob("*.parquet"), shard.encoder, rows)
     todo = rows.join(done.select("item_id"), on="item_id", how="anti")
     encoder = ItemTextEncoder(
@@ -297,7 +328,7 @@ def encode_shard(
             f"encode shard {shard.index}: {parts.folder} holds {staged.height} of the shard's "
             f"{rows.height} items"
         )
-    _write_atomically(staged.sort("item_id"), target)
+    write_atomically(staged.sort("item_id"), target)
     shutil.rmtree(parts.folder, ignore_errors=True)  # the shard file holds every part's rows
     texts = rows["text"].to_list()
     return EncodeShardResult(
@@ -320,8 +351,9 @@ def commit_encode(
         results: One result per shard of the plan, in any order.
 
     Raises:
-        InputError: A shard is missing or staged other rows than it was given, or a file
-            taken over from an earlier run is gone; nothing is written then.
+        MissingShards: A shard of the plan returned no result; nothing is written.
+        InputError: A shard staged other rows than it was given, or a file taken over from
+            an earlier run is gone; nothing is written then.
         Stopped: A stop was requested before the commit; nothing is written.
     """
     lake = context.lake
@@ -329,18 +361,13 @@ def commit_encode(
         encoder=plan.encoder, items_total=plan.items_total, reused=plan.reused,
         shards=len(plan.shards),
     )  # fmt: skip
-    by_index = {r.index: r for r in results}
-    missing = [s.index for s in plan.shards if s.index not in by_index]
-    if missing:
-        raise InputError(
-            f"encode plan {plan.plan_id}: shard(s) {missing} returned no result; nothing written"
-        )
+    ordered = results_in_plan_order(STAGE, plan, results)
     if not plan.shards and not plan.resumed_items:
         report.version = lake.version("item_embeddings")
         return report
     frames = [_resumed_rows(plan, lake)] if plan.resumed_items else []
-    for shard in plan.shards:
-        staged = Path(by_index[shard.index].staged)
+    for shard, result in zip(plan.shards, ordered, strict=True):
+        staged = Path(result.staged)
         if not staged.is_file():
             raise InputError(f"encode shard {shard.index}: staged file {staged} is missing")
         frame = pl.read_parquet(staged)
@@ -351,25 +378,26 @@ def commit_encode(
             )
         frames.append(frame)
     rows = pl.concat(frames).sort("item_id")
+    report.encoded = rows.height
+    report.resumed = plan.resumed
+    report.truncated = int(rows["truncated"].sum())
+    report.empty_text = sum(r.empty_text for r in ordered)
+    report.seconds = round(sum(r.seconds for r in ordered), 3)
+    fresh = rows.height - plan.resumed
+    report.items_per_second = round(fresh / report.seconds, 1) if report.seconds else 0.0
     raise_if_stopped()  # the last moment to stop with nothing written
     report.version = lake.upsert(
         "item_embeddings",
         rows,
         keys=["item_id", "encoder"],
         metadata={
-            "run_id": context.run_id, "stage": "encode", "encoder": plan.encoder,
+            "run_id": context.run_id, "stage": STAGE, "encoder": plan.encoder,
             "rows": rows.height, "shards": len(plan.shards), "plan": plan.plan_id,
             "resumed": plan.resumed,
+            **{name: getattr(report, name) for name in COMMITTED_FIGURES},
         },
     )  # fmt: skip
     shutil.rmtree(plan.staging_dir, ignore_errors=True)
-    report.encoded = rows.height
-    report.resumed = plan.resumed
-    report.truncated = int(rows["truncated"].sum())
-    report.empty_text = sum(r.empty_text for r in results)
-    report.seconds = round(sum(r.seconds for r in results), 3)
-    fresh = rows.height - plan.resumed
-    report.items_per_second = round(fresh / report.seconds, 1) if report.seconds else 0.0
     return report
 
 
@@ -384,9 +412,76 @@ def encode_items(
         progress: Show a progress bar with items/s.
         shards: Shards to run one after another here (default: the `encode_shards` setting).
     """
-    plan = plan_encode(context, shards)
-    results = [encode_shard(context, shard, progress=progress) for shard in plan.shards]
-    return commit_encode(context, plan, results)
+    if shards is not None:
+        context = context.with_settings(encode_shards=shards)
+    return ENCODE.run_here(context, progress=progress)
+
+
+class EncodeStage(ShardedStage[EncodePlan, EncodeShard, EncodeShardResult, EncodeReport]):
+    """The encode stage in the sharded-stage contract (`plan_encode`, `encode_shard`,
+    `commit_encode`)."""
+
+    name, shard_name, commit_name = STAGE, "encode-shard", "commit-encode"
+    wants_gpu = True
+
+    def plan(self, context: RunContext) -> EncodePlan:
+        return plan_encode(context)
+
+    def run(
+        self, context: RunContext, plan: EncodePlan, shard: EncodeShard, *, progress: bool = False
+    ) -> EncodeShardResult:
+        # a shard carries all it needs, so a worker is given no more than its shard's items
+        return encode_shard(context, shard, progress=progress)
+
+    def commit(
+        self, context: RunContext, plan: EncodePlan, results: Sequence[EncodeShardResult]
+    ) -> EncodeReport:
+        return commit_encode(context, plan, results)
+
+    def plan_line(self, plan: EncodePlan) -> str:
+        return (
+            f"{plan.items_total - plan.reused - plan.resumed} of {plan.items_total} items to "
+            f"encode with {plan.encoder} in {len(plan.shards)} shard(s); {plan.resumed} more "
+            "staged by an earlier run that did not commit"
+        )
+
+    def result_line(self, result: EncodeShardResult) -> str:
+        return (
+            f"shard {result.index}: {result.rows} items on {result.device} in "
+            f"{result.seconds:.1f}s ({result.truncated} truncated)"
+        )
+
+    def report_line(self, report: EncodeReport) -> str:
+        return (
+            f"encoded {report.encoded} items with {report.encoder} ({report.reused} reused, "
+            f"{report.resumed} from an earlier run, {report.truncated} truncated) at "
+            f"{report.items_per_second:.1f} items/s per shard"
+        )
+
+
+ENCODE = EncodeStage()
+
+
+def report_of_run(lake: Lake, run_id: str, *, label: str) -> EncodeReport:
+    """The report of a finished encode run that ran elsewhere (the encode deployment), read
+    back from the `item_embeddings` commit it made.
+
+    A run that found every item encoded already commits nothing: its report counts every
+    item as reused.
+
+    Args:
+        lake: The data directory the run wrote to.
+        run_id: The run's id (recorded in its commit).
+        label: Names the run in the report when it committed nothing (no encoder id then).
+    """
+    if lake.exists("item_embeddings"):
+        latest = lake.history("item_embeddings")[0]
+        if latest.get("run_id") == run_id and latest.get("stage") == STAGE:
+            return EncodeReport.from_commit(latest)
+    items = lake.scan("items").select(pl.len()).collect().item() if lake.exists("items") else 0
+    return EncodeReport(
+        encoder=label, items_total=items, reused=items, version=lake.version("item_embeddings")
+    )
 
 
 def embedding_matrix(lake: Lake, items: Vocabulary, identity: str) -> torch.Tensor | None:
@@ -413,50 +508,21 @@ def embedding_matrix(lake: Lake, items: Vocabulary, identity: str) -> torch.Tens
     return torch.from_numpy(out)
 
 
-def _remove_empty_dead_plans(root: Path, staging: Path) -> None:
-    """Plan folders with nothing staged whose run is gone (e.g. stopped before its first
-    part): nothing in them can be taken over, so they go now, not after a day.
-
-    A folder without an owner file is left for LIVE_SECONDS: a plan being claimed right now
-    creates its folder an instant before its owner file.
-    """
-    if not root.is_dir():
-        return
-    for folder in root.iterdir():
-        if not folder.is_dir() or folder == staging or any(folder.rglob("*.parquet")):
-            continue
-        if not (folder / OWNER_FILE).is_file():
-            if time.time() - folder.stat().st_mtime < LIVE_SECONDS:
-                continue
-        elif _plan_is_live(folder):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _remove_stale_staging(root: Path) -> None:
-    """Staged shards of runs that failed long ago: no commit will ever read them."""
-    if not root.is_dir():
-        return
-    cutoff = time.time() - STALE_STAGING_SECONDS
-    for folder in root.iterdir():
-        if folder.is_dir() and folder.stat().st_mtime < cutoff and not _plan_is_live(folder):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-# -- staging: parts, owners, taking over what dead runs staged ----------------------------
+# -- staged parts, and taking over what dead runs staged ------------------------------------
 class _PartWriter:
     """Collects a shard's rows and stages them as numbered part files.
 
     Args:
         folder: The shard's parts folder (created on the first flush).
         encoder: The encoder id every row carries.
+        every: Seconds of encoding between part files (the `encode_part_seconds` setting):
+            what a killed run loses is at most this much work per shard.
     """
 
-    def __init__(self, folder: Path, encoder: str):
-        self.folder, self.encoder = folder, encoder
+    def __init__(self, folder: Path, encoder: str, every: float):
+        self.folder, self.encoder, self.every = folder, encoder, every
         self.pending: list[pl.DataFrame] = []
         self.last = time.monotonic()
-        self.every = _part_seconds()
 
     def add(self, keys: pl.DataFrame, vectors: np.ndarray, truncated: np.ndarray) -> None:
         """Rows of one batch: `keys` (item_id, text_hash) with their (B, D) vectors."""
@@ -480,9 +546,7 @@ class _PartWriter:
         frame = schemas.conform(
             pl.concat(self.pending), schemas.ITEM_EMBEDDINGS, table="item_embeddings"
         )
-        self.folder.mkdir(parents=True, exist_ok=True)
-        number = len(list(self.folder.glob("part-*.parquet")))
-        _write_atomically(frame, self.folder / f"part-{number:05d}-{uuid.uuid4().hex[:6]}.parquet")
+        write_part(frame, self.folder)
         self.pending = []
 
 
@@ -490,28 +554,10 @@ def _parts_dir(staged: Path) -> Path:
     return staged.with_suffix(".parts")
 
 
-def _part_seconds() -> float:
-    value = os.environ.get("RECSYS_ENCODE_PART_SECONDS")
-    try:
-        return max(0.0, float(value)) if value else PART_SECONDS
-    except ValueError:
-        raise InputError(
-            f"RECSYS_ENCODE_PART_SECONDS={value!r} is not a number of seconds"
-        ) from None
-
-
-def _write_atomically(frame: pl.DataFrame, target: Path) -> None:
-    """Write `frame` so that a reader (or a resuming plan) sees the whole file or none."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}-{uuid.uuid4().hex[:6]}.partial")
-    frame.write_parquet(partial)
-    os.replace(partial, target)
-
-
-def _read_staged(files, encoder: str, wanted: pl.DataFrame) -> pl.DataFrame:
+def _read_staged(files: Iterable[str | Path], encoder: str, wanted: pl.DataFrame) -> pl.DataFrame:
     """Rows of staged `files` made by `encoder` for the (item_id, text_hash) of `wanted`,
     one per item."""
-    frames = [pl.read_parquet(f) for f in sorted(files)]
+    frames = read_parts(files)
     if not frames:
         return pl.DataFrame(schema=schemas.ITEM_EMBEDDINGS)
     return (
@@ -522,72 +568,31 @@ def _read_staged(files, encoder: str, wanted: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _claim_staging(staging: Path) -> None:
-    """Create the plan's staging folder with its owner, so other plans leave it alone."""
-    claim(staging / OWNER_FILE, plan=staging.name)
-
-
-def _plan_is_live(folder: Path) -> bool:
-    """Whether the plan staged in `folder` may still be running (and commit its rows).
-
-    On this host: its process is alive, and is not this one (a plan of this process that
-    is not running any more failed or was stopped). On another host (workers sharing the
-    data directory), only time tells: a file changed within LIVE_SECONDS.
-    """
-    try:
-        owner = json.loads((folder / OWNER_FILE).read_text())
-    except (OSError, ValueError):
-        return False  # no owner: made by an older version, or the plan never started
-    if owner.get("host") == socket.gethostname():
-        pid = int(owner.get("pid", 0))
-        return pid != os.getpid() and process_alive(pid)
-    newest = max((f.stat().st_mtime for f in folder.rglob("*") if f.is_file()), default=0.0)
-    return time.time() - newest < LIVE_SECONDS
-
-
 def _take_over_staged(
-    root: Path, staging: Path, encoder: str, todo: pl.DataFrame
+    area: Staging, staging: Path, encoder: str, todo: pl.DataFrame
 ) -> tuple[tuple[str, ...], set[str]]:
     """Move the staged files of dead plans that hold rows still wanted into `staging`.
 
-    A row is still wanted when this encoder made it from the text the item has now. Files
-    are moved, not copied, so two plans never publish the same file; a dead plan's folder
-    emptied that way is removed.
+    A row is still wanted when this encoder made it from the text the item has now.
 
     Returns:
         The moved files (under `staging/resumed`) and the ids of the items they cover.
     """
-    if not todo.height or not root.is_dir():
+    if not todo.height:
         return (), set()
     wanted = todo.select("item_id", "text_hash")
-    dead = [f for f in sorted(root.iterdir()) if f.is_dir() and f != staging]
-    dead = [f for f in dead if not _plan_is_live(f)]
-    found: set[str] = set()
-    moved: list[str] = []
-    for folder in dead:
-        taken = len(moved)
-        for file in sorted(folder.rglob("*.parquet")):
-            try:
-                keys = pl.read_parquet(file, columns=["item_id", "text_hash", "encoder"])
-            except Exception:  # not a staged file of ours; leave it to the stale cleanup
-                continue
-            useful = keys.filter(pl.col("encoder") == encoder).join(
-                wanted, on=["item_id", "text_hash"], how="semi"
-            )
-            new = set(useful["item_id"].to_list()) - found
-            if not new:
-                continue
-            target = staging / RESUMED / f"{len(moved):05d}-{folder.name}-{file.name}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.replace(file, target)
-            except OSError:  # another plan took it first
-                continue
-            found |= new
-            moved.append(str(target))
-        if len(moved) > taken and not any(folder.rglob("*.parquet")):
-            shutil.rmtree(folder, ignore_errors=True)
-    return tuple(moved), found
+
+    def wanted_in(file: Path) -> set[str]:
+        try:
+            keys = pl.read_parquet(file, columns=["item_id", "text_hash", "encoder"])
+        except Exception:  # not a staged file of ours; leave it to the stale cleanup
+            return set()
+        useful = keys.filter(pl.col("encoder") == encoder).join(
+            wanted, on=["item_id", "text_hash"], how="semi"
+        )
+        return set(useful["item_id"].to_list())
+
+    return area.take_over(staging, wanted_in)
 
 
 def _resumed_rows(plan: EncodePlan, lake: Lake) -> pl.DataFrame:

@@ -8,15 +8,17 @@ commit whose metadata records the run, the model, the row count and the user cov
 replaced longer ago than the retention period are vacuumed afterwards; until then any earlier
 night can be restored (`Lake.rollback`).
 
-`recommend` runs the three steps in one process; `flows.stages.recommend_flow` maps the shards
-over the flow's task runner.
+The three steps are the sharded-stage contract (`pipeline.sharded`): `RECOMMEND.run_here`
+runs them in one process (`recommend`); `flows.stages.recommend_flow` maps the shards over
+the flow's task runner.
 """
 
 from __future__ import annotations
 
 import tempfile
 import uuid
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -30,9 +32,11 @@ from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.data.vocab import Vocabulary
 from recsys_core.errors import EXIT_HELD, InputError
 from recsys_core.pipeline.fingerprints import champion_state, file_digest, stage_fingerprint
+from recsys_core.pipeline.sharded import ShardedStage, results_in_plan_order
 from recsys_core.ranking import (
     QueryBlend,
     Shard,
+    TopK,
     encode_queries,
     load_query_encoder,
     plan_shards,
@@ -47,7 +51,7 @@ from recsys_core.storage.lake import DataFile
 from recsys_core.storage.owners import claim, owner_is_live
 
 TABLE = "recommendations"
-STAGING = "_staging/recommend"  # under the data directory: an owner file per unpublished run
+STAGE = "recommend"  # its staging area (`Lake.staging`) holds an owner file per unpublished run
 SHARD_FILES = "run-*-shard-*.parquet"  # `rank_shard`'s files: run-<token>-shard-<n>-<uuid>
 OTHER_HOST_SECONDS = 24 * 3600  # a run on another host not heard of for this long is gone
 INPUT_TABLES = ("events",)  # besides the champion and the unavailable-items file
@@ -85,12 +89,16 @@ class RecommendPlan:
     unavailable_items: str | None = None
     inputs: str = ""
 
+    @property
+    def plan_id(self) -> str:
+        return self.token
+
 
 @dataclass(frozen=True)
 class ShardResult:
     """One ranked shard: its staged file and counts for the run's report."""
 
-    shard: int
+    index: int  # the shard's
     file: DataFile
     users: int  # users with at least one recommendation
     users_with_k: int
@@ -98,32 +106,12 @@ class ShardResult:
     items: list[int] = field(default_factory=list)  # distinct recommended item indexes
 
 
-@dataclass
-class PublishReport:
-    model: str
-    users: int = 0
-    rows: int = 0
-    users_with_k: int = 0
-    user_coverage: float = 0.0
-    catalog_coverage: float = 0.0
-    shards: int = 0
-    unavailable_items: int = 0
-    version: int | None = None
-    vacuumed_files: int = 0
-    seconds: float = 0.0
-    example_user: str | None = None
-    guardrails: dict = field(default_factory=dict)  # `Guardrails.as_dict()` of this night
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 class NightHeld(InputError):
     """A guardrail held the night: tonight's table was not committed, readers keep the
-    published one. Exit code 3; `guardrails` holds the figures (`Guardrails.as_dict()`)."""
+    published one. Exit code 3; `guardrails` holds the figures."""
 
     exit_code = EXIT_HELD
-    guardrails: dict
+    guardrails: Guardrails
 
 
 @dataclass
@@ -168,14 +156,55 @@ class Guardrails:
     bad_scores: int = 0
     mlflow_tags: str = ""  # "set", or why the MLflow tags could not be set
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
     def reason(self) -> str:
         """One line: the verdict and, for a breach, which guardrails and their figures."""
         if not self.breaches:
             return self.verdict
         return f"{self.verdict}: " + "; ".join(self.breaches)
+
+
+@dataclass
+class PublishReport:
+    """What one publish did (the JSON of `recsys recommend`, the nightly summary's
+    `publish`): counts, coverage, the committed version and tonight's guardrails."""
+
+    model: str
+    users: int = 0
+    rows: int = 0
+    users_with_k: int = 0
+    user_coverage: float = 0.0
+    catalog_coverage: float = 0.0
+    shards: int = 0
+    unavailable_items: int = 0
+    version: int | None = None
+    vacuumed_files: int = 0
+    seconds: float = 0.0
+    example_user: str | None = None
+    guardrails: Guardrails = field(default_factory=Guardrails)  # of this night
+
+
+@dataclass(frozen=True)
+class AlreadyPublished:
+    """A nightly whose recommend inputs did not change: the published night is kept.
+
+    Attributes:
+        model: Registered model label of the published night.
+        rows: Its rows.
+        users: Its users.
+        version: The published table version.
+        reused: Always True: nothing was ranked.
+    """
+
+    model: str
+    rows: int
+    users: int
+    version: int
+    reused: bool = True
+
+    @property
+    def example_user(self) -> None:
+        """No user is looked up when nothing was ranked (the report's shape is kept)."""
+        return None
 
 
 # -- inputs and the "already published?" check ---------------------------------------------
@@ -195,7 +224,7 @@ def recommend_inputs(context: RunContext, *, champion: str | None = None) -> str
     return key if unavailable is None else f"{key}-{unavailable}"
 
 
-def published_report(context: RunContext) -> dict | None:
+def published_report(context: RunContext) -> AlreadyPublished | None:
     """The report of the latest publish when it came from exactly tonight's inputs, else None.
 
     A repeated nightly whose events, champion, settings and unavailable items did not change
@@ -207,13 +236,12 @@ def published_report(context: RunContext) -> dict | None:
     latest = lake.history(TABLE)[0]
     if latest.get("inputs") != recommend_inputs(context):
         return None
-    return {
-        "model": latest.get("model", ""),
-        "rows": int(latest.get("rows", 0)),
-        "users": int(latest.get("users", 0)),
-        "version": int(latest["version"]),
-        "reused": True,
-    }
+    return AlreadyPublished(
+        model=latest.get("model", ""),
+        rows=int(latest.get("rows", 0)),
+        users=int(latest.get("users", 0)),
+        version=int(latest["version"]),
+    )
 
 
 # -- the three steps ------------------------------------------------------------------------
@@ -250,7 +278,7 @@ def plan_recommend(context: RunContext, *, shard_users: int | None = None) -> Re
         raise InputError(f"table events under {lake.root} is empty: no users to recommend for")
     token = uuid.uuid4().hex[:12]
     remove_orphaned_shards(lake)
-    claim(lake.root / STAGING / f"{token}.json", plan=token)  # before any shard is written
+    claim(lake.staging(STAGE).owner_file(token), plan=token)  # before any shard is written
     return RecommendPlan(
         run_id=context.run_id,
         token=token,
@@ -288,26 +316,17 @@ def rank_shard(
         shared.bundle.model, histories, plan.k, exclude_items=shared.unavailable,
         explain=True, memory_mb=settings.compute.score_memory_mb, progress=progress,
     )  # fmt: skip
-    rows, ranks = np.nonzero(ranked.items >= 0)  # row-major: by user, then rank
     items = shared.bundle.items
-    table = pl.DataFrame(
-        {
-            "user_id": shared.users.ids.gather(pl.Series(rows + shard.start)),
-            "rank": (ranks + 1).astype(np.int32),
-            "item_id": items.lookup(ranked.items[rows, ranks]),
-            "score": ranked.scores[rows, ranks].astype(np.float32),
-            "reason_item_id": items.lookup(ranked.reasons[rows, ranks]),
-        }
-    ).with_columns(
-        model=pl.lit(plan.model),
-        generated_at=pl.lit(plan.generated_at).cast(schemas.UTC_TIME),
-    )
+    table, rows = recommendation_rows(
+        ranked, items, lambda r: shared.users.ids.gather(pl.Series(r + shard.start)),
+        model=plan.model, generated_at=plan.generated_at,
+    )  # fmt: skip
     staged = lake.write_file(
         TABLE, table, name=f"run-{plan.token}-shard-{shard.index:05d}", group_by="user_id"
     )
     per_user = np.bincount(rows, minlength=len(histories))
     return ShardResult(
-        shard=shard.index,
+        index=shard.index,
         file=staged,
         users=int((per_user > 0).sum()),
         users_with_k=int((per_user == plan.k).sum()),
@@ -316,7 +335,9 @@ def rank_shard(
     )
 
 
-def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]) -> PublishReport:
+def publish(
+    context: RunContext, plan: RecommendPlan, results: Sequence[ShardResult]
+) -> PublishReport:
     """Commit every shard's file in one commit that replaces the table, then vacuum.
 
     Args:
@@ -325,14 +346,11 @@ def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]
         results: One result per shard of the plan, in any order.
 
     Raises:
-        RuntimeError: A shard is missing; nothing is published then.
+        MissingShards: A shard of the plan returned no result; nothing is published then.
+        NightHeld: A guardrail held the night; nothing is published.
     """
     lake, settings = context.lake, context.settings
-    by_shard = {r.shard: r for r in results}
-    missing = [s.index for s in plan.shards if s.index not in by_shard]
-    if missing:
-        raise RuntimeError(f"shards {missing} were not ranked; nothing was published")
-    ordered = [by_shard[s.index] for s in plan.shards]
+    ordered = results_in_plan_order(STAGE, plan, results)
     n_items = ordered[0].catalog_items if ordered else 0
     report = PublishReport(model=plan.model, shards=len(ordered))
     report.users = sum(r.users for r in ordered)
@@ -343,10 +361,9 @@ def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]
     report.catalog_coverage = round(len(distinct) / max(n_items, 1), 4)
     files = [r.file for r in ordered]
     guards = check_guardrails(context, plan, files)
-    report.guardrails = guards.as_dict()
+    report.guardrails = guards
     if guards.verdict == "held":
         _record_verdict(context, plan, guards)
-        report.guardrails = guards.as_dict()
         for staged in files:  # never committed: nothing will read them
             (lake.path(TABLE) / staged.path).unlink(missing_ok=True)
         held = NightHeld(
@@ -369,7 +386,6 @@ def publish(context: RunContext, plan: RecommendPlan, results: list[ShardResult]
         },
     )  # fmt: skip
     _record_verdict(context, plan, guards, version=report.version)
-    report.guardrails = guards.as_dict()
     report.vacuumed_files = len(
         lake.vacuum(TABLE, retention_days=settings.recommend.retention_days)
     )
@@ -512,9 +528,43 @@ def recommend(context: RunContext, *, progress: bool = False) -> PublishReport:
             commit).
         progress: Show progress bars.
     """
-    plan = plan_recommend(context)
-    results = [rank_shard(context, plan, s, progress=progress) for s in plan.shards]
-    return publish(context, plan, results)
+    return RECOMMEND.run_here(context, progress=progress)
+
+
+class RecommendStage(ShardedStage[RecommendPlan, Shard, ShardResult, PublishReport]):
+    """The recommend stage in the sharded-stage contract (`plan_recommend`, `rank_shard`,
+    `publish`)."""
+
+    name, shard_name, commit_name = STAGE, "rank-shard", "publish"
+
+    def plan(self, context: RunContext) -> RecommendPlan:
+        return plan_recommend(context)
+
+    def run(
+        self, context: RunContext, plan: RecommendPlan, shard: Shard, *, progress: bool = False
+    ) -> ShardResult:
+        return rank_shard(context, plan, shard, progress=progress)
+
+    def commit(
+        self, context: RunContext, plan: RecommendPlan, results: Sequence[ShardResult]
+    ) -> PublishReport:
+        return publish(context, plan, results)
+
+    def plan_line(self, plan: RecommendPlan) -> str:
+        return f"ranking {plan.users} users with {plan.model} in {len(plan.shards)} shards"
+
+    def result_line(self, result: ShardResult) -> str:
+        return f"shard {result.index}: {result.users} users ranked, {result.file.rows} rows staged"
+
+    def report_line(self, report: PublishReport) -> str:
+        return (
+            f"published {report.rows} recommendations for {report.users} users from "
+            f"{report.model} in one commit (table version {report.version}); guardrails: "
+            f"{report.guardrails.verdict}"
+        )
+
+
+RECOMMEND = RecommendStage()
 
 
 def remove_orphaned_shards(lake: Lake) -> list[Path]:
@@ -528,13 +578,14 @@ def remove_orphaned_shards(lake: Lake) -> list[Path]:
     Returns:
         The deleted files.
     """
-    owners = lake.root / STAGING
+    staging = lake.staging(STAGE)
 
     def live(token: str) -> bool:  # asked per file, so a run that started since counts
-        owner = owners / f"{token}.json"
-        return owner_is_live(owner, other_host_seconds=OTHER_HOST_SECONDS, this_process=False)
+        return owner_is_live(
+            staging.owner_file(token), other_host_seconds=OTHER_HOST_SECONDS, this_process=False
+        )
 
-    ended = [owner for owner in owners.glob("*.json") if not live(owner.stem)]
+    ended = [owner for owner in staging.owner_files() if not live(owner.stem)]
     removed = lake.remove_unlogged(TABLE, SHARD_FILES, keep=lambda f: live(f.name.split("-")[1]))
     for owner in ended:
         owner.unlink(missing_ok=True)
@@ -594,19 +645,47 @@ def recommend_for_query(
         bundle.model, histories, k, exclude_items=unavailable, explain=True, query=blend,
         memory_mb=settings.compute.score_memory_mb,
     )  # fmt: skip
-    keep = ranked.items[0] >= 0
-    return pl.DataFrame(
+    frame, _ = recommendation_rows(
+        ranked, bundle.items, lambda rows: pl.Series([user_id] * len(rows), dtype=pl.String),
+        model=version.label, generated_at=datetime.now(UTC),
+    )  # fmt: skip
+    return frame
+
+
+def recommendation_rows(
+    ranked: TopK,
+    items: Vocabulary,
+    user_ids: Callable[[np.ndarray], pl.Series],
+    *,
+    model: str,
+    generated_at: datetime,
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """Rows in the `recommendations` schema from a top-K, one per filled (user, rank) slot.
+
+    Args:
+        ranked: The top-K of B users (slots without an item hold -1, at the end of a row).
+        items: The model's item vocabulary.
+        user_ids: External user ids of the given rows of `ranked` (one per output row).
+        model: Registered model label written into every row.
+        generated_at: Timestamp written into every row.
+
+    Returns:
+        The rows, by user then rank, and each row's user row in `ranked`.
+    """
+    rows, ranks = np.nonzero(ranked.items >= 0)  # row-major: by user, then rank
+    frame = pl.DataFrame(
         {
-            "user_id": [user_id] * int(keep.sum()),
-            "rank": np.arange(1, int(keep.sum()) + 1, dtype=np.int32),
-            "item_id": bundle.items.lookup(ranked.items[0][keep]),
-            "score": ranked.scores[0][keep].astype(np.float32),
-            "reason_item_id": bundle.items.lookup(ranked.reasons[0][keep]),
+            "user_id": user_ids(rows),
+            "rank": (ranks + 1).astype(np.int32),
+            "item_id": items.lookup(ranked.items[rows, ranks]),
+            "score": ranked.scores[rows, ranks].astype(np.float32),
+            "reason_item_id": items.lookup(ranked.reasons[rows, ranks]),
         }
     ).with_columns(
-        model=pl.lit(version.label),
-        generated_at=pl.lit(datetime.now(UTC)).cast(schemas.UTC_TIME),
+        model=pl.lit(model),
+        generated_at=pl.lit(generated_at).cast(schemas.UTC_TIME),
     )
+    return frame, rows
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from recsys_core.errors import InputError
 from recsys_core.storage.delta import open_table, scan_table
 from recsys_core.storage.live import LiveTable
 from recsys_core.storage.paths import check_data_dir, local_path
+from recsys_core.storage.staging import STAGING, Staging
 
 WriteMode = Literal["append", "overwrite"]
 
@@ -84,6 +85,11 @@ class Lake:
         if table not in schemas.TABLES:
             raise KeyError(f"unknown table {table!r}")
         return self.root / table
+
+    def staging(self, stage: str) -> Staging:
+        """Where the sharded stage `stage` stages files before its commit (one folder per
+        plan, with its owner; see `storage.staging`)."""
+        return Staging(self.root / STAGING / stage)
 
     @property
     def mlflow_dir(self) -> Path:

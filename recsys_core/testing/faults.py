@@ -67,12 +67,20 @@ def drive(args: argparse.Namespace) -> None:
 
         return run
 
+    def wrap(name: str, stage: str, events: tuple[str, ...]) -> None:
+        # the step is replaced where its callers look it up: the package (ingest, train) and
+        # the module that defines it (the sharded stages call their steps there)
+        function = getattr(pipeline, name)
+        announced = announce(stage, function, events)
+        setattr(pipeline, name, announced)
+        setattr(sys.modules[function.__module__], name, announced)
+
     for stage, (opens, closes) in STAGE_FUNCTIONS.items():
         if opens == closes:
-            setattr(pipeline, opens, announce(stage, getattr(pipeline, opens), ("begin", "end")))
+            wrap(opens, stage, ("begin", "end"))
         else:
-            setattr(pipeline, opens, announce(stage, getattr(pipeline, opens), ("begin",)))
-            setattr(pipeline, closes, announce(stage, getattr(pipeline, closes), ("end",)))
+            wrap(opens, stage, ("begin",))
+            wrap(closes, stage, ("end",))
     from flows.nightly import nightly
     from flows.params import RunOptions, Source
 
