@@ -1,5 +1,6 @@
-"""What each layer may touch: only storage opens Delta tables, the library never imports
-Prefect, and the CLI starts without loading torch, polars or Prefect."""
+"""What each layer may touch: only storage opens Delta tables, only the registry talks to
+MLflow, the library never imports Prefect, and the CLI starts without loading torch, polars or
+Prefect."""
 
 from __future__ import annotations
 
@@ -35,6 +36,37 @@ def test_only_storage_opens_delta_tables():
         if "deltalake" in _imported_packages(p) and storage not in p.parents
     ]
     assert outside == []
+
+
+def _mlflow_uses(path: Path) -> list[str]:
+    """`import mlflow...`, `from mlflow... import`, and `<name>.mlflow.<attr>` (the MLflow
+    module reached through an object) in one file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            modules = [node.module or ""]
+        else:
+            modules = []
+        if any(m.split(".")[0] == "mlflow" for m in modules):
+            found.append(f"line {node.lineno}: import")
+        if isinstance(node, ast.Attribute) and node.attr == "mlflow":
+            found.append(f"line {node.lineno}: .mlflow")
+    return found
+
+
+def test_only_the_registry_calls_mlflow():
+    """Runs, registered versions and downloads go through `Tracker` (writes) and
+    `RegistryReader` (reads), which hold the store's URIs; code elsewhere cannot reach
+    MLflow's process-wide state by accident."""
+    registry = PROJECT / "recsys_core" / "registry"
+    outside = {
+        str(p.relative_to(PROJECT)): uses
+        for p in _sources("recsys_core", "flows", "tasks")
+        if registry not in p.parents and (uses := _mlflow_uses(p))
+    }
+    assert outside == {}
 
 
 def test_the_library_never_imports_prefect():
