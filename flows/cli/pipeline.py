@@ -9,7 +9,6 @@ options form; what is not given comes from `RECSYS_*` variables, then the defaul
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -35,6 +34,7 @@ from flows.params import (
     TrainOptions,
 )
 from recsys_core.errors import InputError
+from recsys_core.settings import DEFAULT_DATA_DIR
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 source_options = with_options(
@@ -53,7 +53,7 @@ ENCODE_FLAGS = {
 @run_options("nightly")
 @source_options
 def nightly(
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     as_json: AsJson = False,
     *,
     source: dict[str, Any],
@@ -83,7 +83,7 @@ def nightly(
 @run_options("ingest")
 @source_options
 def ingest(
-    data_dir: DataDir = Path("lake"), *, source: dict[str, Any], options: dict[str, Any]
+    data_dir: DataDir = DEFAULT_DATA_DIR, *, source: dict[str, Any], options: dict[str, Any]
 ) -> None:
     """Validate and store new events and catalog rows (bad rows go to quarantine).
 
@@ -108,7 +108,7 @@ def ingest(
 
 @app.command()
 @run_options("encode", extra_flags=ENCODE_FLAGS)
-def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
+def encode(data_dir: DataDir = DEFAULT_DATA_DIR, *, options: dict[str, Any]) -> None:
     """Embed items whose text (or the encoder) changed since the last run.
 
     A run that is stopped (Ctrl-C, SIGTERM) or killed keeps the rows it staged; the next
@@ -134,7 +134,7 @@ def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None
     panels=dict.fromkeys(FinetuneOptions.model_fields, "Fine-tuning"),
 )  # fmt: skip
 def finetune_encoder(
-    data_dir: DataDir = Path("lake"), *, tuning: dict[str, Any], options: dict[str, Any]
+    data_dir: DataDir = DEFAULT_DATA_DIR, *, tuning: dict[str, Any], options: dict[str, Any]
 ) -> None:
     """Fine-tune the encoder on items users consume together; register it in MLflow as
     models:/recsys-encoder/N for `recsys encode --encoder`."""
@@ -166,7 +166,7 @@ def finetune_encoder(
 
 @app.command()
 @run_options("train")
-def train(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
+def train(data_dir: DataDir = DEFAULT_DATA_DIR, *, options: dict[str, Any]) -> None:
     """Train and evaluate candidates, log them to MLflow, register and gate the champion."""
 
     def run() -> dict:
@@ -185,7 +185,7 @@ def train(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
 @app.command()
 @run_options("evaluate")
 def evaluate(
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     *,
     options: dict[str, Any],
@@ -212,7 +212,7 @@ def evaluate(
 
 @app.command()
 @run_options("recommend", extra_flags={"unavailable_items": ("--unavailable",)})
-def recommend(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
+def recommend(data_dir: DataDir = DEFAULT_DATA_DIR, *, options: dict[str, Any]) -> None:
     """Publish top-K recommendations for every user from the champion, in one commit."""
 
     def run() -> dict:

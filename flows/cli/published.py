@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,13 +20,14 @@ from flows.cli.render import (
 )
 from flows.cli.runs import point_at_data_dir, prefect_api, start_prefect_server
 from recsys_core.errors import EXIT_BAD_INPUT
+from recsys_core.settings import DEFAULT_DATA_DIR
 
 
 @app.command()
 @run_options("recs")
 def recs(
     user_id: Annotated[str, typer.Argument(help="External user id.")],
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     k: Annotated[int, typer.Option("--k", min=1, help="How many to show.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     explain: Annotated[
@@ -69,7 +69,7 @@ def rollback(
     list_versions: Annotated[
         bool, typer.Option("--list", help="List the versions that can be restored.")
     ] = False,
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Restore an earlier night of recommendations (one new commit), or --list versions."""
     from recsys_core import api
@@ -86,7 +86,7 @@ def rollback(
 @app.command("forget-user")
 def forget_user(
     user_id: Annotated[str, typer.Argument(help="External user id to forget.")],
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a user's data everywhere, including old table versions (no rollback past it).
