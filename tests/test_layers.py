@@ -78,6 +78,20 @@ def test_the_library_never_imports_prefect():
     assert importing == []
 
 
+def test_the_cli_binds_the_flow_modules_without_running_them():
+    """Commands reach the flows through module-level names (followable by readers and type
+    checkers) whose modules run on first use, after PREFECT_HOME is set."""
+    probe = (
+        "import sys, flows.cli.pipeline as p; "
+        "print(p.stage_flows.module_name, p.nightly_flows.module_name, 'prefect' in sys.modules); "
+        "print(p.stage_flows.train_flow.name, 'prefect' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["flows.stages", "flows.nightly", "False", "train", "True"]
+
+
 @pytest.mark.parametrize("module", ["flows.cli", "flows.params"])
 def test_the_cli_and_the_forms_load_without_torch_polars_or_prefect(module):
     probe = (

@@ -9,7 +9,7 @@ options form; what is not given comes from `RECSYS_*` variables, then the defaul
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,7 @@ from flows.cli.app import DataDir, app, run_options, with_options
 from flows.cli.exits import guard
 from flows.cli.render import render_candidates, render_summary
 from flows.cli.runs import (
+    FlowModule,
     checked_options,
     checked_source,
     point_at_data_dir,
@@ -35,6 +36,13 @@ from flows.params import (
 )
 from recsys_core.errors import InputError
 from recsys_core.settings import DEFAULT_DATA_DIR
+
+if TYPE_CHECKING:
+    from flows import nightly as nightly_flows
+    from flows import stages as stage_flows
+else:  # run on first use, after PREFECT_HOME points at the data directory
+    nightly_flows = FlowModule("flows.nightly")
+    stage_flows = FlowModule("flows.stages")
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 source_options = with_options(
@@ -70,10 +78,9 @@ def nightly(
         given = checked_options(options)
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.nightly import nightly as nightly_flow
-
+        flow = nightly_flows.nightly  # imports the flows while the server starts
         with prefect_api(server):
-            return nightly_flow(source=checked, options=RunOptions(data_dir=str(data_dir), **given))
+            return flow(source=checked, options=RunOptions(data_dir=str(data_dir), **given))
 
     summary = guard(run)
     typer.echo(json.dumps(summary, indent=2, default=str) if as_json else render_summary(summary))
@@ -96,12 +103,9 @@ def ingest(
         given = checked_options(options)
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.stages import ingest_flow
-
+        flow = stage_flows.ingest_flow  # imports the flows while the server starts
         with prefect_api(server):
-            return ingest_flow(
-                source=checked, options=IngestOptions(data_dir=str(data_dir), **given)
-            )
+            return flow(source=checked, options=IngestOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))
 
@@ -119,10 +123,9 @@ def encode(data_dir: DataDir = DEFAULT_DATA_DIR, *, options: dict[str, Any]) -> 
         given = checked_options(options)
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.stages import encode_flow
-
+        flow = stage_flows.encode_flow  # imports the flows while the server starts
         with prefect_api(server):
-            return encode_flow(options=EncodeOptions(data_dir=str(data_dir), **given))
+            return flow(options=EncodeOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))
 
@@ -150,10 +153,9 @@ def finetune_encoder(
         finetune.config(run_settings.settings())
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.stages import finetune_encoder_flow
-
+        flow = stage_flows.finetune_encoder_flow  # imports the flows while the server starts
         with prefect_api(server):
-            return finetune_encoder_flow(options=run_settings, finetune=finetune)
+            return flow(options=run_settings, finetune=finetune)
 
     report = guard(run)
     typer.echo(json.dumps(report, indent=2, default=str))
@@ -173,10 +175,9 @@ def train(data_dir: DataDir = DEFAULT_DATA_DIR, *, options: dict[str, Any]) -> N
         given = checked_options(options)
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.stages import train_flow
-
+        flow = stage_flows.train_flow  # imports the flows while the server starts
         with prefect_api(server):
-            return train_flow(options=TrainOptions(data_dir=str(data_dir), **given))
+            return flow(options=TrainOptions(data_dir=str(data_dir), **given))
 
     report = guard(run)
     typer.echo(render_candidates(report))
@@ -219,9 +220,8 @@ def recommend(data_dir: DataDir = DEFAULT_DATA_DIR, *, options: dict[str, Any]) 
         given = checked_options(options)  # a bad unavailable-items file fails here
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.stages import recommend_flow
-
+        flow = stage_flows.recommend_flow  # imports the flows while the server starts
         with prefect_api(server):
-            return recommend_flow(options=RecommendOptions(data_dir=str(data_dir), **given))
+            return flow(options=RecommendOptions(data_dir=str(data_dir), **given))
 
     typer.echo(json.dumps(guard(run), indent=2, default=str))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,9 +18,14 @@ from flows.cli.render import (
     render_restored,
     render_versions,
 )
-from flows.cli.runs import point_at_data_dir, prefect_api, start_prefect_server
+from flows.cli.runs import FlowModule, point_at_data_dir, prefect_api, start_prefect_server
 from recsys_core.errors import EXIT_BAD_INPUT
 from recsys_core.settings import DEFAULT_DATA_DIR
+
+if TYPE_CHECKING:
+    from flows import privacy as privacy_flows
+else:  # run on first use, after PREFECT_HOME points at the data directory
+    privacy_flows = FlowModule("flows.privacy")
 
 
 @app.command()
@@ -112,12 +117,10 @@ def forget_user(
         from pydantic import SecretStr
 
         from flows.params import DataOptions
-        from flows.privacy import forget_user_flow
 
+        flow = privacy_flows.forget_user_flow  # imports the flows while the server starts
         with prefect_api(server):
             # a SecretStr parameter is stored by Prefect as '**********'
-            return forget_user_flow(
-                user_id=SecretStr(user_id), options=DataOptions(data_dir=str(data_dir))
-            )
+            return flow(user_id=SecretStr(user_id), options=DataOptions(data_dir=str(data_dir)))
 
     typer.echo(json.dumps({"user_id": user_id, **guard(run)}, indent=2, default=str))

@@ -309,12 +309,12 @@ class Tracker:
         bundle."""
         import mlflow
 
+        # the version's own location: a `models:/` URI would be resolved against MLflow's
+        # process-wide registry URI, whatever this tracker's is
+        location = self.client.get_model_version_download_uri(self.registered_model, version)
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{self.registered_model}/{version}",
-                dst_path=tmp,
-                tracking_uri=self.tracking_uri,
-                registry_uri=self.tracking_uri,
+                artifact_uri=location, dst_path=tmp, tracking_uri=self.tracking_uri
             )
             return load_bundle(Path(local) / "artifacts" / "bundle")
 
