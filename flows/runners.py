@@ -16,10 +16,13 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from flows.params import OptionsForm
 from recsys_core.errors import InputError
 from recsys_core.settings import Settings
+from tasks.cluster import start_the_run_s_engine
 
 
 def build_task_runner(settings: Settings) -> TaskRunner:
@@ -97,10 +100,6 @@ def flow_run_settings() -> Settings:
     Raises:
         RuntimeError: Outside a flow run, or in a flow without an `options` form.
     """
-    from prefect.context import FlowRunContext
-
-    from flows.params import OptionsForm
-
     context = FlowRunContext.get()
     if context is None or context.flow is None:
         raise RuntimeError("no flow run in progress")
@@ -111,21 +110,13 @@ def flow_run_settings() -> Settings:
     return options.settings()
 
 
-def _start_the_run_s_engine() -> None:
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    if context is not None and isinstance(context.task_runner, ChosenTaskRunner):
-        context.task_runner.started()
-
-
 @contextlib.contextmanager
 def gpu_resources() -> Iterator[None]:
     """Submit tasks inside this block to Dask workers with a GPU, when the cluster has any.
 
     Outside a Dask run, or on a cluster without GPU workers, it changes nothing.
     """
-    _start_the_run_s_engine()  # a Dask client exists once the run's engine has started
+    start_the_run_s_engine()  # a Dask client exists once the run's engine has started
     try:
         import dask
         from distributed import get_client
