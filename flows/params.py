@@ -64,7 +64,9 @@ def _form_field(name: str, info: FieldInfo) -> tuple[Any, Any]:
     return kind | None, Field(None, description=describe(name, info))
 
 
-class _OptionsForm(BaseModel):
+class OptionsForm(BaseModel):
+    """The options of one run, as a form (CLI and Prefect UI); unset ones stay None."""
+
     model_config = ConfigDict(extra="forbid")
 
     def settings(self) -> Settings:
@@ -73,12 +75,12 @@ class _OptionsForm(BaseModel):
         return Settings(**given)
 
 
-def options_form(name: str, command: str, **extras: tuple[Any, Any]) -> type[_OptionsForm]:
+def options_form(name: str, command: str, **extras: tuple[Any, Any]) -> type[OptionsForm]:
     """The form of the options `command` offers (and of the data directory)."""
     fields = {"data_dir": Settings.option("data_dir"), **offered_options(command)}
     return create_model(
         name,
-        __base__=_OptionsForm,
+        __base__=OptionsForm,
         __doc__=f"Options of the {command} run; unset values come from RECSYS_* variables, "
         "then the defaults of `recsys_core.settings`.",
         __module__=__name__,

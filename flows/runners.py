@@ -2,10 +2,11 @@
 
 `RECSYS_TASK_RUNNER=dask` with `RECSYS_DASK_ADDRESS=tcp://scheduler:8786` uses an existing
 cluster; without an address a local cluster of `RECSYS_DASK_WORKERS` processes is started
-for the run. The flows carry a `ChosenTaskRunner`: the engine is picked from the settings when
-a flow run starts (a CLI call, a deployment run on a worker), not when the module is
-imported. Shard tasks submitted inside `gpu_resources()` ask the scheduler for a worker that
-advertises a `GPU` resource (`dask worker --resources GPU=1`).
+for the run. The flows carry a `ChosenTaskRunner`: the engine is picked from the settings of
+the flow run (its `options` form, whose unset values come from `RECSYS_*` where the run
+runs: a CLI call, a deployment run on a worker) when the run first hands it a task, not when
+the module is imported. Shard tasks submitted inside `gpu_resources()` ask the scheduler for
+a worker that advertises a `GPU` resource (`dask worker --resources GPU=1`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,22 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from flows.params import OptionsForm
 from recsys_core.errors import InputError
 from recsys_core.settings import Settings
+from tasks.cluster import start_the_run_s_engine
 
 
-def build_task_runner(settings: Settings | None = None) -> TaskRunner:
-    """The task runner the settings ask for."""
-    runtime = (settings or Settings()).runtime
+def build_task_runner(settings: Settings) -> TaskRunner:
+    """The task runner the settings ask for.
+
+    Args:
+        settings: The run's settings (`runtime.task_runner` and the Dask options).
+    """
+    runtime = settings.runtime
     if runtime.task_runner == "thread":
         return ThreadPoolTaskRunner(max_workers=max(2, os.cpu_count() or 2))
     if runtime.task_runner == "dask":
@@ -44,11 +52,11 @@ def build_task_runner(settings: Settings | None = None) -> TaskRunner:
 
 
 class ChosenTaskRunner(TaskRunner):
-    """A task runner that becomes the one the settings ask for when its flow run starts.
+    """A task runner that becomes the one its flow run's settings ask for.
 
-    Prefect enters a fresh copy (`duplicate`) for each flow run; that is when `RECSYS_*` are
-    read and the engine (threads, or a Dask cluster) is built and started. Tasks are then
-    submitted to it.
+    Prefect enters a fresh copy (`duplicate`) for each flow run, before the run's parameters
+    are at hand; the engine (threads, or a Dask cluster) is built from the run's `options`
+    form and started when the run first submits a task (or enters `gpu_resources`).
     """
 
     def __init__(self) -> None:
@@ -60,7 +68,6 @@ class ChosenTaskRunner(TaskRunner):
 
     def __enter__(self) -> ChosenTaskRunner:
         super().__enter__()
-        self.engine = build_task_runner(Settings()).__enter__()
         return self
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
@@ -72,15 +79,35 @@ class ChosenTaskRunner(TaskRunner):
             super().__exit__(exc_type, exc_value, traceback)
 
     def submit(self, task, parameters, wait_for=None, dependencies=None):
-        return self._started_engine().submit(task, parameters, wait_for, dependencies)
+        return self.started().submit(task, parameters, wait_for, dependencies)
 
     def map(self, task, parameters, wait_for=None):
-        return self._started_engine().map(task, parameters, wait_for)
+        return self.started().map(task, parameters, wait_for)
 
-    def _started_engine(self) -> TaskRunner:
-        if self.engine is None:
+    def started(self, settings: Settings | None = None) -> TaskRunner:
+        """The engine, built from `settings` (by default: the flow run's) and started on
+        first use."""
+        if not self._started:
             raise RuntimeError("the task runner is not started (use it in a flow run)")
+        if self.engine is None:
+            self.engine = build_task_runner(settings or flow_run_settings()).__enter__()
         return self.engine
+
+
+def flow_run_settings() -> Settings:
+    """The settings of the flow run in progress: those of its `options` form.
+
+    Raises:
+        RuntimeError: Outside a flow run, or in a flow without an `options` form.
+    """
+    context = FlowRunContext.get()
+    if context is None or context.flow is None:
+        raise RuntimeError("no flow run in progress")
+    # a deployment run's parameters arrive as JSON: validated into the flow's types here
+    options = context.flow.validate_parameters(dict(context.parameters or {})).get("options")
+    if not isinstance(options, OptionsForm):
+        raise RuntimeError(f"flow {context.flow.name!r} takes no `options` form")
+    return options.settings()
 
 
 @contextlib.contextmanager
@@ -89,6 +116,7 @@ def gpu_resources() -> Iterator[None]:
 
     Outside a Dask run, or on a cluster without GPU workers, it changes nothing.
     """
+    start_the_run_s_engine()  # a Dask client exists once the run's engine has started
     try:
         import dask
         from distributed import get_client

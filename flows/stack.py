@@ -25,6 +25,7 @@ from pathlib import Path
 
 import recsys_core  # noqa: F401  (offline defaults for the children we start)
 from flows import server
+from recsys_core.settings import DEFAULT_DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("command", choices=["start", "stop", "deploy-gpu"])
     parser.add_argument(
-        "--data-dir", type=Path, default=Path(os.environ.get("RECSYS_DATA_DIR", "lake"))
+        "--data-dir", type=Path, default=Path(os.environ.get("RECSYS_DATA_DIR", DEFAULT_DATA_DIR))
     )
     parser.add_argument("--run-dir", type=Path, default=Path(".run"))
     parser.add_argument("--prefect-port", type=int, default=4200)

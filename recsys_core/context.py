@@ -26,6 +26,13 @@ class RunContext:
     settings: Settings
     run_id: str = ""
 
+    def __post_init__(self) -> None:
+        # the models of the modules this run names are found in every process it runs in
+        if self.settings.runtime.model_modules:
+            from recsys_core.models.registry import name_model_modules  # imports torch
+
+            name_model_modules(self.settings.runtime.model_modules)
+
     @cached_property
     def lake(self) -> Lake:
         """Tables and MLflow store of `settings.data_dir`."""

@@ -16,7 +16,6 @@ from pydantic import ValidationError
 from recsys_core.cancel import Stopped
 from recsys_core.settings import Settings
 
-EXIT_OK = 0
 EXIT_FAILURE = 1  # an internal failure, or the disk under the data directory failed
 EXIT_BAD_INPUT = 2
 EXIT_HELD = 3  # a publishing guardrail held the night: readers keep the published table

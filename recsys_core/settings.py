@@ -31,6 +31,8 @@ from pydantic_settings import (
 # the blend is meant to win; the single models are its baselines and fallbacks
 DEFAULT_MODELS = ("popularity", "ease", "content", "blend")
 ENV_PREFIX = "RECSYS_"
+# where the tables and the MLflow store live unless a run names another folder
+DEFAULT_DATA_DIR = Path("lake")
 
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
@@ -321,7 +323,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
-    data_dir: Path = Field(Path("lake"), description="Root folder of the tables and MLflow store.")
+    data_dir: Path = Field(
+        DEFAULT_DATA_DIR, description="Root folder of the tables and MLflow store."
+    )
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)

@@ -7,6 +7,24 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
+def start_the_run_s_engine() -> None:
+    """Start the engine of the flow run in progress, when its runner builds it on first use
+    (`flows.runners.ChosenTaskRunner.started`).
+
+    A task called directly in a flow (not submitted) runs without the runner; code that looks
+    for the run's Dask client calls this first. Outside a flow run, or with a runner that
+    starts with the run, it does nothing.
+    """
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    started = getattr(context.task_runner, "started", None) if context is not None else None
+    if callable(started):
+        # a copy of the runner that no flow run entered (a Dask worker's) has no engine
+        with contextlib.suppress(RuntimeError):
+            started()
+
+
 def dask_chunk_map() -> Callable[..., list] | None:
     """A `ChunkMap` (recsys_core.evaluation.evaluate) over this run's Dask workers, or None
     when the run has no Dask client (then evaluation ranks its chunks in-process).
@@ -20,6 +38,7 @@ def dask_chunk_map() -> Callable[..., list] | None:
         from distributed import get_client, get_worker, worker_client
     except ImportError:
         return None
+    start_the_run_s_engine()  # the flow's runner builds its engine on first use
     try:
         get_client()
     except ValueError:  # no Dask client in this run

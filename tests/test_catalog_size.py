@@ -162,11 +162,12 @@ def test_a_requested_model_too_large_is_refused_before_any_fit(trained_lake):
     context = trained_lake
     lake, settings = context.lake, context.settings
     runs = Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model)
-    before = len(runs.mlflow.search_runs(search_all_experiments=True))
+    experiments = [e.experiment_id for e in runs.client.search_experiments()]
+    before = len(runs.client.search_runs(experiments))
     tight = settings.updated(models=("popularity", "ease"), memory_budget_gb=1e-5)
     with pytest.raises(InputError, match=r"ease: 40 items need .* memory budget"):
         train(RunContext(tight))
-    assert len(runs.mlflow.search_runs(search_all_experiments=True)) == before
+    assert len(runs.client.search_runs(experiments)) == before
 
 
 def test_default_candidates_adapt_to_a_catalog_above_the_dense_limit(trained_lake):

@@ -228,18 +228,19 @@ def test_published_report_only_for_a_commit_from_exactly_these_inputs(lake_and_s
 # -- the code ------------------------------------------------------------------------------
 @pytest.fixture
 def plugin_folder(tmp_path, monkeypatch):
-    """A folder on the Python path holding the plugin model module `throwaway_fp`, named in
-    RECSYS_MODEL_MODULES; the module and its registration are undone afterwards."""
+    """A folder on the Python path holding the plugin model module `throwaway_fp`, named by a
+    run's `model_modules`; the module and its registration are undone afterwards."""
     from recsys_core.models import MODELS, registered
 
     folder = tmp_path / "plugins"
     folder.mkdir()
     _write_model(folder, "throwaway_fp", "throwaway-fp")
     monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setenv("RECSYS_MODEL_MODULES", "throwaway_fp")
     before = dict(registered())
+    model_registry.name_model_modules("throwaway_fp")  # as a run that names it
     yield folder
     _forget_plugin()
+    model_registry._named.pop("throwaway_fp", None)
     MODELS.clear()
     MODELS.update(before)
 

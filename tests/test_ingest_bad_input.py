@@ -305,6 +305,20 @@ def test_empty_strings_in_compact_jsonl_mean_absent(tmp_path):
     assert (row["event_type"], row["value"]) == ("interaction", 1.0)
 
 
+@pytest.mark.parametrize("trim", [True, False])
+def test_a_blank_or_missing_event_type_becomes_the_default_so_no_rule_needs_to_refuse_it(trim):
+    """Why the events schema has no non-empty rule on event_type: none could fail."""
+    blanks = ["", None] + (["  ", "\t"] if trim else [])  # untrimmed files hold no blanks
+    raw = pl.LazyFrame(
+        {"user_id": "u", "item_id": "i", "timestamp": str(T0), "value": "1",
+         "event_type": [*blanks, "view"]},
+        schema_overrides={"event_type": pl.String},
+    )  # fmt: skip
+    prepared = validation.prepare_events(raw, trim=trim, check_utf8=False).collect()
+    types = prepared["_event_type"].to_list()
+    assert types == [validation.DEFAULT_EVENT_TYPE] * len(blanks) + ["view"]
+
+
 def test_every_reason_code_is_documented():
     emitted = {*validation._EVENT_REASONS.values(), *validation._ITEM_REASONS.values(),
                "empty_row", "malformed_json"}  # fmt: skip

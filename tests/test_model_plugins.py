@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys_core.context import RunContext
 from recsys_core.errors import InputError
 from recsys_core.models import MODELS, create, discover, registered
 from recsys_core.models import registry as model_registry
 from recsys_core.ranking import top_k
 from recsys_core.registry.artifacts import ModelBundle, load_bundle, save_bundle
+from recsys_core.settings import Settings
 from recsys_core.testing.recommenders import fit_for_test
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +88,8 @@ def plugin_path(tmp_path, monkeypatch):
     model_registry._loaded.difference_update(
         {m for m in model_registry._loaded if m.startswith("throwaway_")}
     )
+    for module in [m for m in model_registry._named if m.startswith("throwaway_")]:
+        model_registry._named.pop(module)
     model_registry._problems.clear()
 
 
@@ -94,8 +98,7 @@ def test_a_model_in_a_module_named_by_the_setting_trains_ranks_saves_and_loads(
 ):
     _write_model(plugin_path, "throwaway_cocount", "throwaway")
     assert "throwaway" not in MODELS
-    monkeypatch.setenv("RECSYS_MODEL_MODULES", "throwaway_cocount")
-    discover()
+    RunContext.of(tmp_path / "lake", model_modules="throwaway_cocount")  # a run names it
     assert "throwaway" in MODELS
     data, expected = planted
     model = fit_for_test("throwaway", data)
@@ -110,6 +113,19 @@ def test_a_model_in_a_module_named_by_the_setting_trains_ranks_saves_and_loads(
     np.testing.assert_array_equal(
         loaded.model.score(data.histories()), model.score(data.histories())
     )
+
+
+def test_discovery_reads_the_run_s_setting_not_the_process_environment(
+    plugin_path, monkeypatch, tmp_path
+):
+    _write_model(plugin_path, "throwaway_named", "throwaway-named")
+    monkeypatch.setenv("RECSYS_MODEL_MODULES", "throwaway_named")
+    discover()
+    assert "throwaway-named" not in MODELS  # the registry reads no settings of its own
+    RunContext(Settings(data_dir=tmp_path / "lake"))  # the run's settings (RECSYS_* read here)
+    assert "throwaway-named" in MODELS
+    discover()  # a later look goes through the named module again
+    assert "throwaway_named" in model_registry.plugin_modules()
 
 
 def test_an_installed_plugin_is_found_by_its_entry_point(plugin_path):
@@ -127,8 +143,7 @@ def test_a_broken_plugin_leaves_the_others_and_is_named_when_its_model_is_asked_
     plugin_path, monkeypatch
 ):
     (plugin_path / "throwaway_broken.py").write_text("raise RuntimeError('half-written file')\n")
-    monkeypatch.setenv("RECSYS_MODEL_MODULES", "throwaway_broken")
-    discover()
+    RunContext.of(plugin_path / "lake", model_modules="throwaway_broken")
     assert create("ease").name == "ease"  # the built-in models still work
     with pytest.raises(
         InputError, match=r"unknown model 'cocount'.*throwaway_broken.*half-written"

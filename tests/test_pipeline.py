@@ -48,6 +48,33 @@ def test_encode_is_incremental(lake_with_data):
     assert stored.filter(pl.col("item_id") == "i7")["text_hash"][0] == "changed"
 
 
+def test_training_and_publishing_leave_mlflow_s_process_wide_state_as_it_was(
+    lake_with_data, monkeypatch, tmp_path
+):
+    """A run logs, registers and loads through its own client: the tracking and registry
+    URIs, their variables and the active run of the process are the same after it, and no
+    store of the process-wide URI is touched."""
+    import os
+
+    import mlflow
+
+    lake, settings = lake_with_data
+    monkeypatch.chdir(tmp_path)  # where a store of the process-wide URIs would be made
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")  # a user's own store
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    context = RunContext(settings.updated(models=("popularity",)))
+    train(context)
+    recommend(context)
+    assert Tracker(lake, "test", "test-model").get(CHAMPION).model == "popularity"
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    assert mlflow.active_run() is None
+    made = {p.name for p in tmp_path.iterdir()}
+    assert not made & {"elsewhere.db", "mlflow.db", "mlruns"}
+
+
 def test_a_worse_candidate_never_becomes_champion(lake_with_data):
     lake, settings = lake_with_data
     context = RunContext(settings)

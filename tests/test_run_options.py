@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -205,15 +206,29 @@ def test_stage_options_take_their_defaults_from_the_settings():
     assert params.FinetuneOptions().config(settings.updated(seed=7)).seed == 7
 
 
-def test_the_task_runner_is_chosen_when_a_run_starts(monkeypatch):
+def test_the_task_runner_is_chosen_from_the_run_s_settings_on_first_use():
     runner = ChosenTaskRunner()  # what the flows carry since import: nothing chosen yet
-    monkeypatch.setenv("RECSYS_TASK_RUNNER", "thread")
     with runner.duplicate() as started:
-        assert isinstance(started.engine, ThreadPoolTaskRunner)
+        assert started.engine is None  # entered before the run's parameters are at hand
+        engine = started.started(Settings(task_runner="thread"))
+        assert isinstance(engine, ThreadPoolTaskRunner) and started.started() is engine
     assert started.engine is None
-    monkeypatch.setenv("RECSYS_TASK_RUNNER", "spark")
-    with pytest.raises(InputError, match="spark"), runner.duplicate():
-        pass
+    with pytest.raises(InputError, match="spark"), runner.duplicate() as started:
+        started.started(Settings(task_runner="spark"))
+    with pytest.raises(RuntimeError, match="no flow run"), runner.duplicate() as started:
+        started.started()  # outside a flow run there are no run settings to read
+
+
+def test_pointing_a_command_at_its_data_dir_exports_no_run_setting(tmp_path, monkeypatch):
+    """The run gets its data directory in its options, not through RECSYS_DATA_DIR."""
+    from flows.cli.runs import point_at_data_dir
+
+    monkeypatch.delenv("RECSYS_DATA_DIR", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))  # kept as it is
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    point_at_data_dir(tmp_path / "lake")
+    assert (tmp_path / "lake").is_dir()
+    assert "RECSYS_DATA_DIR" not in os.environ
 
 
 def test_the_readme_lists_every_option_in_its_group():

@@ -15,6 +15,7 @@ from flows.cli.exits import guard
 from flows.cli.render import render_quarantine
 from recsys_core.data.synth_config import SynthConfig
 from recsys_core.errors import InputError
+from recsys_core.settings import DEFAULT_DATA_DIR
 
 
 @app.command()
@@ -62,7 +63,7 @@ def synth(
 
 @app.command()
 def quarantine(
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     reason: Annotated[str | None, typer.Option("--reason", help="Only this reason code.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Rows to show.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -8,7 +8,6 @@ options form; what is not given comes from `RECSYS_*` variables, then the defaul
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -17,6 +16,7 @@ from flows.cli.app import DataDir, app, run_options, with_options
 from flows.cli.exits import guard
 from flows.cli.render import render_candidates, render_summary, report_json
 from flows.cli.runs import (
+    FlowModule,
     checked_options,
     checked_source,
     point_at_data_dir,
@@ -34,6 +34,14 @@ from flows.params import (
     TrainOptions,
 )
 from recsys_core.errors import InputError
+from recsys_core.settings import DEFAULT_DATA_DIR
+
+if TYPE_CHECKING:
+    from flows import nightly as nightly_flows
+    from flows import stages as stage_flows
+else:  # run on first use, after PREFECT_HOME points at the data directory
+    nightly_flows = FlowModule("flows.nightly")
+    stage_flows = FlowModule("flows.stages")
 
 if TYPE_CHECKING:  # the reports' modules load torch and polars: the CLI starts without them
     from flows.reporting import NightlySummary
@@ -63,7 +71,7 @@ ENCODE_FLAGS = {
 @run_options("nightly")
 @source_options
 def nightly(
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     as_json: AsJson = False,
     *,
     source: dict[str, Any],
@@ -80,10 +88,9 @@ def nightly(
         given = checked_options(options)
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.nightly import nightly as nightly_flow
-
+        flow = nightly_flows.nightly  # imports the flows while the server starts
         with prefect_api(server):
-            return nightly_flow(source=checked, options=RunOptions(data_dir=str(data_dir), **given))
+            return flow(source=checked, options=RunOptions(data_dir=str(data_dir), **given))
 
     summary = guard(run)
     typer.echo(report_json(summary) if as_json else render_summary(summary))
@@ -93,7 +100,7 @@ def nightly(
 @run_options("ingest")
 @source_options
 def ingest(
-    data_dir: DataDir = Path("lake"), *, source: dict[str, Any], options: dict[str, Any]
+    data_dir: DataDir = DEFAULT_DATA_DIR, *, source: dict[str, Any], options: dict[str, Any]
 ) -> None:
     """Validate and store new events and catalog rows (bad rows go to quarantine).
 
@@ -106,19 +113,16 @@ def ingest(
         given = checked_options(options)
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.stages import ingest_flow
-
+        flow = stage_flows.ingest_flow  # imports the flows while the server starts
         with prefect_api(server):
-            return ingest_flow(
-                source=checked, options=IngestOptions(data_dir=str(data_dir), **given)
-            )
+            return flow(source=checked, options=IngestOptions(data_dir=str(data_dir), **given))
 
     typer.echo(report_json(guard(run)))
 
 
 @app.command()
 @run_options("encode", extra_flags=ENCODE_FLAGS)
-def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
+def encode(data_dir: DataDir = DEFAULT_DATA_DIR, *, options: dict[str, Any]) -> None:
     """Embed items whose text (or the encoder) changed since the last run.
 
     A run that is stopped (Ctrl-C, SIGTERM) or killed keeps the rows it staged; the next
@@ -129,10 +133,9 @@ def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None
         given = checked_options(options)
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.stages import encode_flow
-
+        flow = stage_flows.encode_flow  # imports the flows while the server starts
         with prefect_api(server):
-            return encode_flow(options=EncodeOptions(data_dir=str(data_dir), **given))
+            return flow(options=EncodeOptions(data_dir=str(data_dir), **given))
 
     typer.echo(report_json(guard(run)))
 
@@ -144,7 +147,7 @@ def encode(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None
     panels=dict.fromkeys(FinetuneOptions.model_fields, "Fine-tuning"),
 )  # fmt: skip
 def finetune_encoder(
-    data_dir: DataDir = Path("lake"), *, tuning: dict[str, Any], options: dict[str, Any]
+    data_dir: DataDir = DEFAULT_DATA_DIR, *, tuning: dict[str, Any], options: dict[str, Any]
 ) -> None:
     """Fine-tune the encoder on items users consume together; register it in MLflow as
     models:/recsys-encoder/N for `recsys encode --encoder`."""
@@ -160,10 +163,9 @@ def finetune_encoder(
         finetune.config(run_settings.settings())
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.stages import finetune_encoder_flow
-
+        flow = stage_flows.finetune_encoder_flow  # imports the flows while the server starts
         with prefect_api(server):
-            return finetune_encoder_flow(options=run_settings, finetune=finetune)
+            return flow(options=run_settings, finetune=finetune)
 
     report = guard(run)
     typer.echo(report_json(report))
@@ -176,17 +178,16 @@ def finetune_encoder(
 
 @app.command()
 @run_options("train")
-def train(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
+def train(data_dir: DataDir = DEFAULT_DATA_DIR, *, options: dict[str, Any]) -> None:
     """Train and evaluate candidates, log them to MLflow, register and gate the champion."""
 
     def run() -> TrainReport:
         given = checked_options(options)
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.stages import train_flow
-
+        flow = stage_flows.train_flow  # imports the flows while the server starts
         with prefect_api(server):
-            return train_flow(options=TrainOptions(data_dir=str(data_dir), **given))
+            return flow(options=TrainOptions(data_dir=str(data_dir), **given))
 
     report = guard(run)
     typer.echo(render_candidates(report))
@@ -195,7 +196,7 @@ def train(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
 @app.command()
 @run_options("evaluate")
 def evaluate(
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     *,
     options: dict[str, Any],
@@ -222,16 +223,15 @@ def evaluate(
 
 @app.command()
 @run_options("recommend", extra_flags={"unavailable_items": ("--unavailable",)})
-def recommend(data_dir: DataDir = Path("lake"), *, options: dict[str, Any]) -> None:
+def recommend(data_dir: DataDir = DEFAULT_DATA_DIR, *, options: dict[str, Any]) -> None:
     """Publish top-K recommendations for every user from the champion, in one commit."""
 
     def run() -> PublishReport | AlreadyPublished:
         given = checked_options(options)  # a bad unavailable-items file fails here
         point_at_data_dir(data_dir)
         server = start_prefect_server()  # while the flows are imported
-        from flows.stages import recommend_flow
-
+        flow = stage_flows.recommend_flow  # imports the flows while the server starts
         with prefect_api(server):
-            return recommend_flow(options=RecommendOptions(data_dir=str(data_dir), **given))
+            return flow(options=RecommendOptions(data_dir=str(data_dir), **given))
 
     typer.echo(report_json(guard(run)))

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,15 +18,21 @@ from flows.cli.render import (
     render_restored,
     render_versions,
 )
-from flows.cli.runs import point_at_data_dir, prefect_api, start_prefect_server
+from flows.cli.runs import FlowModule, point_at_data_dir, prefect_api, start_prefect_server
 from recsys_core.errors import EXIT_BAD_INPUT
+from recsys_core.settings import DEFAULT_DATA_DIR
+
+if TYPE_CHECKING:
+    from flows import privacy as privacy_flows
+else:  # run on first use, after PREFECT_HOME points at the data directory
+    privacy_flows = FlowModule("flows.privacy")
 
 
 @app.command()
 @run_options("recs")
 def recs(
     user_id: Annotated[str, typer.Argument(help="External user id.")],
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     k: Annotated[int, typer.Option("--k", min=1, help="How many to show.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     explain: Annotated[
@@ -69,7 +74,7 @@ def rollback(
     list_versions: Annotated[
         bool, typer.Option("--list", help="List the versions that can be restored.")
     ] = False,
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Restore an earlier night of recommendations (one new commit), or --list versions."""
     from recsys_core import api
@@ -86,7 +91,7 @@ def rollback(
 @app.command("forget-user")
 def forget_user(
     user_id: Annotated[str, typer.Argument(help="External user id to forget.")],
-    data_dir: DataDir = Path("lake"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a user's data everywhere, including old table versions (no rollback past it).
@@ -112,12 +117,10 @@ def forget_user(
         from pydantic import SecretStr
 
         from flows.params import DataOptions
-        from flows.privacy import forget_user_flow
 
+        flow = privacy_flows.forget_user_flow  # imports the flows while the server starts
         with prefect_api(server):
             # a SecretStr parameter is stored by Prefect as '**********'
-            return forget_user_flow(
-                user_id=SecretStr(user_id), options=DataOptions(data_dir=str(data_dir))
-            )
+            return flow(user_id=SecretStr(user_id), options=DataOptions(data_dir=str(data_dir)))
 
     typer.echo(json.dumps({"user_id": user_id, **guard(run)}, indent=2, default=str))

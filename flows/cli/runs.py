@@ -4,6 +4,7 @@ directory."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import threading
@@ -19,8 +20,9 @@ from recsys_core.storage.paths import check_data_dir
 
 
 def point_at_data_dir(data_dir: Path) -> None:
-    """Create the data directory and point Prefect and the run at it, before Prefect is
-    imported (a PREFECT_HOME already set, e.g. for a server, is kept)."""
+    """Create the data directory and point Prefect at it, before Prefect is imported (a
+    PREFECT_HOME already set, e.g. for a server, is kept). The run itself is given the data
+    directory in its options."""
     root = data_dir.expanduser().resolve()
     check_data_dir(root)  # before anything is created there
     try:
@@ -31,7 +33,26 @@ def point_at_data_dir(data_dir: Path) -> None:
         raise InputError(f"data directory {root} is not writable (read-only or no permission)")
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ["RECSYS_DATA_DIR"] = str(root)
+
+
+class FlowModule:
+    """A flow module by name, imported on first use of one of its names.
+
+    The flow modules import Prefect, torch and polars (about 20 s on a busy machine), which
+    `recsys --help` never needs and which must wait until `point_at_data_dir` has set
+    PREFECT_HOME. Commands bind one at import (`stage_flows = FlowModule("flows.stages")`,
+    with a plain import of the module for type checkers and readers) and call its flows
+    after pointing at the data directory.
+
+    Args:
+        name: The module, e.g. "flows.stages".
+    """
+
+    def __init__(self, name: str) -> None:
+        self.module_name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self.module_name), attribute)
 
 
 class ServerStart:
@@ -110,8 +131,11 @@ def checked_options(options: dict[str, Any]) -> dict[str, Any]:
     absolute, as the run may start elsewhere)."""
     from recsys_core.data.splits import check_protocol
     from recsys_core.models import create
+    from recsys_core.models.registry import name_model_modules
 
-    Settings(**options)  # a bad value, given or in the environment, fails before Prefect starts
+    # a bad value, given or in the environment, fails before Prefect starts
+    settings = Settings(**options)
+    name_model_modules(settings.runtime.model_modules)
     for spec in options.get("models", ()):
         create(spec)
     if "protocol" in options:

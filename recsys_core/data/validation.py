@@ -88,7 +88,7 @@ class EventRow(dy.Schema):
     user_id = dy.String(nullable=False)
     item_id = dy.String(nullable=False)
     timestamp = dy.Datetime(nullable=False, time_zone="UTC", time_unit="us", min=EARLIEST_EVENT)
-    event_type = dy.String(nullable=False)
+    event_type = dy.String(nullable=False)  # never empty: a blank one is the default type
     value = dy.Float64(nullable=False)  # NaN and infinities fail too
     ingested_at = dy.Datetime(nullable=False, time_zone="UTC", time_unit="us")
     quality = dy.String(nullable=True)
@@ -108,10 +108,6 @@ class EventRow(dy.Schema):
     @dy.rule()
     def item_id_not_empty(cls) -> pl.Expr:
         return pl.col("item_id").str.len_bytes() > 0
-
-    @dy.rule()
-    def event_type_not_empty(cls) -> pl.Expr:
-        return pl.col("event_type").str.len_bytes() > 0
 
     @dy.rule()
     def timestamp_readable(cls) -> pl.Expr:

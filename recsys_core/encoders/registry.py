@@ -57,9 +57,6 @@ def resolve_encoder(source: str | None, data_dir: str | Path) -> ResolvedEncoder
             f"encoder {source!r}: no MLflow store under {lake.mlflow_dir} "
             "(run `recsys finetune-encoder` first)"
         )
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     try:
         found = reader.resolve(str(source))
     except LookupError as exc:
@@ -68,17 +65,13 @@ def resolve_encoder(source: str | None, data_dir: str | Path) -> ResolvedEncoder
     cache = lake.root / "encoders" / "cache" / name / str(version)
     try:
         if found.source.startswith(("file:", "/")):
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=found.source))
+            folder = reader.download(found.source)
         elif (cache / "config.json").is_file():
             folder = cache
         else:  # a remote artifact store: download once, then reuse the copy
             cache.mkdir(parents=True, exist_ok=True)
-            folder = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=found.source, dst_path=str(cache), tracking_uri=lake.tracking_uri
-                )
-            )
-    except (MlflowException, OSError) as exc:
+            folder = reader.download(found.source, dst_path=cache)
+    except (LookupError, OSError) as exc:
         raise InputError(
             f"encoder {source!r}: the files of {name} version {version} cannot be read from "
             f"{found.source}: {type(exc).__name__}"

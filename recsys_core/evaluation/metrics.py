@@ -25,7 +25,6 @@ import scipy.sparse as sp
 import torch
 
 METRICS = ("ndcg", "recall", "precision", "map", "hr", "mrr")
-LIST_METRICS = ("coverage", "novelty", "popularity", "diversity")
 
 
 def hit_matrix(ranked: np.ndarray, relevant: sp.csr_matrix) -> np.ndarray:

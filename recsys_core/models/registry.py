@@ -6,8 +6,10 @@ is found
 - in this package (`recsys_core/models/*.py`): every module is imported;
 - in an installed distribution that declares an entry point in the `recsys.models` group,
   e.g. in its pyproject.toml `[project.entry-points."recsys.models"] mymodel = "pkg.mymodel"`;
-- in a module named in `RECSYS_MODEL_MODULES` (comma-separated import names, e.g. a file
-  `my_model.py` on the Python path: `RECSYS_MODEL_MODULES=my_model`).
+- in a module named by a run's `model_modules` setting (`RECSYS_MODEL_MODULES`: comma-separated
+  import names, e.g. a file `my_model.py` on the Python path: `RECSYS_MODEL_MODULES=my_model`).
+  A `RunContext` hands its setting over when it is built (`name_model_modules`); the registry
+  reads no settings of its own.
 
 A plugin or named module that fails to import does not stop the others: its error is kept
 and shown when a model that is not found is asked for. Models are looked for on first use
@@ -28,13 +30,14 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from recsys_core.errors import InputError
-from recsys_core.settings import Settings, split_top_level
+from recsys_core.settings import split_top_level
 
 ENTRY_POINT_GROUP = "recsys.models"
 
 _problems: dict[str, str] = {}  # module or entry point -> why it did not load
 _loaded: set[str] = set()
 _scanned = False  # the package, entry points and named modules were looked through once
+_named: dict[str, None] = {}  # modules runs named (`model_modules`), in the order named
 
 
 def discover() -> None:
@@ -46,15 +49,27 @@ def discover() -> None:
         _load(f"{package}.{info.name}", strict=True)
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         _load(entry.value.partition(":")[0], label=f"entry point {entry.name!r}")
-    for name in Settings().runtime.model_modules.split(","):
-        if name.strip():
-            _load(name.strip(), label="RECSYS_MODEL_MODULES module")
+    for name in _named:
+        _load(name, label="RECSYS_MODEL_MODULES module")
     _scanned = True
+
+
+def name_model_modules(model_modules: str) -> None:
+    """Import the modules a run's `model_modules` setting names (comma-separated), and look
+    through them again on every later discovery in this process.
+
+    Args:
+        model_modules: The setting's value; empty names nothing.
+    """
+    for name in (n.strip() for n in model_modules.split(",")):
+        if name:
+            _named.setdefault(name)
+            _load(name, label="RECSYS_MODEL_MODULES module")
 
 
 def plugin_modules() -> list[str]:
     """The modules models were loaded from outside this package (`recsys.models` entry points
-    and `RECSYS_MODEL_MODULES`), after looking for new ones."""
+    and the modules runs named), after looking for new ones."""
     discover()
     package = __name__.rpartition(".")[0]
     return sorted(m for m in _loaded if not m.startswith(f"{package}."))

@@ -36,6 +36,10 @@ from recsys_core.registry.tracking import Tracker
 from recsys_core.storage import Lake
 
 ENCODER_EXPERIMENT = "recsys-encoder"
+ENCODER_DESCRIPTION = (
+    "Item text encoders fine-tuned on co-occurring items "
+    "(use with `recsys encode --encoder models:/recsys-encoder/N`)."
+)
 ALL_EVENTS = "all"  # no split: fine-tune on every event (nothing left to evaluate on)
 SPLITS = (*PROTOCOLS, ALL_EVENTS)
 
@@ -108,10 +112,9 @@ def finetune_encoder(
         precision=embedding.encoder_precision, name=base.name,
     )  # fmt: skip
     tracker = Tracker(lake, ENCODER_EXPERIMENT, ENCODER_REGISTRY_NAME)
-    mlflow = tracker.mlflow
     tags = {"pipeline_run": run_id, "base_encoder": base_id, "split": split}
     with tracker.run(f"finetune {datetime.now(UTC):%Y-%m-%d %H:%M}", tags=tags) as run:
-        mlflow.log_params(
+        tracker.log_params(
             {
                 **{f"config.{k}": v for k, v in asdict(config).items()},
                 "base_encoder": base_id, "split": split, "device": str(encoder.device),
@@ -125,16 +128,16 @@ def finetune_encoder(
             evaluation["base"] = _content_metrics(
                 base.source, base.name, texts, evaluation_split, settings, progress
             )
-            mlflow.log_metrics(_prefixed("base_", evaluation["base"]))
+            tracker.log_metrics(_prefixed("base_", evaluation["base"]))
 
         def log_step(step: int, values: dict[str, float]) -> None:
             if step % 10 == 0 or step == 1:
-                mlflow.log_metrics(values, step=step)
+                tracker.log_metrics(values, step=step)
 
         epochs, before = finetune(
             encoder, texts, pairs, config, progress=progress, on_step=log_step
         )
-        mlflow.log_metrics({f"before_{k}": v for k, v in before.items()})
+        tracker.log_metrics({f"before_{k}": v for k, v in before.items()})
         tracker.log_epochs(epochs)
         provenance = {
             "base_encoder": base_id, "mlflow_run_id": run.info.run_id, "split": split,
@@ -142,27 +145,30 @@ def finetune_encoder(
         }  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             saved = encoder.save(Path(tmp) / "encoder", metadata=provenance)
-            mlflow.log_artifacts(str(saved), "encoder")
+            tracker.log_artifacts(str(saved), "encoder")
             if output is not None:
                 shutil.copytree(saved, output, dirs_exist_ok=True)
-        version = _register(tracker, mlflow.get_artifact_uri("encoder"), run.info.run_id, base_id)
+        version = tracker.register_files(
+            tracker.artifact_uri("encoder"), run_id=run.info.run_id,
+            description=f"fine-tuned from {base_id}", model_description=ENCODER_DESCRIPTION,
+            tags={"base_encoder": base_id},
+        )  # fmt: skip
         reference = f"models:/{ENCODER_REGISTRY_NAME}/{version}"
         tuned = resolve_encoder(reference, lake.root)
         if evaluate_content:
             evaluation["finetuned"] = _content_metrics(
                 tuned.source, tuned.name, texts, evaluation_split, settings, progress
             )
-            mlflow.log_metrics(_prefixed("finetuned_", evaluation["finetuned"]))
+            tracker.log_metrics(_prefixed("finetuned_", evaluation["finetuned"]))
         seconds = time.perf_counter() - start
-        mlflow.log_metric("seconds", seconds)
+        tracker.log_metric("seconds", seconds)
     tuned_id = encoder_identity(
         tuned.source, max_length=embedding.encoder_max_length, name=tuned.name
     )
     version_tags = {"encoder_id": tuned_id}
     for label, metrics in evaluation.items():
         version_tags.update({k: str(v) for k, v in _prefixed(f"{label}_", metrics).items()})
-    for key, value in version_tags.items():
-        tracker.client.set_model_version_tag(ENCODER_REGISTRY_NAME, version, key, value)
+    tracker.tag_version(version, version_tags)
     return FinetuneReport(
         base_encoder=base_id, encoder=tuned_id, reference=reference, folder=str(tuned.source),
         run_id=run.info.run_id, split=split, train_events=len(train),
@@ -209,25 +215,6 @@ def _item_texts(lake: Lake, data: Interactions) -> list[str]:
         .with_columns(pl.col("text").fill_null(""))
     )
     return aligned["text"].to_list()
-
-
-def _register(tracker: Tracker, source: str, run_id: str, base_id: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    client = tracker.client
-    try:
-        client.get_registered_model(ENCODER_REGISTRY_NAME)
-    except MlflowException:
-        client.create_registered_model(
-            ENCODER_REGISTRY_NAME,
-            description="Item text encoders fine-tuned on co-occurring items "
-            "(use with `recsys encode --encoder models:/recsys-encoder/N`).",
-        )
-    found = client.create_model_version(
-        ENCODER_REGISTRY_NAME, source=source, run_id=run_id, tags={"base_encoder": base_id},
-        description=f"fine-tuned from {base_id}",
-    )  # fmt: skip
-    return str(found.version)
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:

@@ -15,7 +15,6 @@ the flow's task runner.
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from recsys_core.ranking import (
     plan_shards,
     top_k,
 )
-from recsys_core.registry.artifacts import ModelBundle, load_bundle
+from recsys_core.registry.artifacts import ModelBundle
 from recsys_core.registry.reader import RegistryReader
 from recsys_core.registry.tracking import CHAMPION, Tracker
 from recsys_core.settings import RecommendSettings
@@ -509,12 +508,7 @@ def _record_verdict(
     }
     try:
         tracker = Tracker(context.lake, tracking.experiment, tracking.registered_model)
-        client, name = tracker.client, tracking.registered_model
-        found = client.get_model_version(name, plan.model_version)
-        for key, value in tags.items():
-            client.set_model_version_tag(name, plan.model_version, key, value)
-            if found.run_id:
-                client.set_tag(found.run_id, key, value)
+        tracker.tag_version(plan.model_version, tags, and_its_run=True)
         guards.mlflow_tags = "set"
     except Exception as exc:  # a failing store must not fail a published night
         guards.mlflow_tags = f"not set: {type(exc).__name__}: {exc}"[:500]
@@ -748,7 +742,7 @@ def _shard_context(
 ) -> _ShardContext:
     """Model and histories shared by every shard of a run, loaded once per process."""
     lake = Lake(Path(root))
-    bundle = _load_version(Tracker(lake, experiment, registered_model), model_version)
+    bundle = Tracker(lake, experiment, registered_model).load_version(model_version)
     events = lake.read(
         "events", ["user_id", "item_id", "timestamp", "value"], version=events_version
     )
@@ -791,12 +785,3 @@ def _unavailable_mask(path: str | Path | None, items: Vocabulary) -> np.ndarray 
     mask = np.zeros(len(items), dtype=bool)
     mask[index[index >= 0]] = True  # ids outside the catalog cannot be recommended anyway
     return mask
-
-
-def _load_version(tracker: Tracker, version: str) -> ModelBundle:
-    """The bundle of one registered version (not an alias, which may move during a run)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = tracker.mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{tracker.registered_model}/{version}", dst_path=tmp
-        )
-        return load_bundle(Path(local) / "artifacts" / "bundle")

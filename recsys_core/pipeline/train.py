@@ -404,8 +404,8 @@ def _fit_candidates(
             f"fit {result.fit_seconds:.1f} s"
         )
     if report.left_out:
-        tracker.mlflow.log_dict({"left_out": report.left_out}, "left_out.json")
-        tracker.mlflow.set_tag("left_out", "; ".join(report.left_out)[:5000])
+        tracker.log_dict({"left_out": report.left_out}, "left_out.json")
+        tracker.set_tag("left_out", "; ".join(report.left_out)[:5000])
     if not report.candidates:
         raise RuntimeError(f"no candidate trained: {'; '.join(report.left_out)}")
 
@@ -424,15 +424,13 @@ def _fit_candidate(
 ) -> CandidateResult:
     model = create(name, params)
     with tracker.run(name, nested=True, tags={"model": name, "protocol": split.protocol}) as run:
-        tracker.mlflow.log_params(
-            {"model": name, **{f"param.{k}": _param(v) for k, v in params.items()}}
-        )
-        tracker.mlflow.log_dict({"model": name, "params": params}, "config.json")
+        tracker.log_params({"model": name, **{f"param.{k}": _param(v) for k, v in params.items()}})
+        tracker.log_dict({"model": name, "params": params}, "config.json")
         start = time.perf_counter()
         try:
             epochs = model.fit(TrainingData(split.train, embeddings), options)
         except Exception as exc:
-            tracker.mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            tracker.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
         seconds = time.perf_counter() - start
         tracker.log_epochs(epochs)
@@ -443,9 +441,9 @@ def _fit_candidate(
                 seed=settings.compute.seed, progress=options.progress, map_chunks=map_chunks,
             )  # fmt: skip
         except Exception as exc:
-            tracker.mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            tracker.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
-        tracker.mlflow.log_metrics({**mlflow_names(metrics), "fit_seconds": seconds})
+        tracker.log_metrics({**mlflow_names(metrics), "fit_seconds": seconds})
         if log_files:
             tracker.log_bundle(
                 ModelBundle.from_fit(model, split.train, {"validation": metrics}),
@@ -460,7 +458,7 @@ def _param(value: Any) -> Any:
 
 def _log_comparison(tracker: Tracker, report: TrainReport, winner, challenger) -> None:
     """The decision, every candidate's figures, and a PNG comparing them, in the parent run."""
-    tracker.mlflow.log_dict(
+    tracker.log_dict(
         {
             "protocol": report.protocol,
             "metric": report.metric,
@@ -469,7 +467,7 @@ def _log_comparison(tracker: Tracker, report: TrainReport, winner, challenger) -
         },
         "candidates.json",
     )
-    tracker.mlflow.set_tag("decision", report.decision)
+    tracker.set_tag("decision", report.decision)
     with tempfile.TemporaryDirectory() as tmp:
         path = comparison_png(
             [candidate_label(asdict(c)) for c in report.candidates],
@@ -481,7 +479,7 @@ def _log_comparison(tracker: Tracker, report: TrainReport, winner, challenger) -
             winner=report.candidates.index(winner),
             challenger=None if challenger is None else report.candidates.index(challenger),
         )
-        tracker.mlflow.log_artifact(str(path))
+        tracker.log_artifact(str(path))
 
 
 def _gate(results, champion, metric: str, min_improvement: float):

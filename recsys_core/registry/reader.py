@@ -1,8 +1,8 @@
 """Read-only access to the MLflow store of one data directory.
 
 Looking up the champion, a registered version or a run must not change anything: building a
-`Tracker` sets MLflow's process-wide URIs and creates the database and the experiment, which
-a cache key or a report has no business doing. `RegistryReader` only reads; when the data
+`Tracker` creates the database and the experiment, which a cache key or a report has no
+business doing. `RegistryReader` only reads; when the data
 directory has no MLflow store yet it answers "none" (None, an empty list) without creating
 one.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys_core.registry.versions import RegisteredVersion
@@ -127,3 +128,29 @@ class RegistryReader:
             return client.get_run(run_id).info.experiment_id
         except MlflowException:
             return None
+
+    def download(self, artifact_uri: str, dst_path: str | Path | None = None) -> Path:
+        """The files at `artifact_uri` (a version's source) on the local disk: a local store's
+        own folder, else a copy under `dst_path`.
+
+        Args:
+            artifact_uri: Where the files live (`file:` or a remote artifact store).
+            dst_path: Where to copy remote files to.
+
+        Raises:
+            LookupError: MLflow cannot read the files (the first line of its answer).
+        """
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=artifact_uri,
+                    dst_path=None if dst_path is None else str(dst_path),
+                    tracking_uri=self.lake.tracking_uri,
+                    registry_uri=self.lake.tracking_uri,
+                )
+            )
+        except MlflowException as exc:
+            raise LookupError(str(exc).strip().splitlines()[0] if str(exc).strip() else "") from exc

@@ -103,10 +103,6 @@ class Lake:
     def artifact_root(self) -> Path:
         return self.mlflow_dir / "artifacts"
 
-    @property
-    def prefect_home(self) -> Path:
-        return self.root / "prefect"
-
     # -- reads ---------------------------------------------------------------------------
     def exists(self, table: str) -> bool:
         return (self.path(table) / "_delta_log").is_dir()
