@@ -10,6 +10,13 @@ then summed with weights tuned on validation data:
    the held-out part (full ranking, seen items excluded).
 3. Refit the members with non-zero weight on all the training data.
 
+Items without training events (new items) are scored with weights of their own when the
+training data has any: members that know items only from events give them no signal (or
+noise), so the weights that suit items with a history drown the text members among new
+items. Validation then also holds out a random share of the items with all their events
+(`cold_fraction`), and a second weight vector is tuned on ranking those among themselves;
+it scores the items that have no events at fit time.
+
 The fitted state is each member's tensors under a `m<j>.` prefix plus the weights, so a
 blend saves and loads as safetensors like any other model.
 """
@@ -20,9 +27,11 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import torch
 
 from recsys_core.data.interactions import UserHistories
+from recsys_core.data.splits import Split, cold_items
 from recsys_core.errors import InputError
 from recsys_core.evaluation.evaluate import ScoreMatrixEvaluator, relevance_matrix
 from recsys_core.models.base import (
@@ -59,6 +68,9 @@ class BlendConfig:
     rounds: int = 2  # coordinate-ascent passes over the members
     tune_users: int = 2000  # held-out users the weights are tuned on (at most)
     tune_memory_mb: int = 1024  # bound on the members' held-out score matrices together
+    # share of the validation's items held out as new ones, when the training data has items
+    # without events: their weights are tuned apart (0 = new items take the others' weights)
+    cold_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         # JSON round trips give lists; the config must stay hashable and compare equal
@@ -82,6 +94,10 @@ class Blend(Recommender):
         super().__init__(config)
         self.members = [create(spec) for spec in self.config.members]
         self.weights = torch.ones(len(self.members)) / len(self.members)
+        # weights of the items without training events (`eventless`, (I,) bool); None = as
+        # the others
+        self.cold_weights: torch.Tensor | None = None
+        self.eventless: torch.Tensor | None = None
 
     @property
     def uses_text(self) -> bool:
@@ -114,45 +130,73 @@ class Blend(Recommender):
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         epochs: EpochMetrics = []
+        eventless = torch.from_numpy(data.interactions.item_counts() == 0)
+        self.cold_weights, self.eventless = None, None
         try:
             held_out, split = validation_part(data, options)
         except InputError:
             split = None  # too little data to hold any out: keep equal weights
+        cold = None
+        if split is not None and self.uses_text and bool(eventless.any()):
+            held_out, split, cold = _with_new_items(held_out, split, self.config, options.seed)
         if split is not None and len(self.members) > 1:
             rng = np.random.default_rng(options.seed)
-            users = split.test_users
-            per_user = data.n_items * 4 * len(self.members)
+            parts = [split] if cold is None else [split, cold]
+            per_user = data.n_items * 4 * len(self.members) * len(parts)
             limit = min(
                 self.config.tune_users, max(1, (self.config.tune_memory_mb << 20) // per_user)
             )
-            if len(users) > limit:
-                users = np.sort(rng.choice(users, size=limit, replace=False))
-            histories = split.train.histories(users)
-            scores = []
+            histories, scores = [], []
+            for part in parts:
+                users = part.test_users
+                if len(users) > limit:
+                    users = np.sort(rng.choice(users, size=limit, replace=False))
+                histories.append((users, part.train.histories(users)))
+                scores.append([])
             for member in _fit_shared(
                 [create(spec) for spec in self.config.members], held_out, options
             ):
-                member_scores = score_in_chunks(member, histories, self.config.tune_memory_mb)
-                scores.append(standardize(member_scores, histories))
-            relevant = relevance_matrix(split.test, users, data.n_users, data.n_items)
+                for (_, h), found in zip(histories, scores, strict=True):
+                    member_scores = score_in_chunks(member, h, self.config.tune_memory_mb)
+                    found.append(standardize(member_scores, h))
+            judges = []
+            for part, (users, h) in zip(parts, histories, strict=True):
+                relevant = relevance_matrix(part.test, users, data.n_users, data.n_items)
+                judge = ScoreMatrixEvaluator(h, relevant, (10,))
+                if part.candidates is not None:  # new items are ranked among themselves
+                    judge.seen |= ~torch.from_numpy(part.candidates)
+                judges.append(judge)
             self.weights, epochs = _tune(
-                torch.stack(scores),
-                ScoreMatrixEvaluator(histories, relevant, (10,)),
-                self.config.grid,
-                self.config.rounds,
+                torch.stack(scores[0]), judges[0], self.config.grid, self.config.rounds
             )
+            if cold is not None:
+                self.cold_weights, cold_epochs = _tune(
+                    torch.stack(scores[1]), judges[1], self.config.grid, self.config.rounds
+                )
+                self.eventless = eventless
+                for row, cold_row in zip(epochs, cold_epochs, strict=True):
+                    row["validation_new_items_ndcg@10"] = cold_row["validation_ndcg@10"]
         _fit_shared(
-            [m for m, w in zip(self.members, self.weights.tolist(), strict=True) if w > 0],
-            data,
-            options,
+            [m for m, used in zip(self.members, self._used(), strict=True) if used], data, options
         )
         self.n_items = data.n_items
         return epochs
 
+    def _used(self) -> list[bool]:
+        """Whether each member scores: a non-zero weight for items with events or without."""
+        cold = (
+            self.cold_weights if self.cold_weights is not None else torch.zeros_like(self.weights)
+        )
+        return [bool(w > 0 or c > 0) for w, c in zip(self.weights, cold, strict=True)]
+
     def score(self, histories: UserHistories) -> torch.Tensor:
         total = torch.zeros(len(histories), self.n_items)
-        for member, weight in zip(self.members, self.weights.tolist(), strict=True):
-            if weight > 0:
+        cold = self.cold_weights if self.cold_weights is not None else self.weights
+        for j, (member, used) in enumerate(zip(self.members, self._used(), strict=True)):
+            if used:
+                weight = self.weights[j]
+                if self.eventless is not None:  # each item's weight: new items take their own
+                    weight = torch.where(self.eventless, cold[j], weight)  # (I,)
                 total += weight * standardize(member.score(histories), histories)
         return total  # (B, I)
 
@@ -167,9 +211,12 @@ class Blend(Recommender):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"weights": self.weights.clone()}
+        if self.cold_weights is not None and self.eventless is not None:
+            state["cold_weights"] = self.cold_weights.clone()
+            state["eventless"] = self.eventless.clone()
         stored: set[int] = set()  # members may hold one tensor (e.g. the item text vectors)
-        for j, (member, weight) in enumerate(zip(self.members, self.weights.tolist(), strict=True)):
-            if weight > 0:
+        for j, (member, used) in enumerate(zip(self.members, self._used(), strict=True)):
+            if used:
                 for k, v in member.state_dict().items():
                     # safetensors refuses tensors that share memory: copy a repeated one
                     shared = v.untyped_storage().data_ptr() in stored
@@ -179,8 +226,11 @@ class Blend(Recommender):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.weights = state["weights"].float()
-        for j, (member, weight) in enumerate(zip(self.members, self.weights.tolist(), strict=True)):
-            if weight > 0:
+        # blends saved before new items had weights of their own score them as the others
+        self.cold_weights = state["cold_weights"].float() if "cold_weights" in state else None
+        self.eventless = state["eventless"].bool() if "eventless" in state else None
+        for j, (member, used) in enumerate(zip(self.members, self._used(), strict=True)):
+            if used:
                 prefix = f"m{j}."
                 member.load_state_dict(
                     {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -208,6 +258,37 @@ def _fit_shared(
             member.fit(data, options)
             fitted[key] = member
     return members
+
+
+def _with_new_items(
+    held_out: TrainingData, split: Split, config: BlendConfig, seed: int
+) -> tuple[TrainingData, Split, Split | None]:
+    """The validation part with a random `cold_fraction` of its items also held out with all
+    their events, as new items are at fit time: (what the members fit on, the held-out part
+    of the remaining items, the new items' part ranked among themselves). The last is None
+    when too little data is left to hold any out.
+
+    Args:
+        held_out: What the members fit on in validation.
+        split: Its held-out part.
+        config: The blend's settings (`cold_fraction`).
+        seed: Seeds the choice of items.
+    """
+    if config.cold_fraction <= 0:
+        return held_out, split, None
+    try:
+        cold = cold_items(held_out.interactions, config.cold_fraction, seed=seed)
+    except InputError:
+        return held_out, split, None
+    new = pl.Series("item_index", np.flatnonzero(cold.candidates))
+    # each user's held-out items among the remaining ones, for users the members still know
+    test = split.test.filter(~pl.col("item_index").is_in(new.implode())).join(
+        cold.train.frame.select("user_index").unique(), on="user_index", how="semi"
+    )
+    warm = Split(cold.train, test, split.protocol, split.candidates)
+    if not len(warm.test_users):
+        return held_out, split, None
+    return TrainingData(cold.train, held_out.item_embeddings), warm, cold
 
 
 def standardize(scores: torch.Tensor, histories: UserHistories) -> torch.Tensor:
