@@ -88,10 +88,12 @@ class SparseEASE(ItemItemRecommender):
         if k == 0:
             self.keep(sp.csr_matrix((n, n), dtype=np.float32))
             return []
-        popularity = np.asarray(x.sum(axis=0)).ravel()  # (I,) = diag(G)
+        popularity = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()  # (I,) = diag(G)
         neighbors, targets_gram, gram = _neighbourhoods(x, popularity, k, m, self.config)
-        weights = _solve_columns(x, gram, popularity, neighbors, targets_gram, self.config.reg,
-                                 self.config.solve_batch)  # fmt: skip
+        weights = _solve_columns(
+            x, gram, popularity, neighbors, targets_gram, self.config.reg,
+            self.config.solve_batch, self.config.block_memory_mb,
+        )  # fmt: skip
         self.keep(weights)
         return []
 
@@ -149,8 +151,13 @@ def _solve_columns(
     column: np.ndarray,
     reg: float,
     batch: int,
+    memory_mb: int,
 ) -> sp.csr_matrix:
     """B[N_j, j] = (G[N_j, N_j] + reg I)^-1 G[N_j, j] for every item j, as (I, I) CSR.
+
+    A batch of columns reads its blocks from one dense copy of the Gram matrix on the union
+    of its neighbourhoods (popular items are in most of them, so the union stays small); a
+    batch whose union passes `memory_mb` is halved.
 
     Args:
         x: (U, I) binary interactions (for exact blocks where the sparsified one fails).
@@ -159,33 +166,47 @@ def _solve_columns(
         neighbors: (I, k) each item's neighbourhood N_j.
         column: (I, k) G[N_j, j].
         reg: Ridge penalty.
-        batch: Columns solved together.
+        batch: Columns solved together (at most).
+        memory_mb: Budget for the dense Gram matrix on a batch's union of neighbourhoods.
     """
     n, k = neighbors.shape
     by_item = None
-    diagonal = popularity[neighbors] + reg  # (I, k)
     values = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, batch):
+    largest_union = max(k, int(np.sqrt((memory_mb << 20) / 4)))
+    # items with the same closest neighbour share much of their neighbourhoods: batched
+    # together, their union is smaller
+    order = np.argsort(neighbors[:, 0], kind="stable")
+    start = 0
+    while start < n:
         raise_if_stopped()
-        stop = min(start + batch, n)
-        blocks = np.empty((stop - start, k, k), dtype=np.float64)
-        for t, j in enumerate(range(start, stop)):
-            hood = neighbors[j]
-            blocks[t] = gram[hood[:, None], hood].toarray()
-        idx = np.arange(k)
-        blocks[:, idx, idx] = diagonal[start:stop]
-        a = torch.from_numpy(blocks)  # (b, k, k)
-        factor, info = torch.linalg.cholesky_ex(a)
+        size = batch
+        while True:
+            targets = order[start : start + size]
+            union, local = np.unique(neighbors[targets], return_inverse=True)
+            if len(union) <= largest_union or size == 1:
+                break
+            size //= 2
+        local = local.reshape(len(targets), k)  # positions of each N_j in the union
+        dense = gram[union][:, union].toarray()  # (u, u) float32
+        flat = local[:, :, None] * len(union) + local[:, None, :]  # (b, k, k)
+        blocks = torch.from_numpy(np.take(dense, flat))  # (b, k, k) float32
+        # float32: the counts are exact in it (below 2^24) and the weights come within 1e-6
+        # of a float64 solve, which takes 2-3x as long
+        blocks.diagonal(dim1=1, dim2=2).copy_(
+            torch.from_numpy(popularity[neighbors[targets]] + reg)
+        )
+        factor, info = torch.linalg.cholesky_ex(blocks)
         failed = (info != 0).nonzero().squeeze(1).tolist()
         if failed:  # entries the sparsified Gram left out made the block indefinite
             by_item = x.tocsc() if by_item is None else by_item
             for t in failed:
-                hood = by_item[:, neighbors[start + t]]
-                exact = torch.from_numpy((hood.T @ hood).toarray().astype(np.float64))
-                exact.diagonal().add_(reg)
-                factor[t] = torch.linalg.cholesky(exact)
-        rhs = torch.from_numpy(column[start:stop]).unsqueeze(2)  # (b, k, 1)
-        values[start:stop] = torch.cholesky_solve(rhs, factor).squeeze(2).numpy()
+                hood = by_item[:, neighbors[targets[t]]]
+                blocks[t] = torch.from_numpy((hood.T @ hood).toarray())
+                blocks[t].diagonal().add_(reg)
+                factor[t] = torch.linalg.cholesky(blocks[t])
+        rhs = torch.from_numpy(column[targets]).float().unsqueeze(2)  # (b, k, 1)
+        values[targets] = _cholesky_solve(factor, rhs).squeeze(2).numpy()
+        start += len(targets)
     weights = sp.csr_matrix(
         (values.ravel(), (neighbors.ravel(), np.repeat(np.arange(n), k))),
         shape=(n, n), dtype=np.float32,
@@ -193,3 +214,10 @@ def _solve_columns(
     weights.eliminate_zeros()
     weights.sort_indices()
     return weights  # (I, I): history item -> candidate
+
+
+def _cholesky_solve(factor: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """(L L^T)^-1 rhs for lower (b, k, k) factors and (b, k, 1) right-hand sides (two
+    triangular solves: several times faster than `torch.cholesky_solve` on batches here)."""
+    half = torch.linalg.solve_triangular(factor, rhs, upper=False)
+    return torch.linalg.solve_triangular(factor.mT, half, upper=True)
