@@ -46,7 +46,7 @@ USERS_PER_EVENT = 6.5e-3  # ML-25M: 162,541 users for 25,000,095 ratings
 ITEMS_PER_EVENT = 2.5e-3  # ML-25M: 62,423 movies
 STAGES = ("ingest", "encode", "train", "recommend")
 # the tiny size the tests run (tests/test_benchmarks.py)
-TINY_ARGS = ["--sizes", "10000,20000", "--k", "5", "--models", "popularity,ease"]
+TINY_ARGS = ["--sizes", "20000,40000", "--k", "5", "--models", "popularity,ease"]
 
 
 def run_size(events: int, work: Path, k: int, models: str | None = None) -> dict:

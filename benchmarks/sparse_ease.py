@@ -18,6 +18,7 @@ Prints one JSON line: per model `ndcg@10`, `fit_seconds`, `peak_rss_mb`, `fit_me
     python benchmarks/sparse_ease.py                               # ML-100K, a minute
     python benchmarks/sparse_ease.py --blend                       # and the two blends
     python benchmarks/sparse_ease.py --synthetic 5000000 --neighbors 256   # 12,500 items
+    python benchmarks/sparse_ease.py --synthetic 25000000 --fit-only       # 62,500 items
 """
 
 from __future__ import annotations
@@ -95,6 +96,40 @@ def load(events: int, work: Path):
     return load_interactions(context.lake)
 
 
+def fit_only(args: argparse.Namespace) -> None:
+    """Fit each sparse_ease size on a generated log held in memory; print one JSON line."""
+    import polars as pl
+
+    from recsys_core.data.interactions import Interactions
+    from recsys_core.data.synth import synth_events
+
+    events = args.synthetic or 25_000_000
+    config = SynthConfig(
+        users=round(events * USERS_PER_EVENT), items=round(events * ITEMS_PER_EVENT),
+        events=events, clusters=20, min_words=0, max_words=12, days=365, seed=0,
+    )  # fmt: skip
+    frame = synth_events(config).select("user_id", "item_id", "timestamp")
+    data = Interactions.from_events(frame.with_columns(value=pl.lit(1.0)))
+    del frame
+    models = {}
+    for k in (int(k) for k in args.neighbors.split(",") if k.strip()):
+        model = create(f"sparse_ease(neighbors={k})")
+        gc.collect()
+        before = current_rss_mb()
+        with measured() as fit:
+            model.fit(TrainingData(data), FitOptions())
+        models[f"sparse_ease(neighbors={k})"] = {
+            "fit_seconds": fit["seconds"], "peak_rss_mb": fit["peak_rss_mb"],
+            "fit_memory_mb": round(fit["peak_rss_mb"] - before, 1),
+            "weights": int(model.weights.nnz),
+        }  # fmt: skip
+    print(json.dumps({
+        "benchmark": "sparse_ease", "data": f"synthetic {events} events, fit only",
+        "users": data.n_users, "items": data.n_items, "pairs": int(data.matrix().nnz),
+        "models": models, "cpus": os.cpu_count(),
+    }))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", type=int, default=0, help="generated events (0: ML-100K)")
@@ -102,7 +137,15 @@ def main() -> None:
     parser.add_argument("--max-users", type=int, default=5000, help="test users evaluated")
     parser.add_argument("--blend", action="store_true", help="also the blend, dense vs sparse")
     parser.add_argument("--no-dense", action="store_true", help="skip dense EASE")
+    parser.add_argument(
+        "--fit-only", action="store_true",
+        help="fit sparse_ease on all of a generated log, straight from memory (no ingest, no "
+        "evaluation): its fit seconds and memory on catalogs too large for dense EASE",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.fit_only:
+        fit_only(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         data = load(args.synthetic, Path(tmp))
     split = make_split(data, "user_temporal", None, seed=0)
