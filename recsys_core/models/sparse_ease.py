@@ -8,7 +8,8 @@ of item j on every other item,
 which the dense closed form solves for all columns at once with one (I, I) inverse. Here each
 column is solved on its `neighbors` items of largest co-occurrence with j instead of all of
 them (a batch of k x k Cholesky solves), so B keeps at most k entries per column and memory
-grows with items x k, not items^2: 62,500 items need about 1 GB where dense EASE needs 130.
+grows with items x k, not items^2: `fit_bytes` bounds a fit at 62,500 items by 2.7 GiB where
+dense EASE needs 130 GB (measured: 0.95 GB at 12,500 items, against 4.7 GB for dense EASE).
 
 The (k, k) blocks G[N, N] come from a sparsified Gram matrix that keeps, for each item, its
 `gram_neighbors` largest co-occurrences (both directions, exact counts). An entry left out
@@ -73,9 +74,11 @@ class SparseEASE(ItemItemRecommender):
     def fit_bytes(self, n_items: int) -> int:
         """Peak bytes of a fit on `n_items` items (without the interactions themselves)."""
         k, m = self._sizes(n_items)
-        batch = min(self.config.solve_batch, n_items) * k * k * 8 * 3  # blocks, factors, a copy
-        slab = min(self.config.block_memory_mb << 20, 4 * n_items * n_items)  # counts, keys
-        return n_items * (GRAM_BYTES_PER_ENTRY * m + NEIGHBOR_BYTES * k) + batch + 3 * slab
+        # a batch's blocks and factors (float32) and their gather indexes (int64)
+        batch = min(self.config.solve_batch, n_items) * k * k * 16
+        # a block of counts, its keys and top-m, then the Gram matrix on a batch's union
+        slab = min(self.config.block_memory_mb << 20, 4 * n_items * n_items)
+        return n_items * (GRAM_BYTES_PER_ENTRY * m + NEIGHBOR_BYTES * k) + batch + 4 * slab
 
     def _sizes(self, n_items: int) -> tuple[int, int]:
         k = max(0, min(self.config.neighbors, n_items - 1))
