@@ -7,11 +7,16 @@ texts are short (a title, a category and up to 12 words), like ML-25M's titles, 
 tags; long-text encoding speed is measured by `benchmarks/encode.py`.
 
 Prints one JSON line: per size and stage (ingest, encode, train, recommend) the wall seconds
-and peak RSS (each stage's own peak, from the nightly's summary); `growth_exponent`, the slope
-of log(total seconds without encode) on log(events) over the sizes run; `peak_rss_gb`, the
-largest stage peak; and `completed` (1 when every size published k recommendations for every
-user). Goals on a 2-core, 24 GB machine: every size completes, growth_exponent <= 1.15,
-peak RSS <= 12 GB at 25M, the 25M nightly without encode under 45 minutes.
+and peak RSS (each stage's own peak, from the nightly's summary), the item-item model the
+night trained (`item_item_model`: dense `ease`, or the sparse model standing in for it past
+the memory budget) and the blend's NDCG@10 (`blend_ndcg@10` on the nightly's held-out part,
+`blend_tuning_ndcg@10` on the part it tuned its weights on); `growth_exponent`, the slope of
+log(total seconds without encode) on log(events) over the sizes run; `step_exponents`, that
+exponent for each step between adjacent sizes, in all and per stage, with the item-item models
+on both sides (`max_step_exponent`, the largest); `peak_rss_gb`, the largest stage peak; and
+`completed` (1 when every size published k recommendations for every user). Goals on a
+2-core, 24 GB machine: every size completes, every step's exponent <= 1.15, peak RSS <= 12 GB
+at 25M, the 25M nightly without encode under 15 minutes.
 
     python benchmarks/scale.py                         # 1M, 5M and 25M events (over an hour)
     python benchmarks/scale.py --sizes 1000000         # one size, a few minutes
@@ -21,6 +26,7 @@ peak RSS <= 12 GB at 25M, the 25M nightly without encode under 45 minutes.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -40,7 +46,7 @@ USERS_PER_EVENT = 6.5e-3  # ML-25M: 162,541 users for 25,000,095 ratings
 ITEMS_PER_EVENT = 2.5e-3  # ML-25M: 62,423 movies
 STAGES = ("ingest", "encode", "train", "recommend")
 # the tiny size the tests run (tests/test_benchmarks.py)
-TINY_ARGS = ["--sizes", "20000", "--k", "5", "--models", "popularity,ease"]
+TINY_ARGS = ["--sizes", "20000,40000", "--k", "5", "--models", "popularity,ease"]
 
 
 def run_size(events: int, work: Path, k: int, models: str | None = None) -> dict:
@@ -85,6 +91,7 @@ def run_size(events: int, work: Path, k: int, models: str | None = None) -> dict
     stored_users = lake.scan("events").select("user_id").unique().collect()
     completed = int(per_user.height == stored_users.height and bool((per_user["len"] == k).all()))
     train = summary["train"]
+    blend = next((c for c in train["candidates"] if c["model"] == "blend"), None)
     result = {
         "events": events, "users": summary["ingest"]["users_total"],
         "items": summary["ingest"]["items_total"], "stages": stages,
@@ -95,9 +102,26 @@ def run_size(events: int, work: Path, k: int, models: str | None = None) -> dict
         "champion": train["champion_model"],
         "candidates": {c["model"]: round(c["metrics"]["ndcg@10"], 4) for c in train["candidates"]},
         "evaluated_users": train.get("evaluated_users"), "left_out": train.get("left_out", []),
+        "item_item_model": item_item_model(train),
+        # the blend's NDCG@10 on the nightly's held-out part (what the champion gate compares)
+        # and on the part of its training data it tuned its weights on
+        "blend_ndcg@10": round(blend["metrics"]["ndcg@10"], 4) if blend else None,
+        "blend_tuning_ndcg@10": (
+            round(blend["epochs"][-1]["validation_ndcg@10"], 4)
+            if blend and blend.get("epochs") else None
+        ),
     }  # fmt: skip
     log(json.dumps(result))
     return result
+
+
+def item_item_model(train: dict) -> str | None:
+    """The item-item model the night trained: dense `ease`, or what stood in for it."""
+    for note in train.get("left_out", []):
+        if note.startswith("ease:") and note.endswith(" stands in"):
+            return note.rpartition("; ")[2].removesuffix(" stands in")
+    models = {c["model"] for c in train["candidates"]}
+    return "ease" if "ease" in models else None
 
 
 def recsys_command() -> list[str]:
@@ -119,6 +143,29 @@ def growth_exponent(results: list[dict]) -> float | None:
     x = np.log([r["events"] for r in done])
     y = np.log([r["seconds_without_encode"] for r in done])
     return round(float(np.polyfit(x, y, 1)[0]), 3)
+
+
+def step_exponents(results: list[dict]) -> list[dict]:
+    """The growth exponent of each step between adjacent completed sizes, log(t2/t1) over
+    log(e2/e1), of the total without encode and of each stage (None where a time is 0)."""
+    done = [r for r in results if r.get("completed")]
+    steps = []
+    for small, large in itertools.pairwise(done):
+        ratio = math.log(large["events"] / small["events"])
+
+        def exponent(a: float, b: float, ratio: float = ratio) -> float | None:
+            return round(math.log(b / a) / ratio, 3) if a > 0 and b > 0 else None
+
+        steps.append({
+            "from_events": small["events"], "to_events": large["events"],
+            "item_item_models": [small["item_item_model"], large["item_item_model"]],
+            "exponent": exponent(small["seconds_without_encode"], large["seconds_without_encode"]),
+            "stages": {
+                name: exponent(small["stages"][name]["seconds"], large["stages"][name]["seconds"])
+                for name in STAGES
+            },
+        })  # fmt: skip
+    return steps
 
 
 def log(line: str) -> None:
@@ -144,6 +191,11 @@ def main() -> None:
         "benchmark": "scale",
         "sizes": results,
         "growth_exponent": growth_exponent(results),
+        "step_exponents": step_exponents(results),
+        "max_step_exponent": max(
+            (s["exponent"] for s in step_exponents(results) if s["exponent"] is not None),
+            default=None,
+        ),
         "peak_rss_gb": max(peaks) if peaks else None,
         "completed": int(all(r["completed"] for r in results)),
         "largest_events": largest["events"],

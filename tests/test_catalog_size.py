@@ -76,15 +76,18 @@ def test_itemknn_loads_an_older_dense_bundle(planted):
     torch.testing.assert_close(old.score(data.histories()), model.score(data.histories()))
 
 
-def test_ease_stands_down_for_sparse_neighbours_when_the_catalog_is_too_large():
+def test_ease_stands_down_for_sparse_ease_when_the_catalog_is_too_large():
     ease = create("ease(history_half_life=5)")
     assert ease.size_problem(100, 2**40) is None
     problem = ease.size_problem(1000, TINY_BUDGET)
     assert problem is not None and "1000 items" in problem and "memory budget" in problem
     model, notes = ease.adapted(1000, TINY_BUDGET)
-    assert model.name == "itemknn" and model.config.history_half_life == 5
-    assert notes == [f"{problem}; itemknn(history_half_life=5) stands in"]
+    assert model.name == "sparse_ease" and model.config.history_half_life == 5
+    assert notes == [f"{problem}; sparse_ease(history_half_life=5) stands in"]
     assert "max_items" in create("ease(max_items=10)").size_problem(11, 2**40)
+    # the penalty travels with it; the text and window signals need the dense Gram matrix
+    stand_in, _ = create("ease(reg=300, text_weight=30, window=5)").adapted(1000, TINY_BUDGET)
+    assert stand_in.params() == create("sparse_ease(reg=300)").params()
 
 
 def test_the_default_blend_replaces_its_dense_members_and_names_them():
@@ -92,14 +95,15 @@ def test_the_default_blend_replaces_its_dense_members_and_names_them():
     same, notes = blend.adapted(500, 2**40)
     assert same is blend and notes == []
     adapted, notes = blend.adapted(1000, TINY_BUDGET)
-    # both EASE members give way; the plain itemknn stand-in is a member already
+    # both EASE members give way to sparse EASE (one fit: they differ only in scoring)
     assert adapted.config.members == (
-        "itemknn", "itemknn(history_half_life=5)", "content",
+        "sparse_ease", "sparse_ease(history_half_life=5)", "itemknn", "content",
         "als(factors=128, regularization=30, alpha=3)",
     )  # fmt: skip
     assert len(notes) == 2 and all(n.startswith("blend member ease: 1000 items") for n in notes)
-    only_dense, notes = create('blend(members=["ease"])').adapted(1000, TINY_BUDGET)
-    assert only_dense.config.members == ("itemknn",)
+    assert len({m.fit_key() for m in adapted.members[:2]}) == 1
+    only_dense, notes = create('blend(members=["ease", "sparse_ease"])').adapted(1000, TINY_BUDGET)
+    assert only_dense.config.members == ("sparse_ease",)  # the stand-in is a member already
 
 
 def test_sampled_evaluation_ranks_a_seeded_subset_of_test_users(planted):
@@ -181,10 +185,10 @@ def test_default_candidates_adapt_to_a_catalog_above_the_dense_limit(trained_lak
     )  # fmt: skip
     report = train(RunContext(defaults))
     models = [c.model for c in report.candidates]
-    assert "itemknn" in models and "blend" in models and "ease" not in models
+    assert "sparse_ease" in models and "blend" in models and "ease" not in models
     assert report.decision.startswith("champion recsys/1 cannot be re-measured (ease: 40")
     # the dense EASE of the earlier champion cannot be re-measured on this budget either
-    assert any(n.startswith("ease: 40 items need") and n.endswith("itemknn stands in")
+    assert any(n.startswith("ease: 40 items need") and n.endswith("sparse_ease stands in")
                for n in report.left_out)  # fmt: skip
     assert sum("blend member ease" in n for n in report.left_out) == 2
     assert report.evaluated_users == min(report.test_users, 100)

@@ -82,9 +82,12 @@ class EASE(ItemItemRecommender):
         return None
 
     def stand_in(self) -> str:
-        """Sparse item-item neighbours, weighted towards recent items as this EASE is."""
-        half_life = self.config.history_half_life
-        return "itemknn" if half_life is None else f"itemknn(history_half_life={half_life})"
+        """Sparse EASE with this penalty, weighted towards recent items as this EASE is (text
+        and window signals need the dense Gram matrix and are left out)."""
+        params = [f"reg={self.config.reg}"] if self.config.reg != EASEConfig.reg else []
+        if self.config.history_half_life is not None:
+            params.append(f"history_half_life={self.config.history_half_life}")
+        return f"sparse_ease({', '.join(params)})" if params else "sparse_ease"
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         n = data.n_items
