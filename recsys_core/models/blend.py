@@ -78,9 +78,18 @@ class Blend(Recommender):
         quick={"members": ["ease", "itemknn", "content"]}, text={"members": ["content"]}
     )
 
-    def __init__(self, config: BlendConfig | None = None):
+    def __init__(self, config: BlendConfig | None = None, members: list[Recommender] | None = None):
+        """A blend builds its members once: the same instances are tuned and refit.
+
+        Args:
+            config: The members' specs and the tuning.
+            members: The members already built from `config.members`, in order (e.g. the
+                stand-ins `adapted` chose); None builds them here.
+        """
         super().__init__(config)
-        self.members = [create(spec) for spec in self.config.members]
+        self.members = members if members is not None else [create(s) for s in self.config.members]
+        if len(self.members) != len(self.config.members):
+            raise ValueError("a blend needs one member per spec of its config")
         self.weights = torch.ones(len(self.members)) / len(self.members)
 
     @property
@@ -95,7 +104,8 @@ class Blend(Recommender):
     def adapted(self, n_items: int, memory_bytes: int) -> tuple[Recommender | None, list[str]]:
         """The blend with each member that does not fit replaced by its stand-in (when that
         is not a member already) or left out; None when no member is left."""
-        members: list[str] = []
+        specs: list[str] = []
+        members: list[Recommender] = []
         notes: list[str] = []
         keys: set[str] = set()  # full configs, so a stand-in that is a member already is not added
         for spec, member in zip(self.config.members, self.members, strict=True):
@@ -105,12 +115,13 @@ class Blend(Recommender):
             if key is None or key in keys:
                 continue
             keys.add(key)
-            members.append(spec if model is member else str(member.stand_in()))
+            specs.append(spec if model is member else str(member.stand_in()))
+            members.append(model)
         if not notes:
             return self, []
         if not members:
             return None, [*notes, "blend: no member left; left out"]
-        return Blend(dataclasses.replace(self.config, members=tuple(members))), notes
+        return Blend(dataclasses.replace(self.config, members=tuple(specs)), members), notes
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         epochs: EpochMetrics = []
@@ -129,9 +140,8 @@ class Blend(Recommender):
                 users = np.sort(rng.choice(users, size=limit, replace=False))
             histories = split.train.histories(users)
             scores = []
-            for member in _fit_shared(
-                [create(spec) for spec in self.config.members], held_out, options
-            ):
+            # the members themselves are tuned here and refit below, on all of `data`
+            for member in _fit_shared(self.members, held_out, options):
                 member_scores = score_in_chunks(member, histories, self.config.tune_memory_mb)
                 scores.append(standardize(member_scores, histories))
             relevant = relevance_matrix(split.test, users, data.n_users, data.n_items)
