@@ -1,5 +1,6 @@
-"""Fit each thing once: a night computes each item-item matrix once per data part and config,
-the models spec is parsed once, and the blend builds its members once."""
+"""Fit each thing once: a night fits each config once per data part (EASE's Gram matrix is
+inverted once per part and config), the models spec is parsed once, and the blend builds its
+members once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from recsys_core.context import RunContext
 from recsys_core.models import FitOptions, TrainingData, create
 from recsys_core.models.registry import ModelSpec, format_spec, parse_spec
-from recsys_core.models.training import SharedFits, shared_fits
+from recsys_core.models.training import SharedFits, fit_shared, shared_fits
 from recsys_core.settings import Settings
 
 
@@ -50,25 +51,30 @@ def test_a_nightly_solves_ease_once_per_config_and_data_part(trained_lake, ease_
     assert len(ease_solves) == len(set(ease_solves))
 
 
-def test_shared_fits_compute_once_per_part_and_config(planted):
+def test_shared_fits_fit_once_per_part_and_config(planted, ease_solves):
     data, _ = planted
-    part = TrainingData(data)
+    part, options = TrainingData(data), FitOptions()
     with shared_fits() as fits:
         first = create("ease(reg=10)")
-        first.fit(part, FitOptions())
+        fit_shared(first, part, options)
         # a scoring option only: the same fit; new objects holding the same events too
         again = create("ease(reg=10, history_half_life=3)")
-        again.fit(TrainingData(data.with_frame(data.frame.clone())), FitOptions())
+        fit_shared(again, TrainingData(data.with_frame(data.frame.clone())), options)
         assert again.weights is first.weights and fits.computed == 1 and fits.reused == 1
-        create("ease(reg=20)").fit(part, FitOptions())  # another config
+        fit_shared(create("ease(reg=20)"), part, options)  # another config
         knn = create("itemknn")
-        knn.fit(part, FitOptions())
-        create("itemknn(history_half_life=2)").fit(part, FitOptions())
-        assert fits.computed == 3 and fits.reused == 2
-    # outside the block every fit solves its own, with the same result
+        fit_shared(knn, part, options)
+        with shared_fits():  # an inner block (a blend's) joins the night's
+            fit_shared(create("itemknn(history_half_life=2)"), part, options)
+        assert fits.computed == 3 and fits.reused == 2 and len(ease_solves) == 2
+        # other events, or other options: fitted again
+        fit_shared(create("ease(reg=10)"), TrainingData(data.with_frame(data.frame[1:])), options)
+        fit_shared(create("ease(reg=10)"), part, FitOptions(seed=1))
+        assert fits.computed == 5 and len(ease_solves) == 4
+    # outside a block every fit solves its own, with the same result
     alone = create("ease(reg=10)")
-    alone.fit(part, FitOptions())
-    assert alone.weights is not first.weights
+    fit_shared(alone, part, options)
+    assert alone.weights is not first.weights and len(ease_solves) == 5
     torch.testing.assert_close(alone.weights, first.weights, rtol=0, atol=0)
 
 

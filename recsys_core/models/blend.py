@@ -35,7 +35,7 @@ from recsys_core.models.base import (
     history_rows,
 )
 from recsys_core.models.registry import create, format_spec, register
-from recsys_core.models.training import validation_part
+from recsys_core.models.training import fit_shared, shared_fits, validation_part
 from recsys_core.ranking.topk import score_in_chunks
 
 # cheap, complementary members: co-occurrence with text and sitting-window signals, the same
@@ -207,16 +207,12 @@ class Blend(Recommender):
 def _fit_shared(
     members: list[Recommender], data: TrainingData, options: FitOptions
 ) -> list[Recommender]:
-    """Fit each member; one whose fit equals an earlier member's (same `fit_key`, e.g.
-    itemknn with and without `history_half_life`) takes that member's state instead."""
-    fitted: dict[str, Recommender] = {}
-    for member in members:
-        key = member.fit_key()
-        if key in fitted:
-            member.load_state_dict(fitted[key].state_dict())
-        else:
-            member.fit(data, options)
-            fitted[key] = member
+    """Fit each member; one whose fit equals an earlier one's (same `fit_key` on the same
+    data, e.g. itemknn with and without `history_half_life`, or the night's `ease` candidate
+    and a member) takes that fit's state instead (`training.shared_fits`)."""
+    with shared_fits():
+        for member in members:
+            fit_shared(member, data, options)
     return members
 
 

@@ -35,7 +35,6 @@ from recsys_core.models.base import (
 )
 from recsys_core.models.item_item import ItemItemRecommender
 from recsys_core.models.registry import register
-from recsys_core.models.training import fit_once
 
 # peak bytes of a fit per items^2: the float32 Gram matrix from sparse, its float64 copy, the
 # inverse and its workspace, the weights (measured: 33 at 6,000 items)
@@ -93,12 +92,6 @@ class EASE(ItemItemRecommender):
             raise InputError(
                 f"{self.size_problem(n, 1 << 62)}; choose another model or raise max_items"
             )
-        # within a night, one solve per (data part, config): see `training.shared_fits`
-        self.keep(fit_once(self, data, lambda: self._solve(data)))  # (I, I)
-        return []
-
-    def _solve(self, data: TrainingData) -> torch.Tensor:
-        """B from the Gram matrix of `data` (and its side signals). Returns (I, I) float32."""
         x = data.interactions.matrix()
         gram = torch.from_numpy((x.T @ x).toarray()).double()  # (I, I)
         text = None
@@ -120,7 +113,8 @@ class EASE(ItemItemRecommender):
         if text is not None and self.config.cold_map_reg is not None:
             warm = x.getnnz(axis=0) > 0  # items with events: non-empty columns of X
             weights = map_cold_columns(weights, text, warm, self.config.cold_map_reg)
-        return weights.float()
+        self.keep(weights.float())  # (I, I)
+        return []
 
 
 def _size(n_bytes: float) -> str:

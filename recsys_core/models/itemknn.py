@@ -15,14 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from recsys_core.models.base import EpochMetrics, FitOptions, TrainingData
 from recsys_core.models.item_item import ItemItemRecommender
 from recsys_core.models.registry import register
 from recsys_core.models.sparse_items import co_occurrence_topn
-from recsys_core.models.training import fit_once
 
 
 @dataclass(frozen=True)
@@ -43,12 +41,6 @@ class ItemKNN(ItemItemRecommender):
     state_name = "similarity"
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
-        # within a night, one build per (data part, config): see `training.shared_fits`
-        self.keep(fit_once(self, data, lambda: self._neighbours(data)))  # (I, I)
-        return []
-
-    def _neighbours(self, data: TrainingData) -> sp.csr_matrix:
-        """Each item's `neighbors` most similar items, sparse: (I, I) history item -> candidate."""
         x = data.interactions.matrix()
         norms = torch.from_numpy(np.sqrt(np.asarray(x.sum(axis=0)).ravel()).astype(np.float32))
         shrink = self.config.shrink
@@ -59,4 +51,6 @@ class ItemKNN(ItemItemRecommender):
             return counts.div_(scale)
 
         neighbors, memory_mb = self.config.neighbors, self.config.block_memory_mb
-        return co_occurrence_topn(x, neighbors, cosine, memory_mb=memory_mb)
+        # (I, I): history item -> candidate
+        self.keep(co_occurrence_topn(x, neighbors, cosine, memory_mb=memory_mb))
+        return []

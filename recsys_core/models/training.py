@@ -19,6 +19,7 @@ put back. The stop flag (Ctrl-C, SIGTERM, a cancel) is checked before every step
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import weakref
 from collections import OrderedDict
@@ -131,45 +132,48 @@ def _restore(optimizer: torch.optim.Optimizer, state: list[torch.Tensor]) -> Non
             param.copy_(saved)
 
 
-T = TypeVar("T")
+T = TypeVar("T")  # what a shared fit keeps
 
 
 @dataclass
 class _Part:
-    """The artifacts computed on one data part, by fit key."""
+    """What was computed on one data part, by key."""
 
     artifacts: dict[str, Any] = field(default_factory=dict)
 
 
 class SharedFits:
-    """Fitted artifacts of one scope (a training night), by (data part, fit key): each is
-    computed once and handed to every later fit of the same config on the same part.
+    """Fitted models of one scope (a training night), by (data part, fit key and options):
+    each is fitted once and its state handed to every later fit of the same config on the
+    same part.
 
-    A night fits the same item-item matrix several times over: the `ease` candidate and the
-    blend's `ease(history_half_life=5)` member fit one matrix on the training part; the
+    A night fits the same model several times over: the `ease` candidate and the blend's
+    `ease(history_half_life=5)` member fit one item x item matrix on the training part; the
     blend refit on all events tunes its weights on a part equal to the candidates' training
-    part (the same protocol and seed hold out the same events); its members' refit on all
-    events and a challenger's share theirs. A part is known by its content: the events in
-    their order (a hash of every row), the numbers of users and items, and the very item
-    vectors object. A night moves through its parts in order (the candidates' training
-    part, the blend's tuning part, all events), so only the `parts` most recently used parts
-    are kept: at most that many sets of item x item matrices.
+    part (the same protocol and seed hold out the same events), so every member's fit there
+    is one done before; its members' refit on all events and a challenger's share theirs.
+
+    A part is known by its content: the events in their order (a hash of every row), the
+    numbers of users and items, and the very item vectors object. A night moves through its
+    parts in order (the candidates' training part, the blend's tuning part, all events), so
+    only the `parts` most recently used parts are kept: at most that many sets of fitted
+    states (for EASE, item x item matrices).
 
     Args:
-        parts: Data parts whose artifacts are kept.
+        parts: Data parts whose fitted states are kept.
     """
 
     def __init__(self, parts: int = 2):
         self.parts = parts
-        self.computed = 0  # artifacts computed (one per distinct part and fit key)
-        self.reused = 0  # fits that took an artifact computed before
+        self.computed = 0  # fits done (one per distinct part and fit key)
+        self.reused = 0  # fits that took the state of one done before
         self._parts: OrderedDict[tuple[str, int], _Part] = OrderedDict()
         # id(interactions) -> its content key, forgotten when the object is (ids are reused)
         self._known: dict[int, str] = {}
         self._vectors: dict[int, Any] = {}  # id -> item vectors, kept for the same reason
 
     def get(self, data: TrainingData, key: str, compute: Callable[[], T]) -> T:
-        """The artifact of `key` on `data`'s part: computed by `compute()` the first time."""
+        """What `compute()` gave for `key` on `data`'s part, computed the first time only."""
         self._vectors[id(data.item_embeddings)] = data.item_embeddings
         where = (self._content(data.interactions), id(data.item_embeddings))
         part = self._parts.get(where)
@@ -202,12 +206,16 @@ _shared: ContextVar[SharedFits | None] = ContextVar("shared_fits", default=None)
 
 @contextlib.contextmanager
 def shared_fits(parts: int = 2) -> Iterator[SharedFits]:
-    """Within the block, fits that go through `fit_once` compute each artifact once per
-    (data part, config); see `SharedFits`. Outside any block every fit computes its own.
+    """Within the block, `fit_shared` fits each model config once per data part (see
+    `SharedFits`); a block inside another shares the outer one's fits.
 
     Args:
-        parts: Data parts whose artifacts are kept.
+        parts: Data parts whose fitted states are kept.
     """
+    outer = _shared.get()
+    if outer is not None:
+        yield outer
+        return
     fits = SharedFits(parts)
     token = _shared.set(fits)
     try:
@@ -216,23 +224,34 @@ def shared_fits(parts: int = 2) -> Iterator[SharedFits]:
         _shared.reset(token)
 
 
-def fit_once(model: Recommender, data: TrainingData, compute: Callable[[], T]) -> T:
-    """`compute()`, or the result an earlier fit of the same config (`model.fit_key()`) on
-    the same data part got from it, inside a `shared_fits` block.
+def fit_shared(model: Recommender, data: TrainingData, options: FitOptions) -> EpochMetrics:
+    """`model.fit(data, options)`, or, inside a `shared_fits` block, the fitted state (and
+    epochs) of an earlier fit of the same config on the same data part, when there was one.
 
-    For fits whose result depends on the data and the config only (not on `FitOptions`,
-    not on random draws): the closed-form item-item models.
+    Two models with the same `fit_key` (e.g. EASE with and without `history_half_life`)
+    share a fit; the state is shared as it is, not copied, and no model changes its fitted
+    tensors in place.
 
     Args:
-        model: The model being fitted.
+        model: The model to fit.
         data: What it is fitted on.
-        compute: Computes the artifact (e.g. the item x item weights); its result is shared
-            as it is, so it must not be changed in place afterwards.
+        options: Run-level settings (part of what must be equal to share).
     """
     fits = _shared.get()
     if fits is None:
-        return compute()
-    return fits.get(data, model.fit_key(), compute)
+        return model.fit(data, options)
+    fitted: list[Recommender] = []
+
+    def fit() -> tuple[dict[str, torch.Tensor], EpochMetrics]:
+        epochs = model.fit(data, options)
+        fitted.append(model)
+        return model.state_dict(), epochs
+
+    ran = dataclasses.replace(options, progress=False)  # bars change nothing fitted
+    state, epochs = fits.get(data, f"{model.fit_key()} {ran!r}", fit)
+    if not fitted:
+        model.load_state_dict(state)
+    return [dict(epoch) for epoch in epochs]
 
 
 def validation_part(

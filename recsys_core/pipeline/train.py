@@ -39,7 +39,7 @@ from recsys_core.models import FitOptions, TrainingData, create, registered
 from recsys_core.models.blend import DEFAULT_MEMBERS
 from recsys_core.models.registry import ModelSpec
 from recsys_core.models.sasrec import budgeted
-from recsys_core.models.training import shared_fits
+from recsys_core.models.training import fit_shared, shared_fits
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.pipeline.fingerprints import stage_fingerprint
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
@@ -281,8 +281,8 @@ def train(
 
     A candidate whose fit or evaluation fails is left out (its MLflow run is marked failed,
     the report names it and the error); the run fails only when no candidate trained. Each
-    item-item matrix is computed once per data part and config (`shared_fits`): the
-    candidates, the blend's tuning and every refit on all events share it.
+    config is fitted once per data part (`shared_fits`): the candidates, the blend's members
+    while it tunes and refits, and the refits on all events share their fits.
 
     Args:
         context: The data directory; its settings give the candidates, protocol, gate and
@@ -500,7 +500,7 @@ def _fit_candidate(night: Night, spec: ModelSpec, *, log_files: bool = True) -> 
         tracker.mlflow.log_dict({"model": name, "params": params}, "config.json")
         start = time.perf_counter()
         try:
-            epochs = model.fit(TrainingData(split.train, embeddings), options)
+            epochs = fit_shared(model, TrainingData(split.train, embeddings), options)
         except Exception as exc:
             tracker.mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
@@ -603,7 +603,7 @@ def _refit_and_register(
     settings, tracker, context = night.settings, night.tracker, night.context
     full = night.everything()
     model = create(result.model, result.params)
-    model.fit(full, night.work.options)
+    fit_shared(model, full, night.work.options)  # shares the blend's refit members
     # the item vectors and their encoder travel with the model, so it can rank by a query
     encoder = {} if full.item_embeddings is None else {
         "encoder": encoder_id(context), "encoder_source": settings.embedding.encoder,
