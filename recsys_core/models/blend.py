@@ -44,7 +44,7 @@ from recsys_core.models.base import (
     history_rows,
 )
 from recsys_core.models.registry import create, format_spec, register
-from recsys_core.models.training import validation_part
+from recsys_core.models.training import fit_shared, shared_fits, validation_part
 from recsys_core.ranking.topk import score_in_chunks
 
 # cheap, complementary members: co-occurrence with text and sitting-window signals, the same
@@ -90,9 +90,18 @@ class Blend(Recommender):
         quick={"members": ["ease", "itemknn", "content"]}, text={"members": ["content"]}
     )
 
-    def __init__(self, config: BlendConfig | None = None):
+    def __init__(self, config: BlendConfig | None = None, members: list[Recommender] | None = None):
+        """A blend builds its members once: the same instances are tuned and refit.
+
+        Args:
+            config: The members' specs and the tuning.
+            members: The members already built from `config.members`, in order (e.g. the
+                stand-ins `adapted` chose); None builds them here.
+        """
         super().__init__(config)
-        self.members = [create(spec) for spec in self.config.members]
+        self.members = members if members is not None else [create(s) for s in self.config.members]
+        if len(self.members) != len(self.config.members):
+            raise ValueError("a blend needs one member per spec of its config")
         self.weights = torch.ones(len(self.members)) / len(self.members)
         # weights of the items without training events (`eventless`, (I,) bool); None = as
         # the others
@@ -111,7 +120,8 @@ class Blend(Recommender):
     def adapted(self, n_items: int, memory_bytes: int) -> tuple[Recommender | None, list[str]]:
         """The blend with each member that does not fit replaced by its stand-in (when that
         is not a member already) or left out; None when no member is left."""
-        members: list[str] = []
+        specs: list[str] = []
+        members: list[Recommender] = []
         notes: list[str] = []
         keys: set[str] = set()  # full configs, so a stand-in that is a member already is not added
         for spec, member in zip(self.config.members, self.members, strict=True):
@@ -121,12 +131,13 @@ class Blend(Recommender):
             if key is None or key in keys:
                 continue
             keys.add(key)
-            members.append(spec if model is member else str(member.stand_in()))
+            specs.append(spec if model is member else str(member.stand_in()))
+            members.append(model)
         if not notes:
             return self, []
         if not members:
             return None, [*notes, "blend: no member left; left out"]
-        return Blend(dataclasses.replace(self.config, members=tuple(members))), notes
+        return Blend(dataclasses.replace(self.config, members=tuple(specs)), members), notes
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         epochs: EpochMetrics = []
@@ -153,9 +164,8 @@ class Blend(Recommender):
                     users = np.sort(rng.choice(users, size=limit, replace=False))
                 histories.append((users, part.train.histories(users)))
                 scores.append([])
-            for member in _fit_shared(
-                [create(spec) for spec in self.config.members], held_out, options
-            ):
+            # the members themselves are tuned here and refit below, on all of `data`
+            for member in _fit_shared(self.members, held_out, options):
                 for (_, h), found in zip(histories, scores, strict=True):
                     member_scores = score_in_chunks(member, h, self.config.tune_memory_mb)
                     found.append(standardize(member_scores, h))
@@ -247,16 +257,12 @@ class Blend(Recommender):
 def _fit_shared(
     members: list[Recommender], data: TrainingData, options: FitOptions
 ) -> list[Recommender]:
-    """Fit each member; one whose fit equals an earlier member's (same `fit_key`, e.g.
-    itemknn with and without `history_half_life`) takes that member's state instead."""
-    fitted: dict[str, Recommender] = {}
-    for member in members:
-        key = member.fit_key()
-        if key in fitted:
-            member.load_state_dict(fitted[key].state_dict())
-        else:
-            member.fit(data, options)
-            fitted[key] = member
+    """Fit each member; one whose fit equals an earlier one's (same `fit_key` on the same
+    data, e.g. itemknn with and without `history_half_life`, or the night's `ease` candidate
+    and a member) takes that fit's state instead (`training.shared_fits`)."""
+    with shared_fits():
+        for member in members:
+            fit_shared(member, data, options)
     return members
 
 

@@ -24,6 +24,7 @@ import importlib
 import importlib.metadata
 import json
 import pkgutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,38 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), params
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model by name and parameters: a spec string parsed once (`parse`), or a configured
+    model's own (`of`). It travels from the `models` setting to the fit as it is, so no later
+    step reads the string again.
+
+    Attributes:
+        name: A registered model name.
+        params: Its parameters (those not given keep their defaults).
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str) -> ModelSpec:
+        """From a spec such as `ease` or `ease(reg=300)` (see `parse_spec`)."""
+        return cls(*parse_spec(spec))
+
+    @classmethod
+    def of(cls, model: Any) -> ModelSpec:
+        """The full config of a configured model (every parameter, defaults included)."""
+        return cls(model.name, model.params())
+
+    def create(self, *, saved: bool = False) -> Any:
+        """The model, unfitted (see `create`)."""
+        return create(self.name, self.params, saved=saved)
+
+    def __str__(self) -> str:
+        return format_spec(self.name, self.params)
+
+
 def format_spec(name: str, params: dict[str, Any]) -> str:
     """The inverse of `parse_spec`: `name(key=value, ...)`, or `name` without parameters."""
     if not params:
@@ -182,7 +215,7 @@ def create(name: str, params: dict[str, Any] | None = None, *, saved: bool = Fal
     """Instantiate a registered model from its name (or spec, see `parse_spec`) and params.
 
     Args:
-        name: A model name or spec.
+        name: A model name, or a spec string (parsed here; `ModelSpec.create` parses nothing).
         params: Parameters, over those of the spec.
         saved: The parameters come from a saved model: ones the model has retired are dropped.
     """

@@ -19,8 +19,14 @@ put back. The stop flag (Ctrl-C, SIGTERM, a cancel) is checked before every step
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -28,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from recsys_core.cancel import raise_if_stopped
+from recsys_core.data.interactions import Interactions
 from recsys_core.data.splits import Split, make_split
 from recsys_core.device import resolve_device
 from recsys_core.evaluation.evaluate import evaluate
@@ -123,6 +130,128 @@ def _restore(optimizer: torch.optim.Optimizer, state: list[torch.Tensor]) -> Non
     with torch.no_grad():
         for param, saved in zip(_parameters(optimizer), state, strict=True):
             param.copy_(saved)
+
+
+T = TypeVar("T")  # what a shared fit keeps
+
+
+@dataclass
+class _Part:
+    """What was computed on one data part, by key."""
+
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+
+class SharedFits:
+    """Fitted models of one scope (a training night), by (data part, fit key and options):
+    each is fitted once and its state handed to every later fit of the same config on the
+    same part.
+
+    A night fits the same model several times over: the `ease` candidate and the blend's
+    `ease(history_half_life=5)` member fit one item x item matrix on the training part; the
+    blend refit on all events tunes its weights on a part equal to the candidates' training
+    part (the same protocol and seed hold out the same events), so every member's fit there
+    is one done before; its members' refit on all events and a challenger's share theirs.
+
+    A part is known by its content: the events in their order (a hash of every row), the
+    numbers of users and items, and the very item vectors object. A night moves through its
+    parts in order (the candidates' training part, the blend's tuning part, all events), so
+    only the `parts` most recently used parts are kept: at most that many sets of fitted
+    states (for EASE, item x item matrices).
+
+    Args:
+        parts: Data parts whose fitted states are kept.
+    """
+
+    def __init__(self, parts: int = 2):
+        self.parts = parts
+        self.computed = 0  # fits done (one per distinct part and fit key)
+        self.reused = 0  # fits that took the state of one done before
+        self._parts: OrderedDict[tuple[str, int], _Part] = OrderedDict()
+        # id(interactions) -> its content key, forgotten when the object is (ids are reused)
+        self._known: dict[int, str] = {}
+        self._vectors: dict[int, Any] = {}  # id -> item vectors, kept for the same reason
+
+    def get(self, data: TrainingData, key: str, compute: Callable[[], T]) -> T:
+        """What `compute()` gave for `key` on `data`'s part, computed the first time only."""
+        self._vectors[id(data.item_embeddings)] = data.item_embeddings
+        where = (self._content(data.interactions), id(data.item_embeddings))
+        part = self._parts.get(where)
+        if part is None:
+            part = self._parts[where] = _Part()
+            while len(self._parts) > self.parts:
+                self._parts.popitem(last=False)  # the least recently used part
+        self._parts.move_to_end(where)
+        if key in part.artifacts:
+            self.reused += 1
+        else:
+            part.artifacts[key] = compute()
+            self.computed += 1
+        return part.artifacts[key]
+
+    def _content(self, interactions: Interactions) -> str:
+        """A hash of the events in their order and the vocabulary sizes, once per object."""
+        known = self._known.get(id(interactions))
+        if known is None:
+            digest = hashlib.blake2b(digest_size=16)
+            digest.update(interactions.frame.hash_rows(seed=0).to_numpy().tobytes())
+            digest.update(f"{interactions.n_users}x{interactions.n_items}".encode())
+            known = self._known[id(interactions)] = digest.hexdigest()
+            weakref.finalize(interactions, self._known.pop, id(interactions), None)
+        return known
+
+
+_shared: ContextVar[SharedFits | None] = ContextVar("shared_fits", default=None)
+
+
+@contextlib.contextmanager
+def shared_fits(parts: int = 2) -> Iterator[SharedFits]:
+    """Within the block, `fit_shared` fits each model config once per data part (see
+    `SharedFits`); a block inside another shares the outer one's fits.
+
+    Args:
+        parts: Data parts whose fitted states are kept.
+    """
+    outer = _shared.get()
+    if outer is not None:
+        yield outer
+        return
+    fits = SharedFits(parts)
+    token = _shared.set(fits)
+    try:
+        yield fits
+    finally:
+        _shared.reset(token)
+
+
+def fit_shared(model: Recommender, data: TrainingData, options: FitOptions) -> EpochMetrics:
+    """`model.fit(data, options)`, or, inside a `shared_fits` block, the fitted state (and
+    epochs) of an earlier fit of the same config on the same data part, when there was one.
+
+    Two models with the same `fit_key` (e.g. EASE with and without `history_half_life`)
+    share a fit; the state is shared as it is, not copied, and no model changes its fitted
+    tensors in place.
+
+    Args:
+        model: The model to fit.
+        data: What it is fitted on.
+        options: Run-level settings (part of what must be equal to share).
+    """
+    fits = _shared.get()
+    if fits is None:
+        return model.fit(data, options)
+    fitted: list[Recommender] = []
+
+    def fit() -> tuple[dict[str, torch.Tensor], EpochMetrics]:
+        epochs = model.fit(data, options)
+        fitted.append(model)
+        return model.state_dict(), epochs
+
+    ran = dataclasses.replace(options, progress=False)  # bars change nothing fitted
+    state, epochs = fits.get(data, f"{model.fit_key()} {ran!r}", fit)
+    if not fitted:
+        model.load_state_dict(state)
+    return [dict(epoch) for epoch in epochs]
 
 
 def validation_part(

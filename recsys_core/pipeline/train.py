@@ -37,13 +37,14 @@ from recsys_core.evaluation import evaluate
 from recsys_core.evaluation.evaluate import ChunkMap
 from recsys_core.models import FitOptions, TrainingData, create, registered
 from recsys_core.models.blend import DEFAULT_MEMBERS
-from recsys_core.models.registry import format_spec
+from recsys_core.models.registry import ModelSpec
 from recsys_core.models.sasrec import budgeted
+from recsys_core.models.training import fit_shared, shared_fits
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.pipeline.fingerprints import stage_fingerprint
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
 from recsys_core.registry.tracking import CHALLENGER, CHAMPION, Tracker, mlflow_names
-from recsys_core.registry.versions import config_key
+from recsys_core.registry.versions import RegisteredVersion, config_key
 from recsys_core.settings import Settings
 from recsys_core.storage import Lake
 
@@ -141,8 +142,8 @@ def ordered_histories(data: Interactions) -> bool:
 
 
 def _adapted_defaults(
-    specs: list[str], data: Interactions, embeddings: torch.Tensor | None
-) -> tuple[list[str], list[str]]:
+    specs: list[ModelSpec], data: Interactions, embeddings: torch.Tensor | None
+) -> tuple[list[ModelSpec], list[str]]:
     """The default candidates for this data, and a note per addition.
 
     When items have text and histories are ordered, the text-fused sequential model joins
@@ -154,19 +155,22 @@ def _adapted_defaults(
     params = budgeted(len(data), data.n_items)
     if params is None:
         return specs, [f"sasrec: {len(data)} events exceed its CPU budget; left out"]
-    sequential = format_spec("sasrec", params)
+    sequential = ModelSpec("sasrec", params)
     last_item = "content(learned=false, half_life=0.5)"  # text cosine to the newest item
-    out = [s for s in specs if s != "blend"] + [sequential]
-    if "blend" in specs:
-        out.append(format_spec("blend", {"members": [*DEFAULT_MEMBERS, sequential, last_item]}))
+    blend = ModelSpec("blend")  # the default blend, its members adapted here
+    out = [s for s in specs if s != blend] + [sequential]
+    if blend in specs:
+        members = [*DEFAULT_MEMBERS, str(sequential), last_item]
+        out.append(ModelSpec("blend", {"members": members}))
     return out, [f"items have text and histories are ordered: {sequential} joins"]
 
 
 def _candidate_configs(
     context: RunContext, embeddings, data: Interactions
-) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
-    """(model name, full params) of each candidate, checked before any fit, and notes.
+) -> tuple[list[ModelSpec], list[str]]:
+    """The full spec (every parameter) of each candidate, checked before any fit, and notes.
 
+    The `models` setting is parsed here, once; the specs then travel to the fits as they are.
     Requested models (`--models`, RECSYS_MODELS) are refused with exit code 2 when they need
     item embeddings that are missing or more memory than the catalog allows. The default
     candidates adapt instead: the text-fused sequential model joins them where items have
@@ -177,13 +181,13 @@ def _candidate_configs(
     requested = "models" in settings.train.model_fields_set
     budget = settings.train.memory_budget_bytes()
     n_items = data.n_items
-    configs: list[tuple[str, dict[str, Any]]] = []
+    configs: list[ModelSpec] = []
     notes: list[str] = []
-    specs = list(settings.train.models)
+    specs = [ModelSpec.parse(text) for text in settings.train.models]
     if not requested:
         specs, notes = _adapted_defaults(specs, data, embeddings)
     for spec in specs:
-        model = create(spec)
+        model = spec.create()
         if requested:
             problem = model.size_problem(n_items, budget)
             if problem is not None:
@@ -198,8 +202,8 @@ def _candidate_configs(
                 f"model {spec} needs item embeddings from encoder {encoder_id(context)} "
                 "(run `recsys encode` first)"
             )
-        config = (model.name, model.params())
-        if config_key(*config) not in {config_key(*c) for c in configs}:
+        config = ModelSpec.of(model)
+        if _key(config) not in {_key(c) for c in configs}:
             configs.append(config)
     if not configs:
         raise InputError(
@@ -207,6 +211,63 @@ def _candidate_configs(
             + (f"; {'; '.join(notes)}" if notes else "")
         )
     return configs, notes
+
+
+def _key(spec: ModelSpec) -> str:
+    return config_key(spec.name, spec.params)
+
+
+@dataclass
+class Candidates:
+    """What training and evaluation share: the data, its split, the candidates to fit.
+
+    Attributes:
+        data: Every event, in index space.
+        embeddings: (items, D) item text vectors aligned with `data`'s items; None when not
+            encoded.
+        specs: The candidates, each with its full config.
+        split: The leakage-free split they are fitted and judged on.
+        options: Run-level fit options (device, seed, progress, validation protocol).
+        report: The report being filled in.
+    """
+
+    data: Interactions
+    embeddings: torch.Tensor | None
+    specs: list[ModelSpec]
+    split: Split
+    options: FitOptions
+    report: TrainReport
+
+
+@dataclass
+class Night:
+    """The shared state of one training (or evaluation) run, handed to each step.
+
+    Attributes:
+        context: The data directory and its settings.
+        tracker: Where runs, files and registered versions go.
+        work: The data, split and candidates.
+        say: Called with a line as each step starts and ends.
+        map_chunks: Where evaluation ranks its chunks of test users; None = here.
+    """
+
+    context: RunContext
+    tracker: Tracker
+    work: Candidates
+    say: Callable[[str], None]
+    map_chunks: ChunkMap | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.context.settings
+
+    @property
+    def report(self) -> TrainReport:
+        return self.work.report
+
+    def everything(self) -> TrainingData:
+        """All events with the item vectors: what the winner is refit on."""
+        return TrainingData(self.work.data, self.work.embeddings)
 
 
 def train(
@@ -219,7 +280,9 @@ def train(
     """Fit, evaluate, track and register; returns what was decided and why.
 
     A candidate whose fit or evaluation fails is left out (its MLflow run is marked failed,
-    the report names it and the error); the run fails only when no candidate trained.
+    the report names it and the error); the run fails only when no candidate trained. Each
+    config is fitted once per data part (`shared_fits`): the candidates, the blend's members
+    while it tunes and refits, and the refits on all events share their fits.
 
     Args:
         context: The data directory; its settings give the candidates, protocol, gate and
@@ -230,8 +293,23 @@ def train(
         map_chunks: Where evaluation ranks its chunks of test users (e.g. Dask workers);
             None = here.
     """
-    settings, run_id = context.settings, context.run_id
-    say = log or (lambda line: None)
+    protocol = _champion_protocol(context.settings)
+    say = log or _quiet
+    work = _split_and_candidates(context, protocol, progress, say)
+    night = Night(context, Tracker.of(context), work, say, map_chunks)
+    champion, note = _champion_to_measure(night)
+    with shared_fits():
+        winner, challenger, parent_id = _measure_and_decide(night, champion, note)
+        _refit_winners(night, winner, challenger, parent_id)
+    return work.report
+
+
+def _quiet(line: str) -> None:
+    """Says nothing (no `log` given)."""
+
+
+def _champion_protocol(settings: Settings) -> str:
+    """The configured protocol, refused when it cannot pick a champion."""
     protocol = check_protocol(settings.train.protocol)
     if protocol == "cold_items":
         raise InputError(
@@ -239,33 +317,40 @@ def train(
             "use it with `recsys evaluate` (champion protocols: user_temporal, "
             "global_temporal, leave_one_out, user_random)"
         )
-    data, embeddings, candidates, split, options, report = _split_and_candidates(
-        context, protocol, progress, say
-    )
-    tracker = Tracker.of(context)
-    champion = tracker.get(CHAMPION)
+    return protocol
 
-    note = ""
-    if champion is not None:
-        try:
-            problem = create(champion.model, champion.params).size_problem(
-                report.items, settings.train.memory_budget_bytes()
-            )
-            if problem is not None:
-                raise InputError(problem)
-        except InputError as exc:  # a model or parameter that no longer exists; too large
-            note = f"champion {champion.label} cannot be re-measured ({exc}); "
-            champion = None
-    keys = {config_key(n, p) for n, p in candidates}
-    if champion is not None and champion.config_key not in keys:
-        candidates.append((champion.model, champion.params))
 
-    tags = {"pipeline_run": run_id, "protocol": protocol, "split": split.fingerprint()}
-    with tracker.run(f"train {time.strftime('%Y-%m-%d %H:%M')}", tags=tags) as parent:
-        _fit_candidates(
-            tracker, candidates, split, embeddings, options, settings, report, say,
-            map_chunks=map_chunks,
-        )  # fmt: skip
+def _champion_to_measure(night: Night) -> tuple[RegisteredVersion | None, str]:
+    """Today's champion, added to the candidates so it is measured on tonight's split; None
+    (and a note why) when it cannot be re-measured."""
+    champion = night.tracker.get(CHAMPION)
+    if champion is None:
+        return None, ""
+    try:
+        problem = create(champion.model, champion.params).size_problem(
+            night.report.items, night.settings.train.memory_budget_bytes()
+        )
+        if problem is not None:
+            raise InputError(problem)
+    except InputError as exc:  # a model or parameter that no longer exists; too large
+        return None, f"champion {champion.label} cannot be re-measured ({exc}); "
+    if champion.config_key not in {_key(s) for s in night.work.specs}:
+        night.work.specs.append(ModelSpec(champion.model, champion.params))
+    return champion, ""
+
+
+def _measure_and_decide(
+    night: Night, champion: RegisteredVersion | None, note: str
+) -> tuple[CandidateResult, CandidateResult | None, str]:
+    """Fit and evaluate the candidates in one parent MLflow run, then gate them.
+
+    Returns the winner (to be champion), the challenger (or None) and the parent run's id.
+    """
+    settings, report, split = night.settings, night.report, night.work.split
+    tags = {"pipeline_run": night.context.run_id, "protocol": report.protocol,
+            "split": split.fingerprint()}  # fmt: skip
+    with night.tracker.run(f"train {time.strftime('%Y-%m-%d %H:%M')}", tags=tags) as parent:
+        _fit_candidates(night)
         if champion is not None and champion.config_key not in {c.key for c in report.candidates}:
             note += f"champion {champion.label} did not train tonight; "
             champion = None
@@ -277,24 +362,26 @@ def train(
         winner.role = CHAMPION
         if challenger is not None:
             challenger.role = CHALLENGER
-        _log_comparison(tracker, report, winner, challenger)
-        parent_id = parent.info.run_id
+        _log_comparison(night.tracker, report, winner, challenger)
+        return winner, challenger, parent.info.run_id
 
-    full = TrainingData(data, embeddings)
-    extra = {"pipeline_run": run_id, "parent_run": parent_id, "split": split.fingerprint()}
-    say(f"refitting {candidate_label(asdict(winner))} on all {len(data)} events")
-    registered = _refit_and_register(tracker, winner, full, options, context, CHAMPION, extra)
-    report.champion = registered.label
+
+def _refit_winners(
+    night: Night, winner: CandidateResult, challenger: CandidateResult | None, parent_id: str
+) -> None:
+    """Refit the winner (and challenger) on all events, register them and move the aliases."""
+    report, split = night.report, night.work.split
+    extra = {"pipeline_run": night.context.run_id, "parent_run": parent_id,
+             "split": split.fingerprint()}  # fmt: skip
+    night.say(f"refitting {candidate_label(asdict(winner))} on all {report.events} events")
+    report.champion = _refit_and_register(night, winner, CHAMPION, extra).label
     report.champion_model = winner.model
     report.champion_metrics = winner.metrics
     if challenger is not None:
-        report.challenger = _refit_and_register(
-            tracker, challenger, full, options, context, CHALLENGER, extra
-        ).label
+        report.challenger = _refit_and_register(night, challenger, CHALLENGER, extra).label
         report.challenger_model = challenger.model
     else:
-        tracker.clear_alias(CHALLENGER)
-    return report
+        night.tracker.clear_alias(CHALLENGER)
 
 
 def evaluate_models(
@@ -318,17 +405,15 @@ def evaluate_models(
     """
     settings = context.settings
     protocol = check_protocol(protocol or settings.train.protocol)
-    say = log or (lambda line: None)
-    _, embeddings, candidates, split, options, report = _split_and_candidates(
-        context, protocol, progress, say
-    )
+    say = log or _quiet
+    work = _split_and_candidates(context, protocol, progress, say)
+    report = work.report
     tracker = Tracker.of(context, experiment=f"{settings.tracking.experiment}-evaluation")
-    tags = {"protocol": protocol, "split": split.fingerprint()}
+    night = Night(context, tracker, work, say)
+    tags = {"protocol": protocol, "split": work.split.fingerprint()}
     with tracker.run(f"evaluate {protocol} {time.strftime('%Y-%m-%d %H:%M')}", tags=tags):
-        _fit_candidates(
-            tracker, candidates, split, embeddings, options, settings, report, say,
-            log_files=False,
-        )  # fmt: skip
+        with shared_fits():
+            _fit_candidates(night, log_files=False)
         metric = settings.train.selection_metric
         if metric not in report.candidates[0].metrics:
             raise InputError(f"selection metric {metric!r} is not computed")
@@ -343,7 +428,7 @@ def evaluate_models(
 
 def _split_and_candidates(
     context: RunContext, protocol: str, progress: bool, say: Callable[[str], None]
-):
+) -> Candidates:
     """What training and evaluation share: the data, its split, the candidates to fit."""
     lake, settings = context.lake, context.settings
     data = load_interactions(lake)
@@ -366,32 +451,24 @@ def _split_and_candidates(
         f"{report.evaluated_users} of {report.test_users} test users ranked over "
         f"{data.n_items} items"
     )
-    return data, embeddings, candidates, split, options, report
+    return Candidates(data, embeddings, candidates, split, options, report)
 
 
-def _fit_candidates(
-    tracker: Tracker,
-    candidates: list[tuple[str, dict[str, Any]]],
-    split: Split,
-    embeddings: torch.Tensor | None,
-    options: FitOptions,
-    settings: Settings,
-    report: TrainReport,
-    say: Callable[[str], None],
-    *,
-    log_files: bool = True,
-    map_chunks: ChunkMap | None = None,
-) -> None:
-    """Fit and evaluate each candidate into `report`; one that fails is left out, noted."""
-    for name, params in candidates:
+def _fit_candidates(night: Night, *, log_files: bool = True) -> None:
+    """Fit and evaluate each candidate into the report; one that fails is left out, noted.
+
+    Args:
+        night: The run's state: its candidates, split, tracker and report.
+        log_files: Log each fitted model's files with its run (training does; evaluation
+            does not).
+    """
+    tracker, settings, report, say = night.tracker, night.settings, night.report, night.say
+    for spec in night.work.specs:
         raise_if_stopped()  # `Stopped` is no Exception: it is never taken for a failed fit
-        label = candidate_label({"model": name, "params": params})
+        label = candidate_label({"model": spec.name, "params": spec.params})
         say(f"fitting {label}")
         try:
-            result = _fit_candidate(
-                tracker, name, params, split, embeddings, options, settings,
-                log_files=log_files, map_chunks=map_chunks,
-            )  # fmt: skip
+            result = _fit_candidate(night, spec, log_files=log_files)
         except Exception as exc:  # a candidate that cannot train never fails the night
             reason = f"{label}: did not train ({type(exc).__name__}: {exc}); left out"
             report.left_out.append(reason)
@@ -410,25 +487,18 @@ def _fit_candidates(
         raise RuntimeError(f"no candidate trained: {'; '.join(report.left_out)}")
 
 
-def _fit_candidate(
-    tracker: Tracker,
-    name: str,
-    params: dict[str, Any],
-    split: Split,
-    embeddings: torch.Tensor | None,
-    options: FitOptions,
-    settings: Settings,
-    *,
-    log_files: bool = True,
-    map_chunks: ChunkMap | None = None,
-) -> CandidateResult:
-    model = create(name, params)
+def _fit_candidate(night: Night, spec: ModelSpec, *, log_files: bool = True) -> CandidateResult:
+    """Fit one candidate on the training part and evaluate it, in its own nested run."""
+    tracker, settings, split = night.tracker, night.settings, night.work.split
+    embeddings, options, map_chunks = night.work.embeddings, night.work.options, night.map_chunks
+    name, params = spec.name, spec.params
+    model = spec.create()
     with tracker.run(name, nested=True, tags={"model": name, "protocol": split.protocol}) as run:
         tracker.log_params({"model": name, **{f"param.{k}": _param(v) for k, v in params.items()}})
         tracker.log_dict({"model": name, "params": params}, "config.json")
         start = time.perf_counter()
         try:
-            epochs = model.fit(TrainingData(split.train, embeddings), options)
+            epochs = fit_shared(model, TrainingData(split.train, embeddings), options)
         except Exception as exc:
             tracker.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             raise
@@ -517,10 +587,21 @@ def _gate(results, champion, metric: str, min_improvement: float):
     )
 
 
-def _refit_and_register(tracker, result, full, options, context, alias, extra):
-    settings = context.settings
+def _refit_and_register(
+    night: Night, result: CandidateResult, alias: str, extra: dict[str, str]
+) -> RegisteredVersion:
+    """Refit `result`'s config on all events, register it and point `alias` at it.
+
+    Args:
+        night: The run's state: the data, fit options, tracker and settings.
+        result: The candidate to refit, with its validation metrics and MLflow run.
+        alias: `champion` or `challenger`.
+        extra: Tags and bundle metadata: the pipeline run, the parent run, the split.
+    """
+    settings, tracker, context = night.settings, night.tracker, night.context
+    full = night.everything()
     model = create(result.model, result.params)
-    model.fit(full, options)
+    fit_shared(model, full, night.work.options)  # shares the blend's refit members
     # the item vectors and their encoder travel with the model, so it can rank by a query
     encoder = {} if full.item_embeddings is None else {
         "encoder": encoder_id(context), "encoder_source": settings.embedding.encoder,

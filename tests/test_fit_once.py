@@ -1,0 +1,129 @@
+"""Fit each thing once: a night fits each config once per data part (EASE's Gram matrix is
+inverted once per part and config), the models spec is parsed once, and the blend builds its
+members once."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from recsys_core.context import RunContext
+from recsys_core.models import FitOptions, TrainingData, create
+from recsys_core.models.registry import ModelSpec, format_spec, parse_spec
+from recsys_core.models.training import SharedFits, fit_shared, shared_fits
+from recsys_core.settings import Settings
+
+
+@pytest.fixture
+def ease_solves(monkeypatch):
+    """A digest of every square matrix inverted: EASE's Gram matrix plus its penalty."""
+    seen: list[str] = []
+    inverse = torch.linalg.inv
+
+    def counted(matrix, *args, **kwargs):
+        if matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]:
+            seen.append(hashlib.sha256(matrix.contiguous().numpy().tobytes()).hexdigest())
+        return inverse(matrix, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "inv", counted)
+    return seen
+
+
+def test_a_nightly_solves_ease_once_per_config_and_data_part(trained_lake, ease_solves):
+    from recsys_core.pipeline import train
+
+    context = trained_lake
+    defaults = Settings(
+        data_dir=context.lake.root, encoder=context.settings.embedding.encoder,
+        encoder_max_length=64, eval_users=100,
+    )  # fmt: skip
+    report = train(RunContext(defaults))
+    models = {c.model for c in report.candidates}
+    assert {"ease", "blend"} <= models  # the default candidates, the blend with its two EASEs
+    # the candidate, the blend's tuning and refit, and the refits on all events all solved
+    # EASE: more than one config on more than one part
+    assert len(set(ease_solves)) >= 4
+    # ... and no Gram matrix was inverted twice (the old code inverted the training part's
+    # plain EASE for the candidate, for the blend's member and for the blend's tuning when it
+    # was refit on all events, whose tuning part holds the same events)
+    assert len(ease_solves) == len(set(ease_solves))
+
+
+def test_shared_fits_fit_once_per_part_and_config(planted, ease_solves):
+    data, _ = planted
+    part, options = TrainingData(data), FitOptions()
+    with shared_fits() as fits:
+        first = create("ease(reg=10)")
+        fit_shared(first, part, options)
+        # a scoring option only: the same fit; new objects holding the same events too
+        again = create("ease(reg=10, history_half_life=3)")
+        fit_shared(again, TrainingData(data.with_frame(data.frame.clone())), options)
+        assert again.weights is first.weights and fits.computed == 1 and fits.reused == 1
+        fit_shared(create("ease(reg=20)"), part, options)  # another config
+        knn = create("itemknn")
+        fit_shared(knn, part, options)
+        with shared_fits():  # an inner block (a blend's) joins the night's
+            fit_shared(create("itemknn(history_half_life=2)"), part, options)
+        assert fits.computed == 3 and fits.reused == 2 and len(ease_solves) == 2
+        # other events, or other options: fitted again
+        fit_shared(create("ease(reg=10)"), TrainingData(data.with_frame(data.frame[1:])), options)
+        fit_shared(create("ease(reg=10)"), part, FitOptions(seed=1))
+        assert fits.computed == 5 and len(ease_solves) == 4
+    # outside a block every fit solves its own, with the same result
+    alone = create("ease(reg=10)")
+    fit_shared(alone, part, options)
+    assert alone.weights is not first.weights and len(ease_solves) == 5
+    torch.testing.assert_close(alone.weights, first.weights, rtol=0, atol=0)
+
+
+def test_shared_fits_keep_only_the_latest_parts(planted):
+    data, _ = planted
+    parts = [
+        TrainingData(data.with_frame(data.frame.head(data.frame.height - j))) for j in range(3)
+    ]
+    fits = SharedFits(parts=2)
+    calls: list[int] = []
+    for j in (0, 1, 0, 2, 0, 1):
+        fits.get(parts[j], "key", lambda j=j: calls.append(j) or j)
+    # 0 and 1 computed; 0 reused; 2 evicts 1 (least recently used); 0 kept; 1 again
+    assert calls == [0, 1, 2, 1]
+
+
+def test_the_blend_builds_its_members_once_and_tunes_and_refits_them(planted, monkeypatch):
+    import recsys_core.models.blend as blend_module
+
+    data, _ = planted
+    blend = create('blend(members=["popularity", "ease(reg=10)", "itemknn"], grid=[0, 1])')
+    members = list(blend.members)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a member was built again")
+
+    monkeypatch.setattr(blend_module, "create", refused)
+    blend.fit(TrainingData(data), FitOptions())
+    assert blend.members == members and all(
+        a is b for a, b in zip(blend.members, members, strict=True)
+    )
+    assert blend.n_items == data.n_items and blend.score(data.histories()).shape[1] == data.n_items
+
+
+def test_an_adapted_blend_keeps_the_stand_ins_it_chose():
+    blend = create('blend(members=["ease", "itemknn(neighbors=5)"])')
+    adapted, notes = blend.adapted(1000, 2**20)  # too small for EASE's dense matrices
+    assert adapted.config.members == ("itemknn", "itemknn(neighbors=5)")
+    assert [m.name for m in adapted.members] == ["itemknn", "itemknn"]
+    assert adapted.members[1] is blend.members[1] and notes
+
+
+@pytest.mark.parametrize(
+    "text", ["ease", "ease(reg=300, history_half_life=5)", 'blend(members=["ease", "content"])']
+)
+def test_a_model_spec_is_parsed_once_and_reads_back_as_written(text):
+    spec = ModelSpec.parse(text)
+    assert (spec.name, spec.params) == parse_spec(text)
+    assert str(spec) == format_spec(*parse_spec(text))
+    model = spec.create()
+    assert ModelSpec.of(model) == ModelSpec(model.name, model.params())
+    assert ModelSpec.of(model).create().params() == model.params()
