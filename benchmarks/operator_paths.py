@@ -21,7 +21,7 @@ Then `--commands` commands (nightly, recommend, recs and forget-user in turn) ru
 `--busy` processes spinning on the CPU; failures are counted. The overhead a command pays for
 Prefect on a quiet machine comes from `benchmarks/cli_overhead.py`, run first.
 
-    python benchmarks/operator.py FOLDER [--commands 20] [--busy 6]
+    python benchmarks/operator_paths.py FOLDER [--commands 20] [--busy 6]
 """
 
 from __future__ import annotations
