@@ -45,6 +45,7 @@ from recsys_core.data.vocab import Vocabulary
 from recsys_core.encoders.item_text_encoder import ItemTextEncoder, encoder_identity
 from recsys_core.encoders.registry import resolve_encoder
 from recsys_core.errors import InputError
+from recsys_core.progress import track
 from recsys_core.storage import Lake
 from recsys_core.storage.owners import claim, process_alive
 
@@ -280,7 +281,14 @@ def encode_shard(
     start = time.perf_counter()
     keys = todo.select("item_id", "text_hash")
     try:
-        for batch in encoder.encode_batches(todo["text"].to_list(), progress=progress):
+        batches = encoder.encode_batches(todo["text"].to_list(), progress=progress)
+        for batch in track(
+            batches,
+            f"encode shard {shard.index}",
+            total=todo.height,
+            size=lambda b: len(b.rows),
+            heartbeat=True,
+        ):
             parts.add(keys[batch.rows], batch.vectors, batch.truncated)
             if parts.due():
                 parts.flush()

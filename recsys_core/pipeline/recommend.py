@@ -287,6 +287,7 @@ def rank_shard(
     ranked = top_k(
         shared.bundle.model, histories, plan.k, exclude_items=shared.unavailable,
         explain=True, memory_mb=settings.compute.score_memory_mb, progress=progress,
+        what=f"recommend shard {shard.index + 1}/{len(plan.shards)}",
     )  # fmt: skip
     rows, ranks = np.nonzero(ranked.items >= 0)  # row-major: by user, then rank
     items = shared.bundle.items

@@ -41,6 +41,7 @@ from recsys_core.models.registry import format_spec
 from recsys_core.models.sasrec import budgeted
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.pipeline.fingerprints import stage_fingerprint
+from recsys_core.progress import Progress, track
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
 from recsys_core.registry.tracking import CHALLENGER, CHAMPION, Tracker, mlflow_names
 from recsys_core.registry.versions import config_key
@@ -283,7 +284,10 @@ def train(
     full = TrainingData(data, embeddings)
     extra = {"pipeline_run": run_id, "parent_run": parent_id, "split": split.fingerprint()}
     say(f"refitting {candidate_label(asdict(winner))} on all {len(data)} events")
-    registered = _refit_and_register(tracker, winner, full, options, context, CHAMPION, extra)
+    with Progress(
+        "train", 0, heartbeat=True, expected=winner.fit_seconds, step=f"refitting {winner.model}"
+    ):
+        registered = _refit_and_register(tracker, winner, full, options, context, CHAMPION, extra)
     report.champion = registered.label
     report.champion_model = winner.model
     report.champion_metrics = winner.metrics
@@ -383,7 +387,13 @@ def _fit_candidates(
     map_chunks: ChunkMap | None = None,
 ) -> None:
     """Fit and evaluate each candidate into `report`; one that fails is left out, noted."""
-    for name, params in candidates:
+    for name, params in track(
+        candidates,
+        "train",
+        unit="candidates",
+        step=lambda c: f"fitting {candidate_label({'model': c[0], 'params': c[1]})}",
+        heartbeat=True,
+    ):
         raise_if_stopped()  # `Stopped` is no Exception: it is never taken for a failed fit
         label = candidate_label({"model": name, "params": params})
         say(f"fitting {label}")

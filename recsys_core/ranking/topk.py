@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Recommender, padded_history
+from recsys_core.progress import Progress
 
 if TYPE_CHECKING:
     from recsys_core.ranking.query import QueryBlend
@@ -133,6 +134,7 @@ def top_k(
     memory_mb: int = 512,
     progress: bool = False,
     query: QueryBlend | None = None,
+    what: str = "rank",
 ) -> TopK:
     """Top `k` items per user.
 
@@ -147,6 +149,8 @@ def top_k(
         progress: Show a progress bar over users.
         query: Rank by a blend of query relevance and the model score (one query vector
             per user row; see `recsys_core.ranking.query`).
+        what: Name of the ranking in the progress lines logged every 30 s while it runs
+            (`recsys_core.progress`).
     """
     n_users = len(histories)
     items = np.full((n_users, k), -1, dtype=np.int64)
@@ -162,7 +166,8 @@ def top_k(
     floats = scorer.padded if factors else model.score_floats_per_user(scorer.padded)
     step = _users_per_chunk(floats, memory_mb)
     bar = tqdm(total=n_users, unit="users", desc="rank", disable=not progress)
-    with bar, torch.inference_mode():
+    shown = Progress(what, n_users, unit="users")
+    with bar, shown, torch.inference_mode():
         for start in range(0, n_users, step):
             raise_if_stopped()  # Ctrl-C/SIGTERM reach worker threads only through the flag
             stop = min(start + step, n_users)
@@ -177,6 +182,7 @@ def top_k(
                     model, chunk, torch.from_numpy(top_items), scorer.item_vectors
                 ).numpy()
             bar.update(stop - start)
+            shown.advance(stop - start)
     return TopK(np.arange(n_users), items, scores, reasons)
 
 
