@@ -72,14 +72,24 @@ class ALS(Recommender):
         self.n_items = data.n_items
         return epochs
 
+    def _items64(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(I, D) float64 item vectors and Y^T Y + reg I, computed once per set of vectors:
+        the Gram matrix costs as much as folding in a block of users, and blocks are many."""
+        cached = getattr(self, "_items64_cache", None)
+        if cached is None or cached[0] is not self.item_vectors:
+            y = self.item_vectors.double()  # (I, D)
+            eye = torch.eye(y.shape[1], dtype=torch.float64)
+            cached = (self.item_vectors, y, y.T @ y + self.config.regularization * eye)
+            self._items64_cache = cached
+        return cached[1], cached[2]
+
     def _solve(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fold-in for a padded history (B, L). Returns user vectors (B, D) and A^-1 (B, D, D)."""
         cfg = self.config
-        y = self.item_vectors.double()  # (I, D)
+        y, base = self._items64()  # (I, D), (D, D)
         present = (history >= 0).double().unsqueeze(-1)  # (B, L, 1)
         yh = y[history.clamp_min(0)] * present  # (B, L, D)
-        eye = torch.eye(y.shape[1], dtype=torch.float64)
-        a = y.T @ y + cfg.regularization * eye + (cfg.alpha - 1.0) * yh.transpose(1, 2) @ yh
+        a = base + (cfg.alpha - 1.0) * yh.transpose(1, 2) @ yh
         inverse = torch.linalg.inv(a)  # (B, D, D)
         b = cfg.alpha * yh.sum(1)  # (B, D)
         users = (inverse @ b.unsqueeze(-1)).squeeze(-1)  # (B, D)
@@ -120,7 +130,7 @@ class ALS(Recommender):
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         out = torch.empty(history.shape[0], history.shape[1], candidates.shape[1])
         lengths = np.full(history.shape[0], history.shape[1])
-        y = self.item_vectors.double()
+        y = self._items64()[0]
         for start, stop in self._blocks(lengths):
             _, inverse = self._solve(history[start:stop])  # (b, D, D)
             yh = y[history[start:stop].clamp_min(0)]  # (b, L, D)

@@ -1,0 +1,133 @@
+"""The faster recommend path gives the same results to the bit: the blend's standardization
+and ALS's fold-in against their earlier implementations (kept here as references), and a
+whole ranking of the default blend's member kinds with those references swapped in."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys_core.data.interactions import UserHistories
+from recsys_core.models import als as als_module
+from recsys_core.models import blend as blend_module
+from recsys_core.models.als import ALS
+from recsys_core.models.base import history_rows
+from recsys_core.models.blend import Blend, BlendConfig, standardize
+from recsys_core.ranking import top_k
+
+
+def standardize_before(scores: torch.Tensor, histories: UserHistories) -> torch.Tensor:
+    """`standardize` as it was: boolean masks and out-of-place arithmetic."""
+    unseen = torch.ones_like(scores, dtype=torch.bool)
+    if len(histories.items):
+        unseen[history_rows(histories), torch.from_numpy(histories.items)] = False
+    count = unseen.sum(1, keepdim=True).clamp_min(1)
+    values = scores.float().masked_fill(~unseen, 0.0)
+    mean = values.sum(1, keepdim=True) / count
+    spread = ((values - mean).masked_fill(~unseen, 0.0).pow(2).sum(1, keepdim=True) / count).sqrt()
+    return ((scores - mean) / spread.clamp_min(1e-8)).masked_fill(~unseen, 0.0)
+
+
+def solve_before(self: ALS, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ALS._solve` as it was: the Gram matrix of the items recomputed for every block."""
+    cfg = self.config
+    y = self.item_vectors.double()
+    present = (history >= 0).double().unsqueeze(-1)
+    yh = y[history.clamp_min(0)] * present
+    eye = torch.eye(y.shape[1], dtype=torch.float64)
+    a = y.T @ y + cfg.regularization * eye + (cfg.alpha - 1.0) * yh.transpose(1, 2) @ yh
+    inverse = torch.linalg.inv(a)
+    b = cfg.alpha * yh.sum(1)
+    return (inverse @ b.unsqueeze(-1)).squeeze(-1).float(), inverse
+
+
+def histories(n_users: int, n_items: int, seed: int) -> UserHistories:
+    """Random histories with repeated items, an empty one and one that saw every item."""
+    rng = np.random.default_rng(seed)
+    rows = [rng.integers(0, n_items, rng.integers(1, 40)) for _ in range(n_users - 2)]
+    rows += [np.zeros(0, dtype=np.int64), np.arange(n_items)]
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    items = np.concatenate(rows).astype(np.int64)
+    return UserHistories(
+        user_index=np.arange(n_users), indptr=indptr, items=items,
+        timestamps=np.arange(len(items), dtype=np.int64), n_items=n_items,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_standardize_equals_the_earlier_one_to_the_bit(dtype):
+    data = histories(60, 300, seed=1)
+    scores = torch.randn(60, 300, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    scores[5] = 3.0  # a constant row: zero spread
+    before = scores.clone()
+    new, old = standardize(scores, data), standardize_before(scores, data)
+    assert new.dtype == old.dtype
+    assert torch.equal(new, old)
+    assert torch.equal(scores, before)  # the input is left alone
+
+
+def test_als_fold_in_equals_the_earlier_one_to_the_bit(monkeypatch):
+    model = fitted_als(n_items=400, factors=16)
+    data = histories(50, 400, seed=3)
+    history = torch.from_numpy(np.full((50, 7), -1))
+    history[:, :5] = torch.randint(0, 400, (50, 5), generator=torch.Generator().manual_seed(4))
+    candidates = torch.randint(0, 400, (50, 20), generator=torch.Generator().manual_seed(5))
+    users, _ = model.factors(data)
+    weights = model.pair_weights(history, candidates)
+    monkeypatch.setattr(ALS, "_solve", solve_before)
+    users_before, _ = model.factors(data)
+    assert torch.equal(users, users_before)
+    assert torch.equal(weights, model.pair_weights(history, candidates))
+
+
+def test_a_blend_ranks_exactly_as_before(monkeypatch):
+    """The default blend's member kinds at 25M (sparse item-item with and without recency,
+    text content, ALS), ranked with seen items excluded and reasons, in several chunks."""
+    n_users, n_items = 120, 500
+    model = random_blend(n_items)
+    data = histories(n_users, n_items, seed=6)
+    new = top_k(model, data, 10, explain=True, memory_mb=1)
+    monkeypatch.setattr(blend_module, "standardize", standardize_before)
+    monkeypatch.setattr(ALS, "_solve", solve_before)
+    old = top_k(model, data, 10, explain=True, memory_mb=1)
+    assert np.array_equal(new.items, old.items)
+    assert np.array_equal(new.scores, old.scores)
+    assert np.array_equal(new.reasons, old.reasons)
+    assert (new.items[:-2] >= 0).all()  # a real ranking: every ordinary user got 10 items
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def fitted_als(n_items: int, factors: int) -> ALS:
+    model = als_module.ALS(als_module.ALSConfig(factors=factors, regularization=3.0, alpha=3.0))
+    rng = np.random.default_rng(7)
+    model.item_vectors = torch.from_numpy(rng.standard_normal((n_items, factors))).float()
+    model.n_items = n_items
+    return model
+
+
+def random_blend(n_items: int) -> Blend:
+    members = ("itemknn(history_half_life=5)", "itemknn", "content",
+               "als(factors=16, regularization=30, alpha=3)")  # fmt: skip
+    blend = Blend(BlendConfig(members=members))
+    rng = np.random.default_rng(8)
+    for member in blend.members[:2]:
+        rows = rng.integers(0, n_items, 20 * n_items)
+        cols = np.repeat(np.arange(n_items), 20)
+        weights = sp.csr_matrix(
+            (rng.random(len(rows), dtype=np.float32), (rows, cols)), shape=(n_items, n_items)
+        )
+        weights.sum_duplicates()
+        member.keep(weights)
+    content = blend.members[2]
+    content.embeddings = torch.nn.functional.normalize(torch.randn(n_items, 24), dim=1)
+    content.map = torch.randn(25, 24) * 0.1
+    content.n_items = n_items
+    als = blend.members[3]
+    als.item_vectors = torch.from_numpy(rng.standard_normal((n_items, 16))).float() * 0.1
+    als.n_items = n_items
+    blend.weights = torch.tensor([0.35, 0.2, 0.25, 0.2])
+    blend.n_items = n_items
+    return blend
