@@ -13,8 +13,9 @@ from recsys_core.data.interactions import UserHistories
 from recsys_core.models import als as als_module
 from recsys_core.models import blend as blend_module
 from recsys_core.models.als import ALS
-from recsys_core.models.base import history_rows
+from recsys_core.models.base import history_rows, padded_history
 from recsys_core.models.blend import Blend, BlendConfig, standardize
+from recsys_core.models.sparse_items import sparse_pair_weights
 from recsys_core.ranking import top_k
 
 
@@ -43,11 +44,47 @@ def solve_before(self: ALS, history: torch.Tensor) -> tuple[torch.Tensor, torch.
     return (inverse @ b.unsqueeze(-1)).squeeze(-1).float(), inverse
 
 
+def factors_before(self: ALS, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ALS.factors` as it was: blocks of users in their given order."""
+    users = torch.empty(len(histories), self.item_vectors.shape[1])
+    for start, stop in self._blocks(histories.lengths()):
+        part = histories.slice(start, stop)
+        users[start:stop] = solve_before(self, padded_history(part, max_len=part.n_items))[0]
+    return users, self.item_vectors
+
+
+def pair_weights_before(self: ALS, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """`ALS.pair_weights` as it was: every block's systems built at the chunk's full width."""
+    out = torch.empty(history.shape[0], history.shape[1], candidates.shape[1])
+    y = self.item_vectors.double()
+    for start, stop in self._blocks(np.full(history.shape[0], history.shape[1])):
+        _, inverse = solve_before(self, history[start:stop])
+        yh = y[history[start:stop].clamp_min(0)]
+        yc = y[candidates[start:stop].clamp_min(0)]
+        out[start:stop] = self.config.alpha * yh @ inverse @ yc.transpose(1, 2)
+    return out
+
+
+def use_the_earlier_als(monkeypatch) -> None:
+    monkeypatch.setattr(ALS, "_solve", solve_before)
+    monkeypatch.setattr(ALS, "factors", factors_before)
+    monkeypatch.setattr(ALS, "pair_weights", pair_weights_before)
+
+
+@pytest.fixture(autouse=True)
+def small_fold_in_blocks(monkeypatch):
+    """Blocks of a few users, so a chunk holds many blocks of mixed history lengths."""
+    monkeypatch.setattr(als_module, "FOLD_IN_MEMORY_MB", 1)
+
+
 def histories(n_users: int, n_items: int, seed: int) -> UserHistories:
-    """Random histories with repeated items, an empty one and one that saw every item."""
+    """Random heavy-tailed histories with repeated items, an empty one, one that saw every
+    item and one longer than the catalog."""
     rng = np.random.default_rng(seed)
-    rows = [rng.integers(0, n_items, rng.integers(1, 40)) for _ in range(n_users - 2)]
-    rows += [np.zeros(0, dtype=np.int64), np.arange(n_items)]
+    sizes = np.minimum(rng.pareto(1.2, n_users - 3) * 10 + 1, 400).astype(int)
+    rows = [rng.integers(0, n_items, size) for size in sizes]
+    rows[len(rows) // 2 : len(rows) // 2] = [np.zeros(0, dtype=np.int64), np.arange(n_items)]
+    rows.append(rng.integers(0, n_items, n_items + 30))
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum([len(r) for r in rows], out=indptr[1:])
     items = np.concatenate(rows).astype(np.int64)
@@ -72,12 +109,11 @@ def test_standardize_equals_the_earlier_one_to_the_bit(dtype):
 def test_als_fold_in_equals_the_earlier_one_to_the_bit(monkeypatch):
     model = fitted_als(n_items=400, factors=16)
     data = histories(50, 400, seed=3)
-    history = torch.from_numpy(np.full((50, 7), -1))
-    history[:, :5] = torch.randint(0, 400, (50, 5), generator=torch.Generator().manual_seed(4))
+    history = padded_history(data)  # (50, up to 200), left-aligned, lengths mixed
     candidates = torch.randint(0, 400, (50, 20), generator=torch.Generator().manual_seed(5))
     users, _ = model.factors(data)
     weights = model.pair_weights(history, candidates)
-    monkeypatch.setattr(ALS, "_solve", solve_before)
+    use_the_earlier_als(monkeypatch)
     users_before, _ = model.factors(data)
     assert torch.equal(users, users_before)
     assert torch.equal(weights, model.pair_weights(history, candidates))
@@ -91,12 +127,44 @@ def test_a_blend_ranks_exactly_as_before(monkeypatch):
     data = histories(n_users, n_items, seed=6)
     new = top_k(model, data, 10, explain=True, memory_mb=1)
     monkeypatch.setattr(blend_module, "standardize", standardize_before)
-    monkeypatch.setattr(ALS, "_solve", solve_before)
+    use_the_earlier_als(monkeypatch)
     old = top_k(model, data, 10, explain=True, memory_mb=1)
     assert np.array_equal(new.items, old.items)
     assert np.array_equal(new.scores, old.scores)
     assert np.array_equal(new.reasons, old.reasons)
-    assert (new.items[:-2] >= 0).all()  # a real ranking: every ordinary user got 10 items
+    unseen = [n_items - len(np.unique(data.row(u))) for u in range(n_users)]
+    assert ((new.items >= 0).sum(1) == np.minimum(10, unseen)).all()  # a real ranking
+
+
+def sparse_pair_weights_before(weights, history, candidates):
+    """`sparse_pair_weights` as it was: every (slot, candidate) pair looked up."""
+    hist = history.numpy()[:, :, None]
+    cand = candidates.numpy()[:, None, :]
+    h, c = np.broadcast_arrays(np.maximum(hist, 0), np.maximum(cand, 0))
+    out = np.asarray(weights[h.ravel(), c.ravel()], dtype=np.float32).reshape(h.shape)
+    out[np.broadcast_to(hist < 0, h.shape)] = 0.0
+    return torch.from_numpy(out)
+
+
+def test_sparse_pair_weights_equal_the_earlier_ones():
+    knn = random_blend(300).members[0]
+    data = histories(40, 300, seed=10)
+    history = padded_history(data)
+    candidates = torch.randint(0, 300, (40, 10), generator=torch.Generator().manual_seed(11))
+    candidates[3, 7:] = -1  # fewer candidates than k
+    new = sparse_pair_weights(knn.weights, history, candidates)
+    assert torch.equal(new, sparse_pair_weights_before(knn.weights, history, candidates))
+    assert new.abs().sum() > 0
+
+
+def test_padded_rows_hold_what_padded_history_holds():
+    data = histories(30, 50, seed=9)
+    rows = np.array([29, 3, 13, 14, 0])  # longer than the catalog, empty, every item
+    got = als_module._padded_rows(data, rows)
+    for i, row in enumerate(rows.tolist()):
+        one = padded_history(data.slice(row, row + 1), max_len=50)[0]
+        assert torch.equal(got[i, : len(one)], one)
+        assert (got[i, len(one) :] == -1).all()
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from recsys_core.models.base import (
     Recommender,
     TestProfile,
     TrainingData,
-    padded_history,
 )
 from recsys_core.models.registry import register
 
@@ -97,10 +96,13 @@ class ALS(Recommender):
 
     def factors(self, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor]:
         users = torch.empty(len(histories), self.item_vectors.shape[1])  # (B, D)
-        for start, stop in self._blocks(histories.lengths()):
+        # users in order of history length, so a block pads few of them to a long history
+        lengths = np.minimum(histories.lengths(), histories.n_items)
+        order = np.argsort(lengths, kind="stable")
+        for start, stop in self._blocks(lengths[order]):
             raise_if_stopped()
-            part = histories.slice(start, stop)
-            users[start:stop] = self._solve(padded_history(part, max_len=part.n_items))[0]
+            rows = order[start:stop]
+            users[torch.from_numpy(rows)] = self._solve(_padded_rows(histories, rows))[0]
         return users, self.item_vectors  # (B, D), (I, D)
 
     def _blocks(self, lengths: np.ndarray) -> list[tuple[int, int]]:
@@ -129,14 +131,19 @@ class ALS(Recommender):
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         out = torch.empty(history.shape[0], history.shape[1], candidates.shape[1])
-        lengths = np.full(history.shape[0], history.shape[1])
+        lengths = (history >= 0).sum(1).numpy()  # left-aligned: the padding follows
+        # blocks of similar lengths: each system is built from its block's longest history,
+        # not the whole chunk's (padding adds exact zeros, so the systems are the same)
+        order = np.argsort(lengths, kind="stable")
         y = self._items64()[0]
-        for start, stop in self._blocks(lengths):
-            _, inverse = self._solve(history[start:stop])  # (b, D, D)
-            yh = y[history[start:stop].clamp_min(0)]  # (b, L, D)
-            yc = y[candidates[start:stop].clamp_min(0)]  # (b, K, D)
+        for start, stop in self._blocks(lengths[order]):
+            rows = torch.from_numpy(order[start:stop])
+            width = max(int(lengths[order[stop - 1]]), 1)  # the block's longest history
+            _, inverse = self._solve(history[rows, :width])  # (b, D, D)
+            yh = y[history[rows].clamp_min(0)]  # (b, L, D)
+            yc = y[candidates[rows].clamp_min(0)]  # (b, K, D)
             # score(c) = sum_h alpha * y_c^T A^-1 y_h: each term is that history item's share
-            out[start:stop] = self.config.alpha * yh @ inverse @ yc.transpose(1, 2)
+            out[rows] = (self.config.alpha * yh @ inverse @ yc.transpose(1, 2)).float()
         return out  # (B, L, K)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -145,3 +152,16 @@ class ALS(Recommender):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.item_vectors = state["item_vectors"].float()
         self.n_items = self.item_vectors.shape[0]
+
+
+def _padded_rows(histories: UserHistories, rows: np.ndarray) -> torch.Tensor:
+    """The whole histories of `rows` (at most the catalog's size of their latest items, as
+    `padded_history` keeps), left-aligned in a (b, L) matrix padded with -1."""
+    ends = histories.indptr[rows + 1]
+    lengths = np.minimum(ends - histories.indptr[rows], histories.n_items)
+    width = max(int(lengths.max(initial=0)), 1)
+    out = np.full((len(rows), width), -1, dtype=np.int64)
+    row = np.repeat(np.arange(len(rows)), lengths)
+    column = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[row, column] = histories.items[np.repeat(ends - lengths, lengths) + column]
+    return torch.from_numpy(out)
