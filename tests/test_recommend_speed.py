@@ -157,6 +157,20 @@ def test_sparse_pair_weights_equal_the_earlier_ones():
     assert new.abs().sum() > 0
 
 
+def test_content_pair_weights_equal_the_earlier_ones():
+    content = random_blend(300).members[2]
+    history = padded_history(histories(40, 300, seed=12))
+    candidates = torch.randint(0, 300, (40, 10), generator=torch.Generator().manual_seed(13))
+    new = content.pair_weights(history, candidates)
+    # as it was: every slot mapped, padding included
+    hist = content.embeddings[history.clamp_min(0)] @ content.map[:-1]
+    cand = content.embeddings[candidates.clamp_min(0)]
+    length = (history >= 0).sum(1, keepdim=True)
+    age = (length - 1 - torch.arange(history.shape[1]).unsqueeze(0)).clamp_min(0)
+    old = hist @ cand.transpose(1, 2) * (0.5 ** (age / content.config.half_life)).unsqueeze(-1)
+    assert torch.equal(new, old)
+
+
 def test_padded_rows_hold_what_padded_history_holds():
     data = histories(30, 50, seed=9)
     rows = np.array([29, 3, 13, 14, 0])  # longer than the catalog, empty, every item
