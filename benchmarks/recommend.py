@@ -8,7 +8,8 @@ train's cost, not recommend's), in the shapes the default nightly publishes at 2
   the item x item matrix (what EASE and its sparse stand-in do);
 - `als`: a factor model that folds every user in from their history (128 factors);
 - `blend`: the default blend at that size: itemknn with and without a history half-life,
-  `content` (384-dim text vectors) and `als`, all with non-zero weights.
+  `content` (384-dim text vectors) and `als`, all with non-zero weights;
+- `blend_without_als`: the same without `als` (the blend when it tunes ALS's weight to 0).
 
 Each is ranked with `recsys_core.ranking.top_k` exactly as the recommend stage calls it (top
 20, seen items excluded, reasons explained), on random heavy-tailed histories. The bound it is
@@ -46,7 +47,7 @@ from recsys_core.ranking import chunk_size, top_k
 
 # the tiny size the tests run (tests/test_benchmarks.py)
 TINY_ARGS = ["--users", "300", "--items", "2000", "--text-dim", "32", "--factors", "16"]
-MODELS = ("itemknn", "als", "blend")
+MODELS = ("itemknn", "als", "blend", "blend_without_als")
 BLEND_MEMBERS = (
     "itemknn(history_half_life=5)",
     "itemknn",
@@ -92,19 +93,23 @@ def build(name: str, args, rng: np.random.Generator) -> Recommender:
         als.n_items = n
         return als
     members = tuple(m.format(factors=args.factors) for m in BLEND_MEMBERS)
+    if name == "blend_without_als":
+        members = members[:3]
     blend = Blend(BlendConfig(members=members))
-    knn_a, knn_b, content, als = blend.members
+    knn_a, knn_b, content, *rest = blend.members
     knn_a.keep(knn_weights(n, 100, rng))
     knn_b.keep(knn_weights(n, 100, rng))
-    assert isinstance(content, Content) and isinstance(als, ALS)
+    assert isinstance(content, Content)
     text = torch.from_numpy(rng.standard_normal((n, args.text_dim))).float()
     content.embeddings = torch.nn.functional.normalize(text, dim=1)
     content.map = torch.from_numpy(rng.standard_normal((args.text_dim + 1, args.text_dim))).float()
     content.map *= 0.05
     content.n_items = n
-    als.item_vectors = torch.from_numpy(rng.standard_normal((n, args.factors))).float() * 0.1
-    als.n_items = n
-    blend.weights = torch.tensor([0.35, 0.2, 0.25, 0.2])
+    for als in rest:
+        als.item_vectors = torch.from_numpy(rng.standard_normal((n, args.factors))).float()
+        als.item_vectors *= 0.1
+        als.n_items = n
+    blend.weights = torch.tensor([0.35, 0.2, 0.25, 0.2][: len(members)])
     blend.n_items = n
     return blend
 

@@ -171,6 +171,22 @@ def test_content_pair_weights_equal_the_earlier_ones():
     assert torch.equal(new, old)
 
 
+@pytest.mark.parametrize("unavailable", [False, True])
+def test_sparse_item_item_scores_written_into_the_buffer_rank_as_dense_ones(
+    monkeypatch, unavailable
+):
+    knn = random_blend(400).members[1]
+    data = histories(90, 400, seed=14)
+    exclude = np.arange(400) % 7 == 0 if unavailable else None
+    new = top_k(knn, data, 10, explain=True, memory_mb=1, exclude_items=exclude)
+    monkeypatch.setattr(type(knn), "sparse_score", lambda self, histories: None)
+    old = top_k(knn, data, 10, explain=True, memory_mb=1, exclude_items=exclude)
+    assert np.array_equal(new.items, old.items)
+    assert np.array_equal(new.scores, old.scores)
+    assert np.array_equal(new.reasons, old.reasons)
+    assert (new.items >= 0).sum() > 80 * 10
+
+
 def test_padded_rows_hold_what_padded_history_holds():
     data = histories(30, 50, seed=9)
     rows = np.array([29, 3, 13, 14, 0])  # longer than the catalog, empty, every item

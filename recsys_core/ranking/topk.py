@@ -229,6 +229,14 @@ class _ChunkScorer:
             users, item_vectors = pair  # (B, D), (I, D)
             self._prepare_vectors(item_vectors)
             torch.matmul(users.float(), self._candidate_vectors.T, out=out)  # (B, D) @ (D, P)
+        elif self.columns is None and (found := self.model.sparse_score(chunk)) is not None:
+            # mostly zeros: scatter the entries into the warm buffer rather than densify
+            # into a fresh (B, I) matrix and copy it here
+            out.zero_()
+            rows = np.repeat(np.arange(found.shape[0]), np.diff(found.indptr))
+            flat = torch.from_numpy(rows * out.shape[1] + found.indices)
+            values = torch.from_numpy(found.data.astype(np.float32, copy=False))
+            out.view(-1).index_put_((flat,), values)
         else:
             raw = self.model.score(chunk).float()  # (B, I)
             out[:, : self.n_columns] = raw[:, self.columns] if self.columns is not None else raw
