@@ -11,10 +11,12 @@ is a sum over history items h of alpha * y_i^T A_u^-1 y_h.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
@@ -49,7 +51,6 @@ class ALS(Recommender):
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
 
         cfg = self.config
         epochs: EpochMetrics = []
@@ -89,7 +90,10 @@ class ALS(Recommender):
         present = (history >= 0).double().unsqueeze(-1)  # (B, L, 1)
         yh = y[history.clamp_min(0)] * present  # (B, L, D)
         a = base + (cfg.alpha - 1.0) * yh.transpose(1, 2) @ yh
-        inverse = torch.linalg.inv(a)  # (B, D, D)
+        # one thread per (D, D) system: splitting each small inversion across threads cost
+        # 4-5x more than it saved on a busy 2-core machine (same result to the bit)
+        with _threads().limit(limits=1, user_api="openmp"):
+            inverse = torch.linalg.inv(a)  # (B, D, D)
         b = cfg.alpha * yh.sum(1)  # (B, D)
         users = (inverse @ b.unsqueeze(-1)).squeeze(-1)  # (B, D)
         return users.float(), inverse
@@ -152,6 +156,12 @@ class ALS(Recommender):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.item_vectors = state["item_vectors"].float()
         self.n_items = self.item_vectors.shape[0]
+
+
+@lru_cache(maxsize=1)
+def _threads() -> ThreadpoolController:
+    """The process's thread pools, looked up once (a lookup scans the loaded libraries)."""
+    return ThreadpoolController()
 
 
 def _padded_rows(histories: UserHistories, rows: np.ndarray) -> torch.Tensor:
