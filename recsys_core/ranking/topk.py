@@ -5,8 +5,10 @@ chunk is scored depends on what the model offers:
 
 - factor and embedding models (`factors()` returns user and item vectors): one matrix product
   into a reused buffer, so the ranker runs close to the speed of a bare `torch.matmul`;
-- every other model (EASE and item-KNN with their sparse-dense products, sequential models
-  with batched forward passes): `score()` on the chunk.
+- sparse item-item models (`sparse_score()` returns a sparse matrix): its entries are written
+  into the same reused buffer, never densified into a new matrix;
+- every other model (EASE with its sparse-dense product, blends, sequential models with
+  batched forward passes): `score()` on the chunk.
 
 Each chunk then drops the user's seen items and any excluded items (e.g. unavailable ones;
 they are removed from the item matrix up front where the model allows it), optionally blends
