@@ -150,6 +150,9 @@ class StaticScores:
     def factors(self, histories):
         return None
 
+    def sparse_score(self, histories):
+        return None
+
     def score_floats_per_user(self, n_items: int) -> int:
         return 3 * n_items
 
