@@ -18,6 +18,8 @@ OFFLINE_DEFAULTS: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # the stages' progress lines (`recsys_core.progress`) go to the flow run's logs and console
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "recsys_core",
     # a temporary Prefect server (a flow run without PREFECT_API_URL outside the CLI, which
     # shares one per data directory) takes 15-25 s to start on two busy cores; Prefect's own
     # limit is 20 s

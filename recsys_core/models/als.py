@@ -11,10 +11,12 @@ is a sum over history items h of alpha * y_i^T A_u^-1 y_h.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
@@ -25,7 +27,6 @@ from recsys_core.models.base import (
     Recommender,
     TestProfile,
     TrainingData,
-    padded_history,
 )
 from recsys_core.models.registry import register
 
@@ -50,7 +51,6 @@ class ALS(Recommender):
 
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         from implicit.cpu.als import AlternatingLeastSquares
-        from threadpoolctl import threadpool_limits
 
         cfg = self.config
         epochs: EpochMetrics = []
@@ -72,25 +72,41 @@ class ALS(Recommender):
         self.n_items = data.n_items
         return epochs
 
+    def _items64(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(I, D) float64 item vectors and Y^T Y + reg I, computed once per set of vectors:
+        the Gram matrix costs as much as folding in a block of users, and blocks are many."""
+        cached = getattr(self, "_items64_cache", None)
+        if cached is None or cached[0] is not self.item_vectors:
+            y = self.item_vectors.double()  # (I, D)
+            eye = torch.eye(y.shape[1], dtype=torch.float64)
+            cached = (self.item_vectors, y, y.T @ y + self.config.regularization * eye)
+            self._items64_cache = cached
+        return cached[1], cached[2]
+
     def _solve(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fold-in for a padded history (B, L). Returns user vectors (B, D) and A^-1 (B, D, D)."""
         cfg = self.config
-        y = self.item_vectors.double()  # (I, D)
+        y, base = self._items64()  # (I, D), (D, D)
         present = (history >= 0).double().unsqueeze(-1)  # (B, L, 1)
         yh = y[history.clamp_min(0)] * present  # (B, L, D)
-        eye = torch.eye(y.shape[1], dtype=torch.float64)
-        a = y.T @ y + cfg.regularization * eye + (cfg.alpha - 1.0) * yh.transpose(1, 2) @ yh
-        inverse = torch.linalg.inv(a)  # (B, D, D)
+        a = base + (cfg.alpha - 1.0) * yh.transpose(1, 2) @ yh
+        # one thread per (D, D) system: splitting each small inversion across threads cost
+        # 4-5x more than it saved on a busy 2-core machine (same result to the bit)
+        with _threads().limit(limits=1, user_api="openmp"):
+            inverse = torch.linalg.inv(a)  # (B, D, D)
         b = cfg.alpha * yh.sum(1)  # (B, D)
         users = (inverse @ b.unsqueeze(-1)).squeeze(-1)  # (B, D)
         return users.float(), inverse
 
     def factors(self, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor]:
         users = torch.empty(len(histories), self.item_vectors.shape[1])  # (B, D)
-        for start, stop in self._blocks(histories.lengths()):
+        # users in order of history length, so a block pads few of them to a long history
+        lengths = np.minimum(histories.lengths(), histories.n_items)
+        order = np.argsort(lengths, kind="stable")
+        for start, stop in self._blocks(lengths[order]):
             raise_if_stopped()
-            part = histories.slice(start, stop)
-            users[start:stop] = self._solve(padded_history(part, max_len=part.n_items))[0]
+            rows = order[start:stop]
+            users[torch.from_numpy(rows)] = self._solve(_padded_rows(histories, rows))[0]
         return users, self.item_vectors  # (B, D), (I, D)
 
     def _blocks(self, lengths: np.ndarray) -> list[tuple[int, int]]:
@@ -119,14 +135,19 @@ class ALS(Recommender):
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         out = torch.empty(history.shape[0], history.shape[1], candidates.shape[1])
-        lengths = np.full(history.shape[0], history.shape[1])
-        y = self.item_vectors.double()
-        for start, stop in self._blocks(lengths):
-            _, inverse = self._solve(history[start:stop])  # (b, D, D)
-            yh = y[history[start:stop].clamp_min(0)]  # (b, L, D)
-            yc = y[candidates[start:stop].clamp_min(0)]  # (b, K, D)
+        lengths = (history >= 0).sum(1).numpy()  # left-aligned: the padding follows
+        # blocks of similar lengths: each system is built from its block's longest history,
+        # not the whole chunk's (padding adds exact zeros, so the systems are the same)
+        order = np.argsort(lengths, kind="stable")
+        y = self._items64()[0]
+        for start, stop in self._blocks(lengths[order]):
+            rows = torch.from_numpy(order[start:stop])
+            width = max(int(lengths[order[stop - 1]]), 1)  # the block's longest history
+            _, inverse = self._solve(history[rows, :width])  # (b, D, D)
+            yh = y[history[rows].clamp_min(0)]  # (b, L, D)
+            yc = y[candidates[rows].clamp_min(0)]  # (b, K, D)
             # score(c) = sum_h alpha * y_c^T A^-1 y_h: each term is that history item's share
-            out[start:stop] = self.config.alpha * yh @ inverse @ yc.transpose(1, 2)
+            out[rows] = (self.config.alpha * yh @ inverse @ yc.transpose(1, 2)).float()
         return out  # (B, L, K)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -135,3 +156,22 @@ class ALS(Recommender):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.item_vectors = state["item_vectors"].float()
         self.n_items = self.item_vectors.shape[0]
+
+
+@lru_cache(maxsize=1)
+def _threads() -> ThreadpoolController:
+    """The process's thread pools, looked up once (a lookup scans the loaded libraries)."""
+    return ThreadpoolController()
+
+
+def _padded_rows(histories: UserHistories, rows: np.ndarray) -> torch.Tensor:
+    """The whole histories of `rows` (at most the catalog's size of their latest items, as
+    `padded_history` keeps), left-aligned in a (b, L) matrix padded with -1."""
+    ends = histories.indptr[rows + 1]
+    lengths = np.minimum(ends - histories.indptr[rows], histories.n_items)
+    width = max(int(lengths.max(initial=0)), 1)
+    out = np.full((len(rows), width), -1, dtype=np.int64)
+    row = np.repeat(np.arange(len(rows)), lengths)
+    column = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[row, column] = histories.items[np.repeat(ends - lengths, lengths) + column]
+    return torch.from_numpy(out)

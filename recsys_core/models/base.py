@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ import torch
 from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.models.registry import create, format_spec
 from recsys_core.settings import ComputeSettings
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,12 @@ class Recommender(ABC):
         Returns ((B, D) user vectors, (I, D) item vectors), or None for models that are not
         a single inner product. The ranker uses it to score a chunk with one matrix product.
         """
+        return None
+
+    def sparse_score(self, histories: UserHistories) -> sp.csr_matrix | None:
+        """`score` as a sparse (B, n_items) matrix whose missing entries are 0, for models
+        whose scores are mostly zeros (sparse item-item weights), else None. The ranker then
+        writes the entries into its own reused score buffer instead of a new dense matrix."""
         return None
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor | None:

@@ -41,7 +41,6 @@ from recsys_core.models.base import (
     Recommender,
     TestProfile,
     TrainingData,
-    history_rows,
 )
 from recsys_core.models.registry import create, format_spec, register
 from recsys_core.models.training import fit_shared, shared_fits, validation_part
@@ -298,15 +297,39 @@ def _with_new_items(
 
 
 def standardize(scores: torch.Tensor, histories: UserHistories) -> torch.Tensor:
-    """Per-user z-scores over the items each user has not seen. (B, I) -> (B, I)."""
-    unseen = torch.ones_like(scores, dtype=torch.bool)
-    if len(histories.items):
-        unseen[history_rows(histories), torch.from_numpy(histories.items)] = False
-    count = unseen.sum(1, keepdim=True).clamp_min(1)
-    values = scores.float().masked_fill(~unseen, 0.0)
-    mean = values.sum(1, keepdim=True) / count
-    spread = ((values - mean).masked_fill(~unseen, 0.0).pow(2).sum(1, keepdim=True) / count).sqrt()
-    return ((scores - mean) / spread.clamp_min(1e-8)).masked_fill(~unseen, 0.0)
+    """Per-user z-scores over the items each user has not seen. (B, I) -> (B, I).
+
+    One (B, I) buffer worked in place: at a large catalog the score block is hundreds of MB,
+    and each extra temporary (masks, differences) is another pass over memory and another
+    allocation whose pages the kernel must zero. The arithmetic is the same elementwise as
+    masking and subtracting out of place, so the result is the same to the bit.
+    """
+    rows, n_items = scores.shape
+    seen = _seen_positions(histories, n_items)  # (distinct seen,) flat positions
+    count = (
+        torch.from_numpy(n_items - np.bincount(seen.numpy() // max(n_items, 1), minlength=rows))
+        .unsqueeze(1)
+        .clamp_min(1)
+    )  # (B, 1) unseen items per user, int64
+    work = scores.float().clone()  # the values, then their squared deviations
+    flat = work.view(-1)
+    flat.index_fill_(0, seen, 0.0)
+    mean = work.sum(1, keepdim=True) / count
+    work.sub_(mean)
+    flat.index_fill_(0, seen, 0.0)
+    spread = (work.pow_(2).sum(1, keepdim=True) / count).sqrt()
+    # scores in another precision are standardized in it, as they always were
+    same = scores.dtype == work.dtype
+    out = torch.sub(scores, mean, out=work) if same else scores - mean
+    out.div_(spread.clamp_min(1e-8))
+    out.view(-1).index_fill_(0, seen, 0.0)
+    return out
+
+
+def _seen_positions(histories: UserHistories, n_items: int) -> torch.Tensor:
+    """Distinct flat positions row * n_items + item of the users' history items."""
+    rows = np.repeat(np.arange(len(histories), dtype=np.int64), histories.lengths())
+    return torch.from_numpy(np.unique(rows * n_items + histories.items))
 
 
 def _tune(

@@ -85,7 +85,7 @@ class Content(Recommender):
         return users @ items.T  # (B, D) @ (D, I)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        hist = self.embeddings[history.clamp_min(0)] @ self.map[:-1]  # (B, L, D): e_h^T W
+        hist = self._history_text(history)  # (B, L, D): e_h^T W
         cand = self.embeddings[candidates.clamp_min(0)]  # (B, K, D)
         # later items of the (most-recent-last) history count more, as in the profile
         length = (history >= 0).sum(1, keepdim=True)  # (B, 1)
@@ -93,6 +93,20 @@ class Content(Recommender):
         half_life = self.config.half_life or float("inf")
         recency = 0.5 ** (age / half_life)  # (B, L)
         return hist @ cand.transpose(1, 2) * recency.unsqueeze(-1)  # (B, L, K)
+
+    def _history_text(self, history: torch.Tensor) -> torch.Tensor:
+        """e_h^T W of each slot of a padded (B, L) history. Returns (B, L, D).
+
+        Each slot that holds an item is mapped once; the padding slots all get item 0's row,
+        as they always have (a blend scales each member by its largest weight, padding
+        included), computed once: a chunk's histories are mostly padding when a few are long.
+        """
+        valid = history >= 0
+        index = torch.cat([history[valid], history.new_zeros(1)])  # (n + 1,)
+        rows = self.embeddings[index] @ self.map[:-1]  # (n + 1, D)
+        out = rows[-1].expand(*history.shape, rows.shape[1]).clone()
+        out[valid] = rows[:-1]
+        return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"embeddings": self.embeddings, "map": self.map}

@@ -47,6 +47,12 @@ class ItemItemRecommender(Recommender):
             return sparse_scores(rows, self.weights)  # (B, I)
         return torch.from_numpy(rows @ self.weights.numpy())  # sparse (B, I) @ dense (I, I)
 
+    def sparse_score(self, histories: UserHistories) -> sp.csr_matrix | None:
+        if not self.sparse:
+            return None
+        rows = histories.csr(recency_weights(histories, self.config.history_half_life))
+        return rows @ self.weights  # (B, I), the entries `sparse_scores` makes dense
+
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         if self.sparse:
             return sparse_pair_weights(self.weights, history, candidates)

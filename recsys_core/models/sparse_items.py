@@ -83,12 +83,18 @@ def sparse_scores(rows: sp.csr_matrix, weights: sp.csr_matrix) -> torch.Tensor:
 def sparse_pair_weights(
     weights: sp.csr_matrix, history: torch.Tensor, candidates: torch.Tensor
 ) -> torch.Tensor:
-    """weights[h, c] for each history item h and candidate c: (B, L, K); 0 for padding."""
-    hist = history.numpy()[:, :, None]  # (B, L, 1)
-    cand = candidates.numpy()[:, None, :]  # (B, 1, K)
-    h, c = np.broadcast_arrays(np.maximum(hist, 0), np.maximum(cand, 0))
-    out = np.asarray(weights[h.ravel(), c.ravel()], dtype=np.float32).reshape(h.shape)
-    out[np.broadcast_to(hist < 0, h.shape)] = 0.0
+    """weights[h, c] for each history item h and candidate c: (B, L, K); 0 for padding.
+
+    Only the history slots that hold an item are looked up: a padded (B, L) history is
+    mostly padding when a few users have long histories.
+    """
+    hist, cand = history.numpy(), np.maximum(candidates.numpy(), 0)  # (B, L), (B, K)
+    out = np.zeros((*hist.shape, cand.shape[1]), dtype=np.float32)  # (B, L, K)
+    user, slot = np.nonzero(hist >= 0)  # (n,) each
+    if len(user):
+        rows = np.repeat(hist[user, slot], cand.shape[1])  # (n * K,)
+        found = weights[rows, cand[user].ravel()]
+        out[user, slot] = np.asarray(found, dtype=np.float32).reshape(len(user), -1)
     return torch.from_numpy(out)
 
 

@@ -44,6 +44,7 @@ from recsys_core.encoders.item_text_encoder import ItemTextEncoder, encoder_iden
 from recsys_core.encoders.registry import resolve_encoder
 from recsys_core.errors import InputError
 from recsys_core.pipeline.sharded import ShardedStage, results_in_plan_order
+from recsys_core.progress import track
 from recsys_core.storage import Lake
 from recsys_core.storage.staging import Staging, read_parts, write_atomically, write_part
 
@@ -311,7 +312,14 @@ def encode_shard(
     start = time.perf_counter()
     keys = todo.select("item_id", "text_hash")
     try:
-        for batch in encoder.encode_batches(todo["text"].to_list(), progress=progress):
+        batches = encoder.encode_batches(todo["text"].to_list(), progress=progress)
+        for batch in track(
+            batches,
+            f"encode shard {shard.index}",
+            total=todo.height,
+            size=lambda b: len(b.rows),
+            heartbeat=True,
+        ):
             parts.add(keys[batch.rows], batch.vectors, batch.truncated)
             if parts.due():
                 parts.flush()

@@ -314,6 +314,7 @@ def rank_shard(
     ranked = top_k(
         shared.bundle.model, histories, plan.k, exclude_items=shared.unavailable,
         explain=True, memory_mb=settings.compute.score_memory_mb, progress=progress,
+        what=f"recommend shard {shard.index + 1}/{len(plan.shards)}",
     )  # fmt: skip
     items = shared.bundle.items
     table, rows = recommendation_rows(

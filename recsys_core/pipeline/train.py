@@ -42,6 +42,7 @@ from recsys_core.models.sasrec import budgeted
 from recsys_core.models.training import fit_shared, shared_fits
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.pipeline.fingerprints import stage_fingerprint
+from recsys_core.progress import Progress, track
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
 from recsys_core.registry.tracking import CHALLENGER, CHAMPION, Tracker, mlflow_names
 from recsys_core.registry.versions import RegisteredVersion, config_key
@@ -374,7 +375,10 @@ def _refit_winners(
     extra = {"pipeline_run": night.context.run_id, "parent_run": parent_id,
              "split": split.fingerprint()}  # fmt: skip
     night.say(f"refitting {candidate_label(asdict(winner))} on all {report.events} events")
-    report.champion = _refit_and_register(night, winner, CHAMPION, extra).label
+    with Progress(
+        "train", 0, heartbeat=True, expected=winner.fit_seconds, step=f"refitting {winner.model}"
+    ):
+        report.champion = _refit_and_register(night, winner, CHAMPION, extra).label
     report.champion_model = winner.model
     report.champion_metrics = winner.metrics
     if challenger is not None:
@@ -463,7 +467,13 @@ def _fit_candidates(night: Night, *, log_files: bool = True) -> None:
             does not).
     """
     tracker, settings, report, say = night.tracker, night.settings, night.report, night.say
-    for spec in night.work.specs:
+    for spec in track(
+        night.work.specs,
+        "train",
+        unit="candidates",
+        step=lambda s: f"fitting {candidate_label({'model': s.name, 'params': s.params})}",
+        heartbeat=True,
+    ):
         raise_if_stopped()  # `Stopped` is no Exception: it is never taken for a failed fit
         label = candidate_label({"model": spec.name, "params": spec.params})
         say(f"fitting {label}")

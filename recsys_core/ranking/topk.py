@@ -5,8 +5,10 @@ chunk is scored depends on what the model offers:
 
 - factor and embedding models (`factors()` returns user and item vectors): one matrix product
   into a reused buffer, so the ranker runs close to the speed of a bare `torch.matmul`;
-- every other model (EASE and item-KNN with their sparse-dense products, sequential models
-  with batched forward passes): `score()` on the chunk.
+- sparse item-item models (`sparse_score()` returns a sparse matrix): its entries are written
+  into the same reused buffer, never densified into a new matrix;
+- every other model (EASE with its sparse-dense product, blends, sequential models with
+  batched forward passes): `score()` on the chunk.
 
 Each chunk then drops the user's seen items and any excluded items (e.g. unavailable ones;
 they are removed from the item matrix up front where the model allows it), optionally blends
@@ -30,6 +32,7 @@ from tqdm.auto import tqdm
 from recsys_core.cancel import raise_if_stopped
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Recommender, padded_history
+from recsys_core.progress import Progress
 
 if TYPE_CHECKING:
     from recsys_core.ranking.query import QueryBlend
@@ -133,6 +136,7 @@ def top_k(
     memory_mb: int = 512,
     progress: bool = False,
     query: QueryBlend | None = None,
+    what: str = "rank",
 ) -> TopK:
     """Top `k` items per user.
 
@@ -147,6 +151,8 @@ def top_k(
         progress: Show a progress bar over users.
         query: Rank by a blend of query relevance and the model score (one query vector
             per user row; see `recsys_core.ranking.query`).
+        what: Name of the ranking in the progress lines logged every 30 s while it runs
+            (`recsys_core.progress`).
     """
     n_users = len(histories)
     items = np.full((n_users, k), -1, dtype=np.int64)
@@ -162,7 +168,8 @@ def top_k(
     floats = scorer.padded if factors else model.score_floats_per_user(scorer.padded)
     step = _users_per_chunk(floats, memory_mb)
     bar = tqdm(total=n_users, unit="users", desc="rank", disable=not progress)
-    with bar, torch.inference_mode():
+    shown = Progress(what, n_users, unit="users")
+    with bar, shown, torch.inference_mode():
         for start in range(0, n_users, step):
             raise_if_stopped()  # Ctrl-C/SIGTERM reach worker threads only through the flag
             stop = min(start + step, n_users)
@@ -177,6 +184,7 @@ def top_k(
                     model, chunk, torch.from_numpy(top_items), scorer.item_vectors
                 ).numpy()
             bar.update(stop - start)
+            shown.advance(stop - start)
     return TopK(np.arange(n_users), items, scores, reasons)
 
 
@@ -223,6 +231,14 @@ class _ChunkScorer:
             users, item_vectors = pair  # (B, D), (I, D)
             self._prepare_vectors(item_vectors)
             torch.matmul(users.float(), self._candidate_vectors.T, out=out)  # (B, D) @ (D, P)
+        elif self.columns is None and (found := self.model.sparse_score(chunk)) is not None:
+            # mostly zeros: scatter the entries into the warm buffer rather than densify
+            # into a fresh (B, I) matrix and copy it here
+            out.zero_()
+            rows = np.repeat(np.arange(found.shape[0]), np.diff(found.indptr))
+            flat = torch.from_numpy(rows * out.shape[1] + found.indices)
+            values = torch.from_numpy(found.data.astype(np.float32, copy=False))
+            out.view(-1).index_put_((flat,), values)
         else:
             raw = self.model.score(chunk).float()  # (B, I)
             out[:, : self.n_columns] = raw[:, self.columns] if self.columns is not None else raw
