@@ -19,6 +19,7 @@ import torch
 
 from recsys_core.data.interactions import Interactions, UserHistories
 from recsys_core.models import FitOptions, TrainingData, create
+from recsys_core.models.registry import ModelSpec
 from recsys_core.models.sasrec import budgeted
 from recsys_core.pipeline.train import _adapted_defaults
 from recsys_core.ranking import top_k
@@ -100,7 +101,7 @@ def test_without_text_the_new_item_is_out_of_reach():
     assert hits_at_10(use_text=False) <= 0.2
 
 
-DEFAULTS = ["popularity", "ease", "content", "blend"]
+DEFAULTS = [ModelSpec.parse(s) for s in ("popularity", "ease", "content", "blend")]
 
 
 def _log(per_user: int, users: int = 40, same_time: bool = False) -> Interactions:
@@ -115,9 +116,9 @@ def _log(per_user: int, users: int = 40, same_time: bool = False) -> Interaction
 def test_the_sequential_text_model_joins_ordered_short_histories_with_text():
     data, text = _log(6), torch.ones(50, 8)
     specs, notes = _adapted_defaults(DEFAULTS, data, text)
-    sequential = [s for s in specs if s.startswith("sasrec(")]
+    sequential = [str(s) for s in specs if s.name == "sasrec"]
     assert len(sequential) == 1 and "epochs=20" in sequential[0]
-    blend = create(specs[-1])  # the blend stays last and gains it, with the last-item match
+    blend = specs[-1].create()  # the blend stays last and gains it, with the last-item match
     assert blend.name == "blend" and sequential[0] in blend.config.members
     assert "content(learned=false, half_life=0.5)" in blend.config.members
     assert "joins" in notes[0]
