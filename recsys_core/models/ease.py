@@ -160,6 +160,11 @@ def ease_weights(gram: Callable[[torch.dtype], torch.Tensor]) -> torch.Tensor:
     return precision
 
 
+# above this condition number a float32 inverse keeps fewer than about 2 significant digits
+# of its smaller entries, and EASE is solved in float64 instead
+MAX_SINGLE_CONDITION = 1e5
+
+
 def spd_inverse(matrix: torch.Tensor) -> torch.Tensor | None:
     """The inverse of a symmetric positive definite matrix, computed in its own memory.
 
@@ -168,7 +173,9 @@ def spd_inverse(matrix: torch.Tensor) -> torch.Tensor | None:
 
     Returns:
         `matrix`, now holding the inverse; None when the factorization fails (not positive
-        definite at this precision; `matrix` is then garbage).
+        definite at this precision) or, in float32, when the factor shows a condition number
+        over `MAX_SINGLE_CONDITION` (its pivots' squared ratio, a lower bound); `matrix` is
+        then garbage.
     """
     data = matrix.numpy().T  # the same memory in Fortran order (the matrix is symmetric)
     single = data.dtype == np.float32
@@ -176,6 +183,9 @@ def spd_inverse(matrix: torch.Tensor) -> torch.Tensor | None:
     factor, info = potrf(data, lower=True, overwrite_a=True, clean=False)
     if info != 0:
         return None
+    pivots = np.abs(np.diagonal(factor))
+    if single and (pivots.max() / pivots.min()) ** 2 > MAX_SINGLE_CONDITION:
+        return None  # float32 would lose the inverse's small entries
     inverse, info = potri(factor, lower=True, overwrite_c=True)
     if info != 0:
         return None
