@@ -18,16 +18,17 @@ from recsys_core.settings import Settings
 
 @pytest.fixture
 def ease_solves(monkeypatch):
-    """A digest of every square matrix inverted: EASE's Gram matrix plus its penalty."""
+    """A digest of every matrix EASE inverts: its Gram matrix plus its penalty."""
+    from recsys_core.models import ease
+
     seen: list[str] = []
-    inverse = torch.linalg.inv
+    inverse = ease.spd_inverse
 
-    def counted(matrix, *args, **kwargs):
-        if matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]:
-            seen.append(hashlib.sha256(matrix.contiguous().numpy().tobytes()).hexdigest())
-        return inverse(matrix, *args, **kwargs)
+    def counted(matrix):
+        seen.append(hashlib.sha256(matrix.contiguous().numpy().tobytes()).hexdigest())
+        return inverse(matrix)
 
-    monkeypatch.setattr(torch.linalg, "inv", counted)
+    monkeypatch.setattr(ease, "spd_inverse", counted)
     return seen
 
 
@@ -128,3 +129,25 @@ def test_a_model_spec_is_parsed_once_and_reads_back_as_written(text):
     model = spec.create()
     assert ModelSpec.of(model) == ModelSpec(model.name, model.params())
     assert ModelSpec.of(model).create().params() == model.params()
+
+
+def test_a_refit_blend_keeps_its_tuned_weights_and_fits_each_member_once(planted, ease_solves):
+    data, _ = planted
+    earlier = TrainingData(data.with_frame(data.frame.head(int(data.frame.height * 0.8))))
+    everything, options = TrainingData(data), FitOptions()
+    blend = create('blend(members=["ease(reg=10)", "ease(reg=40)", "itemknn"])')
+    with shared_fits():
+        blend.fit(earlier, options)  # tunes on a part of `earlier`, then fits on all of it
+        weights, tuned = blend.weights.clone(), len(ease_solves)
+        assert blend.refit(everything, options)
+    # the measured weights are kept: no tuning again, one solve per EASE member that scores
+    torch.testing.assert_close(blend.weights, weights, rtol=0, atol=0)
+    used = [m for m, w in zip(blend.members, weights, strict=True) if w > 0]
+    assert len(ease_solves) - tuned == sum(m.name == "ease" for m in used) > 0
+    for member in used:  # each member scoring now is fitted on every event
+        fresh = create(member.name, member.params())
+        fresh.fit(everything, options)
+        torch.testing.assert_close(
+            member.score(data.histories()), fresh.score(data.histories()), rtol=0, atol=0
+        )
+    assert blend.n_items == data.n_items

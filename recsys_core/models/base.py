@@ -148,6 +148,18 @@ class Recommender(ABC):
     def fit(self, data: TrainingData, options: FitOptions) -> EpochMetrics:
         """Train on `data`; return one metrics dict per epoch (empty for closed-form models)."""
 
+    def refit(self, data: TrainingData, options: FitOptions) -> bool:
+        """Fit again on more data (all events, after validation), keeping what `fit` chose on
+        its own validation part, so the refit model is the one that was measured and nothing
+        tuned is searched again. Returns False when the model keeps nothing of the kind; the
+        caller then fits it anew.
+
+        Args:
+            data: What to fit on now (e.g. every event).
+            options: Run-level settings.
+        """
+        return False
+
     @abstractmethod
     def score(self, histories: UserHistories) -> torch.Tensor:
         """Scores of every item for each user. Returns (B, n_items) float32."""

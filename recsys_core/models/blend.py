@@ -191,6 +191,17 @@ class Blend(Recommender):
         self.n_items = data.n_items
         return epochs
 
+    def refit(self, data: TrainingData, options: FitOptions) -> bool:
+        """Keep the tuned weights and fit the members that score on `data`; new items (no
+        events in `data`) take the new-item weights where they were tuned."""
+        _fit_shared(
+            [m for m, used in zip(self.members, self._used(), strict=True) if used], data, options
+        )
+        if self.cold_weights is not None:
+            self.eventless = torch.from_numpy(data.interactions.item_counts() == 0)
+        self.n_items = data.n_items
+        return True
+
     def _used(self) -> list[bool]:
         """Whether each member scores: a non-zero weight for items with events or without."""
         cold = (

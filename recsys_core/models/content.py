@@ -50,6 +50,7 @@ class Content(Recommender):
         if data.item_embeddings is None:
             raise InputError("content: item embeddings are missing (run `recsys encode` first)")
         self.embeddings = data.item_embeddings.float()  # (I, D)
+        self._mapped: torch.Tensor | None = None  # e_i^T W of every item, when first needed
         self.n_items = data.n_items
         dim = self.embeddings.shape[1]
         if not self.config.learned:
@@ -97,16 +98,13 @@ class Content(Recommender):
     def _history_text(self, history: torch.Tensor) -> torch.Tensor:
         """e_h^T W of each slot of a padded (B, L) history. Returns (B, L, D).
 
-        Each slot that holds an item is mapped once; the padding slots all get item 0's row,
-        as they always have (a blend scales each member by its largest weight, padding
-        included), computed once: a chunk's histories are mostly padding when a few are long.
+        Every item's row is mapped once per fitted state and gathered; the padding slots get
+        item 0's row, as they always have (a blend scales each member by its largest weight,
+        padding included).
         """
-        valid = history >= 0
-        index = torch.cat([history[valid], history.new_zeros(1)])  # (n + 1,)
-        rows = self.embeddings[index] @ self.map[:-1]  # (n + 1, D)
-        out = rows[-1].expand(*history.shape, rows.shape[1]).clone()
-        out[valid] = rows[:-1]
-        return out
+        if getattr(self, "_mapped", None) is None:  # once per fitted state: (I, D)
+            self._mapped = self.embeddings @ self.map[:-1]
+        return self._mapped[history.clamp_min(0)]  # (B, L, D)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"embeddings": self.embeddings, "map": self.map}
@@ -114,4 +112,5 @@ class Content(Recommender):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.embeddings = state["embeddings"].float()
         self.map = state["map"].float()
+        self._mapped = None
         self.n_items = self.embeddings.shape[0]

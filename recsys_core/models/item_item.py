@@ -9,8 +9,10 @@ it and sets `sparse`.
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
+import numpy as np
 import scipy.sparse as sp
 import torch
 
@@ -22,6 +24,23 @@ from recsys_core.models.sparse_items import (
     sparse_scores,
     to_state,
 )
+
+
+def sparse_dense_matmul(rows: sp.csr_matrix, dense: torch.Tensor) -> torch.Tensor:
+    """(B, I) sparse rows times a dense (I, J) float32 matrix, on torch's threads (scipy's
+    product runs on one: 1.7x slower on 2 cores at 12,500 items). Returns (B, J)."""
+    rows = rows.astype(np.float32)
+    rows.sort_indices()  # torch's CSR layout wants each row's columns in order
+    with warnings.catch_warnings():  # "CSR support is in beta": the product is exact here
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
+        matrix = torch.sparse_csr_tensor(
+            torch.from_numpy(rows.indptr.astype(np.int64)),
+            torch.from_numpy(rows.indices.astype(np.int64)),
+            torch.from_numpy(rows.data),
+            size=rows.shape,
+            check_invariants=False,  # sorted above; the check costs a pass over the entries
+        )
+    return torch.sparse.mm(matrix, dense)
 
 
 class ItemItemRecommender(Recommender):
@@ -45,7 +64,7 @@ class ItemItemRecommender(Recommender):
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
         if self.sparse:
             return sparse_scores(rows, self.weights)  # (B, I)
-        return torch.from_numpy(rows @ self.weights.numpy())  # sparse (B, I) @ dense (I, I)
+        return sparse_dense_matmul(rows, self.weights)  # sparse (B, I) @ dense (I, I)
 
     def sparse_score(self, histories: UserHistories) -> sp.csr_matrix | None:
         if not self.sparse:

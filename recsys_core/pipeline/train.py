@@ -35,7 +35,7 @@ from recsys_core.data.splits import DEFAULT_FRACTIONS, Split, check_protocol, ma
 from recsys_core.errors import InputError
 from recsys_core.evaluation import evaluate
 from recsys_core.evaluation.evaluate import ChunkMap
-from recsys_core.models import FitOptions, TrainingData, create, registered
+from recsys_core.models import FitOptions, Recommender, TrainingData, create, registered
 from recsys_core.models.blend import DEFAULT_MEMBERS
 from recsys_core.models.registry import ModelSpec
 from recsys_core.models.sasrec import budgeted
@@ -250,6 +250,7 @@ class Night:
         work: The data, split and candidates.
         say: Called with a line as each step starts and ends.
         map_chunks: Where evaluation ranks its chunks of test users; None = here.
+        fitted: The candidates' fitted models, by config key.
     """
 
     context: RunContext
@@ -257,6 +258,9 @@ class Night:
     work: Candidates
     say: Callable[[str], None]
     map_chunks: ChunkMap | None = None
+    # each candidate's model fitted on the training part, by config key, until the gate
+    # keeps the winner's and challenger's for their refits (`Recommender.refit`)
+    fitted: dict[str, Recommender] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
@@ -360,6 +364,8 @@ def _measure_and_decide(
             settings.train.min_improvement,
         )  # fmt: skip
         report.decision = note + decision
+        kept = {winner.key, challenger.key if challenger is not None else None}
+        night.fitted = {k: m for k, m in night.fitted.items() if k in kept}
         winner.role = CHAMPION
         if challenger is not None:
             challenger.role = CHALLENGER
@@ -417,7 +423,7 @@ def evaluate_models(
     tags = {"protocol": protocol, "split": work.split.fingerprint()}
     with tracker.run(f"evaluate {protocol} {time.strftime('%Y-%m-%d %H:%M')}", tags=tags):
         with shared_fits():
-            _fit_candidates(night, log_files=False)
+            _fit_candidates(night, log_files=False, keep=False)
         metric = settings.train.selection_metric
         if metric not in report.candidates[0].metrics:
             raise InputError(f"selection metric {metric!r} is not computed")
@@ -458,13 +464,14 @@ def _split_and_candidates(
     return Candidates(data, embeddings, candidates, split, options, report)
 
 
-def _fit_candidates(night: Night, *, log_files: bool = True) -> None:
+def _fit_candidates(night: Night, *, log_files: bool = True, keep: bool = True) -> None:
     """Fit and evaluate each candidate into the report; one that fails is left out, noted.
 
     Args:
         night: The run's state: its candidates, split, tracker and report.
         log_files: Log each fitted model's files with its run (training does; evaluation
             does not).
+        keep: Keep each fitted model in `night.fitted` for a refit (training does).
     """
     tracker, settings, report, say = night.tracker, night.settings, night.report, night.say
     for spec in track(
@@ -478,7 +485,7 @@ def _fit_candidates(night: Night, *, log_files: bool = True) -> None:
         label = candidate_label({"model": spec.name, "params": spec.params})
         say(f"fitting {label}")
         try:
-            result = _fit_candidate(night, spec, log_files=log_files)
+            result = _fit_candidate(night, spec, log_files=log_files, keep=keep)
         except Exception as exc:  # a candidate that cannot train never fails the night
             reason = f"{label}: did not train ({type(exc).__name__}: {exc}); left out"
             report.left_out.append(reason)
@@ -497,7 +504,9 @@ def _fit_candidates(night: Night, *, log_files: bool = True) -> None:
         raise RuntimeError(f"no candidate trained: {'; '.join(report.left_out)}")
 
 
-def _fit_candidate(night: Night, spec: ModelSpec, *, log_files: bool = True) -> CandidateResult:
+def _fit_candidate(
+    night: Night, spec: ModelSpec, *, log_files: bool = True, keep: bool = True
+) -> CandidateResult:
     """Fit one candidate on the training part and evaluate it, in its own nested run."""
     tracker, settings, split = night.tracker, night.settings, night.work.split
     embeddings, options, map_chunks = night.work.embeddings, night.work.options, night.map_chunks
@@ -529,7 +538,10 @@ def _fit_candidate(night: Night, spec: ModelSpec, *, log_files: bool = True) -> 
                 ModelBundle.from_fit(model, split.train, {"validation": metrics}),
                 max_weights_mb=settings.tracking.log_weights_max_mb,
             )
-        return CandidateResult(name, params, metrics, round(seconds, 3), run.info.run_id, epochs)
+        result = CandidateResult(name, params, metrics, round(seconds, 3), run.info.run_id, epochs)
+        if keep:
+            night.fitted[result.key] = model
+        return result
 
 
 def _param(value: Any) -> Any:
@@ -610,8 +622,10 @@ def _refit_and_register(
     """
     settings, tracker, context = night.settings, night.tracker, night.context
     full = night.everything()
-    model = create(result.model, result.params)
-    fit_shared(model, full, night.work.options)  # shares the blend's refit members
+    model = night.fitted.pop(result.key, None)  # keeps what it tuned on validation
+    if model is None or not model.refit(full, night.work.options):
+        model = create(result.model, result.params)
+        fit_shared(model, full, night.work.options)  # shares the blend's refit members
     # the item vectors and their encoder travel with the model, so it can rank by a query
     encoder = {} if full.item_embeddings is None else {
         "encoder": encoder_id(context), "encoder_source": settings.embedding.encoder,
