@@ -120,7 +120,8 @@ def test_the_sequential_text_model_joins_ordered_short_histories_with_text():
     assert len(sequential) == 1 and "epochs=20" in sequential[0]
     blend = specs[-1].create()  # the blend stays last and gains it, with the last-item match
     assert blend.name == "blend" and sequential[0] in blend.config.members
-    assert "content(learned=false, half_life=0.5)" in blend.config.members
+    assert "content(learned=false, half_life=0.5, whiten=1.0)" in blend.config.members
+    assert "content(whiten=1.0)" in blend.config.members  # the whitened profile match
     assert "joins" in notes[0]
 
 

@@ -157,11 +157,11 @@ def _adapted_defaults(
     if params is None:
         return specs, [f"sasrec: {len(data)} events exceed its CPU budget; left out"]
     sequential = ModelSpec("sasrec", params)
-    last_item = "content(learned=false, half_life=0.5)"  # text cosine to the newest item
+    last_item = "content(learned=false, half_life=0.5, whiten=1.0)"  # text cosine, newest item
     blend = ModelSpec("blend")  # the default blend, its members adapted here
     out = [s for s in specs if s != blend] + [sequential]
     if blend in specs:
-        members = [*DEFAULT_MEMBERS, str(sequential), last_item]
+        members = [*DEFAULT_MEMBERS, str(sequential), last_item, "content(whiten=1.0)"]
         out.append(ModelSpec("blend", {"members": members}))
     return out, [f"items have text and histories are ordered: {sequential} joins"]
 
