@@ -19,6 +19,7 @@ import torch
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Capabilities, Recommender, recency_weights
 from recsys_core.models.sparse_items import (
+    entry_keys,
     from_state,
     sparse_pair_weights,
     sparse_scores,
@@ -59,6 +60,7 @@ class ItemItemRecommender(Recommender):
     def keep(self, weights: torch.Tensor | sp.csr_matrix) -> None:
         self.weights = weights
         self.n_items = weights.shape[0]
+        self._keys: np.ndarray | None = None  # sparse W's entry positions, when first needed
 
     def score(self, histories: UserHistories) -> torch.Tensor:
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
@@ -74,7 +76,9 @@ class ItemItemRecommender(Recommender):
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         if self.sparse:
-            return sparse_pair_weights(self.weights, history, candidates)
+            if getattr(self, "_keys", None) is None:  # once per fitted W, not per chunk
+                self._keys = entry_keys(self.weights)
+            return sparse_pair_weights(self.weights, history, candidates, self._keys)
         rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)
         return self.weights[rows, candidates.clamp_min(0).unsqueeze(1)]  # (B, L, K)
 

@@ -107,21 +107,45 @@ def sparse_scores(rows: sp.csr_matrix, weights: sp.csr_matrix) -> torch.Tensor:
 
 
 def sparse_pair_weights(
-    weights: sp.csr_matrix, history: torch.Tensor, candidates: torch.Tensor
+    weights: sp.csr_matrix,
+    history: torch.Tensor,
+    candidates: torch.Tensor,
+    keys: np.ndarray | None = None,
 ) -> torch.Tensor:
     """weights[h, c] for each history item h and candidate c: (B, L, K); 0 for padding.
 
     Only the history slots that hold an item are looked up: a padded (B, L) history is
-    mostly padding when a few users have long histories.
+    mostly padding when a few users have long histories. The lookups are one vectorized
+    binary search over the entries' flat positions (`entry_keys`): scipy's fancy indexing
+    scans a row per lookup when there are fewer lookups than a tenth of the entries, and the
+    rows of popular history items hold thousands (25M events, 62,500 items: 20 s per 1,000
+    users).
+
+    Args:
+        weights: (I, I) CSR weights.
+        history: (B, L) item indexes, -1 padding.
+        candidates: (B, K) item indexes.
+        keys: `entry_keys(weights)`, when the caller keeps them; computed here otherwise.
     """
     hist, cand = history.numpy(), np.maximum(candidates.numpy(), 0)  # (B, L), (B, K)
     out = np.zeros((*hist.shape, cand.shape[1]), dtype=np.float32)  # (B, L, K)
     user, slot = np.nonzero(hist >= 0)  # (n,) each
-    if len(user):
-        rows = np.repeat(hist[user, slot], cand.shape[1])  # (n * K,)
-        found = weights[rows, cand[user].ravel()]
-        out[user, slot] = np.asarray(found, dtype=np.float32).reshape(len(user), -1)
+    if len(user) and weights.nnz:
+        keys = entry_keys(weights) if keys is None else keys
+        rows = np.repeat(hist[user, slot].astype(np.int64), cand.shape[1])  # (n * K,)
+        query = rows * weights.shape[1] + cand[user].ravel()
+        at = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+        found = np.where(keys[at] == query, weights.data[at], 0.0)
+        out[user, slot] = found.astype(np.float32).reshape(len(user), -1)
     return torch.from_numpy(out)
+
+
+def entry_keys(weights: sp.csr_matrix) -> np.ndarray:
+    """Each stored entry's flat position row * columns + column, ascending (sums duplicates
+    and sorts the matrix's indices in place first)."""
+    weights.sum_duplicates()
+    rows = np.repeat(np.arange(weights.shape[0], dtype=np.int64), np.diff(weights.indptr))
+    return rows * weights.shape[1] + weights.indices.astype(np.int64)
 
 
 def to_state(prefix: str, matrix: sp.csr_matrix) -> dict[str, torch.Tensor]:
