@@ -12,7 +12,7 @@ from recsys_core.data.splits import make_split
 from recsys_core.errors import InputError
 from recsys_core.evaluation import evaluate
 from recsys_core.models import MODELS, FitOptions, Recommender, TrainingData, create, register
-from recsys_core.models.sparse_items import co_occurrence_topn
+from recsys_core.models.sparse_items import co_occurrence_topn, sparse_scores, split_rows
 from recsys_core.settings import Settings
 
 TINY_BUDGET = 2**20  # 1 MiB: too small for EASE's dense matrices on any catalog below
@@ -74,6 +74,30 @@ def test_itemknn_loads_an_older_dense_bundle(planted):
     old = create("itemknn")
     old.load_state_dict(dense)
     torch.testing.assert_close(old.score(data.histories()), model.score(data.histories()))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.05, 0.3, 2.0])  # every row dense .. none
+def test_long_rows_scored_dense_give_the_sparse_product(share):
+    rng = np.random.default_rng(3)
+    weights = _binary(150, 150, 0.04, seed=4).tocsr()
+    weights[:6] = rng.random((6, 150)).astype(np.float32)  # popular items: long rows
+    weights.data[:] = rng.standard_normal(weights.nnz).astype(np.float32)
+    rows = _binary(40, 150, 0.1, seed=5)
+    rows.data[:] = rng.random(rows.nnz).astype(np.float32)  # recency-weighted histories
+    split = split_rows(weights, share=share)
+    if share <= 1:
+        lengths = np.diff(weights.indptr)
+        np.testing.assert_array_equal(split.dense_rows, np.flatnonzero(lengths >= share * 150))
+        assert split.light.nnz == lengths[lengths < share * 150].sum()
+    else:
+        assert split is None
+    got = sparse_scores(rows, weights, split)
+    want = torch.from_numpy((rows.astype(np.float64) @ weights.astype(np.float64)).toarray())
+    torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+    if share <= 1:  # a memory bound keeps the longest rows dense, the others sparse
+        bound = split_rows(weights, share=share, memory_bytes=3 * 150 * 4)
+        np.testing.assert_array_equal(bound.dense_rows, [0, 1, 2])  # full rows, lowest first
+        torch.testing.assert_close(sparse_scores(rows, weights, bound), got)
 
 
 def test_ease_stands_down_for_sparse_ease_when_the_catalog_is_too_large():

@@ -198,7 +198,10 @@ def test_shards_ranked_apart_equal_one_ranking():
     model = FixedScores(scores)
     whole = top_k(model, hist, 7)
     shards = plan_shards(len(hist), 30)
-    assert [(s.start, s.stop) for s in shards] == [(0, 30), (30, 60), (60, 90), (90, 101)]
+    # as few shards of at most 30 users as there can be, of equal sizes
+    assert [(s.start, s.stop) for s in shards] == [(0, 25), (25, 50), (50, 75), (75, 101)]
+    assert plan_shards(0, 30) == []
+    assert [(s.start, s.stop) for s in plan_shards(60, 30)] == [(0, 30), (30, 60)]
     parts = [top_k(model, hist.slice(s.start, s.stop), 7).items for s in shards]
     np.testing.assert_array_equal(np.concatenate(parts), whole.items)
 

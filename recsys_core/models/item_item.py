@@ -9,7 +9,6 @@ it and sets `sparse`.
 
 from __future__ import annotations
 
-import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -19,29 +18,15 @@ import torch
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Capabilities, Recommender, recency_weights
 from recsys_core.models.sparse_items import (
+    RowSplit,
     entry_keys,
     from_state,
+    sparse_dense_matmul,
     sparse_pair_weights,
     sparse_scores,
+    split_rows,
     to_state,
 )
-
-
-def sparse_dense_matmul(rows: sp.csr_matrix, dense: torch.Tensor) -> torch.Tensor:
-    """(B, I) sparse rows times a dense (I, J) float32 matrix, on torch's threads (scipy's
-    product runs on one: 1.7x slower on 2 cores at 12,500 items). Returns (B, J)."""
-    rows = rows.astype(np.float32)
-    rows.sort_indices()  # torch's CSR layout wants each row's columns in order
-    with warnings.catch_warnings():  # "CSR support is in beta": the product is exact here
-        warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
-        matrix = torch.sparse_csr_tensor(
-            torch.from_numpy(rows.indptr.astype(np.int64)),
-            torch.from_numpy(rows.indices.astype(np.int64)),
-            torch.from_numpy(rows.data),
-            size=rows.shape,
-            check_invariants=False,  # sorted above; the check costs a pass over the entries
-        )
-    return torch.sparse.mm(matrix, dense)
 
 
 class ItemItemRecommender(Recommender):
@@ -61,16 +46,23 @@ class ItemItemRecommender(Recommender):
         self.weights = weights
         self.n_items = weights.shape[0]
         self._keys: np.ndarray | None = None  # sparse W's entry positions, when first needed
+        self._split: RowSplit | bool | None = False  # sparse W's long rows, when first needed
 
     def score(self, histories: UserHistories) -> torch.Tensor:
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
         if self.sparse:
-            return sparse_scores(rows, self.weights)  # (B, I)
+            return sparse_scores(rows, self.weights, self._row_split())  # (B, I)
         return sparse_dense_matmul(rows, self.weights)  # sparse (B, I) @ dense (I, I)
 
+    def _row_split(self) -> RowSplit | None:
+        """Sparse W's long rows kept dense for scoring, once per fitted W."""
+        if getattr(self, "_split", False) is False:
+            self._split = split_rows(self.weights)
+        return self._split
+
     def sparse_score(self, histories: UserHistories) -> sp.csr_matrix | None:
-        if not self.sparse:
-            return None
+        if not self.sparse or self._row_split() is not None:
+            return None  # dense, or long rows: `score` is faster than this product
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
         return rows @ self.weights  # (B, I), the entries `sparse_scores` makes dense
 

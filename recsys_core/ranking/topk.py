@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,16 +78,20 @@ class Shard:
 
 
 def plan_shards(n_users: int, shard_users: int) -> list[Shard]:
-    """Cut `n_users` rows into ranges of at most `shard_users` users.
+    """Cut `n_users` rows into as few ranges of at most `shard_users` users as there can be,
+    of equal sizes (within one user): shards ranked side by side then finish together, where
+    a short last shard would leave its worker idle (162,500 users at 100,000 a shard: 81,250
+    and 81,250, not 100,000 and 62,500).
 
     Args:
         n_users: Users to rank.
-        shard_users: Users per shard (>= 1).
+        shard_users: Users per shard, at most (>= 1).
     """
     if shard_users < 1:
         raise ValueError(f"shard_users must be >= 1, got {shard_users}")
-    starts = range(0, n_users, shard_users)
-    return [Shard(i, s, min(s + shard_users, n_users)) for i, s in enumerate(starts)]
+    count = -(-n_users // shard_users)
+    bounds = [n_users * i // count for i in range(count + 1)] if count else []
+    return [Shard(i, a, b) for i, (a, b) in enumerate(pairwise(bounds))]
 
 
 def chunk_size(n_items: int, memory_mb: int, *, matrices: int = 3) -> int:
