@@ -37,7 +37,7 @@ from recsys_core.models.base import (
 )
 from recsys_core.models.item_item import ItemItemRecommender
 from recsys_core.models.registry import register
-from recsys_core.models.sparse_items import dense_tensor
+from recsys_core.models.sparse_items import dense_tensor, sparse_product
 
 # bytes per items^2 a night needs for a dense EASE: one fit's peak (scipy's sparse X^T X, at
 # most 8 when every pair of items co-occurs, and the float32 Gram matrix, factored and
@@ -131,7 +131,7 @@ class EASE(ItemItemRecommender):
 
 def co_occurrence(x: sp.csr_matrix) -> torch.Tensor:
     """X^T X as a dense (I, I) float32 tensor, for a (U, I) sparse X."""
-    return dense_tensor((x.T @ x).T)  # scipy's product is CSC; its transpose (equal) is CSR
+    return dense_tensor(sparse_product(x.T, x))
 
 
 def ease_weights(gram: Callable[[torch.dtype], torch.Tensor]) -> torch.Tensor:
