@@ -50,11 +50,3 @@ def test_the_inverse_is_symmetric_and_written_in_place():
     assert inverse is work
     torch.testing.assert_close(inverse, inverse.T, rtol=0, atol=0)
     torch.testing.assert_close(inverse @ matrix, torch.eye(50), rtol=0, atol=1e-4)
-
-
-def test_co_occurrence_counts_equal_scipy_whatever_the_blocks():
-    x = sp.random(300, 200, density=0.05, format="csr", dtype=np.float32, random_state=0)
-    x.data[:] = 1.0
-    want = torch.from_numpy((x.T @ x).toarray())
-    for block_mb in (0, 1, 64):  # 0: one item per block
-        torch.testing.assert_close(co_occurrence(x, block_mb=block_mb), want, rtol=0, atol=0)

@@ -35,7 +35,6 @@ from recsys_core.cancel import raise_if_stopped
 from recsys_core.models.base import EpochMetrics, FitOptions, TrainingData
 from recsys_core.models.item_item import ItemItemRecommender
 from recsys_core.models.registry import register
-from recsys_core.models.sparse_items import sparse_product
 
 # bytes per item of a fit, per kept Gram entry (index, value, symmetric copy and CSR build)
 # and per neighbour (index, value, weights); the slab and the solve batch come on top
@@ -127,7 +126,7 @@ def _neighbourhoods(
     for start in range(0, n, step):
         raise_if_stopped()  # a block takes seconds on a large catalog
         block = np.arange(start, min(start + step, n))
-        counts = torch.from_numpy(sparse_product(by_item[:, block].T, x).toarray())  # G[block, :]
+        counts = torch.from_numpy((by_item[:, block].T @ x).toarray())  # (b, I) = G[block, :]
         key = torch.where(counts > 0, counts, filler.unsqueeze(0))
         key[torch.arange(len(block)), torch.from_numpy(block)] = -1.0  # never its own neighbour
         top = torch.topk(key, m, dim=1).indices  # (b, m), largest first
