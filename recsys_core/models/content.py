@@ -115,7 +115,9 @@ class Content(Recommender):
         item 0's row, as they always have (a blend scales each member by its largest weight,
         padding included).
         """
-        if getattr(self, "_mapped", None) is None:  # once per fitted state: (I, D)
+        # once per fitted state; getattr: a state can also be set by assigning `embeddings`
+        # and `map` (benchmarks and tests build random fitted states so)
+        if getattr(self, "_mapped", None) is None:  # (I, D)
             self._mapped = self.embeddings @ self.map[:-1]
         return self._mapped[history.clamp_min(0)]  # (B, L, D)
 

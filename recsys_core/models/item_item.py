@@ -9,6 +9,7 @@ it and sets `sparse`.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -45,31 +46,33 @@ class ItemItemRecommender(Recommender):
     def keep(self, weights: torch.Tensor | sp.csr_matrix) -> None:
         self.weights = weights
         self.n_items = weights.shape[0]
-        self._keys: np.ndarray | None = None  # sparse W's entry positions, when first needed
-        self._split: RowSplit | bool | None = False  # sparse W's long rows, when first needed
+        for derived in ("_keys", "_row_split"):  # computed from W when first needed
+            self.__dict__.pop(derived, None)
+
+    @cached_property
+    def _keys(self) -> np.ndarray:
+        """Sparse W's entry positions, for looking weights up."""
+        return entry_keys(self.weights)
+
+    @cached_property
+    def _row_split(self) -> RowSplit | None:
+        """Sparse W's long rows kept dense for scoring."""
+        return split_rows(self.weights)
 
     def score(self, histories: UserHistories) -> torch.Tensor:
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
         if self.sparse:
-            return sparse_scores(rows, self.weights, self._row_split())  # (B, I)
+            return sparse_scores(rows, self.weights, self._row_split)  # (B, I)
         return sparse_dense_matmul(rows, self.weights)  # sparse (B, I) @ dense (I, I)
 
-    def _row_split(self) -> RowSplit | None:
-        """Sparse W's long rows kept dense for scoring, once per fitted W."""
-        if getattr(self, "_split", False) is False:
-            self._split = split_rows(self.weights)
-        return self._split
-
     def sparse_score(self, histories: UserHistories) -> sp.csr_matrix | None:
-        if not self.sparse or self._row_split() is not None:
+        if not self.sparse or self._row_split is not None:
             return None  # dense, or long rows: `score` is faster than this product
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
         return rows @ self.weights  # (B, I), the entries `sparse_scores` makes dense
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         if self.sparse:
-            if getattr(self, "_keys", None) is None:  # once per fitted W, not per chunk
-                self._keys = entry_keys(self.weights)
             return sparse_pair_weights(self.weights, history, candidates, self._keys)
         rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)
         return self.weights[rows, candidates.clamp_min(0).unsqueeze(1)]  # (B, L, K)
