@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Recommender
-from recsys_core.ranking import QueryBlend, plan_shards, top_k
+from recsys_core.ranking import QueryBlend, plan_shards, top_k, topk
 from recsys_core.ranking.topk import topk_deterministic
 
 
@@ -137,6 +137,35 @@ def reference_top_k(scores: np.ndarray, rows: list[list[int]], k: int, blocked=N
         best = sorted(allowed, key=lambda j: (-scores[u, j], j))[:k]
         out[u, : len(best)] = best
     return out
+
+
+def test_chunks_stay_under_the_block_size_whatever_the_budget(monkeypatch):
+    """A block over glibc's mmap threshold gets fresh pages at every chunk: each chunk's
+    (users x items) block stays under `BLOCK_BYTES` however large the memory budget, and the
+    ranking is the one of a single chunk."""
+    rng = np.random.default_rng(1)
+    n_users, n_items = 300, 2000
+    scores = torch.from_numpy(rng.random((n_users, n_items)).astype(np.float32))
+    hist = histories_of([rng.choice(n_items, size=5, replace=False).tolist()
+                         for _ in range(n_users)], n_items)  # fmt: skip
+    sizes: list[int] = []
+
+    class Recording(FixedScores):
+        def score(self, histories):
+            sizes.append(len(histories))
+            return super().score(histories)
+
+    whole = top_k(Recording(scores), hist, 10, memory_mb=10_000)
+    assert sizes == [n_users]
+    sizes.clear()
+    monkeypatch.setattr(topk, "BLOCK_BYTES", 40 * n_items * 4)  # 40 users of 2,000 items
+    chunked = top_k(Recording(scores), hist, 10, memory_mb=10_000)
+    assert max(sizes) == 40 and sum(sizes) == n_users
+    np.testing.assert_array_equal(chunked.items, whole.items)
+    np.testing.assert_array_equal(chunked.scores, whole.scores)
+    sizes.clear()
+    tuned = topk.score_in_chunks(Recording(scores), hist, memory_mb=10_000)
+    assert max(sizes) == 40 and torch.equal(tuned, scores)
 
 
 @settings(max_examples=40, deadline=None)

@@ -99,6 +99,8 @@ def chunk_size(n_items: int, memory_mb: int, *, matrices: int = 3) -> int:
 
     Factor models need one (the score buffer); other models get room for their own
     intermediates. A tenth of the budget is left for the top-k pre-filter's small matrices.
+    The budget alone: `top_k` also keeps each block under `BLOCK_BYTES`, which a bare product
+    into one reused buffer (the benchmarks' bound) does not need.
 
     Args:
         n_items: Columns of the score matrix.
@@ -108,8 +110,21 @@ def chunk_size(n_items: int, memory_mb: int, *, matrices: int = 3) -> int:
     return _users_per_chunk(max(n_items, 1) * matrices, memory_mb)
 
 
-def _users_per_chunk(floats_per_user: int, memory_mb: int) -> int:
-    return max(1, int((memory_mb << 20) * 0.9) // (4 * max(floats_per_user, 1)))
+# A chunk's (users x items) blocks stay under this size whatever the budget: glibc serves an
+# allocation over its mmap threshold (32 MB at most) with fresh pages, which the kernel zeroes
+# at first touch and takes back on free, so every chunk paid again for each block it made.
+# The 5M recommend (12,500 items, 32,500 users, five blend members) spent 37 of its 81 s in
+# the kernel with 512 MB chunks; with blocks under 16 MB, 2 of 52 s (30 MB: 56 s).
+BLOCK_BYTES = 16 << 20
+
+
+def _users_per_chunk(floats_per_user: int, memory_mb: int, n_columns: int | None = None) -> int:
+    """Users per chunk: the working floats within `memory_mb` and, when `n_columns` is given,
+    one (users x `n_columns`) float32 block within `BLOCK_BYTES`."""
+    step = int((memory_mb << 20) * 0.9) // (4 * max(floats_per_user, 1))
+    if n_columns is not None:
+        step = min(step, BLOCK_BYTES // (4 * max(n_columns, 1)))
+    return max(1, step)
 
 
 def score_in_chunks(model: Recommender, histories: UserHistories, memory_mb: int) -> torch.Tensor:
@@ -119,7 +134,9 @@ def score_in_chunks(model: Recommender, histories: UserHistories, memory_mb: int
     model's working memory (`score_floats_per_user`) stays within `memory_mb` per chunk,
     on top of the result itself.
     """
-    step = _users_per_chunk(model.score_floats_per_user(histories.n_items), memory_mb)
+    step = _users_per_chunk(
+        model.score_floats_per_user(histories.n_items), memory_mb, histories.n_items
+    )
     if len(histories) <= step:
         return model.score(histories)
     out = torch.empty(len(histories), histories.n_items)
@@ -171,7 +188,7 @@ def top_k(
         factors = model.factors(histories.slice(0, 1)) is not None
     # factor models need the one score buffer; others their own working memory
     floats = scorer.padded if factors else model.score_floats_per_user(scorer.padded)
-    step = _users_per_chunk(floats, memory_mb)
+    step = _users_per_chunk(floats, memory_mb, histories.n_items)
     bar = tqdm(total=n_users, unit="users", desc="rank", disable=not progress)
     shown = Progress(what, n_users, unit="users")
     with bar, shown, torch.inference_mode():
