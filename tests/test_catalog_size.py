@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
 from recsys_core.context import RunContext
+from recsys_core.data.interactions import UserHistories
 from recsys_core.data.splits import make_split
 from recsys_core.errors import InputError
 from recsys_core.evaluation import evaluate
@@ -242,6 +245,36 @@ def test_als_folds_users_in_by_blocks_with_the_same_result(planted, monkeypatch)
     blocked = model.pair_weights(history, candidates)
     monkeypatch.setattr(als, "FOLD_IN_MEMORY_MB", 1 << 10)
     torch.testing.assert_close(blocked, model.pair_weights(history, candidates))
+
+
+def test_als_fold_in_blocks_hold_histories_of_similar_lengths(planted, monkeypatch):
+    """A block pads every history to its longest: blocks are cut where the longest would
+    pass twice the shortest, and the users' vectors stay those of one padded solve."""
+    import recsys_core.models.als as als
+    from recsys_core.models.base import padded_history
+
+    data, _ = planted
+    model = create("als(factors=8, iterations=3)")
+    model.fit(TrainingData(data), FitOptions())
+    lengths = np.sort(np.random.default_rng(0).pareto(1.2, 500).astype(np.int64) + 1)
+    blocks = model._blocks(lengths)
+    assert blocks[0][0] == 0 and blocks[-1][1] == len(lengths)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))
+    for start, stop in blocks:
+        block = lengths[start:stop]
+        assert stop - start == 1 or block[-1] <= max(2 * block[0], als.MIN_BLOCK_WIDTH)
+    assert 3 <= len(blocks) <= 20  # cut by length, not one user each
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(1, data.n_items + 1, size=60)  # 1 to every item, unordered
+    histories = UserHistories(
+        user_index=np.arange(len(sizes)), indptr=np.concatenate([[0], np.cumsum(sizes)]),
+        items=np.concatenate([rng.permutation(data.n_items)[:n] for n in sizes]),
+        timestamps=np.arange(sizes.sum()), n_items=data.n_items,
+    )  # fmt: skip
+    whole = model._solve(padded_history(histories, max_len=data.n_items))[0]
+    monkeypatch.setattr(als, "MIN_BLOCK_WIDTH", 1)
+    assert len(model._blocks(np.sort(sizes))) > 3
+    torch.testing.assert_close(model.factors(histories)[0], whole)
 
 
 def test_a_stage_measures_its_own_peak_memory():

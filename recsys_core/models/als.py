@@ -31,6 +31,7 @@ from recsys_core.models.base import (
 from recsys_core.models.registry import register
 
 FOLD_IN_MEMORY_MB = 256  # float64 working memory of one block of users being folded in
+MIN_BLOCK_WIDTH = 32  # fold-in blocks of histories up to this long are never cut by length
 
 
 @dataclass(frozen=True)
@@ -110,20 +111,26 @@ class ALS(Recommender):
         return users, self.item_vectors  # (B, D), (I, D)
 
     def _blocks(self, lengths: np.ndarray) -> list[tuple[int, int]]:
-        """Row ranges whose padded histories and (D, D) systems fit FOLD_IN_MEMORY_MB.
+        """Row ranges, for `lengths` in ascending order, whose padded histories and (D, D)
+        systems fit FOLD_IN_MEMORY_MB and whose longest history is at most twice the
+        shortest (at least `MIN_BLOCK_WIDTH`).
 
         A fold-in holds (B, L, D) history vectors and (B, D, D) systems in float64, L the
         longest history in the block; unbounded, a few long histories among many users
-        would need gigabytes.
+        would need gigabytes, and in a block of a hundred heavy-tailed histories most of
+        the products would be padding (62,500 items: 3x slower than blocks of 1,500 users).
         """
         d = self.item_vectors.shape[1]
         budget = FOLD_IN_MEMORY_MB << 20
-        blocks, start, longest = [], 0, 0
+        blocks, start, longest, shortest = [], 0, 0, 1
         for row, length in enumerate(lengths.tolist()):
             widest = max(longest, length, 1)
-            if row > start and (row - start + 1) * 8 * d * (widest + 3 * d) > budget:
+            too_big = (row - start + 1) * 8 * d * (widest + 3 * d) > budget
+            if row > start and (too_big or widest > max(2 * shortest, MIN_BLOCK_WIDTH)):
                 blocks.append((start, row))
                 start, widest = row, max(length, 1)
+            if row == start:
+                shortest = max(length, 1)
             longest = widest
         if len(lengths):
             blocks.append((start, len(lengths)))
