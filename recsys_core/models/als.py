@@ -84,20 +84,31 @@ class ALS(Recommender):
             self._items64_cache = cached
         return cached[1], cached[2]
 
-    def _solve(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fold-in for a padded history (B, L). Returns user vectors (B, D) and A^-1 (B, D, D)."""
+    def _solve(
+        self, history: torch.Tensor, rhs: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fold-in for a padded history (B, L): the user vectors (B, D), and A^-1 `rhs` for
+        right-hand sides (B, D, K) when given (None otherwise)."""
         cfg = self.config
         y, base = self._items64()  # (I, D), (D, D)
         present = (history >= 0).double().unsqueeze(-1)  # (B, L, 1)
         yh = y[history.clamp_min(0)] * present  # (B, L, D)
         a = base + (cfg.alpha - 1.0) * yh.transpose(1, 2) @ yh
-        # one thread per (D, D) system: splitting each small inversion across threads cost
-        # 4-5x more than it saved on a busy 2-core machine (same result to the bit)
+        b = cfg.alpha * yh.sum(1).unsqueeze(-1)  # (B, D, 1)
+        rhs = b if rhs is None else torch.cat([b, rhs], dim=2)
+        # one thread per (D, D) system: splitting each small system across threads cost 4-5x
+        # more than it saved on a busy 2-core machine (same result to the bit)
         with _threads().limit(limits=1, user_api="openmp"):
-            inverse = torch.linalg.inv(a)  # (B, D, D)
-        b = cfg.alpha * yh.sum(1)  # (B, D)
-        users = (inverse @ b.unsqueeze(-1)).squeeze(-1)  # (B, D)
-        return users.float(), inverse
+            # A is positive definite for alpha >= 0 and a positive penalty: a Cholesky factor
+            # and two triangular solves, 3-4x faster than the general inverse (128 factors)
+            factor, info = torch.linalg.cholesky_ex(a)  # (B, D, D) lower
+            if bool(info.any()):
+                solved = torch.linalg.solve(a, rhs)
+            else:
+                half = torch.linalg.solve_triangular(factor, rhs, upper=False)
+                solved = torch.linalg.solve_triangular(factor.mT, half, upper=True)
+        users = solved[..., 0].float()  # (B, D)
+        return users, (solved[..., 1:] if rhs.shape[2] > 1 else None)
 
     def factors(self, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor]:
         users = torch.empty(len(histories), self.item_vectors.shape[1])  # (B, D)
@@ -150,11 +161,11 @@ class ALS(Recommender):
         for start, stop in self._blocks(lengths[order]):
             rows = torch.from_numpy(order[start:stop])
             width = max(int(lengths[order[stop - 1]]), 1)  # the block's longest history
-            _, inverse = self._solve(history[rows, :width])  # (b, D, D)
             yh = y[history[rows].clamp_min(0)]  # (b, L, D)
             yc = y[candidates[rows].clamp_min(0)]  # (b, K, D)
-            # score(c) = sum_h alpha * y_c^T A^-1 y_h: each term is that history item's share
-            out[rows] = (self.config.alpha * yh @ inverse @ yc.transpose(1, 2)).float()
+            _, found = self._solve(history[rows, :width], yc.transpose(1, 2))  # A^-1 y_c
+            # score(c) = sum_h alpha * y_h^T A^-1 y_c: each term is that history item's share
+            out[rows] = (self.config.alpha * yh @ found).float()
         return out  # (B, L, K)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
