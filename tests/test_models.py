@@ -175,6 +175,31 @@ def test_blend_standardizes_each_users_unseen_scores():
         assert float(values.pow(2).mean()) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+def test_blend_folds_each_members_z_scores_into_its_sum(offset):
+    """One pass per member gives the weighted sum of `standardize`d scores: the seen items
+    left out of each user's moments (a user who saw every item, one who saw none), far from
+    zero means too."""
+    from recsys_core.models.blend import _seen_positions, add_standardized, standardize
+
+    rng = np.random.default_rng(0)
+    rows = [rng.choice(30, size=n, replace=False) for n in (0, 3, 12, 30, 7)]
+    h = UserHistories(
+        np.arange(5), np.concatenate([[0], np.cumsum([len(r) for r in rows])]),
+        np.concatenate(rows), np.zeros(sum(len(r) for r in rows), dtype=np.int64), 30,
+    )  # fmt: skip
+    members = [torch.randn(5, 30, generator=torch.Generator().manual_seed(j)) * (j + 1) + offset
+               for j in range(3)]  # fmt: skip
+    seen = _seen_positions(h, 30)
+    total, shift = torch.zeros(5, 30), torch.zeros(5, 1, dtype=torch.float64)
+    for weight, scores in zip((0.5, 0.2, 0.3), members, strict=True):
+        shift += add_standardized(total, scores, weight, seen)
+    total.sub_(shift.float()).view(-1).index_fill_(0, seen, 0.0)
+    expected = sum(w * standardize(m, h) for w, m in zip((0.5, 0.2, 0.3), members, strict=True))
+    torch.testing.assert_close(total, expected, rtol=0, atol=2e-4 if offset else 1e-5)
+    assert (total[3] == 0).all() and (total[1, rows[1]] == 0).all()
+
+
 @pytest.mark.parametrize("augment", ["crop", "mask", "reorder"])
 def test_sasrec_augmentation_perturbs_within_the_sequence(augment):
     from recsys_core.models.sasrec import SASRecConfig, _augment
