@@ -119,6 +119,23 @@ def test_als_fold_in_equals_the_earlier_one_to_the_bit(monkeypatch):
     assert torch.equal(weights, model.pair_weights(history, candidates))
 
 
+def test_als_fold_in_solves_systems_that_are_not_positive_definite():
+    """A negative confidence makes some users' systems indefinite: their Cholesky factor
+    fails and the general solve gives what the inverse gave."""
+    model = als_module.ALS(als_module.ALSConfig(factors=8, regularization=1.0, alpha=-4.0))
+    model.item_vectors = torch.from_numpy(np.random.default_rng(2).standard_normal((60, 8)))
+    model.item_vectors = model.item_vectors.float()
+    model.n_items = 60
+    data = histories(20, 60, seed=4)
+    history = padded_history(data, max_len=60)
+    y, base = model._items64()
+    yh = y[history.clamp_min(0)] * (history >= 0).double().unsqueeze(-1)
+    a = base + (model.config.alpha - 1.0) * yh.transpose(1, 2) @ yh
+    assert bool(torch.linalg.cholesky_ex(a).info.any())  # some systems are indefinite
+    expected = (torch.linalg.inv(a) @ (model.config.alpha * yh.sum(1)).unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(model.factors(data)[0], expected.float(), rtol=1e-4, atol=1e-5)
+
+
 def blend_score_before(self: Blend, histories: UserHistories) -> torch.Tensor:
     """`Blend.score` as it was (one weight per member): each member standardized, then
     weighted and summed."""

@@ -113,7 +113,7 @@ def chunk_size(n_items: int, memory_mb: int, *, matrices: int = 3) -> int:
 # A chunk's (users x items) blocks stay under this size whatever the budget: glibc serves an
 # allocation over its mmap threshold (32 MB at most) with fresh pages, which the kernel zeroes
 # at first touch and takes back on free, so every chunk paid again for each block it made.
-# The 5M recommend (12,500 items, 32,500 users, five blend members) spent 37 of its 81 s in
+# The 5M recommend (12,500 items, 32,500 users, the default blend) spent 37 of its 81 s in
 # the kernel with 512 MB chunks; with blocks under 16 MB, 2 of 52 s (30 MB: 56 s).
 BLOCK_BYTES = 16 << 20
 
