@@ -211,7 +211,6 @@ class Blend(Recommender):
 
     def score(self, histories: UserHistories) -> torch.Tensor:
         total = torch.zeros(len(histories), self.n_items)
-        cold = self.cold_weights if self.cold_weights is not None else self.weights
         if self.eventless is None:  # one weight per member: its z-scores folded in one pass
             seen = _seen_positions(histories, self.n_items)
             shift = torch.zeros(len(histories), 1, dtype=torch.float64)
@@ -220,6 +219,7 @@ class Blend(Recommender):
                     shift += add_standardized(total, member.score(histories), float(weight), seen)
             total.sub_(shift.float()).view(-1).index_fill_(0, seen, 0.0)
             return total  # (B, I)
+        cold = self.cold_weights if self.cold_weights is not None else self.weights
         for j, (member, used) in enumerate(zip(self.members, self._used(), strict=True)):
             if used:  # each item's weight: new items take their own
                 weight = torch.where(self.eventless, cold[j], self.weights[j])  # (I,)
