@@ -96,8 +96,9 @@ class ALS(Recommender):
         a = base + (cfg.alpha - 1.0) * yh.transpose(1, 2) @ yh
         b = cfg.alpha * yh.sum(1).unsqueeze(-1)  # (B, D, 1)
         rhs = b if rhs is None else torch.cat([b, rhs], dim=2)
-        # one thread per (D, D) system: splitting each small system across threads cost 4-5x
-        # more than it saved on a busy 2-core machine (same result to the bit)
+        # one thread per (D, D) system: splitting each small system across threads cost more
+        # than it saved on a busy 2-core machine (4-5x for the general inverse; 5-15% for the
+        # Cholesky solves beside another job), and one thread gives the same bits everywhere
         with _threads().limit(limits=1, user_api="openmp"):
             # A is positive definite for alpha >= 0 and a positive penalty: a Cholesky factor
             # and two triangular solves, 3-4x faster than the general inverse (128 factors)
