@@ -28,6 +28,7 @@ from recsys_core.models.base import (
     TestProfile,
     TrainingData,
 )
+from recsys_core.models.ease import cholesky_solve
 from recsys_core.models.registry import register
 
 FOLD_IN_MEMORY_MB = 256  # float64 working memory of one block of users being folded in
@@ -103,11 +104,8 @@ class ALS(Recommender):
             # A is positive definite for alpha >= 0 and a positive penalty: a Cholesky factor
             # and two triangular solves, 3-4x faster than the general inverse (128 factors)
             factor, info = torch.linalg.cholesky_ex(a)  # (B, D, D) lower
-            if bool(info.any()):
-                solved = torch.linalg.solve(a, rhs)
-            else:
-                half = torch.linalg.solve_triangular(factor, rhs, upper=False)
-                solved = torch.linalg.solve_triangular(factor.mT, half, upper=True)
+            indefinite = bool(info.any())
+            solved = torch.linalg.solve(a, rhs) if indefinite else cholesky_solve(factor, rhs)
         users = solved[..., 0].float()  # (B, D)
         return users, (solved[..., 1:] if rhs.shape[2] > 1 else None)
 

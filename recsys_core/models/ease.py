@@ -170,6 +170,13 @@ def ease_weights(gram: Callable[[torch.dtype], torch.Tensor]) -> torch.Tensor:
 MAX_SINGLE_CONDITION = 1e5
 
 
+def cholesky_solve(factor: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """(L L^T)^-1 rhs for lower (b, k, k) factors and (b, k, m) right-hand sides (two
+    triangular solves: several times faster than `torch.cholesky_solve` on batches here)."""
+    half = torch.linalg.solve_triangular(factor, rhs, upper=False)
+    return torch.linalg.solve_triangular(factor.mT, half, upper=True)
+
+
 def spd_inverse(matrix: torch.Tensor) -> torch.Tensor | None:
     """The inverse of a symmetric positive definite matrix, computed in its own memory.
 
