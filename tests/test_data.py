@@ -53,6 +53,38 @@ def test_histories_are_chronological_distinct_and_keep_catalog_items():
     assert h.dense().sum().item() == 3
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 6), st.integers(0, 9)), min_size=1, max_size=40
+    ),
+    st.lists(st.integers(0, 5), max_size=8),
+)
+def test_histories_of_any_users_in_any_order_and_twice(rows, asked):
+    data = Interactions.from_events(
+        events([(f"u{u}", f"i{i}", t) for u, i, t in rows]),
+        users=Vocabulary.from_values(pl.Series([f"u{u}" for u in range(6)])),
+    )
+    users = np.array(asked, dtype=np.int64)
+    for h in (data.histories(users), data.histories(users)):  # the second from what is kept
+        assert h.user_index.tolist() == asked and h.items.dtype == h.timestamps.dtype == np.int64
+        for j, user in enumerate(asked):
+            latest: dict[int, int] = {}  # each item at its latest time
+            name = data.users.lookup(np.array([user])).to_list()[0]
+            for u, i, t in rows:
+                if f"u{u}" == name:
+                    item = int(data.items.index([f"i{i}"])[0])
+                    latest[item] = max(latest.get(item, t), t)
+            expected = sorted(latest, key=lambda i: (latest[i], i))
+            assert h.row(j).tolist() == expected
+            assert h.timestamps[h.indptr[j] : h.indptr[j + 1]].tolist() == [
+                latest[i] for i in expected
+            ]
+    h.items[:] = -1  # a caller's copy: what the data keeps is not changed
+    assert (data.histories(users).items >= 0).all()
+    assert data.matrix().nnz == len({(u, i) for u, i, _ in rows})
+
+
 def test_global_temporal_split_has_no_leakage(planted):
     data, _ = planted
     split = global_temporal(data, 0.3)

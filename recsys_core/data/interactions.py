@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -137,7 +138,12 @@ class Interactions:
         return Interactions(users=self.users, items=self.items, frame=frame)
 
     def matrix(self) -> sp.csr_matrix:
-        """Binary (n_users, n_items) matrix of who interacted with what."""
+        """Binary (n_users, n_items) matrix of who interacted with what (a copy of one built
+        once per object: a night's fits on a part each ask for it)."""
+        return self._matrix.copy()
+
+    @functools.cached_property
+    def _matrix(self) -> sp.csr_matrix:
         pairs = self.frame.select("user_index", "item_index").unique()
         return sp.csr_matrix(
             (
@@ -162,27 +168,37 @@ class Interactions:
         if user_indexes is None:
             user_indexes = np.arange(self.n_users, dtype=np.int64)
         user_indexes = np.asarray(user_indexes, dtype=np.int64)
-        order = pl.DataFrame({"user_index": user_indexes, "row": np.arange(len(user_indexes))})
-        latest = (
-            self.frame.group_by("user_index", "item_index")
-            .agg(pl.col("timestamp").max())
-            .join(order, on="user_index", how="inner")
-            .sort(["row", "timestamp", "item_index"])
-        )
-        lengths = (
-            order.join(latest.group_by("row").len(), on="row", how="left")
-            .sort("row")["len"]
-            .fill_null(0)
-            .to_numpy()
-        )
+        starts, items, timestamps = self._histories
+        begin, lengths = starts[user_indexes], starts[user_indexes + 1] - starts[user_indexes]
         indptr = np.zeros(len(user_indexes) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
+        # each row's entries: its start in the table below plus 0, 1, ... (a copy per call)
+        at = np.repeat(begin - indptr[:-1], lengths) + np.arange(indptr[-1])
         return UserHistories(
             user_index=user_indexes,
             indptr=indptr,
-            items=latest["item_index"].to_numpy().astype(np.int64),
-            timestamps=latest["timestamp"].to_numpy().astype(np.int64),
+            items=items[at].astype(np.int64),
+            timestamps=timestamps[at],
             n_items=self.n_items,
+        )
+
+    @functools.cached_property
+    def _histories(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every user's distinct items, oldest first, built once per object (a night asks for
+        the histories of the same part's users many times): row starts (n_users + 1,) int64,
+        items (int32) and timestamps (int64)."""
+        latest = (
+            self.frame.group_by("user_index", "item_index")
+            .agg(pl.col("timestamp").max())
+            .sort(["user_index", "timestamp", "item_index"])
+        )
+        users = latest["user_index"].to_numpy()
+        starts = np.zeros(self.n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=self.n_users), out=starts[1:])
+        return (
+            starts,
+            latest["item_index"].to_numpy().astype(np.int32),
+            latest["timestamp"].to_numpy().astype(np.int64),
         )
 
     def fingerprint(self) -> str:
