@@ -151,3 +151,41 @@ def test_a_refit_blend_keeps_its_tuned_weights_and_fits_each_member_once(planted
             member.score(data.histories()), fresh.score(data.histories()), rtol=0, atol=0
         )
     assert blend.n_items == data.n_items
+
+
+def test_fits_on_one_part_count_its_co_occurrences_once(planted, monkeypatch):
+    from recsys_core.models import ease, sparse_items
+
+    data, _ = planted
+    counted: list[int] = []
+    count = ease.co_occurrence
+
+    def counting(x):
+        counted.append(x.nnz)
+        return count(x)
+
+    monkeypatch.setattr(ease, "co_occurrence", counting)
+    slabs: list[int] = []  # itemknn's own blocks of counts
+    dense = sparse_items.dense_tensor
+    monkeypatch.setattr(
+        sparse_items, "dense_tensor", lambda m: slabs.append(m.shape[0]) or dense(m)
+    )
+    part, options = TrainingData(data), FitOptions()
+    other = TrainingData(data.with_frame(data.frame.head(data.frame.height - 50)))
+    specs = ["ease(reg=10)", "ease(reg=40, window=3, window_weight=0.5)", "itemknn"]
+    with shared_fits() as fits:
+        shared = [create(s) for s in specs]
+        for model in shared:
+            fit_shared(model, part, options)
+        # one X^T X for the part, which itemknn took its slabs from
+        assert len(counted) == 1 and fits.intermediates == 1 and not slabs
+        fit_shared(create("ease(reg=10)"), other, options)  # another part: its own counts
+        assert len(counted) == 2
+        fit_shared(create("itemknn(neighbors=7)"), part, options)  # not held now: its slabs
+        assert len(counted) == 2 and sum(slabs) == data.n_items
+    for spec, model in zip(specs, shared, strict=True):  # the same fits as each alone
+        alone = create(spec)
+        alone.fit(part, options)
+        for key, value in alone.state_dict().items():
+            torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+    assert len(counted) == 4  # alone, each EASE counts for itself

@@ -38,6 +38,7 @@ from recsys_core.models.base import (
 from recsys_core.models.item_item import ItemItemRecommender
 from recsys_core.models.registry import register
 from recsys_core.models.sparse_items import dense_tensor
+from recsys_core.models.training import shared_intermediate
 
 # bytes per items^2 a night needs for a dense EASE: one fit's peak (scipy's sparse X^T X, at
 # most 8 when every pair of items co-occurs, and the float32 Gram matrix, factored and
@@ -109,7 +110,7 @@ class EASE(ItemItemRecommender):
                 )
             text = data.item_embeddings.float()  # (I, D)
         x = data.interactions.matrix()
-        weights = ease_weights(lambda dtype: self._gram(data.interactions, x, text, dtype))
+        weights = ease_weights(lambda dtype: self._gram(data, x, text, dtype))
         if text is not None and self.config.cold_map_reg is not None:
             warm = x.getnnz(axis=0) > 0  # items with events: non-empty columns of X
             weights = map_cold_columns(weights, text, warm, self.config.cold_map_reg)
@@ -117,16 +118,25 @@ class EASE(ItemItemRecommender):
         return []
 
     def _gram(
-        self, data: Interactions, x: sp.csr_matrix, text: torch.Tensor | None, dtype: torch.dtype
+        self, data: TrainingData, x: sp.csr_matrix, text: torch.Tensor | None, dtype: torch.dtype
     ) -> torch.Tensor:
         """G + text_weight E E^T + window_weight W + reg I, (I, I) in `dtype`."""
-        gram = co_occurrence(x).to(dtype)  # counts: exact in float32 below 2^24
+        # the part's counts (exact in float32 below 2^24), shared with the night's other
+        # EASE and itemknn fits on the same part; this fit changes a copy
+        counts = shared_intermediate(data, CO_OCCURRENCE, lambda: co_occurrence(x))
+        gram = counts.to(dtype, copy=True)
         if text is not None:
             gram.addmm_(text.to(dtype), text.to(dtype).T, alpha=self.config.text_weight)
         if self.config.window > 0 and self.config.window_weight > 0:
-            add_window_cooccurrence(gram, data, self.config.window, self.config.window_weight)
+            add_window_cooccurrence(
+                gram, data.interactions, self.config.window, self.config.window_weight
+            )
         gram.diagonal().add_(self.config.reg)
         return gram
+
+
+# the key of a part's dense X^T X among a night's shared intermediate results
+CO_OCCURRENCE = "co_occurrence"
 
 
 def co_occurrence(x: sp.csr_matrix) -> torch.Tensor:

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from recsys_core.models.base import EpochMetrics, FitOptions, TrainingData
+from recsys_core.models.ease import CO_OCCURRENCE
 from recsys_core.models.item_item import ItemItemRecommender
 from recsys_core.models.registry import register
 from recsys_core.models.sparse_items import co_occurrence_topn
+from recsys_core.models.training import shared_intermediate
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class ItemKNN(ItemItemRecommender):
             return counts.div_(scale)
 
         neighbors, memory_mb = self.config.neighbors, self.config.block_memory_mb
+        # the dense X^T X of a night's EASE fit on this part, when it is held (never made
+        # here: past EASE's dense limit there is none, and the slabs bound the memory)
+        counts = shared_intermediate(data, CO_OCCURRENCE)
         # (I, I): history item -> candidate
-        self.keep(co_occurrence_topn(x, neighbors, cosine, memory_mb=memory_mb))
+        self.keep(co_occurrence_topn(x, neighbors, cosine, memory_mb=memory_mb, counts=counts))
         return []

@@ -36,6 +36,7 @@ from recsys_core.models.base import EpochMetrics, FitOptions, TrainingData
 from recsys_core.models.ease import cholesky_solve
 from recsys_core.models.item_item import ItemItemRecommender
 from recsys_core.models.registry import register
+from recsys_core.models.sparse_items import slab_rows
 
 # bytes per item of a fit, per kept Gram entry (index, value, symmetric copy and CSR build)
 # and per neighbour (index, value, weights); the slab and the solve batch come on top
@@ -120,7 +121,7 @@ def _neighbourhoods(
     rank[order] = np.arange(n)
     filler = torch.from_numpy((0.5 * (1.0 - (rank + 1) / (n + 1))).astype(np.float32))  # < 1
     by_item = x.tocsc()
-    step = max(1, (config.block_memory_mb << 20) // (4 * max(n, 1)))
+    step = slab_rows(n, config.block_memory_mb)
     neighbors = np.empty((n, k), dtype=np.int64)
     column = np.empty((n, k), dtype=np.float64)
     rows, cols, vals = [], [], []
