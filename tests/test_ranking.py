@@ -84,6 +84,25 @@ def test_topk_matches_a_stable_sort(case):
     assert idx[0].tolist() == expected
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2000, 2100), st.integers(1, 12), st.integers(0, 2**31))
+def test_the_block_prefilter_matches_a_stable_sort_at_any_row_length(n, k, seed):
+    from recsys_core.ranking.topk import _block_width
+
+    assert _block_width(n, k) is not None  # rows long enough for the pre-filter
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-40, 40, size=(5, n)).astype(np.float32)  # many ties
+    values[rng.random(values.shape) < 0.05] = -np.inf
+    values[1, -2:] = 50.0  # the best items sit in the short last block, when there is one
+    values[2, rng.integers(0, n, 3)] = np.nan  # NaN counts as -inf
+    values[3, 0], values[3, 1:] = 1.0, -np.inf  # fewer than k items left
+    _, idx = topk_deterministic(torch.from_numpy(values), k)
+    for row, found in zip(np.where(np.isnan(values), -np.inf, values), idx.tolist(), strict=True):
+        expected = sorted(range(n), key=lambda j: (-row[j], j))[:k]
+        left = [j for j in expected if np.isfinite(row[j])]  # -inf: nothing to return
+        assert found[: len(left)] == left and np.isneginf(row[found[len(left) :]]).all()
+
+
 @pytest.mark.parametrize("memory_mb", [1, 64])
 def test_chunked_equals_unchunked(memory_mb):
     rng = np.random.default_rng(0)

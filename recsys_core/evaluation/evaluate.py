@@ -154,7 +154,12 @@ class ScoreMatrixEvaluator:
         self.relevant = relevant
         self.ks = tuple(min(k, n_items) for k in ks)
 
-    def __call__(self, scores: torch.Tensor) -> dict[str, float]:
-        """Metrics keyed like `ndcg@10` of the (B, I) `scores`."""
-        _, top = topk_deterministic(scores.masked_fill(self.seen, -torch.inf), max(self.ks))
+    def __call__(self, scores: torch.Tensor, *, in_place: bool = False) -> dict[str, float]:
+        """Metrics keyed like `ndcg@10` of the (B, I) `scores`; with `in_place`, the seen
+        items of `scores` itself are set to -inf (no copy)."""
+        if in_place:
+            masked = scores.masked_fill_(self.seen, -torch.inf)
+        else:
+            masked = scores.masked_fill(self.seen, -torch.inf)
+        _, top = topk_deterministic(masked, max(self.ks))
         return ranking_metrics(top.numpy(), self.relevant, self.ks)

@@ -405,7 +405,7 @@ def _tune(
     metric = f"ndcg@{judge.ks[0]}"
 
     def ndcg(weights: torch.Tensor) -> float:
-        return judge(torch.einsum("m,mbi->bi", weights, scores))[metric]
+        return judge(torch.einsum("m,mbi->bi", weights, scores), in_place=True)[metric]
 
     singles = [ndcg(torch.eye(len(scores))[m]) for m in range(len(scores))]
     weights = torch.eye(len(scores))[int(np.argmax(singles))]  # start from the best member

@@ -330,16 +330,13 @@ def topk_deterministic(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     Returns:
         (B, k) values and (B, k) column indexes, best first.
     """
-    rows, n = scores.shape
-    k = min(k, n)
-    width = _block_width(n, k)
+    k = min(k, scores.shape[1])
+    width = _block_width(scores.shape[1], k)
     if width is None:
         values, index = _exact_topk(scores, k)
     else:
-        padded = torch.full((rows, -(-n // width) * width), -torch.inf)
-        padded[:, :n] = scores
-        values, index = _blocked_topk(padded, k, width)
-    return torch.from_numpy(values), torch.from_numpy(np.minimum(index, n - 1))
+        values, index = _blocked_topk(scores, k, width)
+    return torch.from_numpy(values), torch.from_numpy(index)
 
 
 def _block_width(n: int, k: int) -> int | None:
@@ -361,29 +358,40 @@ def _block_width(n: int, k: int) -> int | None:
 
 
 def _blocked_topk(scores: torch.Tensor, k: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k of rows whose length is a multiple of `width`, pre-filtered by blocks.
+    """Exact top-k of rows, pre-filtered by blocks.
 
-    The row is cut into blocks of `width`; the k blocks with the largest maxima hold every item
-    that can be in the top k (each holds an item at least as large as the k-th block maximum,
-    so anything outside them is no larger). Only those k * width items are searched, which
-    costs one reading pass over the row instead of a full selection. Rows where a left-out
-    block ties with the k-th block maximum, or that hold NaN, are searched in full.
+    The row is cut into blocks of `width` (the last one may be shorter); the k blocks with the
+    largest maxima hold every item that can be in the top k (each holds an item at least as
+    large as the k-th block maximum, so anything outside them is no larger). Only those
+    k * width items are searched, which costs one reading pass over the row instead of a full
+    selection. Rows where a left-out block ties with the k-th block maximum, or that hold NaN,
+    are searched in full. The rows are read where they are (no padded copy).
+
+    Args:
+        scores: (B, n) float32 with unit stride along rows.
+        k: Items to keep per row.
+        width: Block width.
 
     Returns:
         (B, k) values and column indexes, best first.
     """
     rows, n = scores.shape
-    blocks_view = scores.view(rows, n // width, width)
-    maxima = blocks_view.amax(-1)  # (B, n / width)
+    whole = n // width * width
+    maxima = scores[:, :whole].unflatten(1, (n // width, width)).amax(-1)  # (B, n // width)
+    if whole < n:  # the short last block
+        maxima = torch.cat([maxima, scores[:, whole:].amax(1, keepdim=True)], dim=1)
     if maxima.shape[1] <= k:
         return _exact_topk(scores, k)
     block_max, blocks = (t.numpy() for t in torch.topk(maxima, k + 1, dim=1))  # (B, k + 1)
     redo = (block_max[:, k - 1] == block_max[:, k]) | np.isnan(block_max).any(1)
     # kept blocks in index order, so a candidate's position orders like its item index
     kept = np.sort(blocks[:, :k], axis=1)  # (B, k)
-    candidates = blocks_view[torch.arange(rows).unsqueeze(1), torch.from_numpy(kept)]
-    values, position = _exact_topk(candidates.view(rows, k * width), k)  # (B, k, width) flat
-    index = np.take_along_axis(kept, position // width, 1) * width + position % width
+    columns = (kept[:, :, None] * width + np.arange(width)).reshape(rows, k * width)
+    candidates = scores.gather(1, torch.from_numpy(np.minimum(columns, n - 1)))
+    if whole < n:  # past the row's end (in the short last block): never picked
+        candidates.masked_fill_(torch.from_numpy(columns >= n), -torch.inf)
+    values, position = _exact_topk(candidates, k)
+    index = np.take_along_axis(columns, position, 1)
     if redo.any():
         again = np.flatnonzero(redo)
         values[again], index[again] = _exact_topk(scores[torch.from_numpy(again)], k)
