@@ -227,3 +227,29 @@ def test_cli_refuses_unknown_models_and_protocols_before_running(tmp_path):
         assert result.exit_code == 2, result.output
         assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
     assert not (tmp_path / "lake" / "mlflow").exists()  # nothing started
+
+
+def test_a_candidates_weights_over_the_limit_are_never_written(tmp_path, planted, monkeypatch):
+    from recsys_core.models import FitOptions, TrainingData, create
+    from recsys_core.registry import artifacts
+    from recsys_core.registry.artifacts import ModelBundle
+
+    data, _ = planted
+    model = create("ease(reg=10)")
+    model.fit(TrainingData(data), FitOptions())
+    bundle = ModelBundle.from_fit(model, data)
+    written: list[str] = []
+    save = artifacts.save_file
+    monkeypatch.setattr(artifacts, "save_file", lambda t, f: written.append(f) or save(t, f))
+    tracker = Tracker(Lake(tmp_path / "lake"), "test", "test-model")
+    logged = {}
+    for limit in (0, 512):  # MB: the weights (a few hundred KB) over, then under the limit
+        written.clear()
+        with tracker.run(f"limit {limit}") as run:
+            tracker.log_bundle(bundle, max_weights_mb=limit)
+        files = {a.path for a in tracker.client.list_artifacts(run.info.run_id, "model_files")}
+        tag = tracker.client.get_run(run.info.run_id).data.tags["weights_logged"]
+        logged[limit] = ("model_files/weights.safetensors" in files, tag)
+        assert any(f.endswith("history.safetensors") for f in written)
+        assert any(f.endswith("weights.safetensors") for f in written) == (limit > 0)
+    assert logged == {0: (False, "false"), 512: (True, "true")}

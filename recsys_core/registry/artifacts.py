@@ -75,7 +75,9 @@ class ModelBundle:
         )
 
 
-def save_bundle(bundle: ModelBundle, folder: Path) -> Path:
+def save_bundle(bundle: ModelBundle, folder: Path, *, max_weights_bytes: int | None = None) -> Path:
+    """Write a bundle's files to `folder`; weights over `max_weights_bytes` (None = no limit)
+    are not written at all."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {
@@ -87,10 +89,9 @@ def save_bundle(bundle: ModelBundle, folder: Path) -> Path:
         "metadata": bundle.metadata,
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
-    save_file(
-        {k: v.contiguous().cpu() for k, v in bundle.model.state_dict().items()},
-        str(folder / "weights.safetensors"),
-    )
+    state = {k: v.contiguous().cpu() for k, v in bundle.model.state_dict().items()}
+    if max_weights_bytes is None or sum(v.nbytes for v in state.values()) <= max_weights_bytes:
+        save_file(state, str(folder / "weights.safetensors"))
     bundle.users.to_frame().write_parquet(folder / "users.parquet")
     bundle.items.to_frame().write_parquet(folder / "items.parquet")
     h = bundle.histories

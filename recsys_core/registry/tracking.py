@@ -189,15 +189,15 @@ class Tracker:
         """Log a fitted model's files to the open run: config JSON, vocabulary Parquet,
         safetensors weights and histories.
 
-        Weights larger than `max_weights_mb` are left out (tag `weights_logged=false`), so
-        a nightly on a large catalog does not copy gigabytes per candidate.
+        Weights larger than `max_weights_mb` are left out, never written (tag
+        `weights_logged=false`), so a nightly on a large catalog does not copy gigabytes per
+        candidate.
         """
         with tempfile.TemporaryDirectory() as tmp:
-            folder = save_bundle(bundle, Path(tmp) / artifact_path)
-            weights = folder / "weights.safetensors"
-            logged = weights.stat().st_size <= max_weights_mb << 20
-            if not logged:
-                weights.unlink()
+            folder = save_bundle(
+                bundle, Path(tmp) / artifact_path, max_weights_bytes=max_weights_mb << 20
+            )
+            logged = (folder / "weights.safetensors").exists()
             self.log_artifacts(str(folder), artifact_path)
             self.set_tag("weights_logged", str(logged).lower())
 
