@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits
 
 from recsys_core.data.interactions import Interactions
 from recsys_core.errors import InputError
@@ -44,7 +45,8 @@ from recsys_core.models.training import shared_intermediate
 # most 8 when every pair of items co-occurs, and the float32 Gram matrix, factored and
 # inverted in place, 4; measured 9-11 at 6,000 items), plus the float32 weights the night keeps
 # of it and of a second EASE member on two data parts (16). A 5M-event night with the default
-# blend peaked at 5.6 GB with 12,500 items (36 per items^2, everything included).
+# blend peaked at 5.6 GB with 12,500 items (36 per items^2, everything included), and at
+# 5.35 GB with the part's float32 counts kept for its other fits (`shared_intermediate`, 4).
 FIT_BYTES_PER_ITEM_PAIR = 30
 
 
@@ -202,13 +204,17 @@ def spd_inverse(matrix: torch.Tensor) -> torch.Tensor | None:
     data = matrix.numpy().T  # the same memory in Fortran order (the matrix is symmetric)
     single = data.dtype == np.float32
     potrf, potri = (lapack.spotrf, lapack.spotri) if single else (lapack.dpotrf, lapack.dpotri)
-    factor, info = potrf(data, lower=True, overwrite_a=True, clean=False)
-    if info != 0:
-        return None
-    pivots = np.abs(np.diagonal(factor))
-    if single and (pivots.max() / pivots.min()) ** 2 > MAX_SINGLE_CONDITION:
-        return None  # float32 would lose the inverse's small entries
-    inverse, info = potri(factor, lower=True, overwrite_c=True)
+    # as many BLAS threads as torch's: the process keeps OpenBLAS to one thread for
+    # implicit's ALS (OPENBLAS_NUM_THREADS), which made these solves 2x slower on 2 cores
+    # (12,500 items: 19 s against 10 s)
+    with threadpool_limits(torch.get_num_threads(), "blas"):
+        factor, info = potrf(data, lower=True, overwrite_a=True, clean=False)
+        if info != 0:
+            return None
+        pivots = np.abs(np.diagonal(factor))
+        if single and (pivots.max() / pivots.min()) ** 2 > MAX_SINGLE_CONDITION:
+            return None  # float32 would lose the inverse's small entries
+        inverse, info = potri(factor, lower=True, overwrite_c=True)
     if info != 0:
         return None
     if not np.shares_memory(inverse, data):  # LAPACK worked on a copy
