@@ -80,6 +80,9 @@ def test_histories_of_any_users_in_any_order_and_twice(rows, asked):
             assert h.timestamps[h.indptr[j] : h.indptr[j + 1]].tolist() == [
                 latest[i] for i in expected
             ]
+    unknown = data.histories(np.array([-1, 6, 0], dtype=np.int64))  # outside the vocabulary
+    assert unknown.lengths()[:2].tolist() == [0, 0]
+    assert unknown.row(2).tolist() == data.histories(np.array([0])).row(0).tolist()
     h.items[:] = -1  # a caller's copy: what the data keeps is not changed
     assert (data.histories(users).items >= 0).all()
     assert data.matrix().nnz == len({(u, i) for u, i, _ in rows})

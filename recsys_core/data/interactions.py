@@ -163,13 +163,16 @@ class Interactions:
         """Distinct items per user, oldest first (a repeated item counts at its latest time).
 
         Args:
-            user_indexes: Users to include, in this order; default all users.
+            user_indexes: Users to include, in this order; default all users. An index
+                outside the vocabulary (-1 for an unknown user) gets an empty history.
         """
         if user_indexes is None:
             user_indexes = np.arange(self.n_users, dtype=np.int64)
         user_indexes = np.asarray(user_indexes, dtype=np.int64)
         starts, items, timestamps = self._histories
-        begin, lengths = starts[user_indexes], starts[user_indexes + 1] - starts[user_indexes]
+        known = (user_indexes >= 0) & (user_indexes < self.n_users)  # others: no history
+        row = np.where(known, user_indexes, 0)
+        begin, lengths = starts[row], np.where(known, starts[row + 1] - starts[row], 0)
         indptr = np.zeros(len(user_indexes) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
         # each row's entries: its start in the table below plus 0, 1, ... (a copy per call)

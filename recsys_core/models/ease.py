@@ -157,11 +157,11 @@ def ease_weights(gram: Callable[[torch.dtype], torch.Tensor]) -> torch.Tensor:
     That matrix is symmetric positive definite, so P comes from its Cholesky factor, in place
     (LAPACK potrf and potri): a third of the memory of the float64 general inverse and, in
     float32, a fraction of its time (12,500 items on 2 busy cores: 22 s on one BLAS thread,
-    10 s on two, against 60 s or more for the float64 LU inverse; on counts the weights agree to about 1e-3 of the largest and
-    the top-20 lists did not change). torch's `cholesky_inverse` is as fast on an idle machine
-    but 10x slower when another process shares the cores. A factor that fails in float32, or
-    whose pivots show a condition number over `MAX_SINGLE_CONDITION` (a penalty too small for
-    the counts), is redone in float64.
+    10 s on two, against 60 s or more for the float64 LU inverse; on counts the weights agree
+    to about 1e-3 of the largest and the top-20 lists did not change). torch's
+    `cholesky_inverse` is as fast on an idle machine but 10x slower when another process
+    shares the cores. A factor that fails in float32, or whose pivots show a condition number
+    over `MAX_SINGLE_CONDITION` (a penalty too small for the counts), is redone in float64.
 
     Args:
         gram: Builds the penalized Gram matrix in a dtype (a new C-contiguous tensor).
