@@ -110,14 +110,16 @@ def average_popularity(ranked: np.ndarray, item_users: np.ndarray) -> float:
 
 
 def intra_list_diversity(
-    ranked: np.ndarray, embeddings: torch.Tensor, *, chunk_users: int = 4096
+    ranked: np.ndarray, embeddings: torch.Tensor, *, chunk_users: int = 512
 ) -> float:
     """Mean over users of the mean pairwise 1 - cosine of their list's text vectors.
 
     Args:
         ranked: (U, K) item indexes, -1 for empty slots.
         embeddings: (n_items, D) text vectors; zero rows (no text) are left out of pairs.
-        chunk_users: Users whose (users, K, D) list vectors are gathered at a time.
+        chunk_users: Users whose (users, K, D) list vectors are gathered at a time (512 x 20
+            x 384 floats: 15 MB, under glibc's mmap threshold; 20,000 users' lists of 20 took
+            0.32 s against 0.66 s in chunks of 4,096).
     """
     vectors = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     has_text = embeddings.abs().sum(-1) > 0  # (I,)
