@@ -36,7 +36,8 @@ def co_occurrence_topn(
         n: Neighbours kept per candidate (per column of the result).
         similarity: Maps a (b, items) slab of co-occurrence counts of the candidates
             `block` (b,) with every item to their similarities; called once per block.
-        memory_mb: Budget for one slab of float32 similarities.
+        memory_mb: Budget for one slab of float32 similarities (slabs also stay under
+            `BLOCK_BYTES`, see `slab_rows`).
         counts: X^T X as a dense (items, items) tensor, when one is at hand (a dense EASE
             fit on the same part made it): slabs are copied from it instead of computed.
 
