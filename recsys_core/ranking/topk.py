@@ -187,7 +187,7 @@ def top_k(
     with torch.inference_mode():  # factor models need only the one score buffer per chunk
         factors = model.factors(histories.slice(0, 1)) is not None
     # factor models need the one score buffer; others their own working memory
-    floats = scorer.padded if factors else model.score_floats_per_user(scorer.padded)
+    floats = scorer.n_columns if factors else model.score_floats_per_user(scorer.n_columns)
     step = _users_per_chunk(floats, memory_mb, histories.n_items)
     bar = tqdm(total=n_users, unit="users", desc="rank", disable=not progress)
     shown = Progress(what, n_users, unit="users")
@@ -211,11 +211,11 @@ def top_k(
 
 
 class _ChunkScorer:
-    """Scores a chunk of users into a reused (B, P) buffer over the candidate columns.
+    """Scores a chunk of users into a reused (B, P) buffer over the P candidate columns.
 
     Candidates are the items not excluded: excluded items are left out of the item matrix
     (factor models) or gathered away (other models), so they cost nothing later and are never
-    returned. P pads the candidates to whole blocks of the top-k pre-filter with -inf.
+    returned.
     """
 
     def __init__(
@@ -238,11 +238,8 @@ class _ChunkScorer:
         else:
             self.columns, self.column_of, self.n_columns = None, None, n_items
         self.width = _block_width(self.n_columns, min(k, self.n_columns))
-        # whole blocks: the pre-filter views each row as (blocks, width)
-        width = self.width or 1
-        self.padded = -(-self.n_columns // width) * width
         self.item_vectors: torch.Tensor | None = None  # (I, D) when the model has factors
-        self._candidate_vectors: torch.Tensor | None = None  # (P, D), zero padding rows
+        self._candidate_vectors: torch.Tensor | None = None  # (P, D)
         self._buffer: torch.Tensor | None = None
 
     def score(self, chunk: UserHistories, offset: int) -> torch.Tensor:
@@ -263,14 +260,14 @@ class _ChunkScorer:
             out.view(-1).index_put_((flat,), values)
         else:
             raw = self.model.score(chunk).float()  # (B, I)
-            out[:, : self.n_columns] = raw[:, self.columns] if self.columns is not None else raw
+            out.copy_(raw[:, self.columns] if self.columns is not None else raw)
         if self.query is not None:
-            self.query.blend(out[:, : self.n_columns], offset, self.columns)
+            self.query.blend(out, offset, self.columns)
         return out
 
     def _output(self, rows: int) -> torch.Tensor:
         if self._buffer is None or self._buffer.shape[0] < rows:
-            self._buffer = torch.empty(rows, self.padded)
+            self._buffer = torch.empty(rows, self.n_columns)
         return self._buffer[:rows]  # a contiguous prefix: reused, never re-allocated
 
     def _prepare_vectors(self, item_vectors: torch.Tensor) -> None:
@@ -284,29 +281,20 @@ class _ChunkScorer:
         vectors = item_vectors.float()
         if self.columns is not None:
             vectors = vectors.index_select(0, self.columns)
-        padded = torch.zeros(self.padded, vectors.shape[1])
-        padded[: self.n_columns] = vectors
-        self._candidate_vectors = padded  # (P, D)
+        self._candidate_vectors = vectors.contiguous()  # (P, D)
 
     def drop(self, scores: torch.Tensor, seen: UserHistories | None) -> None:
-        """Set the padding columns and each user's history items (when given) to -inf.
-
-        One `index_fill_` for both: on a busy machine every extra torch call can wait for a
-        thread.
-        """
+        """Set each user's history items (when given) to -inf, in one `index_fill_`."""
+        if seen is None or not len(seen.items):
+            return
         rows, width = scores.shape
-        padding = np.arange(self.n_columns, width)
-        flat = [(np.arange(rows)[:, None] * width + padding).ravel()] if len(padding) else []
-        if seen is not None and len(seen.items):
-            user = np.repeat(np.arange(rows), seen.lengths())
-            columns = seen.items
-            if self.column_of is not None:
-                columns = self.column_of.numpy()[columns]
-                keep = columns >= 0  # seen items that are excluded anyway have no column
-                user, columns = user[keep], columns[keep]
-            flat.append(user * width + columns)
-        if flat:
-            scores.view(-1).index_fill_(0, torch.from_numpy(np.concatenate(flat)), -torch.inf)
+        user = np.repeat(np.arange(rows), seen.lengths())
+        columns = seen.items
+        if self.column_of is not None:
+            columns = self.column_of.numpy()[columns]
+            keep = columns >= 0  # seen items that are excluded anyway have no column
+            user, columns = user[keep], columns[keep]
+        scores.view(-1).index_fill_(0, torch.from_numpy(user * width + columns), -torch.inf)
 
     def top(self, scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) best values and item indexes (-1 where no candidate is left)."""
@@ -314,7 +302,6 @@ class _ChunkScorer:
             values, columns = _exact_topk(scores, k)
         else:
             values, columns = _blocked_topk(scores, k, self.width)
-        columns = np.minimum(columns, self.n_columns - 1)  # padding slots are invalid anyway
         items = self.columns.numpy()[columns] if self.columns is not None else columns
         valid = np.isfinite(values)
         return np.where(valid, values, -np.inf), np.where(valid, items, -1)
