@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Recommender
+from recsys_core.models.blend import Blend, BlendConfig
 from recsys_core.ranking import QueryBlend, plan_shards, top_k, topk
 from recsys_core.ranking.topk import topk_deterministic
 
@@ -332,3 +334,31 @@ def test_query_blend_keeps_ruled_out_items_last_and_a_flat_model_follows_the_que
     assert torch.isfinite(blended[0, [0, 2, 3]]).all() and blended[0, 1] == -torch.inf
     relevance = item_vectors[3] @ item_vectors.T
     assert blended[1].argsort().tolist() == relevance.argsort().tolist()
+
+
+def test_a_blends_reason_is_the_same_whoever_is_ranked_with_the_user():
+    """Ranked with a longer history, a user's history is padded; padding must not move the
+    scale a blend puts its members on (content reads item 0's text in a padded slot).
+
+    User 0 saw items 1 and 2; item 5 is its top item. `itemknn` backs item 5 with item 2
+    (1.0 against 0.2), `content` with item 1 (cosine 0.5 against 0): on each member's own
+    scale item 1 wins (0.2 + 1.0 against 1.0 + 0). Item 0's text equals item 5's, so a padded
+    slot read as item 0 would set `content`'s scale to 1 instead of 0.5 and hand it to item 2.
+    """
+    blend = Blend(BlendConfig(members=("itemknn", "content(half_life=None)")))
+    knn, content = blend.members
+    weights = np.zeros((6, 6), dtype=np.float32)
+    weights[1, 5], weights[2, 5], weights[3, 4] = 0.2, 1.0, 1.0
+    knn.keep(sp.csr_matrix(weights))
+    content.embeddings = torch.tensor(
+        [[1.0, 0.0], [0.5, 0.75**0.5], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]]
+    )
+    content.map = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # (D + 1, D)
+    content.n_items = 6
+    blend.weights, blend.n_items = torch.tensor([0.5, 0.5]), 6
+    histories = histories_of([[1, 2], [2, 3, 4]], 6)
+
+    alone = top_k(blend, histories.slice(0, 1), 1, explain=True)
+    together = top_k(blend, histories, 1, explain=True)
+    assert alone.items[0, 0] == together.items[0, 0] == 5
+    assert alone.reasons[0, 0] == together.reasons[0, 0] == 1

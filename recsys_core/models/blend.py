@@ -228,9 +228,14 @@ class Blend(Recommender):
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         total = torch.zeros(history.shape[0], history.shape[1], candidates.shape[1])
+        padding = (history < 0).unsqueeze(-1)  # (B, L, 1)
         for member, weight in zip(self.members, self.weights.tolist(), strict=True):
             part = member.pair_weights(history, candidates) if weight > 0 else None
             if part is not None:  # each member's support on a common scale per user
+                # over the user's own slots: what a member puts in padding (e.g. item 0's
+                # text) would make the scale, and so the reason, depend on who else is
+                # ranked in the chunk
+                part = part.masked_fill(padding, 0.0)
                 scale = part.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
                 total += weight * part / scale
         return total  # (B, L, K)

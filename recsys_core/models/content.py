@@ -112,8 +112,8 @@ class Content(Recommender):
         """e_h^T W of each slot of a padded (B, L) history. Returns (B, L, D).
 
         Every item's row is mapped once per fitted state and gathered; the padding slots get
-        item 0's row, as they always have (a blend scales each member by its largest weight,
-        padding included).
+        item 0's row (callers mask padding: a blend scales each member over the user's own
+        slots).
         """
         # once per fitted state; getattr: a state can also be set by assigning `embeddings`
         # and `map` (benchmarks and tests build random fitted states so)

@@ -222,6 +222,26 @@ class RecommenderContract:
             given = ranked.reasons[row][ranked.reasons[row] >= 0]
             assert set(given.tolist()) <= set(histories.row(row).tolist())
 
+    def test_reasons_do_not_depend_on_the_users_ranked_alongside(self, name, planted, capabilities):
+        if not capabilities.explains:
+            pytest.skip(f"{name} declares no explanations")
+        data, _ = planted
+        model = fit_for_test(name, data, learns=True)
+        # histories cut to different lengths: ranked together, the shorter ones are padded
+        # to the longest; ranked alone (another chunk size, shard or `recsys recs`), not
+        full = data.histories()
+        rows = [full.row(u)[: max(1, len(full.row(u)) - 2 * (u % 3))] for u in range(len(full))]
+        cut = UserHistories(
+            user_index=full.user_index, indptr=np.cumsum([0, *map(len, rows)]),
+            items=np.concatenate(rows), timestamps=np.arange(sum(map(len, rows))),
+            n_items=full.n_items,
+        )  # fmt: skip
+        together = top_k(model, cut, 5, explain=True)
+        for u in range(len(cut)):
+            alone = top_k(model, cut.slice(u, u + 1), 5, explain=True)
+            assert alone.items[0].tolist() == together.items[u].tolist(), f"user row {u}"
+            assert alone.reasons[0].tolist() == together.reasons[u].tolist(), f"user row {u}"
+
     def test_scores_differ_between_users(self, name, planted, capabilities):
         data, _ = planted
         scores = fit_for_test(name, data).score(data.histories())
