@@ -259,3 +259,29 @@ def random_blend(n_items: int) -> Blend:
     blend.weights = torch.tensor([0.35, 0.2, 0.25, 0.2])
     blend.n_items = n_items
     return blend
+
+
+def test_a_blends_factor_members_fold_in_without_their_own_score_matrices(monkeypatch):
+    """`content` and `als` enter the blend through their user and item vectors: the moments
+    of their scores come from the item vectors' sum and Gram matrix, less the seen items
+    (a user who saw every item, one who saw none), and no (B, I) matrix of their own is made.
+    The sum equals the members' z-scores weighted and summed, far from zero means too."""
+    n_items = 60
+    model = random_blend(n_items)
+    model.members[2].map[-1] += 50.0  # content's scores far from zero for every item
+    rows = [list(range(n_items)), [], [3, 7, 7, 59], list(range(0, n_items, 2))]
+    data = UserHistories(
+        user_index=np.arange(4), indptr=np.cumsum([0, *map(len, rows)]),
+        items=np.array([i for r in rows for i in r]), timestamps=np.zeros(70, dtype=np.int64),
+        n_items=n_items,
+    )  # fmt: skip
+    expected = blend_score_before(model, data)
+
+    def no_matrix(self, histories):
+        raise AssertionError(f"{self.name} made its own score matrix")
+
+    monkeypatch.setattr(type(model.members[2]), "score", no_matrix)
+    monkeypatch.setattr(type(model.members[3]), "score", no_matrix)
+    found = model.score(data)
+    torch.testing.assert_close(found, expected, rtol=0, atol=1e-4)
+    assert (found[0] == 0).all() and found[1].abs().sum() > 0

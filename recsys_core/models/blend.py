@@ -210,21 +210,74 @@ class Blend(Recommender):
         return [bool(w > 0 or c > 0) for w, c in zip(self.weights, cold, strict=True)]
 
     def score(self, histories: UserHistories) -> torch.Tensor:
+        if self.eventless is None:  # one weight per member: its z-scores folded into the sum
+            return self._score_folded(histories)
         total = torch.zeros(len(histories), self.n_items)
-        if self.eventless is None:  # one weight per member: its z-scores folded in one pass
-            seen = _seen_positions(histories, self.n_items)
-            shift = torch.zeros(len(histories), 1, dtype=torch.float64)
-            for weight, member, used in zip(self.weights, self.members, self._used(), strict=True):
-                if used:
-                    shift += add_standardized(total, member.score(histories), float(weight), seen)
-            total.sub_(shift.float()).view(-1).index_fill_(0, seen, 0.0)
-            return total  # (B, I)
         cold = self.cold_weights if self.cold_weights is not None else self.weights
         for j, (member, used) in enumerate(zip(self.members, self._used(), strict=True)):
             if used:  # each item's weight: new items take their own
                 weight = torch.where(self.eventless, cold[j], self.weights[j])  # (I,)
                 total += weight * standardize(member.score(histories), histories)
         return total  # (B, I)
+
+    def _score_folded(self, histories: UserHistories) -> torch.Tensor:
+        """The weighted sum of the members' z-scores, with one weight per member. (B, I)
+
+        Members with factors (`als`, `content`) never make their own (B, I) scores: the
+        moments of u . v over the items follow from each user vector u and the item vectors'
+        sum and Gram matrix (D x D), so each user vector is scaled by weight / spread and all
+        of them go through one product with the members' item vectors side by side. Other
+        members are folded in by `add_standardized`, one pass each.
+        """
+        rows, n_items = len(histories), self.n_items
+        seen = _seen_positions(histories, n_items)
+        shift = torch.zeros(rows, 1, dtype=torch.float64)
+        scaled, vectors, others = [], [], []
+        for weight, member, used in zip(self.weights, self.members, self._used(), strict=True):
+            if not used:
+                continue
+            pair = member.factors(histories) if member.capabilities.has_factors else None
+            if pair is None:
+                others.append((float(weight), member))
+                continue
+            users, items = pair  # (B, D), (I, D)
+            moments = self._item_moments(len(vectors), items)
+            scale, member_shift = _factor_z_scale(users, moments, seen, float(weight))
+            scaled.append(users.float() * scale.float().unsqueeze(1))
+            vectors.append(items)
+            shift += member_shift
+        total = torch.empty(rows, n_items)
+        if scaled:
+            torch.matmul(torch.cat(scaled, dim=1), self._side_by_side(vectors).T, out=total)
+        else:
+            total.zero_()
+        for weight, member in others:
+            shift += add_standardized(total, member.score(histories), weight, seen)
+        total.sub_(shift.float()).view(-1).index_fill_(0, seen, 0.0)
+        return total  # (B, I)
+
+    def _item_moments(self, slot: int, items: torch.Tensor) -> _ItemMoments:
+        """The sum and Gram matrix of the `slot`-th factor member's item vectors, made once
+        per vectors object (a member's state is replaced, never changed in place)."""
+        cache = self.__dict__.setdefault("_moments", {})
+        found = cache.get(slot)
+        if found is None or found.items is not items:
+            found = cache[slot] = _ItemMoments.of(items)
+        return found
+
+    def _side_by_side(self, vectors: list[torch.Tensor]) -> torch.Tensor:
+        """The factor members' (I, D_j) item vectors as one contiguous (I, sum D_j) float32
+        matrix, made once per set of vectors objects."""
+        if len(vectors) == 1:
+            return vectors[0].float()
+        cached = self.__dict__.get("_stacked")
+        if (
+            cached is None
+            or len(cached[0]) != len(vectors)
+            or any(a is not b for a, b in zip(cached[0], vectors, strict=True))
+        ):
+            cached = self._stacked = (list(vectors), torch.cat([v.float() for v in vectors], 1))
+        return cached[1]
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         total = torch.zeros(history.shape[0], history.shape[1], candidates.shape[1])
@@ -382,6 +435,51 @@ def add_standardized(
     scale = weight / variance.sqrt().clamp_min(1e-8)  # (B,)
     total.addcmul_(scores, scale.float().unsqueeze(1))
     return (mean * scale).unsqueeze(1)
+
+
+@dataclass(frozen=True)
+class _ItemMoments:
+    """What the per-user moments of a factor member's scores need from its item vectors."""
+
+    items: torch.Tensor  # (I, D) as the member gave them
+    total: torch.Tensor  # (D,) float64 sum over the items
+    gram: torch.Tensor  # (D, D) float64 V^T V
+
+    @classmethod
+    def of(cls, items: torch.Tensor) -> _ItemMoments:
+        items64 = items.double()
+        return cls(items, items64.sum(0), items64.T @ items64)
+
+
+def _factor_z_scale(
+    users: torch.Tensor, moments: _ItemMoments, seen: torch.Tensor, weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For scores u . v_i: per user the scale `weight / spread` (B,) and the shift
+    `weight * mean / spread` (B, 1), float64, with the mean and spread over the items the
+    user has not seen (as `add_standardized` gives them), from sums over all items
+    (u . sum v, u^T V^T V u) less the seen items' own scores.
+
+    Args:
+        users: (B, D) user vectors.
+        moments: The item vectors' `_ItemMoments`.
+        seen: Distinct flat positions row * I + item of the users' seen items.
+        weight: The member's weight.
+    """
+    rows, n_items = users.shape[0], moments.items.shape[0]
+    u = users.double()  # (B, D)
+    seen_rows, seen_items = seen // max(n_items, 1), seen % max(n_items, 1)
+    # the seen items' own scores, as the member's float32 product gives them
+    seen_values = (users.float()[seen_rows] * moments.items[seen_items].float()).sum(1).double()
+    seen_sum = torch.zeros(rows, dtype=torch.float64).index_add_(0, seen_rows, seen_values)
+    seen_squares = torch.zeros(rows, dtype=torch.float64).index_add_(
+        0, seen_rows, seen_values.square()
+    )
+    count = (n_items - torch.bincount(seen_rows, minlength=rows)).clamp_min(1).double()
+    mean = (u @ moments.total - seen_sum) / count
+    squares = ((u @ moments.gram) * u).sum(1)  # (B,) sum over all items of (u . v)^2
+    variance = ((squares - seen_squares) / count - mean.square()).clamp_min(0)
+    scale = weight / variance.sqrt().clamp_min(1e-8)  # (B,)
+    return scale, (mean * scale).unsqueeze(1)
 
 
 def _seen_positions(histories: UserHistories, n_items: int) -> torch.Tensor:
