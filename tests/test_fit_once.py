@@ -189,3 +189,47 @@ def test_fits_on_one_part_count_its_co_occurrences_once(planted, monkeypatch):
         for key, value in alone.state_dict().items():
             torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
     assert len(counted) == 4  # alone, each EASE counts for itself
+
+
+def test_members_sharing_a_fit_are_saved_once_and_loaded_as_one(planted, tmp_path, monkeypatch):
+    """EASE and itemknn with and without a history half-life share a fit: the bundle holds
+    each fitted matrix once, the loaded members hold one matrix, and an explanation looks
+    its weights up once; scores and reasons as before saving."""
+    from safetensors import safe_open
+
+    from recsys_core.models import item_item
+    from recsys_core.ranking import top_k
+    from recsys_core.registry.artifacts import ModelBundle, load_bundle, save_bundle
+
+    data, _ = planted
+    blend = create(
+        'blend(members=["itemknn", "itemknn(history_half_life=2)", "ease(reg=10)", '
+        '"ease(reg=10, history_half_life=2)"])'
+    )
+    blend.fit(TrainingData(data), FitOptions())
+    blend.weights = torch.tensor([0.4, 0.3, 0.2, 0.1])  # every member scores
+    blend.refit(TrainingData(data), FitOptions())
+    folder = save_bundle(ModelBundle.from_fit(blend, data), tmp_path / "bundle")
+    with safe_open(str(folder / "weights.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert {"m1.same_as", "m3.same_as", "m0.similarity.values", "m2.weights"} <= keys
+    assert not any(k.startswith(("m1.similarity", "m3.weights")) for k in keys)
+
+    loaded = load_bundle(folder).model
+    assert loaded.members[1].weights is loaded.members[0].weights
+    assert loaded.members[3].weights is loaded.members[2].weights
+    histories = data.histories()
+    torch.testing.assert_close(loaded.score(histories), blend.score(histories), rtol=0, atol=0)
+    lookups: list[int] = []
+    looked_up = item_item.sparse_pair_weights
+
+    def counted(*args, **kwargs):
+        lookups.append(1)
+        return looked_up(*args, **kwargs)
+
+    monkeypatch.setattr(item_item, "sparse_pair_weights", counted)
+    explained = top_k(loaded, histories, 3, explain=True)
+    assert len(lookups) == 1  # one chunk, one lookup for the two itemknn members
+    expected = top_k(blend, histories, 3, explain=True)
+    assert (explained.items == expected.items).all()
+    assert (explained.reasons == expected.reasons).all()

@@ -226,6 +226,16 @@ class Recommender(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
 
+    def share_state(self, other: Recommender) -> None:
+        """Take `other`'s fitted state (a model of the same kind and fit), holding the same
+        objects where the model can, instead of copies."""
+        self.load_state_dict(other.state_dict())
+
+    def explanation_key(self) -> Any:
+        """Equal for two fitted models whose `pair_weights` are the same for any history and
+        candidates (a blend computes them once); None when nothing is known to be equal."""
+        return None
+
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 

@@ -282,7 +282,13 @@ class Blend(Recommender):
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         total = torch.zeros(history.shape[0], history.shape[1], candidates.shape[1])
         padding = (history < 0).unsqueeze(-1)  # (B, L, 1)
+        done: dict = {}  # explanation key -> (part, scale): members sharing a fit share them
         for member, weight in zip(self.members, self.weights.tolist(), strict=True):
+            key = member.explanation_key() if weight > 0 else None
+            if key is not None and key in done:
+                part, scale = done[key]
+                total += weight * part / scale
+                continue
             part = member.pair_weights(history, candidates) if weight > 0 else None
             if part is not None:  # each member's support on a common scale per user
                 # over the user's own slots: what a member puts in padding (e.g. item 0's
@@ -291,6 +297,8 @@ class Blend(Recommender):
                 part = part.masked_fill(padding, 0.0)
                 scale = part.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
                 total += weight * part / scale
+                if key is not None:
+                    done[key] = (part, scale)
         return total  # (B, L, K)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -299,9 +307,26 @@ class Blend(Recommender):
             state["cold_weights"] = self.cold_weights.clone()
             state["eventless"] = self.eventless.clone()
         stored: set[int] = set()  # members may hold one tensor (e.g. the item text vectors)
+        written: dict[int, dict[str, torch.Tensor]] = {}
         for j, (member, used) in enumerate(zip(self.members, self._used(), strict=True)):
             if used:
-                for k, v in member.state_dict().items():
+                member_state = member.state_dict()
+                # a member that shares another's fit (e.g. EASE with and without a history
+                # half-life) is written once: the second names the first
+                same = next(
+                    (
+                        i
+                        for i, earlier in written.items()
+                        if type(self.members[i]) is type(member)
+                        and _equal_states(earlier, member_state)
+                    ),
+                    None,
+                )
+                if same is not None:
+                    state[f"m{j}.{SAME_AS}"] = torch.tensor(same)
+                    continue
+                written[j] = member_state
+                for k, v in member_state.items():
                     # safetensors refuses tensors that share memory: copy a repeated one
                     shared = v.untyped_storage().data_ptr() in stored
                     stored.add(v.untyped_storage().data_ptr())
@@ -316,9 +341,12 @@ class Blend(Recommender):
         for j, (member, used) in enumerate(zip(self.members, self._used(), strict=True)):
             if used:
                 prefix = f"m{j}."
-                member.load_state_dict(
-                    {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-                )
+                if prefix + SAME_AS in state:
+                    member.share_state(self.members[int(state[prefix + SAME_AS])])
+                else:
+                    member.load_state_dict(
+                        {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                    )
                 self.n_items = member.n_items
 
     def params(self) -> dict:
@@ -435,6 +463,18 @@ def add_standardized(
     scale = weight / variance.sqrt().clamp_min(1e-8)  # (B,)
     total.addcmul_(scores, scale.float().unsqueeze(1))
     return (mean * scale).unsqueeze(1)
+
+
+# the state key of a member that shares an earlier member's fitted state: its index
+SAME_AS = "same_as"
+
+
+def _equal_states(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k] is b[k] or (a[k].shape == b[k].shape and a[k].dtype == b[k].dtype and
+                         torch.equal(a[k], b[k]))
+        for k in a
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

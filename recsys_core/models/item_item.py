@@ -46,18 +46,35 @@ class ItemItemRecommender(Recommender):
     def keep(self, weights: torch.Tensor | sp.csr_matrix) -> None:
         self.weights = weights
         self.n_items = weights.shape[0]
-        for derived in ("_keys", "_row_split"):  # computed from W when first needed
+        for derived in ("_keys", "_row_split", "_derived_from"):  # from W when first needed
             self.__dict__.pop(derived, None)
+
+    def share_state(self, other: Recommender) -> None:
+        # W itself, and what is derived from it once, not copies (models that differ only in
+        # `history_half_life` share one fit)
+        assert isinstance(other, ItemItemRecommender)
+        self.keep(other.weights)
+        self._derived_from = other
+
+    def explanation_key(self) -> tuple[str, int]:
+        # pair weights are W's entries, whatever the history's recency weights
+        return ("item_item", id(self.weights))
+
+    def _derived(self, name: str, compute):
+        other = self.__dict__.get("_derived_from")
+        if other is not None and other.weights is self.weights:
+            return getattr(other, name)
+        return compute(self.weights)
 
     @cached_property
     def _keys(self) -> np.ndarray:
         """Sparse W's entry positions, for looking weights up."""
-        return entry_keys(self.weights)
+        return self._derived("_keys", entry_keys)
 
     @cached_property
     def _row_split(self) -> RowSplit | None:
         """Sparse W's long rows kept dense for scoring."""
-        return split_rows(self.weights)
+        return self._derived("_row_split", split_rows)
 
     def score(self, histories: UserHistories) -> torch.Tensor:
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
