@@ -9,7 +9,13 @@ train's cost, not recommend's), in the shapes the default nightly publishes at 2
 - `als`: a factor model that folds every user in from their history (128 factors);
 - `blend`: the default blend at that size: itemknn with and without a history half-life,
   `content` (384-dim text vectors) and `als`, all with non-zero weights;
-- `blend_without_als`: the same without `als` (the blend when it tunes ALS's weight to 0).
+- `blend_without_als`: the same without `als` (the blend when it tunes ALS's weight to 0);
+- `blend_item_item`: the blend the default nightly published at 25M events, where the
+  tuning gave `content` and `als` no weight: sparse EASE's 256 weights per item with and
+  without a history half-life, and itemknn.
+
+In a blend, the members with and without a history half-life share one fitted matrix, as
+they do in a night (one fit; the bundle holds it once).
 
 Each is ranked with `recsys_core.ranking.top_k` exactly as the recommend stage calls it (top
 20, seen items excluded, reasons explained), on random heavy-tailed histories. The bound it is
@@ -47,7 +53,7 @@ from recsys_core.ranking import chunk_size, top_k
 
 # the tiny size the tests run (tests/test_benchmarks.py)
 TINY_ARGS = ["--users", "300", "--items", "2000", "--text-dim", "32", "--factors", "16"]
-MODELS = ("itemknn", "als", "blend", "blend_without_als")
+MODELS = ("itemknn", "als", "blend", "blend_without_als", "blend_item_item")
 BLEND_MEMBERS = (
     "itemknn(history_half_life=5)",
     "itemknn",
@@ -92,13 +98,23 @@ def build(name: str, args, rng: np.random.Generator) -> Recommender:
         als.item_vectors = torch.from_numpy(rng.standard_normal((n, args.factors))).float() * 0.1
         als.n_items = n
         return als
+    if name == "blend_item_item":
+        members = ("sparse_ease(history_half_life=5)", "sparse_ease", "itemknn")
+        blend = Blend(BlendConfig(members=members))
+        recent, plain, knn = blend.members
+        recent.keep(knn_weights(n, 256, rng))
+        plain.share_state(recent)  # one fit, as in a night
+        knn.keep(knn_weights(n, 100, rng))
+        blend.weights = torch.tensor([0.5, 0.3, 0.2])
+        blend.n_items = n
+        return blend
     members = tuple(m.format(factors=args.factors) for m in BLEND_MEMBERS)
     if name == "blend_without_als":
         members = members[:3]
     blend = Blend(BlendConfig(members=members))
     knn_a, knn_b, content, *rest = blend.members
     knn_a.keep(knn_weights(n, 100, rng))
-    knn_b.keep(knn_weights(n, 100, rng))
+    knn_b.share_state(knn_a)  # one fit, as in a night
     assert isinstance(content, Content)
     text = torch.from_numpy(rng.standard_normal((n, args.text_dim))).float()
     content.embeddings = torch.nn.functional.normalize(text, dim=1)
