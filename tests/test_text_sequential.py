@@ -139,15 +139,15 @@ def test_the_defaults_stay_as_they_are_elsewhere(data, text, why):
 
 
 def test_the_fit_is_sized_to_its_budget():
-    office = budgeted(53_000, 2_400)
+    office = budgeted(53_000, 2_400, 4_900)
     assert office == {"epochs": 20, "negatives": 0}
     # Amazon 5-core categories a few times Office's size fit fewer epochs, every item scored
-    for events, items in [(151_000, 8_700), (198_000, 12_100), (296_000, 18_300)]:
-        params = budgeted(events, items)
+    grocery, beauty = budgeted(151_000, 8_700, 14_700), budgeted(198_000, 12_100, 22_400)
+    for params in (grocery, beauty):
         assert params is not None and 3 <= params["epochs"] < 20 and params["negatives"] == 0
-    assert budgeted(198_000, 12_100)["epochs"] < budgeted(151_000, 8_700)["epochs"]
-    assert budgeted(100_000, 50_000)["negatives"] > 0  # a large catalog samples negatives
-    assert budgeted(50_000_000, 2_400) is None  # too large for the budget: left out
+    assert beauty["epochs"] < grocery["epochs"]
+    assert budgeted(60_000, 25_000, 5_000)["negatives"] > 0  # a large catalog samples
+    assert budgeted(50_000_000, 2_400, 500_000) is None  # too large for the budget: left out
 
 
 def test_a_blend_of_members_that_share_the_text_vectors_saves(tmp_path):

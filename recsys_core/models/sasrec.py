@@ -49,14 +49,14 @@ from recsys_core.models.registry import register
 from recsys_core.models.training import Trainer, validation_ndcg, validation_part
 
 AUGMENTATIONS = ("crop", "mask", "reorder")
-# What one default fit may cost on one CPU thread, and the cost model `budgeted` sizes its
-# epochs by. Measured on Amazon Office (48,353 training positions, 2,420 items, 20 epochs,
-# one thread): 61 s scoring every item, 47 s scoring 400 sampled negatives, so about 7 ns per
-# (position x scored item) and the transformer's own work as much as about 6,700 more scored
-# items per position.
+# What one default fit may take on one CPU thread, and the cost of an epoch `budgeted` sizes
+# its epochs by, measured on one thread: Amazon Office (48,353 training positions, 4,905
+# users, 2,420 items) 3.05 s an epoch scoring every item and 2.37 s scoring 400 sampled
+# negatives; a generated log of 164,195 positions, 21,945 users and 12,000 items 39 s.
 FIT_SECONDS = 180.0
-SECONDS_PER_PRODUCT = 7e-9
-TRANSFORMER_ITEMS = 6_700
+PER_SCORED = 6.9e-9  # each (position x scored item) of the softmax
+PER_POSITION = 2.6e-5  # the transformer's own work per position
+PER_TABLE_ITEM = 8.1e-8  # each (sequence x item): every step maps every item's text
 MIN_EPOCHS = 3  # fewer than this and the model is left out of the default candidates
 SAMPLED_ABOVE = 20_000  # catalogs larger than this train on sampled negatives
 
@@ -282,7 +282,9 @@ class SASRec(NetworkRecommender):
         return hist @ cand.transpose(1, 2) * recency.unsqueeze(-1)  # (B, L, K)
 
 
-def budgeted(n_events: int, n_items: int, seconds: float = FIT_SECONDS) -> dict | None:
+def budgeted(
+    n_events: int, n_items: int, n_users: int, seconds: float = FIT_SECONDS
+) -> dict | None:
     """Parameters of a default fit on a log of this size within about `seconds` on one CPU
     thread, or None when fewer than `MIN_EPOCHS` epochs would fit (the model is then left
     out of the default candidates).
@@ -298,11 +300,17 @@ def budgeted(n_events: int, n_items: int, seconds: float = FIT_SECONDS) -> dict 
     Args:
         n_events: Training events (each is a training position about once per epoch).
         n_items: Catalog size.
+        n_users: Users (about one training sequence each on short histories).
         seconds: What one fit may take on one CPU thread, by the measured cost model.
     """
     negatives = 0 if n_items <= SAMPLED_ABOVE else 2000
     scored = n_items if negatives == 0 else negatives
-    epoch = SECONDS_PER_PRODUCT * max(n_events, 1) * (scored + TRANSFORMER_ITEMS)
+    n_events = max(n_events, 1)
+    epoch = (
+        PER_SCORED * n_events * scored
+        + PER_POSITION * n_events
+        + PER_TABLE_ITEM * max(n_users, 1) * n_items
+    )
     epochs = int(min(20, seconds // epoch))
     if epochs < MIN_EPOCHS:
         return None

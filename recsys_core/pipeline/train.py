@@ -153,7 +153,7 @@ def _adapted_defaults(
     """
     if embeddings is None or not ordered_histories(data):
         return specs, []
-    params = budgeted(len(data), data.n_items)
+    params = budgeted(len(data), data.n_items, data.n_users)
     if params is None:
         return specs, [f"sasrec: {len(data)} events exceed its CPU budget; left out"]
     sequential = ModelSpec("sasrec", params)
