@@ -8,8 +8,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-# Before Prefect or MLflow are imported: keep their state inside a throwaway folder.
-_STATE = Path(tempfile.mkdtemp(prefix="recsys-tests-"))
+# Before Prefect or MLflow are imported: keep their state inside a throwaway folder. One per
+# process: a second import of this module (as `tests.conftest`) must not point PREFECT_HOME at
+# a folder whose servers the session would never stop.
+_STATE = Path(os.environ.get("_RECSYS_TESTS_STATE") or tempfile.mkdtemp(prefix="recsys-tests-"))
+os.environ["_RECSYS_TESTS_STATE"] = str(_STATE)
 os.environ["PREFECT_HOME"] = str(_STATE / "prefect")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.pop("PREFECT_API_URL", None)
@@ -29,7 +32,7 @@ from recsys_core.testing.recommenders import (  # noqa: E402
     test_device,
 )
 
-__all__ = ["group_embeddings", "planted_interactions"]  # shared with the tests
+__all__ = ["group_embeddings", "planted_interactions"]  # fixtures of the tests
 
 TOKENIZER_FILES = (
     "tokenizer.json",

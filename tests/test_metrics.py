@@ -151,7 +151,7 @@ def test_evaluate_reports_accuracy_and_list_metrics(planted):
     from recsys_core.data.splits import make_split
     from recsys_core.evaluation import evaluate
     from recsys_core.models import FitOptions, TrainingData, create
-    from tests.conftest import group_embeddings
+    from recsys_core.testing.recommenders import group_embeddings
 
     data, _ = planted
     split = make_split(data, "user_temporal")

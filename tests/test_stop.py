@@ -117,7 +117,7 @@ def test_nothing_is_installed_off_the_main_thread(handlers):
 )
 def test_training_checks_for_a_stop_at_every_batch(name, planted, monkeypatch):
     from recsys_core.models import FitOptions, TrainingData, create, training
-    from tests.conftest import group_embeddings
+    from recsys_core.testing.recommenders import group_embeddings
 
     checks: list[int] = []
 
