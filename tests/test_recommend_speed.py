@@ -272,7 +272,8 @@ def test_a_blends_factor_members_fold_in_without_their_own_score_matrices(monkey
     rows = [list(range(n_items)), [], [3, 7, 7, 59], list(range(0, n_items, 2))]
     data = UserHistories(
         user_index=np.arange(4), indptr=np.cumsum([0, *map(len, rows)]),
-        items=np.array([i for r in rows for i in r]), timestamps=np.zeros(70, dtype=np.int64),
+        items=np.array([i for r in rows for i in r]),
+        timestamps=np.zeros(sum(map(len, rows)), dtype=np.int64),
         n_items=n_items,
     )  # fmt: skip
     expected = blend_score_before(model, data)
