@@ -448,21 +448,50 @@ def add_standardized(
         weight: The member's weight.
         seen: Distinct flat positions row * I + item of the users' seen items.
     """
-    rows, n_items = scores.shape
+    n_items = scores.shape[1]
     scores = scores.float()
     seen_rows = seen // max(n_items, 1)
-    seen_values = scores.view(-1)[seen].double()
+    scale, shift = _unseen_z_scale(
+        scores.sum(1, dtype=torch.float64),
+        torch.linalg.vector_norm(scores, dim=1, dtype=torch.float64).square(),
+        seen_rows,
+        scores.view(-1)[seen].double(),
+        n_items,
+        weight,
+    )
+    total.addcmul_(scores, scale.float().unsqueeze(1))
+    return shift
+
+
+def _unseen_z_scale(
+    sums: torch.Tensor,
+    squares: torch.Tensor,
+    seen_rows: torch.Tensor,
+    seen_values: torch.Tensor,
+    n_items: int,
+    weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per user, `weight / spread` (B,) and `weight * mean / spread` (B, 1), float64, with
+    the mean and spread over the items the user has not seen.
+
+    Args:
+        sums: (B,) float64 sum of the user's scores over all items.
+        squares: (B,) float64 sum of their squares.
+        seen_rows: (S,) the row of each distinct seen item.
+        seen_values: (S,) float64 its score, taken out of the sums.
+        n_items: Items scored per user.
+        weight: The member's weight.
+    """
+    rows = sums.shape[0]
     seen_sum = torch.zeros(rows, dtype=torch.float64).index_add_(0, seen_rows, seen_values)
     seen_squares = torch.zeros(rows, dtype=torch.float64).index_add_(
         0, seen_rows, seen_values.square()
     )
     count = (n_items - torch.bincount(seen_rows, minlength=rows)).clamp_min(1).double()
-    mean = (scores.sum(1, dtype=torch.float64) - seen_sum) / count
-    squares = torch.linalg.vector_norm(scores, dim=1, dtype=torch.float64).square()
+    mean = (sums - seen_sum) / count
     variance = ((squares - seen_squares) / count - mean.square()).clamp_min(0)
     scale = weight / variance.sqrt().clamp_min(1e-8)  # (B,)
-    total.addcmul_(scores, scale.float().unsqueeze(1))
-    return (mean * scale).unsqueeze(1)
+    return scale, (mean * scale).unsqueeze(1)
 
 
 # the state key of a member that shares an earlier member's fitted state: its index
@@ -505,21 +534,13 @@ def _factor_z_scale(
         seen: Distinct flat positions row * I + item of the users' seen items.
         weight: The member's weight.
     """
-    rows, n_items = users.shape[0], moments.items.shape[0]
+    n_items = moments.items.shape[0]
     u = users.double()  # (B, D)
     seen_rows, seen_items = seen // max(n_items, 1), seen % max(n_items, 1)
     # the seen items' own scores, as the member's float32 product gives them
     seen_values = (users.float()[seen_rows] * moments.items[seen_items].float()).sum(1).double()
-    seen_sum = torch.zeros(rows, dtype=torch.float64).index_add_(0, seen_rows, seen_values)
-    seen_squares = torch.zeros(rows, dtype=torch.float64).index_add_(
-        0, seen_rows, seen_values.square()
-    )
-    count = (n_items - torch.bincount(seen_rows, minlength=rows)).clamp_min(1).double()
-    mean = (u @ moments.total - seen_sum) / count
     squares = ((u @ moments.gram) * u).sum(1)  # (B,) sum over all items of (u . v)^2
-    variance = ((squares - seen_squares) / count - mean.square()).clamp_min(0)
-    scale = weight / variance.sqrt().clamp_min(1e-8)  # (B,)
-    return scale, (mean * scale).unsqueeze(1)
+    return _unseen_z_scale(u @ moments.total, squares, seen_rows, seen_values, n_items, weight)
 
 
 def _seen_positions(histories: UserHistories, n_items: int) -> torch.Tensor:
