@@ -25,6 +25,7 @@ from recsys_core.models.base import (
     TestProfile,
     TrainingData,
 )
+from recsys_core.models.networks import softmax_cross_entropy
 from recsys_core.models.registry import register
 from recsys_core.models.training import Trainer, validation_ndcg, validation_part
 
@@ -112,8 +113,7 @@ class MF(Recommender):
             margin = (u * (table[pos] - table[neg])).sum(1) + bias[pos] - bias[neg]  # (B,)
             return -nn.functional.logsigmoid(margin).mean()
         if cfg.negatives <= 0 or cfg.negatives >= len(table):
-            logits = u @ table.T + bias  # (B, I)
-            return nn.functional.cross_entropy(logits, pos)
+            return softmax_cross_entropy(u, table, pos, bias)  # over every item
         sampled = torch.randint(0, len(table), (cfg.negatives,), generator=generator,
                                 device=pos.device)  # fmt: skip
         positive = (u * table[pos]).sum(1, keepdim=True) + bias[pos].unsqueeze(1)  # (B, 1)

@@ -16,6 +16,65 @@ from recsys_core.errors import InputError
 from recsys_core.models.base import Recommender, TrainingData
 
 
+class _SoftmaxCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `hidden @ table.T (+ bias)` against `targets`, over every item.
+
+    The same value and gradients as `cross_entropy(hidden @ table.T + bias, targets)`, with
+    one (N, I) buffer instead of three: the forward turns the logits into unnormalized
+    probabilities in place and keeps them, and the backward turns those into the logits'
+    gradient in place, without the second pass of exponentials that `log_softmax`'s backward
+    makes. On one CPU thread the step of a 12,000-item catalog is about a third cheaper.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, table, bias, targets):
+        logits = hidden @ table.T  # (N, I)
+        if bias is not None:
+            logits += bias
+        top = logits.amax(1, keepdim=True)  # (N, 1)
+        picked = logits.gather(1, targets.unsqueeze(1))  # (N, 1)
+        exp = logits.sub_(top).exp_()  # (N, I), in place
+        total = exp.sum(1, keepdim=True)  # (N, 1)
+        loss = (total.log() + top - picked).mean()
+        ctx.save_for_backward(hidden, table, targets)
+        # intermediates, kept on ctx: the backward reuses `exp`'s memory, so it runs once
+        ctx.exp, ctx.total, ctx.has_bias = exp, total, bias is not None
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, table, targets = ctx.saved_tensors
+        exp, total = ctx.exp, ctx.total
+        if exp is None:
+            raise RuntimeError("softmax_cross_entropy: backward can run only once")
+        ctx.exp = ctx.total = None
+        n = len(targets)
+        # d loss / d logits = (softmax - one hot) / N, built in the kept buffer
+        exp.mul_(grad / (n * total))
+        exp[torch.arange(n, device=exp.device), targets] -= grad / n
+        grad_bias = exp.sum(0) if ctx.has_bias else None
+        return exp @ table, exp.T @ hidden, grad_bias, None
+
+
+def softmax_cross_entropy(
+    hidden: torch.Tensor,
+    table: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean cross-entropy over the whole catalog: hidden (N, D), table (I, D), targets (N,),
+    bias (I,) or None. Equal to `cross_entropy(hidden @ table.T + bias, targets)`."""
+    return _SoftmaxCrossEntropy.apply(hidden, table, bias, targets)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as `nn.functional.dropout`, drawn with `rand` (on CPU several times
+    faster than the Bernoulli draws for the large text inputs it is used on)."""
+    if not training or p <= 0:
+        return x
+    return torch.rand_like(x).ge_(p).mul_(x).mul_(1.0 / (1.0 - p))
+
+
 class ItemRepresentation(nn.Module):
     """ID embedding (+ projected text) per item; index `n_items` is the padding/mask slot."""
 
@@ -50,8 +109,12 @@ class ItemRepresentation(nn.Module):
         return out
 
     def table(self) -> torch.Tensor:
-        """Every real item's representation. Returns (I, D)."""
-        return self.forward(torch.arange(len(self.known) - 1, device=self.known.device))
+        """Every real item's representation, as `forward` of every index. Returns (I, D)."""
+        n_items = len(self.known) - 1
+        out = self.ids.weight[:n_items] * self.known[:n_items].unsqueeze(-1)
+        if self.project is not None:
+            out = out + self.project(self.text)  # every item: no lookup of distinct ones
+        return out
 
 
 class NetworkRecommender(Recommender):
