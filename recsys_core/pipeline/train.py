@@ -17,6 +17,7 @@ weights). The parent run holds a PNG comparing the candidates and the decision.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -446,7 +447,9 @@ def _split_and_candidates(
     candidates, left_out = _candidate_configs(context, embeddings, data)
     for note in left_out:
         say(note)
-    split = make_split(data, protocol, _holdout(settings, protocol), seed=settings.compute.seed)
+    split = judged_items(
+        make_split(data, protocol, _holdout(settings, protocol), seed=settings.compute.seed), data
+    )
     options = FitOptions(
         device=settings.compute.device, seed=settings.compute.seed, progress=progress,
         validation_protocol=protocol,
@@ -462,6 +465,26 @@ def _split_and_candidates(
         f"{data.n_items} items"
     )
     return Candidates(data, embeddings, candidates, split, options, report)
+
+
+def judged_items(split: Split, data: Interactions) -> Split:
+    """`split` ranking only the items some event of `data` touches.
+
+    A catalog item without a single event (a product added since the last event) can never
+    be a held-out item, so ranking it in validation can only push held-out items down: every
+    slot a model gives a new item would count as a miss, and the night would prefer the
+    models that never show new items. Such items are left out of the validation's ranking;
+    the published lists still rank them.
+
+    Args:
+        split: The night's split of `data`.
+        data: Every event of the night, over the whole catalog.
+    """
+    touched = data.item_counts() > 0
+    if touched.all():
+        return split
+    candidates = touched if split.candidates is None else split.candidates & touched
+    return dataclasses.replace(split, candidates=candidates)
 
 
 def _fit_candidates(night: Night, *, log_files: bool = True, keep: bool = True) -> None:
