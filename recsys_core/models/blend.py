@@ -15,7 +15,8 @@ training data has any: members that know items only from events give them no sig
 noise), so the weights that suit items with a history drown the text members among new
 items. Validation then also holds out a random share of the items with all their events
 (`cold_fraction`), and a second weight vector is tuned on ranking those among themselves;
-it scores the items that have no events at fit time.
+it scores the items that have no events at fit time. The first weight vector is tuned with
+the new items left out of the ranking: it never scores them, and they are never held out.
 
 The fitted state is each member's tensors under a `m<j>.` prefix plus the weights, so a
 blend saves and loads as safetensors like any other model.
@@ -174,6 +175,11 @@ class Blend(Recommender):
                 judge = ScoreMatrixEvaluator(h, relevant, (10,))
                 if part.candidates is not None:  # new items are ranked among themselves
                     judge.seen |= ~torch.from_numpy(part.candidates)
+                elif cold is not None:
+                    # new items (none of `data`'s events, or held out as new here) take the
+                    # new-item weights when scored and are never among these held-out
+                    # items: the other weights are tuned without them
+                    judge.seen |= eventless | torch.from_numpy(cold.candidates)
                 judges.append(judge)
             self.weights, epochs = _tune(
                 torch.stack(scores[0]), judges[0], self.config.grid, self.config.rounds
