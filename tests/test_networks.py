@@ -49,6 +49,7 @@ def test_dropout_hides_its_share_and_scales_the_rest_only_while_training():
     assert torch.allclose(out[~hidden], x[~hidden] * 1.25)
     assert dropout(x, 0.2, training=False) is x
     assert dropout(x, 0.0, training=True) is x
+    assert torch.equal(dropout(x, 1.0, training=True), torch.nn.functional.dropout(x, 1.0))
 
 
 def test_the_item_table_is_every_items_forward():

@@ -72,6 +72,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     faster than the Bernoulli draws for the large text inputs it is used on)."""
     if not training or p <= 0:
         return x
+    if p >= 1:
+        return x * 0.0  # everything dropped, as `nn.functional.dropout` gives
     return torch.rand_like(x).ge_(p).mul_(x).mul_(1.0 / (1.0 - p))
 
 
