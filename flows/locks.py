@@ -5,7 +5,9 @@ The lock is a file lock (`filelock`, an OS lock on `DATA_DIR/.locks/runs.lock`) 
 the flows, so it holds between CLI runs, deployment runs on workers and Python callers alike.
 The OS releases it when its holder dies, however it dies, so a killed run never blocks the
 next one. Beside it, `runs.json` says who holds it (what, pid, host, since when), for the
-line a refused run prints.
+line a refused run prints. The holder writes it just after taking the lock, so a run refused
+in that instant waits a moment for it (and passes over one left by a holder on this host
+that has died).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,18 +26,42 @@ from filelock import FileLock, Timeout
 from recsys_core.errors import InputError
 
 LOCKS = ".locks"
+HOLDER_WAIT_S = 3.0
 
 
 class DataDirBusy(InputError):
     """Another run holds the data directory (exit code 2: run again when it is done)."""
 
 
-def _holder(folder: Path) -> str:
+def _alive(held: dict) -> bool:
+    """Whether the process named in `held` may still hold the lock (on another host: unknown,
+    so yes)."""
+    if held["host"] != socket.gethostname():
+        return True
     try:
-        held = json.loads((folder / "runs.json").read_text())
-        return f"{held['what']} (pid {held['pid']} on host {held['host']}, since {held['since']})"
-    except (OSError, ValueError, KeyError):
-        return "another process (its details are not written yet)"
+        os.kill(int(held["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holder(folder: Path) -> str:
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    while True:
+        try:
+            held = json.loads((folder / "runs.json").read_text())
+            if _alive(held):
+                return (
+                    f"{held['what']} (pid {held['pid']} on host {held['host']}, "
+                    f"since {held['since']})"
+                )
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if time.monotonic() >= deadline:
+            return "another process (its details are not written yet)"
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager

@@ -3,11 +3,13 @@ a line naming the holder, and the lock of a dead holder is taken over."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,37 @@ def test_two_nightlies_at_once_register_one_champion(small_source, tiny_encoder_
         "name='recsys'"
     )
     assert len(versions) == 1
+
+
+def test_a_run_refused_before_the_holder_wrote_its_details_waits_for_them(tmp_path, monkeypatch):
+    """The holder takes the lock, then writes who it is: a run refused in between names it
+    all the same, and details a dead holder left behind are not taken for the holder's."""
+    from filelock import FileLock
+
+    import flows.locks as locks
+
+    folder = (tmp_path / "lake").resolve() / locks.LOCKS
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = {"what": "forget-user", "pid": int(dead.stdout), "host": socket.gethostname(),
+             "since": "2026-01-01 00:00:00 UTC"}  # fmt: skip
+    (folder / "runs.json").write_text(json.dumps(stale))
+    held = {"what": "nightly", "pid": os.getpid(), "host": socket.gethostname(),
+            "since": "2026-01-02 00:00:00 UTC"}  # fmt: skip
+    lock = FileLock(str(folder / "runs.lock"), timeout=0)
+    with lock:
+        writer = threading.Timer(0.4, lambda: (folder / "runs.json").write_text(json.dumps(held)))
+        writer.start()
+        try:
+            with pytest.raises(DataDirBusy) as refused, exclusive_run(tmp_path / "lake", "nightly"):
+                pass
+        finally:
+            writer.join()
+        assert f"nightly (pid {os.getpid()} on host" in str(refused.value)
+        assert "forget-user" not in str(refused.value)
+        (folder / "runs.json").unlink()
+        monkeypatch.setattr(locks, "HOLDER_WAIT_S", 0.2)
+        busy = pytest.raises(DataDirBusy, match="details are not written yet")
+        with busy, exclusive_run(tmp_path / "lake", "nightly"):
+            pass
