@@ -176,11 +176,15 @@ def test_blend_standardizes_each_users_unseen_scores():
 
 
 @pytest.mark.parametrize("offset", [0.0, 1000.0])
-def test_blend_folds_each_members_z_scores_into_its_sum(offset):
+@pytest.mark.parametrize("block_bytes", [1 << 21, 240])
+def test_blend_folds_each_members_z_scores_into_its_sum(offset, block_bytes, monkeypatch):
     """One pass per member gives the weighted sum of `standardize`d scores: the seen items
     left out of each user's moments (a user who saw every item, one who saw none), far from
-    zero means too."""
+    zero means too, with the moments taken over all users at once or two at a time."""
+    from recsys_core.models import blend as blend_module
     from recsys_core.models.blend import _seen_positions, add_standardized, standardize
+
+    monkeypatch.setattr(blend_module, "MOMENT_BLOCK_BYTES", block_bytes)
 
     rng = np.random.default_rng(0)
     rows = [rng.choice(30, size=n, replace=False) for n in (0, 3, 12, 30, 7)]

@@ -150,7 +150,7 @@ def test_a_blend_ranks_as_before(monkeypatch):
     """The default blend's member kinds at 25M (sparse item-item with and without recency,
     text content, ALS), ranked with seen items excluded and reasons, in several chunks: the
     same lists and reasons; the scores to float32 rounding (the z-scores are folded into the
-    sum in one pass, their moments summed in float64)."""
+    sum in one pass, their moments taken over centred scores)."""
     n_users, n_items = 120, 500
     model = random_blend(n_items)
     data = histories(n_users, n_items, seed=6)
@@ -286,3 +286,35 @@ def test_a_blends_factor_members_fold_in_without_their_own_score_matrices(monkey
     found = model.score(data)
     torch.testing.assert_close(found, expected, rtol=0, atol=1e-4)
     assert (found[0] == 0).all() and found[1].abs().sum() > 0
+
+
+def test_reasons_taken_in_groups_of_similar_lengths_equal_those_of_one_padded_block(
+    monkeypatch,
+):
+    """A chunk's users go to `pair_weights` in groups of similar history lengths, each padded
+    to its own longest: every reason is the one the whole chunk padded to its longest gives,
+    and the groups are narrower than the chunk."""
+    from recsys_core.ranking import topk as topk_module
+
+    n_items = 400
+    model = random_blend(n_items)
+    data = histories(90, n_items, seed=3)
+    top = torch.from_numpy(top_k(model, data, 10).items)
+    widths = []
+    pair_weights = Blend.pair_weights
+
+    def recorded(self, history, candidates):
+        widths.append(history.shape[1])
+        return pair_weights(self, history, candidates)
+
+    monkeypatch.setattr(Blend, "pair_weights", recorded)
+    monkeypatch.setattr(topk_module, "REASON_GROUPS", 1)
+    whole = topk_module._reasons(model, data, top, None)
+    assert widths == [padded_history(data).shape[1]]
+    monkeypatch.setattr(topk_module, "REASON_GROUPS", 6)
+    monkeypatch.setattr(topk_module, "REASON_GROUP_USERS", 10)
+    widths.clear()
+    grouped = topk_module._reasons(model, data, top, None)
+    assert len(widths) == 6 and min(widths) < max(widths) == padded_history(data).shape[1]
+    assert torch.equal(grouped, whole)
+    assert (whole >= 0).float().mean() > 0.5  # most recommendations have a reason
