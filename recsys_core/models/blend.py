@@ -452,9 +452,10 @@ def add_standardized(
     member; this makes two over memory (the moments, one fused multiply-add) and no (B, I)
     temporary. The moments are taken a few users at a time, each user's scores less their
     float32 mean over all items, in a block small enough to stay in cache: sums of centred
-    values in float32 are as accurate as float64 sums of the raw ones (which cost about seven
-    times as much), and the seen items are zeroed in the block rather than taken out of
-    the sums. The result equals `standardize`'s to float32 rounding, not to the bit.
+    values in float32 are about as accurate as float64 sums of the raw ones (which cost
+    about seven times as much), and the seen items are zeroed in the block rather than
+    taken out of the sums. The result equals `standardize`'s to float32 rounding, not to
+    the bit.
 
     Args:
         total: (B, I) float32 running sum.
