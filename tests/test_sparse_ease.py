@@ -120,3 +120,32 @@ def test_sparse_ease_refuses_a_budget_below_its_needs(budget, stands_in):
     problem = model.size_problem(62_500, budget)
     assert (problem is not None) == stands_in
     assert model.fit_bytes(62_500) < 4 * 2**30  # O(items x neighbours); dense EASE: 124 GiB
+
+
+@pytest.mark.parametrize("long_bytes", [0, 4 * 40 * 40, 1 << 20])
+def test_dense_gram_blocks_equal_the_blocks_of_the_sparse_matrix(long_bytes):
+    """A batch's dense Gram block, built from the long rows' block made once and the short
+    rows' entries mirrored, equals scipy's fancy indexing of the same unions, whichever rows
+    count as long (none, some, all that qualify)."""
+    import scipy.sparse as sp
+
+    from recsys_core.models.sparse_ease import _GramBlocks
+
+    rng = np.random.default_rng(0)
+    n = 300
+    popularity = 1.0 / (1.0 + rng.permutation(n))  # a few items in most rows
+    rows = np.repeat(np.arange(n), 12)
+    cols = rng.choice(n, size=len(rows), p=popularity / popularity.sum())
+    half = sp.csr_matrix((rng.integers(1, 9, len(rows)).astype(np.float32), (rows, cols)), (n, n))
+    gram = half.maximum(half.T).tocsr()
+    gram.setdiag(0)
+    gram.eliminate_zeros()
+    gram.sum_duplicates()
+    blocks = _GramBlocks(gram, memory_bytes=long_bytes)
+    lengths = np.diff(gram.indptr)
+    assert (len(blocks.long) > 0) == (long_bytes > 0) and lengths.max() > 8 * np.median(lengths)
+    for size in (1, 7, 60, 250, n):
+        union = np.sort(rng.choice(n, size=size, replace=False))
+        expected = gram[union][:, union].toarray()
+        assert np.array_equal(blocks.dense(union), expected)
+    assert (blocks.where == -1).all()  # the scratch is left as it was found

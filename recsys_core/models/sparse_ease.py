@@ -103,6 +103,12 @@ class SparseEASE(ItemItemRecommender):
         return []
 
 
+# `_GramBlocks`: rows longer than this many times the median row are made dense once, the
+# longest first within this many bytes
+LONG_ROW_FACTOR = 4
+LONG_BLOCK_BYTES = 256 << 20
+
+
 def _neighbourhoods(
     x: sp.csr_matrix, popularity: np.ndarray, k: int, m: int, config: SparseEASEConfig
 ) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
@@ -144,8 +150,57 @@ def _neighbourhoods(
         shape=(n, n), dtype=np.float32,
     )  # fmt: skip
     gram = half.maximum(half.T).tocsr()  # both halves hold exact counts: the union
-    gram.sort_indices()
+    gram.sum_duplicates()  # one entry per position, sorted (what `_dense_block` reads)
     return neighbors, column, gram
+
+
+class _GramBlocks:
+    """Dense blocks gram[union][:, union] of a symmetric CSR Gram matrix, for many unions.
+
+    The rows of popular items hold entries for most of the catalog (every item that has
+    them among its `gram_neighbors` adds one), and every union holds them, so reading the
+    union's rows (scipy's fancy indexing did: about 50 of a 150 s fit at 62,500 items) reads
+    those long rows again for each batch. Here the block among the longest rows is made
+    dense once; a union's other entries are read from its short rows and mirrored (the
+    matrix is symmetric), so a long row is never read again.
+    """
+
+    def __init__(self, gram: sp.csr_matrix, memory_bytes: int = LONG_BLOCK_BYTES):
+        self.gram = gram  # canonical: one entry per position
+        lengths = np.diff(gram.indptr)
+        most = int(np.sqrt(memory_bytes / 4))
+        longest = np.argsort(-lengths, kind="stable")[:most]
+        self.long = np.sort(longest[lengths[longest] > LONG_ROW_FACTOR * np.median(lengths)])
+        self.long_block = gram[self.long][:, self.long].toarray()  # (P, P) float32
+        self.long_position = np.full(gram.shape[0], -1, dtype=np.int64)
+        self.long_position[self.long] = np.arange(len(self.long))
+        self.where = np.full(gram.shape[0], -1, dtype=np.int64)  # a position in the union
+
+    def dense(self, union: np.ndarray) -> np.ndarray:
+        """gram[union][:, union] as a dense float32 (u, u) array; `union` ascending."""
+        gram, size = self.gram, len(union)
+        dense = np.zeros((size, size), dtype=np.float32)
+        in_long = self.long_position[union]
+        is_long = in_long >= 0
+        if is_long.any():
+            at = np.flatnonzero(is_long)
+            dense[np.ix_(at, at)] = self.long_block[np.ix_(in_long[at], in_long[at])]
+        short = np.flatnonzero(~is_long)  # positions in the union of the short rows
+        starts, lengths = gram.indptr[union[short]], np.diff(gram.indptr)[union[short]]
+        first = np.zeros(len(short), dtype=np.int64)  # each row's start in the gathered run
+        np.cumsum(lengths[:-1], out=first[1:])
+        entries = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()))
+        self.where[union] = np.arange(size)
+        try:
+            columns = self.where[gram.indices[entries]]
+        finally:
+            self.where[union] = -1
+        kept = columns >= 0
+        rows, columns = np.repeat(short, lengths)[kept], columns[kept]
+        values = gram.data[entries[kept]]
+        dense[rows, columns] = values
+        dense[columns, rows] = values  # symmetric: the long rows' entries with short columns
+        return dense
 
 
 def _solve_columns(
@@ -181,6 +236,7 @@ def _solve_columns(
     # items with the same closest neighbour share much of their neighbourhoods: batched
     # together, their union is smaller
     order = np.argsort(neighbors[:, 0], kind="stable")
+    blocks_of = _GramBlocks(gram)
     start = 0
     while start < n:
         raise_if_stopped()
@@ -192,7 +248,7 @@ def _solve_columns(
                 break
             size //= 2
         local = local.reshape(len(targets), k)  # positions of each N_j in the union
-        dense = gram[union][:, union].toarray()  # (u, u) float32
+        dense = blocks_of.dense(union)  # (u, u) float32
         flat = local[:, :, None] * len(union) + local[:, None, :]  # (b, k, k)
         blocks = torch.from_numpy(np.take(dense, flat))  # (b, k, k) float32
         # float32: the counts are exact in it (below 2^24) and the weights come within 1e-6
