@@ -150,7 +150,7 @@ def _neighbourhoods(
         shape=(n, n), dtype=np.float32,
     )  # fmt: skip
     gram = half.maximum(half.T).tocsr()  # both halves hold exact counts: the union
-    gram.sum_duplicates()  # one entry per position, sorted (what `_dense_block` reads)
+    gram.sum_duplicates()  # one entry per position, sorted (what `_GramBlocks` reads)
     return neighbors, column, gram
 
 
