@@ -25,7 +25,6 @@ blend saves and loads as safetensors like any other model.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +44,7 @@ from recsys_core.models.base import (
     TrainingData,
 )
 from recsys_core.models.registry import create, format_spec, register
+from recsys_core.models.sparse_items import csr_tensor
 from recsys_core.models.training import fit_shared, shared_fits, validation_part
 from recsys_core.ranking.topk import score_in_chunks
 
@@ -577,12 +577,7 @@ def _sampled_products(users: torch.Tensor, items: torch.Tensor, seen: torch.Tens
         return torch.zeros(0)
     indptr = torch.zeros(rows + 1, dtype=torch.int64)
     torch.cumsum(torch.bincount(seen // n_items, minlength=rows), 0, out=indptr[1:])
-    with warnings.catch_warnings():  # "CSR support is in beta": the product used is exact
-        warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
-        pattern = torch.sparse_csr_tensor(
-            indptr, seen % n_items, torch.zeros(len(seen)), (rows, n_items),
-            check_invariants=False,
-        )  # fmt: skip
+    pattern = csr_tensor(indptr, seen % n_items, torch.zeros(len(seen)), (rows, n_items))
     return torch.sparse.sampled_addmm(pattern, users, items.T, beta=0.0).values()
 
 

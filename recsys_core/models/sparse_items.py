@@ -167,15 +167,22 @@ def torch_csr(matrix: sp.spmatrix) -> torch.Tensor:
     """A scipy sparse matrix as a float32 torch CSR tensor (each row's columns in order)."""
     matrix = matrix.tocsr().astype(np.float32)
     matrix.sort_indices()  # torch's CSR layout wants them so
-    with warnings.catch_warnings():  # "CSR support is in beta": the product used is exact
+    return csr_tensor(
+        torch.from_numpy(matrix.indptr.astype(np.int64)),
+        torch.from_numpy(matrix.indices.astype(np.int64)),
+        torch.from_numpy(matrix.data),
+        matrix.shape,
+    )
+
+
+def csr_tensor(
+    indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """A torch CSR tensor from its arrays, each row's columns ascending (not checked: the
+    check costs a pass over the entries)."""
+    with warnings.catch_warnings():  # "CSR support is in beta": the products used are exact
         warnings.filterwarnings("ignore", "Sparse CSR tensor support", UserWarning)
-        return torch.sparse_csr_tensor(
-            torch.from_numpy(matrix.indptr.astype(np.int64)),
-            torch.from_numpy(matrix.indices.astype(np.int64)),
-            torch.from_numpy(matrix.data),
-            size=matrix.shape,
-            check_invariants=False,  # sorted above; the check costs a pass over the entries
-        )
+        return torch.sparse_csr_tensor(indptr, indices, values, size=shape, check_invariants=False)
 
 
 def sparse_dense_matmul(rows: sp.csr_matrix, dense: torch.Tensor) -> torch.Tensor:
