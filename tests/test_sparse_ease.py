@@ -144,8 +144,57 @@ def test_dense_gram_blocks_equal_the_blocks_of_the_sparse_matrix(long_bytes):
     blocks = _GramBlocks(gram, memory_bytes=long_bytes)
     lengths = np.diff(gram.indptr)
     assert (len(blocks.long) > 0) == (long_bytes > 0) and lengths.max() > 8 * np.median(lengths)
+    where = blocks.scratch()
     for size in (1, 7, 60, 250, n):
         union = np.sort(rng.choice(n, size=size, replace=False))
         expected = gram[union][:, union].toarray()
-        assert np.array_equal(blocks.dense(union), expected)
-    assert (blocks.where == -1).all()  # the scratch is left as it was found
+        assert np.array_equal(blocks.dense(union, where), expected)
+        assert (where == -1).all()  # the scratch is left as it was found
+
+
+@pytest.mark.parametrize(
+    "spec", ["sparse_ease(reg=5, neighbors=12, solve_batch=4)", "itemknn(neighbors=10)"]
+)
+def test_a_fit_on_several_threads_gives_the_weights_of_one(monkeypatch, spec):
+    """The co-occurrence slabs and batches of solves shared out over threads give exactly
+    the weights of one thread taking them in order."""
+    from recsys_core.models import sparse_ease, sparse_items
+
+    data = clustered_log(300, 80, 4, seed=4)
+    for module in (sparse_ease, sparse_items):  # several slabs, not one
+        monkeypatch.setattr(module, "slab_rows", lambda n_items, memory_mb: 7)
+    weights = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(sparse_items, "FIT_THREADS", threads)
+        weights[threads] = fitted(spec, data).weights
+    assert weights[1].nnz >= 10 * data.n_items  # ten or more per column
+    assert (weights[1] != weights[3]).nnz == 0
+
+
+def test_blocks_mapped_on_threads_keep_their_order_and_stop_at_the_first_error():
+    import threading
+    import time
+
+    from recsys_core.models.sparse_items import map_blocks
+
+    names = set()
+
+    def square(i: int) -> int:
+        names.add(threading.current_thread().name)
+        time.sleep(0.002)
+        return i * i
+
+    assert map_blocks(square, range(20), threads=3) == [i * i for i in range(20)]
+    assert len(names) > 1  # on threads, not in the caller's
+    started = []
+
+    def fails_at_two(i: int) -> int:
+        started.append(i)
+        if i == 2:
+            raise ValueError("block 2")
+        time.sleep(0.01)
+        return i
+
+    with pytest.raises(ValueError, match="block 2"):
+        map_blocks(fails_at_two, range(50), threads=2)
+    assert len(started) < 50  # the blocks after the error never started

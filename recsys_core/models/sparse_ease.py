@@ -25,6 +25,7 @@ RecSys 2023), without a sparse Cholesky library.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,11 +33,12 @@ import scipy.sparse as sp
 import torch
 
 from recsys_core.cancel import raise_if_stopped
+from recsys_core.models import sparse_items
 from recsys_core.models.base import EpochMetrics, FitOptions, TrainingData
 from recsys_core.models.ease import cholesky_solve
 from recsys_core.models.item_item import ItemItemRecommender
 from recsys_core.models.registry import register
-from recsys_core.models.sparse_items import slab_rows
+from recsys_core.models.sparse_items import map_blocks, slab_rows
 
 # bytes per item of a fit, per kept Gram entry (index, value, symmetric copy and CSR build)
 # and per neighbour (index, value, weights); the slab and the solve batch come on top
@@ -80,7 +82,8 @@ class SparseEASE(ItemItemRecommender):
         batch = min(self.config.solve_batch, n_items) * k * k * 16
         # a block of counts, its keys and top-m, then the Gram matrix on a batch's union
         slab = min(self.config.block_memory_mb << 20, 4 * n_items * n_items)
-        return n_items * (GRAM_BYTES_PER_ENTRY * m + NEIGHBOR_BYTES * k) + batch + 4 * slab
+        per_item = GRAM_BYTES_PER_ENTRY * m + NEIGHBOR_BYTES * k
+        return n_items * per_item + sparse_items.FIT_THREADS * (batch + 4 * slab)  # per thread
 
     def _sizes(self, n_items: int) -> tuple[int, int]:
         k = max(0, min(self.config.neighbors, n_items - 1))
@@ -130,8 +133,8 @@ def _neighbourhoods(
     step = slab_rows(n, config.block_memory_mb)
     neighbors = np.empty((n, k), dtype=np.int64)
     column = np.empty((n, k), dtype=np.float64)
-    rows, cols, vals = [], [], []
-    for start in range(0, n, step):
+
+    def top_of(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise_if_stopped()  # a block takes seconds on a large catalog
         block = np.arange(start, min(start + step, n))
         counts = torch.from_numpy((by_item[:, block].T @ x).toarray())  # (b, I) = G[block, :]
@@ -139,12 +142,12 @@ def _neighbourhoods(
         key[torch.arange(len(block)), torch.from_numpy(block)] = -1.0  # never its own neighbour
         top = torch.topk(key, m, dim=1).indices  # (b, m), largest first
         top_counts = torch.gather(counts, 1, top)  # (b, m)
-        neighbors[block] = top[:, :k].numpy()
+        neighbors[block] = top[:, :k].numpy()  # each block its own rows
         column[block] = top_counts[:, :k].numpy()
         kept = top_counts > 0
-        rows.append(np.repeat(block, kept.sum(1).numpy()))
-        cols.append(top[kept].numpy())
-        vals.append(top_counts[kept].numpy())
+        return np.repeat(block, kept.sum(1).numpy()), top[kept].numpy(), top_counts[kept].numpy()
+
+    rows, cols, vals = zip(*map_blocks(top_of, range(0, n, step)), strict=True)
     half = sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n, n), dtype=np.float32,
@@ -174,10 +177,15 @@ class _GramBlocks:
         self.long_block = gram[self.long][:, self.long].toarray()  # (P, P) float32
         self.long_position = np.full(gram.shape[0], -1, dtype=np.int64)
         self.long_position[self.long] = np.arange(len(self.long))
-        self.where = np.full(gram.shape[0], -1, dtype=np.int64)  # a position in the union
 
-    def dense(self, union: np.ndarray) -> np.ndarray:
-        """gram[union][:, union] as a dense float32 (u, u) array; `union` ascending."""
+    def scratch(self) -> np.ndarray:
+        """What `dense` needs of its own: an item's position in the union, -1 elsewhere; one
+        per thread, left as found after each call."""
+        return np.full(self.gram.shape[0], -1, dtype=np.int64)
+
+    def dense(self, union: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """gram[union][:, union] as a dense float32 (u, u) array; `union` ascending, `where`
+        from `scratch`."""
         gram, size = self.gram, len(union)
         dense = np.zeros((size, size), dtype=np.float32)
         in_long = self.long_position[union]
@@ -190,11 +198,11 @@ class _GramBlocks:
         first = np.zeros(len(short), dtype=np.int64)  # each row's start in the gathered run
         np.cumsum(lengths[:-1], out=first[1:])
         entries = np.repeat(starts - first, lengths) + np.arange(int(lengths.sum()))
-        self.where[union] = np.arange(size)
+        where[union] = np.arange(size)
         try:
-            columns = self.where[gram.indices[entries]]
+            columns = where[gram.indices[entries]]
         finally:
-            self.where[union] = -1
+            where[union] = -1
         kept = columns >= 0
         rows, columns = np.repeat(short, lengths)[kept], columns[kept]
         values = gram.data[entries[kept]]
@@ -227,47 +235,58 @@ def _solve_columns(
         column: (I, k) G[N_j, j].
         reg: Ridge penalty.
         batch: Columns solved together (at most).
-        memory_mb: Budget for the dense Gram matrix on a batch's union of neighbourhoods.
+        memory_mb: Budget for the dense Gram matrix on a batch's union of neighbourhoods
+            (each of the fit's `FIT_THREADS` threads has one).
     """
     n, k = neighbors.shape
-    by_item = None
     values = np.empty((n, k), dtype=np.float32)
     largest_union = max(k, int(np.sqrt((memory_mb << 20) / 4)))
     # items with the same closest neighbour share much of their neighbourhoods: batched
     # together, their union is smaller
     order = np.argsort(neighbors[:, 0], kind="stable")
     blocks_of = _GramBlocks(gram)
-    start = 0
-    while start < n:
-        raise_if_stopped()
-        size = batch
-        while True:
-            targets = order[start : start + size]
-            union, local = np.unique(neighbors[targets], return_inverse=True)
-            if len(union) <= largest_union or size == 1:
-                break
-            size //= 2
-        local = local.reshape(len(targets), k)  # positions of each N_j in the union
-        dense = blocks_of.dense(union)  # (u, u) float32
-        flat = local[:, :, None] * len(union) + local[:, None, :]  # (b, k, k)
-        blocks = torch.from_numpy(np.take(dense, flat))  # (b, k, k) float32
-        # float32: the counts are exact in it (below 2^24) and the weights come within 1e-6
-        # of a float64 solve, which takes 2-3x as long
-        blocks.diagonal(dim1=1, dim2=2).copy_(
-            torch.from_numpy(popularity[neighbors[targets]] + reg)
-        )
-        factor, info = torch.linalg.cholesky_ex(blocks)
-        failed = (info != 0).nonzero().squeeze(1).tolist()
-        if failed:  # entries the sparsified Gram left out made the block indefinite
-            by_item = x.tocsc() if by_item is None else by_item
-            for t in failed:
-                hood = by_item[:, neighbors[targets[t]]]
-                blocks[t] = torch.from_numpy((hood.T @ hood).toarray())
-                blocks[t].diagonal().add_(reg)
-                factor[t] = torch.linalg.cholesky(blocks[t])
-        rhs = torch.from_numpy(column[targets]).float().unsqueeze(2)  # (b, k, 1)
-        values[targets] = cholesky_solve(factor, rhs).squeeze(2).numpy()
-        start += len(targets)
+    by_item: list[sp.csc_matrix] = []  # made once, when a block first fails
+    made = threading.Lock()
+
+    def solve(part: np.ndarray) -> None:  # each thread its own part of the items
+        where = blocks_of.scratch()
+        start = 0
+        while start < len(part):
+            raise_if_stopped()
+            size = batch
+            while True:
+                targets = part[start : start + size]
+                union, local = np.unique(neighbors[targets], return_inverse=True)
+                if len(union) <= largest_union or size == 1:
+                    break
+                size //= 2
+            local = local.reshape(len(targets), k)  # positions of each N_j in the union
+            dense = blocks_of.dense(union, where)  # (u, u) float32
+            flat = local[:, :, None] * len(union) + local[:, None, :]  # (b, k, k)
+            blocks = torch.from_numpy(np.take(dense, flat))  # (b, k, k) float32
+            # float32: the counts are exact in it (below 2^24) and the weights come within
+            # 1e-6 of a float64 solve, which takes 2-3x as long
+            blocks.diagonal(dim1=1, dim2=2).copy_(
+                torch.from_numpy(popularity[neighbors[targets]] + reg)
+            )
+            factor, info = torch.linalg.cholesky_ex(blocks)
+            failed = (info != 0).nonzero().squeeze(1).tolist()
+            if failed:  # entries the sparsified Gram left out made the block indefinite
+                with made:
+                    if not by_item:
+                        by_item.append(x.tocsc())
+                for t in failed:
+                    hood = by_item[0][:, neighbors[targets[t]]]
+                    blocks[t] = torch.from_numpy((hood.T @ hood).toarray())
+                    blocks[t].diagonal().add_(reg)
+                    factor[t] = torch.linalg.cholesky(blocks[t])
+            rhs = torch.from_numpy(column[targets]).float().unsqueeze(2)  # (b, k, 1)
+            values[targets] = cholesky_solve(factor, rhs).squeeze(2).numpy()
+            start += len(targets)
+
+    # each column's solve is its own (batched LAPACK calls, one per block): the same weights
+    # however the items are shared out
+    map_blocks(solve, np.array_split(order, max(1, sparse_items.FIT_THREADS)))
     weights = sp.csr_matrix(
         (values.ravel(), (neighbors.ravel(), np.repeat(np.arange(n), k))),
         shape=(n, n), dtype=np.float32,
