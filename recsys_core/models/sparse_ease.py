@@ -8,8 +8,9 @@ of item j on every other item,
 which the dense closed form solves for all columns at once with one (I, I) inverse. Here each
 column is solved on its `neighbors` items of largest co-occurrence with j instead of all of
 them (a batch of k x k Cholesky solves), so B keeps at most k entries per column and memory
-grows with items x k, not items^2: `fit_bytes` bounds a fit at 62,500 items by 2.7 GiB where
-dense EASE needs 130 GB (measured: 0.95 GB at 12,500 items, against 4.7 GB for dense EASE).
+grows with items x k, not items^2: `fit_bytes` bounds a fit at 62,500 items by 3.8 GiB (on
+two threads) where dense EASE needs 130 GB (measured: 0.95 GB at 12,500 items, against 4.7
+GB for dense EASE).
 
 The (k, k) blocks G[N, N] come from a sparsified Gram matrix that keeps, for each item, its
 `gram_neighbors` largest co-occurrences (both directions, exact counts). An entry left out
