@@ -166,9 +166,11 @@ def test_fits_on_one_part_count_its_co_occurrences_once(planted, monkeypatch):
 
     monkeypatch.setattr(ease, "co_occurrence", counting)
     slabs: list[int] = []  # itemknn's own blocks of counts
-    dense = sparse_items.dense_tensor
+    slab = sparse_items.co_occurrence_slab
     monkeypatch.setattr(
-        sparse_items, "dense_tensor", lambda m: slabs.append(m.shape[0]) or dense(m)
+        sparse_items,
+        "co_occurrence_slab",
+        lambda by_item, x, block: slabs.append(len(block)) or slab(by_item, x, block),
     )
     part, options = TrainingData(data), FitOptions()
     other = TrainingData(data.with_frame(data.frame.head(data.frame.height - 50)))

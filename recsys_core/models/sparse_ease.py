@@ -39,7 +39,7 @@ from recsys_core.models.base import EpochMetrics, FitOptions, TrainingData
 from recsys_core.models.ease import cholesky_solve
 from recsys_core.models.item_item import ItemItemRecommender
 from recsys_core.models.registry import register
-from recsys_core.models.sparse_items import map_blocks, slab_rows
+from recsys_core.models.sparse_items import co_occurrence_slab, map_blocks, slab_rows
 
 # bytes per item of a fit, per kept Gram entry (index, value, symmetric copy and CSR build)
 # and per neighbour (index, value, weights); the slab and the solve batch come on top
@@ -138,7 +138,7 @@ def _neighbourhoods(
     def top_of(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise_if_stopped()  # a block takes seconds on a large catalog
         block = np.arange(start, min(start + step, n))
-        counts = torch.from_numpy((by_item[:, block].T @ x).toarray())  # (b, I) = G[block, :]
+        counts = co_occurrence_slab(by_item, x, block)  # (b, I) = G[block, :]
         key = torch.where(counts > 0, counts, filler.unsqueeze(0))
         key[torch.arange(len(block)), torch.from_numpy(block)] = -1.0  # never its own neighbour
         top = torch.topk(key, m, dim=1).indices  # (b, m), largest first

@@ -58,7 +58,7 @@ def co_occurrence_topn(
         raise_if_stopped()  # a block takes seconds on a large catalog
         block = np.arange(start, min(start + step, n_items))
         if by_item is not None:
-            slab = dense_tensor(by_item[:, block].T @ x)  # (b, I)
+            slab = co_occurrence_slab(by_item, x, block)  # (b, I)
         else:
             slab = counts[block[0] : block[-1] + 1].clone()  # `similarity` may change it
         sim = similarity(slab, block)
@@ -105,6 +105,14 @@ def map_blocks(fn: Callable[[T], R], blocks: Sequence[T], threads: int | None = 
         finally:
             for f in futures:
                 f.cancel()
+
+
+def co_occurrence_slab(by_item: sp.csc_matrix, x: sp.csr_matrix, block: np.ndarray) -> torch.Tensor:
+    """(b, I) float32 G[block, :] of G = X^T X: how many users each item of `block` shares
+    with every item (`by_item` is X as CSC, `x` as CSR). The product is CSR, whose `toarray`
+    is faster than `dense_tensor` here (62,500 items: `sparse_ease`'s neighbourhoods 34 s
+    against 39 s)."""
+    return torch.from_numpy((by_item[:, block].T @ x).toarray())
 
 
 def slab_rows(n_items: int, memory_mb: int) -> int:
