@@ -15,7 +15,13 @@ from recsys_core.data.splits import make_split
 from recsys_core.errors import InputError
 from recsys_core.evaluation import evaluate
 from recsys_core.models import MODELS, FitOptions, Recommender, TrainingData, create, register
-from recsys_core.models.sparse_items import co_occurrence_topn, sparse_scores, split_rows
+from recsys_core.models.sparse_items import (
+    add_product,
+    co_occurrence_slab,
+    co_occurrence_topn,
+    sparse_scores,
+    split_rows,
+)
 from recsys_core.settings import Settings
 
 TINY_BUDGET = 2**20  # 1 MiB: too small for EASE's dense matrices on any catalog below
@@ -101,6 +107,33 @@ def test_long_rows_scored_dense_give_the_sparse_product(share):
         bound = split_rows(weights, share=share, memory_bytes=3 * 150 * 4)
         np.testing.assert_array_equal(bound.dense_rows, [0, 1, 2])  # full rows, lowest first
         torch.testing.assert_close(sparse_scores(rows, weights, bound), got)
+
+
+def test_the_compiled_product_adds_scipys_sums_into_dense_rows():
+    rng = np.random.default_rng(8)
+    a = _binary(30, 50, 0.15, seed=9)
+    a.data[:] = rng.standard_normal(a.nnz).astype(np.float32)
+    a[[3, 17]] = 0.0  # rows without entries
+    a.eliminate_zeros()
+    b = _binary(50, 70, 0.2, seed=10)
+    b.data[:] = rng.standard_normal(b.nnz).astype(np.float32)
+    want = (a @ b).toarray()  # float32 sums, in the same order: equal to the bit
+    got = add_product(a.indptr, a.indices, a.data, b, np.zeros((30, 70), dtype=np.float32))
+    np.testing.assert_array_equal(got, want)
+    assert not got[[3, 17]].any()
+    start = rng.standard_normal((4, 70)).astype(np.float32)  # adds to what `out` holds
+    picked = np.array([5, 0, 29, 5])
+    got = add_product(a.indptr, a.indices, a.data, b, start.copy(), picked)
+    np.testing.assert_allclose(got, start + want[picked], rtol=1e-6, atol=1e-6)
+    b64 = sp.csr_matrix((b.data, b.indices.astype(np.int64), b.indptr.astype(np.int64)), b.shape)
+    np.testing.assert_array_equal(  # 64-bit indexes (matrices past 2^31 entries) too
+        add_product(a.indptr, a.indices, a.data, b64, np.zeros((30, 70), np.float32)), want
+    )
+    by_item = a.tocsc()  # a CSC matrix's columns are the rows of its transpose
+    slab = co_occurrence_slab(by_item, a, np.array([2, 40, 7]))
+    np.testing.assert_array_equal(slab.numpy(), (a.T @ a).toarray()[[2, 40, 7]])
+    with pytest.raises(ValueError, match="float32"):
+        add_product(a.indptr, a.indices, a.data, b, np.zeros((30, 70)))
 
 
 def test_ease_stands_down_for_sparse_ease_when_the_catalog_is_too_large():
