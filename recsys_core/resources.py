@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import gc
 import resource
 import time
 from collections.abc import Iterator
@@ -33,10 +37,32 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def release_memory() -> None:
+    """Hand memory the process no longer uses back to the system: unreachable objects first,
+    then the C heap's free pages (glibc's `malloc_trim`; nothing where there is none).
+
+    Large arrays freed by one stage otherwise stay in the process's heap, and the next
+    stage's resident memory starts from the last one's peak instead of what it holds."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
 @contextmanager
 def measured() -> Iterator[dict[str, float]]:
     """Fills the yielded dict with `seconds` and `peak_rss_mb` of the block when it ends."""
     figures: dict[str, float] = {}
+    release_memory()  # the stage's peak counts what it holds, not what the last one freed
     reset_peak_rss()
     start = time.perf_counter()
     try:

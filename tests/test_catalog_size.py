@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -323,6 +324,29 @@ def test_a_stage_measures_its_own_peak_memory():
     with measured() as figures:
         ballast = np.ones(64 << 17)
     assert figures["peak_rss_mb"] >= 64 + 1 and ballast.sum() > 0
+
+
+def _resident_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_a_stage_starts_from_what_the_process_holds_not_what_it_freed():
+    from recsys_core.resources import _malloc_trim, measured
+
+    blocks = [bytearray(4000) for _ in range(40_000)]  # 160 MB of small blocks in the C heap
+    top = bytearray(4000)  # allocated after them: the heap cannot shrink from its end
+    del blocks
+    before = _resident_mb()
+    with measured() as figures:
+        pass
+    if _malloc_trim() is not None:  # glibc: the freed pages go back
+        assert _resident_mb() < before - 100
+        assert figures["peak_rss_mb"] < before - 100
+    assert len(top) == 4000
 
 
 def test_blend_members_that_fit_the_same_state_are_fitted_once(planted, monkeypatch):
