@@ -78,11 +78,10 @@ def co_occurrence_topn(
     return out
 
 
-# a fit's blocks (co-occurrence slabs, batches of solves) run on this many threads: scipy's
-# sparse product holds the GIL, but one block's product runs while the other thread's torch
-# and numpy work, which release it, goes on (62,500 items, 21.75M events: `sparse_ease`'s
-# neighbourhoods 45.5 to 32.6 s, its solves 60.1 to 40.2 s, the same weights); more threads
-# could not run more than one product at a time
+# a fit's blocks (co-occurrence slabs, batches of solves) run on this many threads: the
+# slabs' products (`add_product`), torch's top-k and Cholesky and numpy's gathers all leave
+# the GIL (62,500 items, 21.75M events: `sparse_ease`'s neighbourhoods 45.5 to 32.6 s and its
+# solves 60.1 to 40.2 s on two threads, the same weights)
 FIT_THREADS = 2
 
 T = TypeVar("T")

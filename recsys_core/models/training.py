@@ -147,8 +147,9 @@ class SharedFits:
     each is fitted once and its state handed to every later fit of the same config on the
     same part.
 
-    A night fits the same model several times over: the `ease` candidate and the blend's
-    `ease(history_half_life=5)` member fit one item x item matrix on the training part; the
+    A night fits the same model several times over: the blend's two EASE members (the same
+    config but for `history_half_life`, which only weighs the history when scoring) fit one
+    item x item matrix on each part; the
     blend refit on all events tunes its weights on a part equal to the candidates' training
     part (the same protocol and seed hold out the same events), so every member's fit there
     is one done before; its members' refit on all events and a challenger's share theirs.
