@@ -20,6 +20,7 @@ from recsys_core.models.sparse_items import (
     add_product,
     co_occurrence_slab,
     co_occurrence_topn,
+    sparse_pair_weights,
     sparse_scores,
     split_rows,
 )
@@ -135,6 +136,29 @@ def test_the_compiled_product_adds_scipys_sums_into_dense_rows():
     np.testing.assert_array_equal(slab.numpy(), (a.T @ a).toarray()[[2, 40, 7]])
     with pytest.raises(ValueError, match="float32"):
         add_product(a.indptr, a.indices, a.data, b, np.zeros((30, 70)))
+
+
+def test_pair_weights_look_each_history_item_and_candidate_up_in_the_sparse_weights():
+    rng = np.random.default_rng(11)
+    weights = _binary(60, 60, 0.2, seed=12)
+    weights.data[:] = rng.standard_normal(weights.nnz).astype(np.float32)
+    dense = weights.toarray()
+    shuffled = weights.copy()  # columns out of order within rows: searched once sorted
+    for r in range(60):
+        a, b = shuffled.indptr[r], shuffled.indptr[r + 1]
+        order = rng.permutation(b - a)
+        shuffled.indices[a:b], shuffled.data[a:b] = (
+            shuffled.indices[a:b][order],
+            shuffled.data[a:b][order],
+        )
+    shuffled.has_sorted_indices = False
+    history = torch.from_numpy(rng.integers(-1, 60, size=(7, 9)))  # -1: padding
+    candidates = torch.from_numpy(rng.integers(0, 60, size=(7, 5)))
+    got = sparse_pair_weights(shuffled, history, candidates).numpy()
+    h, c = history.numpy(), candidates.numpy()
+    want = dense[np.maximum(h, 0)[:, :, None], c[:, None, :]] * (h >= 0)[:, :, None]
+    np.testing.assert_array_equal(got, want)
+    assert (got != 0).any() and (got[h < 0] == 0).all()
 
 
 def test_ease_stands_down_for_sparse_ease_when_the_catalog_is_too_large():

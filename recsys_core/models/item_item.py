@@ -12,7 +12,6 @@ from __future__ import annotations
 from functools import cached_property
 from typing import ClassVar
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 
@@ -20,7 +19,6 @@ from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Capabilities, Recommender, recency_weights
 from recsys_core.models.sparse_items import (
     RowSplit,
-    entry_keys,
     from_state,
     sparse_dense_matmul,
     sparse_pair_weights,
@@ -44,9 +42,11 @@ class ItemItemRecommender(Recommender):
     weights: torch.Tensor | sp.csr_matrix  # (I, I): history item -> candidate
 
     def keep(self, weights: torch.Tensor | sp.csr_matrix) -> None:
+        if isinstance(weights, sp.spmatrix) and not weights.has_canonical_format:
+            weights.sum_duplicates()  # each row's columns ascending, as explanations search them
         self.weights = weights
         self.n_items = weights.shape[0]
-        for derived in ("_keys", "_row_split", "_derived_from"):  # from W when first needed
+        for derived in ("_row_split", "_derived_from"):  # from W when first needed
             self.__dict__.pop(derived, None)
 
     def share_state(self, other: Recommender) -> None:
@@ -67,11 +67,6 @@ class ItemItemRecommender(Recommender):
         return compute(self.weights)
 
     @cached_property
-    def _keys(self) -> np.ndarray:
-        """Sparse W's entry positions, for looking weights up."""
-        return self._derived("_keys", entry_keys)
-
-    @cached_property
     def _row_split(self) -> RowSplit | None:
         """Sparse W's long rows kept dense for scoring."""
         return self._derived("_row_split", split_rows)
@@ -90,7 +85,7 @@ class ItemItemRecommender(Recommender):
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         if self.sparse:
-            return sparse_pair_weights(self.weights, history, candidates, self._keys)
+            return sparse_pair_weights(self.weights, history, candidates)
         rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)
         return self.weights[rows, candidates.clamp_min(0).unsqueeze(1)]  # (B, L, K)
 

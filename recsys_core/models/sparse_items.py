@@ -126,12 +126,13 @@ def _add_product_loop(a_indptr, a_indices, a_data, rows, b_indptr, b_indices, b_
 
 
 @functools.cache
-def _add_product_kernel():
-    """`_add_product_loop` compiled (numba, imported on first use: the CLI's start does not
-    pay for it), without the GIL so that shards' and fits' threads run it at once."""
+def _compiled(loop: Callable) -> Callable:
+    """`loop` compiled by numba (imported on first use: the CLI's start does not pay for
+    it), without the GIL so that shards' and fits' threads run it at once; the machine code
+    is cached on disk next to this module."""
     import numba
 
-    return numba.njit(nogil=True, cache=True)(_add_product_loop)
+    return numba.njit(nogil=True, cache=True)(loop)
 
 
 def add_product(
@@ -161,7 +162,7 @@ def add_product(
         rows = np.arange(len(a_indptr) - 1)
     if out.dtype != np.float32 or not out.flags.c_contiguous or out.shape[1] != b.shape[1]:
         raise ValueError(f"out must be a C-ordered float32 (rows, {b.shape[1]}) array")
-    _add_product_kernel()(
+    _compiled(_add_product_loop)(
         a_indptr,
         a_indices,
         np.asarray(a_data, dtype=np.float32),
@@ -326,50 +327,55 @@ def _product(rows: sp.csr_matrix, weights: sp.csr_matrix) -> torch.Tensor:
 
 
 def sparse_pair_weights(
-    weights: sp.csr_matrix,
-    history: torch.Tensor,
-    candidates: torch.Tensor,
-    keys: np.ndarray | None = None,
+    weights: sp.csr_matrix, history: torch.Tensor, candidates: torch.Tensor
 ) -> torch.Tensor:
     """weights[h, c] for each history item h and candidate c: (B, L, K); 0 for padding.
 
-    Only the history slots that hold an item are looked up: a padded (B, L) history is
-    mostly padding when a few users have long histories. The lookups are one vectorized
-    binary search over the entries' flat positions (`entry_keys`): scipy's fancy indexing
-    scans a row per lookup when there are fewer lookups than a tenth of the entries, and the
-    rows of popular history items hold thousands (25M events, 62,500 items: 20 s per 1,000
-    users).
+    Each lookup is a binary search of the candidate among the columns of the history item's
+    row (`_pair_weights_loop`, compiled, without the GIL): a few hundred entries, where one
+    search over every entry's flat position searched millions (25M events, 62,500 items:
+    about a quarter of the ranking threads' time) and scipy's fancy indexing scans a row per
+    lookup (20 s per 1,000 users).
 
     Args:
-        weights: (I, I) CSR weights.
+        weights: (I, I) CSR weights in canonical form (`sum_duplicates`: each row's columns
+            ascending, once), which is made here when it is not.
         history: (B, L) item indexes, -1 padding.
         candidates: (B, K) item indexes.
-        keys: `entry_keys(weights)`, when the caller keeps them; computed here otherwise.
     """
     hist, cand = history.numpy(), np.maximum(candidates.numpy(), 0)  # (B, L), (B, K)
     out = np.zeros((*hist.shape, cand.shape[1]), dtype=np.float32)  # (B, L, K)
-    user, slot = np.nonzero(hist >= 0)  # (n,) each
-    if len(user) and weights.nnz:
-        keys = entry_keys(weights) if keys is None else keys
-        rows = np.repeat(hist[user, slot].astype(np.int64), cand.shape[1])  # (n * K,)
-        query = rows * weights.shape[1] + cand[user].ravel()
-        # searched in ascending order: each search then reads keys near the last one's, which
-        # are in cache (200,000 lookups in 60M entries: 80 ms against 370 ms unsorted)
-        order = np.argsort(query)
-        at = np.empty(len(query), dtype=np.int64)
-        at[order] = np.searchsorted(keys, query[order])
-        np.minimum(at, len(keys) - 1, out=at)
-        found = np.where(keys[at] == query, weights.data[at], 0.0)
-        out[user, slot] = found.astype(np.float32).reshape(len(user), -1)
+    if weights.nnz:
+        if not weights.has_canonical_format:
+            weights.sum_duplicates()
+        _compiled(_pair_weights_loop)(
+            weights.indptr,
+            weights.indices,
+            np.asarray(weights.data, dtype=np.float32),
+            np.ascontiguousarray(hist, dtype=np.int64),
+            np.ascontiguousarray(cand, dtype=np.int64),
+            out,
+        )
     return torch.from_numpy(out)
 
 
-def entry_keys(weights: sp.csr_matrix) -> np.ndarray:
-    """Each stored entry's flat position row * columns + column, ascending (sums duplicates
-    and sorts the matrix's indices in place first)."""
-    weights.sum_duplicates()
-    rows = np.repeat(np.arange(weights.shape[0], dtype=np.int64), np.diff(weights.indptr))
-    return rows * weights.shape[1] + weights.indices.astype(np.int64)
+def _pair_weights_loop(indptr, indices, data, hist, cand, out):
+    for b in range(hist.shape[0]):
+        for slot in range(hist.shape[1]):
+            h = hist[b, slot]
+            if h < 0:  # padding
+                continue
+            start, stop = indptr[h], indptr[h + 1]
+            for k in range(cand.shape[1]):
+                c, lo, hi = cand[b, k], start, stop
+                while lo < hi:  # the first column >= c
+                    mid = (lo + hi) >> 1
+                    if indices[mid] < c:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo < stop and indices[lo] == c:
+                    out[b, slot, k] = data[lo]
 
 
 def to_state(prefix: str, matrix: sp.csr_matrix) -> dict[str, torch.Tensor]:
