@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,9 +26,17 @@ SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.sta
 pytestmark = pytest.mark.slow
 
 
+# Python 3.11's `ast.parse` is not safe on several threads at once ("AST constructor
+# recursion depth mismatch"), and the scripts run from a pool's threads
+_PARSING = threading.Lock()
+
+
 def tiny_args(script: Path) -> list[str] | None:
     """The script's `TINY_ARGS` list, read from its source, or None when it declares none."""
-    for node in ast.parse(script.read_text(encoding="utf-8")).body:
+    source = script.read_text(encoding="utf-8")
+    with _PARSING:
+        tree = ast.parse(source)
+    for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "TINY_ARGS" for t in node.targets
         ):
