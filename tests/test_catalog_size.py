@@ -111,6 +111,80 @@ def test_long_rows_scored_dense_give_the_sparse_product(share):
         torch.testing.assert_close(sparse_scores(rows, weights, bound), got)
 
 
+@pytest.mark.parametrize("share", [0.05, 2.0])  # long rows dense, or none
+@pytest.mark.parametrize("offset", [0.0, 50.0])
+def test_sparse_members_add_their_z_scores_user_by_user(share, offset):
+    """The fused pass (scores made in a row buffer, their moments, the scaled row added)
+    gives what making the (B, I) scores and `add_standardized` give: users who saw nothing,
+    some items or every item, with long rows kept dense or not, far from zero means too."""
+    from recsys_core.models.blend import _seen_positions, add_standardized
+    from recsys_core.models.sparse_items import add_standardized_scores
+
+    rng = np.random.default_rng(11)
+    n = 150
+    weights = _binary(n, n, 0.04, seed=12).tocsr()
+    weights[:6] = rng.random((6, n)).astype(np.float32)  # popular items: long rows
+    weights.data[:] = (rng.standard_normal(weights.nnz) + offset).astype(np.float32)
+    lists = [rng.choice(n, size=k, replace=False) for k in (0, 5, 40, n, 1, 17)]
+    h = UserHistories(
+        np.arange(len(lists)), np.concatenate([[0], np.cumsum([len(r) for r in lists])]),
+        np.concatenate(lists), np.zeros(sum(len(r) for r in lists), dtype=np.int64), n,
+    )  # fmt: skip
+    rows = h.csr(rng.random(len(h.items)).astype(np.float32) + 0.5)  # recency-like weights
+    seen = _seen_positions(h, n)
+    split = split_rows(weights, share=share)
+    assert (split is None) == (share > 1)
+    start = torch.from_numpy(rng.standard_normal((len(lists), n)).astype(np.float32))
+    want = start.clone()
+    want_shift = add_standardized(want, sparse_scores(rows, weights, split), 0.7, seen)
+    got = start.clone()
+    got_shift = add_standardized_scores(rows, weights, split, seen, 0.7, got)
+    unseen = torch.ones(len(lists) * n, dtype=torch.bool)
+    unseen[seen] = False
+    torch.testing.assert_close(
+        (got - got_shift.float()).view(-1)[unseen],
+        (want - want_shift.float()).view(-1)[unseen],
+        rtol=1e-5,
+        atol=1e-4,
+    )
+    assert got_shift.shape == (len(lists), 1) and got_shift.dtype == torch.float64
+    torch.testing.assert_close(got[0], start[0])  # no history: scores all 0, nothing added
+
+
+def test_a_blend_of_sparse_members_scores_the_same_through_the_fused_pass(planted, monkeypatch):
+    from recsys_core.models.base import Recommender as Base
+    from recsys_core.models.blend import Blend, BlendConfig, _seen_positions
+    from recsys_core.models.item_item import ItemItemRecommender
+
+    data, _ = planted
+    blend = Blend(BlendConfig(members=("itemknn", "itemknn(history_half_life=2)", "popularity")))
+    blend.fit(TrainingData(data), FitOptions(validation_protocol="user_random"))
+    blend.weights = torch.tensor([0.5, 0.3, 0.2])
+    h = data.histories()
+    fused = blend.score(h)
+    calls = []
+    original = ItemItemRecommender.add_standardized
+    monkeypatch.setattr(
+        ItemItemRecommender,
+        "add_standardized",
+        lambda self, *a: calls.append(1) or original(self, *a),
+    )
+    assert torch.equal(blend.score(h), fused) and len(calls) == 2  # both item-item members
+    monkeypatch.setattr(ItemItemRecommender, "add_standardized", Base.add_standardized)
+    block = blend.score(h)  # each member's (B, I) scores, then `add_standardized`
+    # equal up to a constant per user: a member whose unseen scores are all equal for a user
+    # gives that user's unseen items z = 0 here and a rounding residue (the same for each of
+    # them) through the block, which changes no ranking
+    unseen = torch.ones_like(fused, dtype=torch.bool)
+    unseen.view(-1)[_seen_positions(h, data.n_items)] = False
+
+    def centred(scores: torch.Tensor) -> torch.Tensor:
+        mean = (scores * unseen).sum(1, keepdim=True) / unseen.sum(1, keepdim=True)
+        return (scores - mean) * unseen
+
+    torch.testing.assert_close(centred(block), centred(fused), rtol=1e-5, atol=1e-4)
+
+
 def test_the_compiled_product_adds_scipys_sums_into_dense_rows():
     rng = np.random.default_rng(8)
     a = _binary(30, 50, 0.15, seed=9)

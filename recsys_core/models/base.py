@@ -178,6 +178,16 @@ class Recommender(ABC):
         writes the entries into its own reused score buffer instead of a new dense matrix."""
         return None
 
+    def add_standardized(
+        self, total: torch.Tensor, histories: UserHistories, weight: float, seen: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Add `weight` times this model's per-user z-scores over the unseen items to the
+        (B, I) float32 `total` without making a (B, I) block of scores, and return each
+        user's shift `weight * mean / spread` (B, 1) float64, as `blend.add_standardized`
+        does with `score`'s block; None (nothing added) when the model has no such path.
+        `seen` holds the distinct flat positions row * I + item of the users' seen items."""
+        return None
+
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor | None:
         """How much each history item supports each candidate, for explanations.
 

@@ -236,8 +236,10 @@ class Blend(Recommender):
         Members with factors (`als`, `content`) never make their own (B, I) scores: the
         moments of u . v over the items follow from each user vector u and the item vectors'
         sum and Gram matrix (D x D), so each user vector is scaled by weight / spread and all
-        of them go through one product with the members' item vectors side by side. Other
-        members are folded in by `add_standardized`, one pass each.
+        of them go through one product with the members' item vectors side by side. Members
+        with sparse item-item weights add their z-scores user by user without a (B, I) block
+        (`Recommender.add_standardized`); the others' blocks are folded in by
+        `add_standardized`, one pass each.
         """
         rows, n_items = len(histories), self.n_items
         seen = _seen_positions(histories, n_items)
@@ -262,7 +264,10 @@ class Blend(Recommender):
         else:
             total.zero_()
         for weight, member in others:
-            shift += add_standardized(total, member.score(histories), weight, seen)
+            found = member.add_standardized(total, histories, weight, seen)
+            if found is None:
+                found = add_standardized(total, member.score(histories), weight, seen)
+            shift += found
         total.sub_(shift.float()).view(-1).index_fill_(0, seen, 0.0)
         return total  # (B, I)
 

@@ -19,6 +19,7 @@ from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Capabilities, Recommender, recency_weights
 from recsys_core.models.sparse_items import (
     RowSplit,
+    add_standardized_scores,
     from_state,
     sparse_dense_matmul,
     sparse_pair_weights,
@@ -82,6 +83,14 @@ class ItemItemRecommender(Recommender):
             return None  # dense, or long rows: `score` is faster than this product
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
         return rows @ self.weights  # (B, I), the entries `sparse_scores` makes dense
+
+    def add_standardized(
+        self, total: torch.Tensor, histories: UserHistories, weight: float, seen: torch.Tensor
+    ) -> torch.Tensor | None:
+        if not self.sparse:
+            return None  # dense weights: one dense product makes the block
+        rows = histories.csr(recency_weights(histories, self.config.history_half_life))
+        return add_standardized_scores(rows, self.weights, self._row_split, seen, weight, total)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         if self.sparse:

@@ -326,6 +326,116 @@ def _product(rows: sp.csr_matrix, weights: sp.csr_matrix) -> torch.Tensor:
     return out
 
 
+def add_standardized_scores(
+    rows: sp.csr_matrix,
+    weights: sp.csr_matrix,
+    split: RowSplit | None,
+    seen: torch.Tensor,
+    weight: float,
+    total: torch.Tensor,
+) -> torch.Tensor:
+    """Add `weight` times the per-user z-scores of rows @ weights over the unseen items to
+    `total`, in place, but for each user's shift `weight * mean / spread`, which is returned
+    (B, 1) float64, as `blend.add_standardized` does with a (B, I) score block made first.
+
+    One compiled pass per user (`_standardized_product_loop`): the user's scores are made in
+    a row buffer that stays in cache (the light rows' entries scattered, the dense rows of
+    `split` added whole), their moments taken from it and the scaled row added to `total`,
+    so no (B, I) block of scores is written, zeroed or read back. Equal to making the scores
+    then `add_standardized` to float32 rounding (the sums run in another order; the moments
+    in float64).
+
+    Args:
+        rows: (B, I) history rows (recency weights as values).
+        weights: (I, I) CSR weights.
+        split: `split_rows(weights)` when the caller keeps it, else None.
+        seen: Distinct flat positions row * I + item of the users' seen items, ascending.
+        weight: The member's weight.
+        total: (B, I) float32 C-ordered running sum.
+    """
+    n_rows, n_items = total.shape
+    light = weights if split is None else split.light
+    dense = np.zeros((0, n_items), dtype=np.float32) if split is None else split.dense.numpy()
+    heavy = np.full(weights.shape[0], -1, dtype=np.int64)  # each item's dense row, or -1
+    if split is not None:
+        heavy[split.dense_rows] = np.arange(len(split.dense_rows))
+    seen_np = seen.numpy()
+    seen_indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(seen_np // max(n_items, 1), minlength=n_rows), out=seen_indptr[1:])
+    shift = np.zeros(n_rows, dtype=np.float64)
+    rows = rows.tocsr()
+    _compiled(_standardized_product_loop)(
+        rows.indptr,
+        rows.indices,
+        np.asarray(rows.data, dtype=np.float32),
+        light.indptr,
+        light.indices,
+        np.asarray(light.data, dtype=np.float32),
+        heavy,
+        np.ascontiguousarray(dense),
+        seen_indptr,
+        np.ascontiguousarray(seen_np % max(n_items, 1)),
+        float(weight),
+        total.numpy(),
+        shift,
+    )
+    return torch.from_numpy(shift).unsqueeze(1)
+
+
+def _standardized_product_loop(
+    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, heavy, dense,
+    seen_indptr, seen_items, weight, total, shift,
+):  # fmt: skip
+    n = total.shape[1]
+    row = np.empty(n, dtype=np.float32)
+    for r in range(total.shape[0]):
+        row[:] = 0.0
+        for p in range(a_indptr[r], a_indptr[r + 1]):
+            k, value = a_indices[p], a_data[p]
+            if heavy[k] >= 0:  # a dense row: added whole (vectorised)
+                source = dense[heavy[k]]
+                for j in range(n):
+                    row[j] += value * source[j]
+            else:
+                for q in range(b_indptr[k], b_indptr[k + 1]):
+                    row[b_indices[q]] += value * b_data[q]
+        # the mean and spread over the unseen items in float64: two passes over the row in
+        # cache (the second over values less the mean: exact for nearly equal scores too),
+        # four independent chains each, the seen items' terms taken out after
+        count = max(n - (seen_indptr[r + 1] - seen_indptr[r]), 1)
+        stop = n - n % 4
+        s0 = s1 = s2 = s3 = 0.0
+        for j in range(0, stop, 4):
+            s0 += row[j]
+            s1 += row[j + 1]
+            s2 += row[j + 2]
+            s3 += row[j + 3]
+        for j in range(stop, n):
+            s0 += row[j]
+        sums = (s0 + s1) + (s2 + s3)
+        for p in range(seen_indptr[r], seen_indptr[r + 1]):
+            sums -= row[seen_items[p]]
+        mean = sums / count
+        s0 = s1 = s2 = s3 = 0.0
+        for j in range(0, stop, 4):
+            s0 += (row[j] - mean) ** 2
+            s1 += (row[j + 1] - mean) ** 2
+            s2 += (row[j + 2] - mean) ** 2
+            s3 += (row[j + 3] - mean) ** 2
+        for j in range(stop, n):
+            s0 += (row[j] - mean) ** 2
+        squares = (s0 + s1) + (s2 + s3)
+        for p in range(seen_indptr[r], seen_indptr[r + 1]):
+            squares -= (row[seen_items[p]] - mean) ** 2
+        spread = max(np.sqrt(max(squares / count, 0.0)), 1e-8)
+        scale = weight / spread
+        scale32 = np.float32(scale)
+        target = total[r]
+        for j in range(n):
+            target[j] += scale32 * row[j]
+        shift[r] = mean * scale
+
+
 def sparse_pair_weights(
     weights: sp.csr_matrix, history: torch.Tensor, candidates: torch.Tensor
 ) -> torch.Tensor:
