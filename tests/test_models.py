@@ -125,6 +125,52 @@ def test_ease_maps_text_to_the_columns_of_items_without_events():
     assert map_cold_columns(weights, text, np.ones(n, dtype=bool), reg=0.5) is weights
 
 
+def test_ease_gives_new_items_the_columns_of_their_nearest_known_items_by_text():
+    rng = np.random.default_rng(1)
+    n, dim = 12, 6
+    weights = torch.from_numpy(rng.normal(size=(n, n))).float()
+    weights.diagonal().zero_()
+    text = torch.from_numpy(rng.normal(size=(n, dim))).float()
+    warm = np.ones(n, dtype=bool)
+    warm[[3, 7]] = False
+    nearest = dict(reg=0.5, neighbors=3, temperature=0.2)
+    mapped = map_cold_columns(weights.clone(), text, warm, **nearest, share=1.0)
+    torch.testing.assert_close(mapped[:, warm], weights[:, warm])
+    unit = torch.nn.functional.normalize(text, dim=1)
+    known = np.flatnonzero(warm)
+    for column in (3, 7):  # the softmax-weighted mean of the 3 nearest known items' columns
+        cosine = (unit[known] @ unit[column]).numpy()
+        near = known[np.argsort(-cosine)[:3]]
+        share = np.exp(np.sort(cosine)[::-1][:3] / 0.2)
+        expected = weights[:, near].numpy() @ (share / share.sum())
+        expected[column] = 0.0  # diag(B) stays 0
+        got = mapped[:, column].numpy()
+        np.testing.assert_allclose(np.delete(got, column), np.delete(expected, column), rtol=1e-5)
+        assert got[column] == 0
+    # the default mix: a share of the neighbours' columns, the rest the ridge map's
+    ridge = map_cold_columns(weights.clone(), text, warm, reg=0.5)
+    mixed = map_cold_columns(weights.clone(), text, warm, **nearest, share=0.25)
+    torch.testing.assert_close(mixed, 0.75 * ridge + 0.25 * mapped)
+    # an item whose text copies a known item's takes that item's column at a low temperature
+    text[3] = text[5]
+    copied = map_cold_columns(weights.clone(), text, warm, 0.5, 3, 1e-3, share=1.0)[:, 3]
+    keep = [i for i in range(n) if i != 3]
+    torch.testing.assert_close(copied[keep], weights[keep, 5])
+    assert map_cold_columns(weights, text, np.ones(n, dtype=bool), **nearest, share=1.0) is weights
+
+
+def test_ease_new_item_map_is_an_option(planted):
+    data, expected = planted
+    cold = int(data.items.index([expected[next(iter(expected))]])[0])
+    warm = data.with_frame(data.frame.filter(data.frame["item_index"] != cold))
+    neighbours = fit("ease", warm, text_weight=5.0, reg=1.0, cold_neighbor_share=0.5)
+    ridge = fit("ease", warm, text_weight=5.0, reg=1.0)  # the default: the ridge map alone
+    # the columns of items with events are the same fit; the new item's differ by the map
+    others = [i for i in range(data.n_items) if i != cold]
+    torch.testing.assert_close(neighbours.weights[:, others], ridge.weights[:, others])
+    assert not torch.allclose(neighbours.weights[:, cold], ridge.weights[:, cold])
+
+
 def test_content_without_learning_is_cosine_to_the_profile(planted):
     data, _ = planted
     model = fit("content", data, learned=False, half_life=None)

@@ -11,7 +11,8 @@ Options beyond the paper, all off by default:
   information (Jeunen et al., 2020). Items with text but no events then get weights too, and
   with `cold_map_reg` set their columns of B are instead predicted from their text by a ridge
   map fitted on the columns of the items that have events (B[:, warm] ~ M E_warm^T), so a new
-  item scores like the items whose weights its text resembles.
+  item scores like the items whose weights its text resembles; `cold_neighbor_share` mixes in
+  the mean of the columns of their `cold_neighbors` nearest items by text cosine.
 - `window` / `window_weight`: add co-occurrence of items a user met within `window`
   positions of each other, so items of the same sitting count more than items years apart.
 """
@@ -60,6 +61,13 @@ class EASEConfig:
     # with text: items without events get B columns mapped from their text by a ridge whose
     # penalty is this times the mean eigenvalue of E^T E over items with events (None = off)
     cold_map_reg: float | None = 1.0
+    # ... mixed with the mean of the columns of their `cold_neighbors` nearest items with
+    # events by text cosine (weighted by softmax(cosine / cold_temperature)), which takes
+    # this share of the mix (0 = the ridge map alone, 1 = the neighbours alone; see
+    # `map_cold_columns` for why 0 is the default)
+    cold_neighbor_share: float = 0.0
+    cold_neighbors: int = 20
+    cold_temperature: float = 0.1
     window: int = 0  # co-occurrence window in each user's chronological history (0 = off)
     window_weight: float = 0.0  # weight of that windowed co-occurrence in the Gram matrix
 
@@ -115,7 +123,15 @@ class EASE(ItemItemRecommender):
         weights = ease_weights(lambda dtype: self._gram(data, x, text, dtype))
         if text is not None and self.config.cold_map_reg is not None:
             warm = x.getnnz(axis=0) > 0  # items with events: non-empty columns of X
-            weights = map_cold_columns(weights, text, warm, self.config.cold_map_reg)
+            weights = map_cold_columns(
+                weights,
+                text,
+                warm,
+                self.config.cold_map_reg,
+                self.config.cold_neighbors,
+                self.config.cold_temperature,
+                self.config.cold_neighbor_share,
+            )
         self.keep(weights)  # (I, I) float32
         return []
 
@@ -238,30 +254,91 @@ def _size(n_bytes: float) -> str:
 
 
 def map_cold_columns(
-    weights: torch.Tensor, text: torch.Tensor, warm: np.ndarray, reg: float
+    weights: torch.Tensor,
+    text: torch.Tensor,
+    warm: np.ndarray,
+    reg: float,
+    neighbors: int = 0,
+    temperature: float = 0.1,
+    share: float = 0.0,
 ) -> torch.Tensor:
-    """Replace, in place, the columns of items without events by a ridge map of their text.
+    """Replace, in place, the columns of items without events by columns made from the
+    items with events whose text they resemble: `1 - share` of a ridge map of their text
+    plus `share` of the mean of their nearest items' columns.
 
-    M = B[:, warm] E_w (E_w^T E_w + lambda I)^-1, then B[:, cold] = M E_cold^T; lambda is `reg`
-    times the mean eigenvalue of E_w^T E_w. Nothing changes when every item (or none) has events.
+    - The ridge map: M = B[:, warm] E_w (E_w^T E_w + lambda I)^-1, then B[:, cold] =
+      M E_cold^T; lambda is `reg` times the mean eigenvalue of E_w^T E_w. A global linear
+      map, it follows broad text directions (a genre, a product type).
+    - The neighbours: B[:, c] = sum_n softmax_n(cos(e_c, e_n) / temperature) B[:, n] over
+      c's `neighbors` nearest items with events by text cosine, so x_u B[:, c] is that
+      weighted mean of the user's scores of those items: a new item is supported by what
+      supports the known items nearest to it.
+
+    Ranked among themselves (10% of the items held out as new, seeds 0-2), new items are
+    ranked better with half of each: `ease` with text and window reached NDCG@10 0.1477
+    with the ridge map, 0.1651 with 20 neighbours and 0.1621 with half of each on Amazon
+    Office; 0.3782, 0.3937 and 0.4043 on MovieLens-100K (recall@20 0.5046, 0.4776, 0.5051).
+    Ranked among the known items (MovieLens-100K's `global_temporal` split, where 3% of the
+    test events are on new items) the default blend with half of each lost 2-4% NDCG@10
+    and 8% recall@20 (seeds 1-3): the neighbours' columns gave new items 1.6% of the
+    top-10 slots instead of 3.8% and 2 hits instead of 9. So the ridge map alone is the
+    default. Nothing changes when every item (or none) has events.
 
     Args:
         weights: (I, I) EASE weights; returned, with its cold columns replaced.
         text: (I, D) item text vectors.
         warm: (I,) bool, items with events in the training data.
         reg: Relative ridge penalty.
+        neighbors: Nearest items with events per new item (used when `share` > 0).
+        temperature: Softmax temperature on the cosines (smaller: nearer items weigh more).
+        share: Weight of the neighbours' columns; 0 = the ridge map alone, 1 = the
+            neighbours alone.
     """
     if warm.all() or not warm.any():
         return weights
-    cold = torch.from_numpy(~warm).nonzero().squeeze(1)
+    cold = torch.from_numpy(np.flatnonzero(~warm))
+    columns = torch.zeros(weights.shape[0], len(cold), dtype=weights.dtype)  # (I, C)
+    if share < 1:
+        columns.add_(_ridge_columns(weights, text, cold, reg), alpha=1 - share)
+    if share > 0 and neighbors > 0:
+        near = _neighbor_columns(weights, text, warm, cold, neighbors, temperature)
+        columns.add_(near, alpha=share)
+    weights[:, cold] = columns
+    weights[cold, cold] = 0.0  # keep diag(B) = 0
+    return weights
+
+
+def _ridge_columns(
+    weights: torch.Tensor, text: torch.Tensor, cold: torch.Tensor, reg: float
+) -> torch.Tensor:
+    """(I, C) M E_cold^T, M the ridge map of B's warm columns on their text."""
     text_w = text.to(weights.dtype).clone()
     text_w[cold] = 0.0  # B[:, warm] E_w without copying the warm columns out of B
     gram = text_w.T.double() @ text_w.double()  # (D, D)
     gram.diagonal().add_((reg * gram.diagonal().mean()).clamp_min(1e-12))  # trace / D
     mapping = torch.linalg.solve(gram, (weights @ text_w).double().T).T  # (I, D)
-    weights[:, cold] = (mapping @ text[cold].double().T).to(weights.dtype)
-    weights[cold, cold] = 0.0  # keep diag(B) = 0
-    return weights
+    return (mapping @ text[cold].double().T).to(weights.dtype)
+
+
+def _neighbor_columns(
+    weights: torch.Tensor,
+    text: torch.Tensor,
+    warm: np.ndarray,
+    cold: torch.Tensor,
+    k: int,
+    temperature: float,
+) -> torch.Tensor:
+    """(I, C) the softmax(cosine / temperature)-weighted mean of the columns of each cold
+    item's `k` nearest warm items by text."""
+    warm_index = torch.from_numpy(np.flatnonzero(warm))
+    unit = torch.nn.functional.normalize(text.float(), dim=1)
+    near = (unit[cold] @ unit[warm_index].T).topk(min(k, len(warm_index)), dim=1)  # (C, k)
+    share = torch.softmax(near.values / temperature, dim=1).to(weights.dtype)
+    items = warm_index[near.indices]  # (C, k)
+    out = torch.zeros(weights.shape[0], len(cold), dtype=weights.dtype)
+    for j in range(items.shape[1]):  # k gathers of (I, C): no (I, C, k) temporary
+        out.addcmul_(weights[:, items[:, j]], share[:, j])
+    return out
 
 
 def add_window_cooccurrence(
