@@ -157,6 +157,8 @@ def test_ease_gives_new_items_the_columns_of_their_nearest_known_items_by_text()
     keep = [i for i in range(n) if i != 3]
     torch.testing.assert_close(copied[keep], weights[keep, 5])
     assert map_cold_columns(weights, text, np.ones(n, dtype=bool), **nearest, share=1.0) is weights
+    no_neighbours = map_cold_columns(weights.clone(), text, warm, 0.5, 0, 0.1, share=1.0)
+    torch.testing.assert_close(no_neighbours, map_cold_columns(weights.clone(), text, warm, 0.5))
 
 
 def test_ease_new_item_map_is_an_option(planted):

@@ -289,7 +289,7 @@ def map_cold_columns(
         text: (I, D) item text vectors.
         warm: (I,) bool, items with events in the training data.
         reg: Relative ridge penalty.
-        neighbors: Nearest items with events per new item (used when `share` > 0).
+        neighbors: Nearest items with events per new item (0: the ridge map alone).
         temperature: Softmax temperature on the cosines (smaller: nearer items weigh more).
         share: Weight of the neighbours' columns; 0 = the ridge map alone, 1 = the
             neighbours alone.
@@ -298,9 +298,11 @@ def map_cold_columns(
         return weights
     cold = torch.from_numpy(np.flatnonzero(~warm))
     columns = torch.zeros(weights.shape[0], len(cold), dtype=weights.dtype)  # (I, C)
+    if neighbors <= 0:
+        share = 0.0  # no neighbours to mix in: the ridge map alone
     if share < 1:
         columns.add_(_ridge_columns(weights, text, cold, reg), alpha=1 - share)
-    if share > 0 and neighbors > 0:
+    if share > 0:
         near = _neighbor_columns(weights, text, warm, cold, neighbors, temperature)
         columns.add_(near, alpha=share)
     weights[:, cold] = columns
