@@ -239,6 +239,7 @@ class RowSplit:
     dense_rows: np.ndarray  # (H,) the rows kept dense, ascending
     dense: torch.Tensor  # (H, I) float32, those rows
     light: sp.csr_matrix  # (I, I) the weights with those rows emptied
+    position: np.ndarray  # (I,) int64: each item's row of `dense`, -1 for the light ones
 
 
 def split_rows(
@@ -261,7 +262,9 @@ def split_rows(
         (weights.data[kept], weights.indices[kept], indptr.astype(weights.indptr.dtype)),
         shape=weights.shape,
     )
-    return RowSplit(chosen, dense_tensor(weights[chosen]), light)
+    position = np.full(weights.shape[0], -1, dtype=np.int64)
+    position[chosen] = np.arange(len(chosen))
+    return RowSplit(chosen, dense_tensor(weights[chosen]), light, position)
 
 
 def torch_csr(matrix: sp.spmatrix) -> torch.Tensor:
@@ -307,8 +310,8 @@ def sparse_scores(
     rows = rows.tocsr()
     if split is None:
         return _product(rows, weights)
-    position = np.searchsorted(split.dense_rows, rows.indices)  # (nnz,)
-    found = split.dense_rows[position.clip(max=len(split.dense_rows) - 1)] == rows.indices
+    position = split.position[rows.indices]  # (nnz,) each entry's dense row, or -1
+    found = position >= 0
     indptr = np.concatenate([[0], np.cumsum(found)])[rows.indptr]  # dense entries per row
     heavy = sp.csr_matrix(
         (rows.data[found], position[found], indptr), shape=(rows.shape[0], len(split.dense_rows))
@@ -355,10 +358,11 @@ def add_standardized_scores(
     """
     n_rows, n_items = total.shape
     light = weights if split is None else split.light
-    dense = np.zeros((0, n_items), dtype=np.float32) if split is None else split.dense.numpy()
-    heavy = np.full(weights.shape[0], -1, dtype=np.int64)  # each item's dense row, or -1
-    if split is not None:
-        heavy[split.dense_rows] = np.arange(len(split.dense_rows))
+    if split is None:  # no dense rows: every item's row is light
+        dense = np.zeros((0, n_items), dtype=np.float32)
+        position = np.full(weights.shape[0], -1, dtype=np.int64)
+    else:
+        dense, position = split.dense.numpy(), split.position
     seen_np = seen.numpy()
     seen_indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(seen_np // max(n_items, 1), minlength=n_rows), out=seen_indptr[1:])
@@ -371,7 +375,7 @@ def add_standardized_scores(
         light.indptr,
         light.indices,
         np.asarray(light.data, dtype=np.float32),
-        heavy,
+        position,
         np.ascontiguousarray(dense),
         seen_indptr,
         np.ascontiguousarray(seen_np % max(n_items, 1)),
@@ -383,7 +387,7 @@ def add_standardized_scores(
 
 
 def _standardized_product_loop(
-    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, heavy, dense,
+    a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, position, dense,
     seen_indptr, seen_items, weight, total, shift,
 ):  # fmt: skip
     n = total.shape[1]
@@ -392,8 +396,8 @@ def _standardized_product_loop(
         row[:] = 0.0
         for p in range(a_indptr[r], a_indptr[r + 1]):
             k, value = a_indices[p], a_data[p]
-            if heavy[k] >= 0:  # a dense row: added whole (vectorised)
-                source = dense[heavy[k]]
+            if position[k] >= 0:  # a dense row: added whole (vectorised)
+                source = dense[position[k]]
                 for j in range(n):
                     row[j] += value * source[j]
             else:
