@@ -151,6 +151,94 @@ def test_sparse_members_add_their_z_scores_user_by_user(share, offset):
     torch.testing.assert_close(got[0], start[0])  # no history: scores all 0, nothing added
 
 
+def test_the_user_by_user_passes_give_the_same_rows_on_any_number_of_threads():
+    """A chunk's users are cut among the threads by their work, and each thread takes its
+    users a few at a time through every member's pass: every user's row is made by one
+    thread in the same order, so the sums are the same to the bit on 1, 2 or 3 threads."""
+    from recsys_core.models.blend import _seen_positions
+    from recsys_core.models.sparse_items import row_blocks, run_passes, standardized_pass
+
+    rng = np.random.default_rng(21)
+    n, users = 300, 150
+    heavy = _binary(n, n, 0.05, seed=22).tolil()
+    heavy[:5] = rng.random((5, n)).astype(np.float32)  # long rows, kept dense below
+    heavy = heavy.tocsr()
+    light = _binary(n, n, 0.03, seed=23)
+    for w in (heavy, light):
+        w.data[:] = rng.standard_normal(w.nnz).astype(np.float32)
+    lengths = np.minimum(rng.pareto(1.2, users) * 5 + 1, n).astype(np.int64)
+    lists = [rng.choice(n, size=k, replace=False) for k in lengths]
+    h = UserHistories(
+        np.arange(users), np.concatenate([[0], np.cumsum(lengths)]), np.concatenate(lists),
+        np.zeros(int(lengths.sum()), dtype=np.int64), n,
+    )  # fmt: skip
+    rows = h.csr(rng.random(len(h.items)).astype(np.float32) + 0.5)
+    seen = _seen_positions(h, n)
+    split = split_rows(heavy, share=0.5)
+    assert split is not None
+    start = torch.from_numpy(rng.standard_normal((users, n)).astype(np.float32))
+    found = {}
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            total = start.clone()
+            passes = [
+                standardized_pass(rows, heavy, split, seen, 0.6, total),
+                standardized_pass(rows, light, None, seen, 0.4, total),
+            ]
+            assert len(row_blocks(sum(p.cost for p in passes), count)) == count  # cut
+            run_passes(passes, users, n)
+            found[count] = (total, [p.shift.copy() for p in passes], sparse_scores(rows, light))
+    finally:
+        torch.set_num_threads(threads)
+    total, shifts, product = found[1]
+    for count in (2, 3):
+        assert torch.equal(found[count][0], total)
+        assert all(np.array_equal(a, b) for a, b in zip(found[count][1], shifts, strict=True))
+        assert torch.equal(found[count][2], product)
+    np.testing.assert_array_equal(product.numpy(), (rows @ light).toarray())  # scipy's sums
+    # and each member's pass alone, one after the other, adds the same
+    again = start.clone()
+    for w, sp_, weight in ((heavy, split, 0.6), (light, None, 0.4)):
+        run_passes([standardized_pass(rows, w, sp_, seen, weight, again)], users, n)
+    assert torch.equal(again, total)
+
+
+def test_row_blocks_cut_the_rows_by_their_work():
+    from recsys_core.models.sparse_items import row_blocks, work
+
+    indptr = np.concatenate([[0], np.cumsum([1000] * 10 + [1] * 990)])  # ten heavy rows first
+    blocks = row_blocks(work(indptr, 1.0, 0.0), 2)
+    assert blocks[0][0] == 0 and blocks[-1][1] == 1000
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(blocks))  # contiguous
+    assert blocks[0][1] <= 10  # the heavy rows are half the work
+    assert len(row_blocks(work(indptr, 1.0, 0.0), 3)) == 3
+    assert len(row_blocks(work(indptr[:41], 1.0, 0.0), 8)) == 1  # 40 rows: too few to cut
+
+
+def test_loops_running_side_by_side_share_the_threads():
+    """Shards ranked side by side keep the cores busy already: a loop started while
+    another runs takes a share of the threads, not all of them."""
+    from recsys_core.models.sparse_items import in_row_blocks, work
+
+    cost = work(np.arange(0, 2001, 10), 1.0, 0.0)  # 200 rows
+    outer, inner = [], []
+
+    def part(start: int, stop: int) -> None:
+        outer.append((start, stop))
+        in_row_blocks(lambda a, b: inner.append((start, a, b)), cost)
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        in_row_blocks(part, cost)
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(outer) == [(0, 100), (100, 200)]  # alone: both threads
+    assert sorted(inner) == [(0, 0, 200), (100, 0, 200)]  # beside it: one thread each
+
+
 def test_a_blend_of_sparse_members_scores_the_same_through_the_fused_pass(planted, monkeypatch):
     from recsys_core.models.base import Recommender as Base
     from recsys_core.models.blend import Blend, BlendConfig, _seen_positions
@@ -163,14 +251,14 @@ def test_a_blend_of_sparse_members_scores_the_same_through_the_fused_pass(plante
     h = data.histories()
     fused = blend.score(h)
     calls = []
-    original = ItemItemRecommender.add_standardized
+    original = ItemItemRecommender.standardized_pass
     monkeypatch.setattr(
         ItemItemRecommender,
-        "add_standardized",
+        "standardized_pass",
         lambda self, *a: calls.append(1) or original(self, *a),
     )
     assert torch.equal(blend.score(h), fused) and len(calls) == 2  # both item-item members
-    monkeypatch.setattr(ItemItemRecommender, "add_standardized", Base.add_standardized)
+    monkeypatch.setattr(ItemItemRecommender, "standardized_pass", Base.standardized_pass)
     block = blend.score(h)  # each member's (B, I) scores, then `add_standardized`
     # equal up to a constant per user: a member whose unseen scores are all equal for a user
     # gives that user's unseen items z = 0 here and a rounding residue (the same for each of

@@ -26,6 +26,8 @@ from recsys_core.settings import ComputeSettings
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
+    from recsys_core.models.sparse_items import StandardizedPass
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -178,14 +180,16 @@ class Recommender(ABC):
         writes the entries into its own reused score buffer instead of a new dense matrix."""
         return None
 
-    def add_standardized(
+    def standardized_pass(
         self, total: torch.Tensor, histories: UserHistories, weight: float, seen: torch.Tensor
-    ) -> torch.Tensor | None:
-        """Add `weight` times this model's per-user z-scores over the unseen items to the
-        (B, I) float32 `total` without making a (B, I) block of scores, and return each
-        user's shift `weight * mean / spread` (B, 1) float64, as `blend.add_standardized`
-        does with `score`'s block; None (nothing added) when the model has no such path.
-        `seen` holds the distinct flat positions row * I + item of the users' seen items."""
+    ) -> StandardizedPass | None:
+        """A pass that adds `weight` times this model's per-user z-scores over the unseen
+        items to the (B, I) float32 `total` user by user, without a (B, I) block of scores;
+        None when the model has no such path. `sparse_items.run_passes` runs it (with the
+        other members' passes: a few users at a time through each); its `shift` then holds
+        each user's `weight * mean / spread`, as `blend.add_standardized` returns it from
+        `score`'s block. `seen` holds the distinct flat positions row * I + item of the
+        users' seen items."""
         return None
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor | None:

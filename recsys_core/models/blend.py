@@ -44,7 +44,7 @@ from recsys_core.models.base import (
     TrainingData,
 )
 from recsys_core.models.registry import create, format_spec, register
-from recsys_core.models.sparse_items import csr_tensor
+from recsys_core.models.sparse_items import csr_tensor, run_passes
 from recsys_core.models.training import fit_shared, shared_fits, validation_part
 from recsys_core.ranking.topk import score_in_chunks
 
@@ -238,8 +238,9 @@ class Blend(Recommender):
         sum and Gram matrix (D x D), so each user vector is scaled by weight / spread and all
         of them go through one product with the members' item vectors side by side. Members
         with sparse item-item weights add their z-scores user by user without a (B, I) block
-        (`Recommender.add_standardized`); the others' blocks are folded in by
-        `add_standardized`, one pass each.
+        (`Recommender.standardized_pass`), a few users at a time through every such member,
+        so each user's row of the sum stays in cache from one member to the next; the
+        others' blocks are folded in by `add_standardized`, one pass each.
         """
         rows, n_items = len(histories), self.n_items
         seen = _seen_positions(histories, n_items)
@@ -263,11 +264,16 @@ class Blend(Recommender):
             torch.matmul(torch.cat(scaled, dim=1), self._side_by_side(vectors).T, out=total)
         else:
             total.zero_()
+        passes = []
         for weight, member in others:
-            found = member.add_standardized(total, histories, weight, seen)
+            found = member.standardized_pass(total, histories, weight, seen)
             if found is None:
-                found = add_standardized(total, member.score(histories), weight, seen)
-            shift += found
+                shift += add_standardized(total, member.score(histories), weight, seen)
+            else:
+                passes.append(found)
+        run_passes(passes, rows, n_items)  # a few users at a time through every member
+        for found in passes:
+            shift += torch.from_numpy(found.shift).unsqueeze(1)
         total.sub_(shift.float()).view(-1).index_fill_(0, seen, 0.0)
         return total  # (B, I)
 

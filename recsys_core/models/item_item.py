@@ -19,12 +19,13 @@ from recsys_core.data.interactions import UserHistories
 from recsys_core.models.base import Capabilities, Recommender, recency_weights
 from recsys_core.models.sparse_items import (
     RowSplit,
-    add_standardized_scores,
+    StandardizedPass,
     from_state,
     sparse_dense_matmul,
     sparse_pair_weights,
     sparse_scores,
     split_rows,
+    standardized_pass,
     to_state,
 )
 
@@ -84,13 +85,13 @@ class ItemItemRecommender(Recommender):
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
         return rows @ self.weights  # (B, I), the entries `sparse_scores` makes dense
 
-    def add_standardized(
+    def standardized_pass(
         self, total: torch.Tensor, histories: UserHistories, weight: float, seen: torch.Tensor
-    ) -> torch.Tensor | None:
+    ) -> StandardizedPass | None:
         if not self.sparse:
             return None  # dense weights: one dense product makes the block
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
-        return add_standardized_scores(rows, self.weights, self._row_split, seen, weight, total)
+        return standardized_pass(rows, self.weights, self._row_split, seen, weight, total)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         if self.sparse:

@@ -10,6 +10,8 @@ best N history items per candidate.
 from __future__ import annotations
 
 import functools
+import itertools
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +109,52 @@ def map_blocks(fn: Callable[[T], R], blocks: Sequence[T], threads: int | None = 
                 f.cancel()
 
 
+def work(indptr: np.ndarray, per_entry: float, per_row: float) -> np.ndarray:
+    """(rows + 1,) cumulative work of the rows of a compressed matrix: `per_entry` for each
+    entry, `per_row` for each row (its dense passes), for `row_blocks`."""
+    return (indptr - indptr[0]) * per_entry + per_row * np.arange(len(indptr), dtype=np.float64)
+
+
+def row_blocks(cost: np.ndarray, parts: int, min_rows: int = 32) -> list[tuple[int, int]]:
+    """Contiguous (start, stop) ranges of rows, at most `parts` of them, of about equal work;
+    fewer when the rows are few.
+
+    Args:
+        cost: (rows + 1,) cumulative work (`work`).
+        parts: Ranges wanted.
+        min_rows: Fewest rows per range.
+    """
+    rows = len(cost) - 1
+    parts = max(1, min(parts, rows // max(min_rows, 1)))
+    if parts == 1:
+        return [(0, rows)]
+    edges = np.searchsorted(cost, cost[0] + (cost[-1] - cost[0]) * np.arange(1, parts) / parts)
+    edges = np.unique(np.clip(np.concatenate([[0], edges, [rows]]), 0, rows))
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
+_callers = 0  # `in_row_blocks` calls running now, from any thread
+_callers_lock = threading.Lock()
+
+
+def in_row_blocks(fn: Callable[[int, int], None], cost: np.ndarray) -> None:
+    """fn(start, stop) over ranges of rows of about equal work (`cost`, see `work`), on
+    threads: the compiled loops leave the GIL, so a chunk's users are scored on every core.
+    The torch threads are shared among the calls running at once (shards ranked side by
+    side already keep the cores busy: each then runs on one thread).
+    """
+    global _callers
+    with _callers_lock:
+        _callers += 1
+        callers = _callers
+    try:
+        blocks = row_blocks(cost, torch.get_num_threads() // callers)
+        map_blocks(lambda block: fn(*block), blocks, threads=len(blocks))
+    finally:
+        with _callers_lock:
+            _callers -= 1
+
+
 def co_occurrence_slab(by_item: sp.csc_matrix, x: sp.csr_matrix, block: np.ndarray) -> torch.Tensor:
     """(b, I) float32 G[block, :] of G = X^T X: how many users each item of `block` shares
     with every item (`by_item` is X as CSC, `x` as CSR): the columns of `by_item` are the
@@ -126,13 +174,15 @@ def _add_product_loop(a_indptr, a_indices, a_data, rows, b_indptr, b_indices, b_
 
 
 @functools.cache
-def _compiled(loop: Callable) -> Callable:
+def _compiled(loop: Callable, reassociate: bool = False) -> Callable:
     """`loop` compiled by numba (imported on first use: the CLI's start does not pay for
     it), without the GIL so that shards' and fits' threads run it at once; the machine code
-    is cached on disk next to this module."""
+    is cached on disk next to this module. With `reassociate`, sums may be reordered (so
+    reductions are vectorised); the loops whose sums must follow scipy's order do not ask."""
     import numba
 
-    return numba.njit(nogil=True, cache=True)(loop)
+    flags = {"reassoc"} if reassociate else set()
+    return numba.njit(nogil=True, cache=True, fastmath=flags)(loop)
 
 
 def add_product(
@@ -325,28 +375,72 @@ def _product(rows: sp.csr_matrix, weights: sp.csr_matrix) -> torch.Tensor:
     pages met first in the product's scattered order cost up to 4x the product itself (a
     2,000-user chunk at 62,500 items: 1.3 s against 0.1 s to write them, then 0.3 s)."""
     out = torch.zeros(rows.shape[0], weights.shape[1])
-    add_product(rows.indptr, rows.indices, rows.data, weights, out.numpy())
+    target = out.numpy()
+    per_row = weights.nnz / max(weights.shape[0], 1)  # entries of an average weights row
+
+    def part(start: int, stop: int) -> None:
+        rows_here = np.arange(start, stop)
+        add_product(rows.indptr, rows.indices, rows.data, weights, target[start:stop], rows_here)
+
+    # the history entries times the entries of their rows, and the zeroed row, per user
+    in_row_blocks(part, work(rows.indptr, per_row, weights.shape[1]))
     return out
 
 
-def add_standardized_scores(
+@dataclass
+class StandardizedPass:
+    """One member's user-by-user pass (`standardized_pass`), to be run over every row of a
+    chunk: `run(start, stop, row)` adds rows start..stop of the member's scaled scores to
+    the running sum, with `row` a float32 (I,) buffer of the calling thread's own, and
+    fills `shift` for those rows."""
+
+    run: Callable[[int, int, np.ndarray], None]
+    shift: np.ndarray  # (B,) float64 each user's `weight * mean / spread`
+    cost: np.ndarray  # (B + 1,) cumulative work of the rows (`work`)
+
+
+# users whose rows of the running sum go through every member's pass before the next ones:
+# their rows (I floats each) stay in the core's cache from one member to the next
+PASS_BLOCK_ROWS = 4
+
+
+def run_passes(passes: Sequence[StandardizedPass], n_rows: int, n_items: int) -> None:
+    """Run each pass over every row: the rows are cut among the threads by the passes'
+    summed work, and each thread takes its rows `PASS_BLOCK_ROWS` users at a time through
+    every pass in turn, so that with several members a user's row of the running sum is
+    read from and written to memory once, not once per member."""
+    if not passes or not n_rows:
+        return
+    cost = sum(p.cost for p in passes)
+
+    def part(start: int, stop: int) -> None:
+        row = np.empty(n_items, dtype=np.float32)  # this thread's own
+        for first in range(start, stop, PASS_BLOCK_ROWS):
+            last = min(first + PASS_BLOCK_ROWS, stop)
+            for found in passes:
+                found.run(first, last, row)
+
+    in_row_blocks(part, cost)
+
+
+def standardized_pass(
     rows: sp.csr_matrix,
     weights: sp.csr_matrix,
     split: RowSplit | None,
     seen: torch.Tensor,
     weight: float,
     total: torch.Tensor,
-) -> torch.Tensor:
-    """Add `weight` times the per-user z-scores of rows @ weights over the unseen items to
-    `total`, in place, but for each user's shift `weight * mean / spread`, which is returned
-    (B, 1) float64, as `blend.add_standardized` does with a (B, I) score block made first.
+) -> StandardizedPass:
+    """The pass that adds `weight` times the per-user z-scores of rows @ weights over the
+    unseen items to `total`, in place, but for each user's shift `weight * mean / spread`
+    (its `shift`), as `blend.add_standardized` does with a (B, I) score block made first.
 
-    One compiled pass per user (`_standardized_product_loop`): the user's scores are made in
-    a row buffer that stays in cache (the light rows' entries scattered, the dense rows of
-    `split` added whole), their moments taken from it and the scaled row added to `total`,
-    so no (B, I) block of scores is written, zeroed or read back. Equal to making the scores
-    then `add_standardized` to float32 rounding (the sums run in another order; the moments
-    in float64).
+    Per user (`_standardized_product_loop`, compiled, without the GIL), the scores are made
+    in a row buffer that stays in cache (the light rows' entries scattered, the dense rows
+    of `split` added whole), their moments taken from it and the scaled row added to
+    `total`, so no (B, I) block of scores is written, zeroed or read back. Equal to making
+    the scores then `add_standardized` to float32 rounding (the sums run in another order;
+    the moments in float64).
 
     Args:
         rows: (B, I) history rows (recency weights as values).
@@ -362,36 +456,51 @@ def add_standardized_scores(
         dense = np.zeros((0, n_items), dtype=np.float32)
         position = np.full(weights.shape[0], -1, dtype=np.int64)
     else:
-        dense, position = split.dense.numpy(), split.position
+        dense, position = np.ascontiguousarray(split.dense.numpy()), split.position
     seen_np = seen.numpy()
     seen_indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(seen_np // max(n_items, 1), minlength=n_rows), out=seen_indptr[1:])
+    seen_items = np.ascontiguousarray(seen_np % max(n_items, 1))
     shift = np.zeros(n_rows, dtype=np.float64)
     rows = rows.tocsr()
-    _compiled(_standardized_product_loop)(
-        rows.indptr,
-        rows.indices,
-        np.asarray(rows.data, dtype=np.float32),
-        light.indptr,
-        light.indices,
-        np.asarray(light.data, dtype=np.float32),
-        position,
-        np.ascontiguousarray(dense),
-        seen_indptr,
-        np.ascontiguousarray(seen_np % max(n_items, 1)),
-        float(weight),
-        total.numpy(),
-        shift,
-    )
-    return torch.from_numpy(shift).unsqueeze(1)
+    values = np.asarray(rows.data, dtype=np.float32)
+    light_values = np.asarray(light.data, dtype=np.float32)
+    out = total.numpy()
+    loop = _compiled(_standardized_product_loop, reassociate=True)
+
+    def run(start: int, stop: int, row: np.ndarray) -> None:
+        loop(
+            rows.indptr[start : stop + 1], rows.indices, values,
+            light.indptr, light.indices, light_values, position, dense,
+            seen_indptr[start : stop + 1], seen_items, float(weight),
+            out[start:stop], shift[start:stop], row,
+        )  # fmt: skip
+
+    # a user's work: the history entries times a weights row's entries, and about six
+    # passes over the row (zeroing, moments, the add)
+    per_row = light.nnz / max(light.shape[0], 1)
+    return StandardizedPass(run, shift, work(rows.indptr, per_row, 6 * n_items))
+
+
+def add_standardized_scores(
+    rows: sp.csr_matrix,
+    weights: sp.csr_matrix,
+    split: RowSplit | None,
+    seen: torch.Tensor,
+    weight: float,
+    total: torch.Tensor,
+) -> torch.Tensor:
+    """`standardized_pass` run over every row; returns the shift (B, 1) float64."""
+    found = standardized_pass(rows, weights, split, seen, weight, total)
+    run_passes([found], *total.shape)
+    return torch.from_numpy(found.shift).unsqueeze(1)
 
 
 def _standardized_product_loop(
     a_indptr, a_indices, a_data, b_indptr, b_indices, b_data, position, dense,
-    seen_indptr, seen_items, weight, total, shift,
+    seen_indptr, seen_items, weight, total, shift, row,
 ):  # fmt: skip
     n = total.shape[1]
-    row = np.empty(n, dtype=np.float32)
     for r in range(total.shape[0]):
         row[:] = 0.0
         for p in range(a_indptr[r], a_indptr[r + 1]):
@@ -405,30 +514,17 @@ def _standardized_product_loop(
                     row[b_indices[q]] += value * b_data[q]
         # the mean and spread over the unseen items in float64: two passes over the row in
         # cache (the second over values less the mean: exact for nearly equal scores too),
-        # four independent chains each, the seen items' terms taken out after
+        # vectorised (compiled with reassociation), the seen items' terms taken out after
         count = max(n - (seen_indptr[r + 1] - seen_indptr[r]), 1)
-        stop = n - n % 4
-        s0 = s1 = s2 = s3 = 0.0
-        for j in range(0, stop, 4):
-            s0 += row[j]
-            s1 += row[j + 1]
-            s2 += row[j + 2]
-            s3 += row[j + 3]
-        for j in range(stop, n):
-            s0 += row[j]
-        sums = (s0 + s1) + (s2 + s3)
+        sums = 0.0
+        for j in range(n):
+            sums += row[j]
         for p in range(seen_indptr[r], seen_indptr[r + 1]):
             sums -= row[seen_items[p]]
         mean = sums / count
-        s0 = s1 = s2 = s3 = 0.0
-        for j in range(0, stop, 4):
-            s0 += (row[j] - mean) ** 2
-            s1 += (row[j + 1] - mean) ** 2
-            s2 += (row[j + 2] - mean) ** 2
-            s3 += (row[j + 3] - mean) ** 2
-        for j in range(stop, n):
-            s0 += (row[j] - mean) ** 2
-        squares = (s0 + s1) + (s2 + s3)
+        squares = 0.0
+        for j in range(n):
+            squares += (row[j] - mean) ** 2
         for p in range(seen_indptr[r], seen_indptr[r + 1]):
             squares -= (row[seen_items[p]] - mean) ** 2
         spread = max(np.sqrt(max(squares / count, 0.0)), 1e-8)
