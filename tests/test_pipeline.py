@@ -93,6 +93,34 @@ def test_a_worse_candidate_never_becomes_champion(lake_with_data):
     assert "challenger" in second.decision
 
 
+def test_a_champion_registered_before_an_option_existed_matches_its_config(
+    lake_with_data, monkeypatch
+):
+    """A release that adds a model option adds it to the model's full config; the champion
+    registered before it lacks the option but is the same config as tonight's candidate,
+    so it is measured once, as that candidate, and refreshed."""
+    import dataclasses
+
+    lake, settings = lake_with_data
+    encode_items(RunContext(settings))
+    train(RunContext(settings.updated(models=("ease",))))
+    tracker = Tracker(lake, settings.tracking.experiment, settings.tracking.registered_model)
+    registered = tracker.get(CHAMPION)
+    assert "cold_neighbor_share" in registered.params  # the full config was registered
+    older = dataclasses.replace(
+        registered,
+        params={k: v for k, v in registered.params.items() if not k.startswith("cold_neighbor")},
+    )
+    real_get = Tracker.get
+    monkeypatch.setattr(
+        Tracker, "get", lambda self, alias: older if alias == CHAMPION else real_get(self, alias)
+    )
+    report = train(RunContext(settings.updated(models=("ease",))))
+    assert [c.model for c in report.candidates] == ["ease"]
+    assert "refreshed" in report.decision
+    assert report.candidates[0].params == registered.params
+
+
 def test_publish_writes_k_unseen_items_per_user(lake_with_data):
     lake, settings = lake_with_data
     context = RunContext(settings)

@@ -333,13 +333,15 @@ def _champion_to_measure(night: Night) -> tuple[RegisteredVersion | None, str]:
     if champion is None:
         return None, ""
     try:
-        problem = create(champion.model, champion.params).size_problem(
-            night.report.items, night.settings.train.memory_budget_bytes()
-        )
+        model = create(champion.model, champion.params)
+        problem = model.size_problem(night.report.items, night.settings.train.memory_budget_bytes())
         if problem is not None:
             raise InputError(problem)
     except InputError as exc:  # a model or parameter that no longer exists; too large
         return None, f"champion {champion.label} cannot be re-measured ({exc}); "
+    # its config with every parameter this release knows: options added since it was
+    # registered take their defaults, so tonight's candidate of the same config has its key
+    champion = dataclasses.replace(champion, params=ModelSpec.of(model).params)
     if champion.config_key not in {_key(s) for s in night.work.specs}:
         night.work.specs.append(ModelSpec(champion.model, champion.params))
     return champion, ""
