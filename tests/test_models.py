@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recsys_core.data.interactions import UserHistories
-from recsys_core.models import create, registered
+from recsys_core.models import FitOptions, TrainingData, create, registered
 from recsys_core.models.base import align_right, padded_history
 from recsys_core.models.ease import map_cold_columns
 from recsys_core.models.registry import format_spec, parse_spec
@@ -196,6 +196,31 @@ def test_als_fold_in_matches_implicits_user_step(planted):
     a += yh.T @ (yh * torch.from_numpy(c - 1.0).unsqueeze(1))
     b = (yh * torch.from_numpy(c).unsqueeze(1)).sum(0)
     torch.testing.assert_close(a @ users[0].double(), b, rtol=1e-4, atol=1e-4)
+
+
+def test_als_measures_its_loss_on_some_passes_and_fits_the_same(planted):
+    """The training loss on passes 1, 2, 4, ... and the last only: each its pass's own
+    value, and the vectors those of a fit that measures it on every pass."""
+    import scipy.sparse as sp
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    data, _ = planted
+    model = create("als", {"factors": 8, "iterations": 6})
+    epochs = model.fit(TrainingData(data), FitOptions(seed=3))
+    assert [bool(e) for e in epochs] == [True, True, False, True, False, True]  # 1, 2, 4, 6
+    every: list[float] = []
+    with threadpool_limits(1, "blas"):
+        full = AlternatingLeastSquares(
+            factors=8, regularization=model.config.regularization, alpha=model.config.alpha,
+            iterations=6, calculate_training_loss=True, random_state=3,
+        )  # fmt: skip
+        full.fit(
+            sp.csr_matrix(data.matrix(), dtype=np.float32),
+            show_progress=False, callback=lambda i, s, loss: every.append(loss),
+        )  # fmt: skip
+    assert [e["loss"] for e in epochs if e] == pytest.approx([every[i] for i in (0, 1, 3, 5)])
+    torch.testing.assert_close(model.item_vectors, torch.from_numpy(full.item_factors).float())
 
 
 def test_blend_weights_are_tuned_towards_the_member_that_predicts(planted):

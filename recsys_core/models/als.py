@@ -35,6 +35,15 @@ FOLD_IN_MEMORY_MB = 256  # float64 working memory of one block of users being fo
 MIN_BLOCK_WIDTH = 32  # fold-in blocks of histories up to this long are never cut by length
 
 
+def loss_passes(iterations: int) -> set[int]:
+    """The passes (from 0) whose training loss is computed: 1, 2, 4, 8, ... and the last
+    (counting from 1), enough for the curve. The loss costs about a quarter of a pass (5M
+    events, 128 factors, 15 passes: 10.9 s with it on every pass, 8.8 s without), and a
+    blend's ALS member never shows it."""
+    doubling = {(1 << k) - 1 for k in range(iterations.bit_length() + 1)}
+    return {p for p in doubling if p < iterations} | {iterations - 1}
+
+
 @dataclass(frozen=True)
 class ALSConfig:
     factors: int = 64  # width of user and item vectors
@@ -56,16 +65,19 @@ class ALS(Recommender):
 
         cfg = self.config
         epochs: EpochMetrics = []
+        measured = loss_passes(cfg.iterations)
 
         def record(iteration: int, seconds: float, loss: float | None) -> None:
-            epochs.append({"loss": float(loss) if loss is not None else float("nan")})
+            # passes without the loss keep an empty row: each row is its pass
+            epochs.append({"loss": float(loss)} if iteration in measured else {})
+            model.calculate_training_loss = iteration + 1 in measured  # read each pass
             raise_if_stopped()  # between iterations: implicit calls back once per pass
 
         # implicit runs its own threads; a threaded BLAS underneath only fights them
         with threadpool_limits(1, "blas"):
             model = AlternatingLeastSquares(
                 factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha,
-                iterations=cfg.iterations, calculate_training_loss=True,
+                iterations=cfg.iterations, calculate_training_loss=0 in measured,
                 random_state=options.seed,
             )  # fmt: skip
             matrix = sp.csr_matrix(data.interactions.matrix(), dtype=np.float32)

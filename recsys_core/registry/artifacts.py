@@ -194,9 +194,9 @@ def comparison_png(
     axes[1].set_title("beyond accuracy", fontsize=10)
     curves = axes[2]
     for label, history in zip(labels, epochs, strict=True):
-        losses = [e["loss"] for e in history if "loss" in e]
-        if losses:
-            curves.plot(np.arange(1, len(losses) + 1), losses, marker=".", label=label)
+        points = [(i + 1, e["loss"]) for i, e in enumerate(history) if "loss" in e]
+        if points:  # each at its own epoch: a model may measure the loss on some only
+            curves.plot(*zip(*points, strict=True), marker=".", label=label)
     curves.set_xlabel("epoch")
     curves.set_ylabel("training loss")
     curves.set_title("training curves", fontsize=10)

@@ -181,7 +181,8 @@ class Tracker:
     def log_epochs(self, epochs: list[dict[str, float]]) -> None:
         """Per-epoch training metrics (losses) of the open run, one step per epoch."""
         for step, values in enumerate(epochs):
-            self.log_metrics(mlflow_names(values), step=step)
+            if values:  # an epoch may have measured nothing (e.g. ALS's loss on some passes)
+                self.log_metrics(mlflow_names(values), step=step)
 
     def log_bundle(
         self, bundle: ModelBundle, *, artifact_path: str = "model_files", max_weights_mb: int = 512
