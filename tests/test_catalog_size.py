@@ -118,7 +118,7 @@ def test_sparse_members_add_their_z_scores_user_by_user(share, offset):
     gives what making the (B, I) scores and `add_standardized` give: users who saw nothing,
     some items or every item, with long rows kept dense or not, far from zero means too."""
     from recsys_core.models.blend import _seen_positions, add_standardized
-    from recsys_core.models.sparse_items import add_standardized_scores
+    from recsys_core.models.sparse_items import run_passes, standardized_pass
 
     rng = np.random.default_rng(11)
     n = 150
@@ -138,7 +138,9 @@ def test_sparse_members_add_their_z_scores_user_by_user(share, offset):
     want = start.clone()
     want_shift = add_standardized(want, sparse_scores(rows, weights, split), 0.7, seen)
     got = start.clone()
-    got_shift = add_standardized_scores(rows, weights, split, seen, 0.7, got)
+    found = standardized_pass(rows, weights, split, seen, 0.7, got)
+    run_passes([found], *got.shape)
+    got_shift = torch.from_numpy(found.shift).unsqueeze(1)
     unseen = torch.ones(len(lists) * n, dtype=torch.bool)
     unseen[seen] = False
     torch.testing.assert_close(

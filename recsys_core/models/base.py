@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,7 +27,17 @@ from recsys_core.settings import ComputeSettings
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
-    from recsys_core.models.sparse_items import StandardizedPass
+
+@dataclass
+class StandardizedPass:
+    """A member's user-by-user pass (`Recommender.standardized_pass`), to be run over every
+    row of a chunk (`sparse_items.run_passes`): `run(start, stop, row)` adds rows
+    start..stop of the member's scaled scores to the running sum, with `row` a float32 (I,)
+    buffer of the calling thread's own, and fills `shift` for those rows."""
+
+    run: Callable[[int, int, np.ndarray], None]
+    shift: np.ndarray  # (B,) float64 each user's `weight * mean / spread`
+    cost: np.ndarray  # (B + 1,) cumulative work of the rows (`sparse_items.work`)
 
 
 @dataclass(frozen=True)

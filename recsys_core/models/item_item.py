@@ -16,10 +16,9 @@ import scipy.sparse as sp
 import torch
 
 from recsys_core.data.interactions import UserHistories
-from recsys_core.models.base import Capabilities, Recommender, recency_weights
+from recsys_core.models.base import Capabilities, Recommender, StandardizedPass, recency_weights
 from recsys_core.models.sparse_items import (
     RowSplit,
-    StandardizedPass,
     from_state,
     sparse_dense_matmul,
     sparse_pair_weights,

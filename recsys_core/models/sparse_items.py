@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from recsys_core.cancel import raise_if_stopped
+from recsys_core.models.base import StandardizedPass
 from recsys_core.ranking.topk import BLOCK_BYTES
 
 
@@ -178,7 +179,9 @@ def _compiled(loop: Callable, reassociate: bool = False) -> Callable:
     """`loop` compiled by numba (imported on first use: the CLI's start does not pay for
     it), without the GIL so that shards' and fits' threads run it at once; the machine code
     is cached on disk next to this module. With `reassociate`, sums may be reordered (so
-    reductions are vectorised); the loops whose sums must follow scipy's order do not ask."""
+    reductions are vectorised); the loops whose sums must follow scipy's order do not ask.
+    Each loop is compiled with one setting only: the disk cache keeps one machine code per
+    loop and argument types, whatever the flags."""
     import numba
 
     flags = {"reassoc"} if reassociate else set()
@@ -376,27 +379,13 @@ def _product(rows: sp.csr_matrix, weights: sp.csr_matrix) -> torch.Tensor:
     2,000-user chunk at 62,500 items: 1.3 s against 0.1 s to write them, then 0.3 s)."""
     out = torch.zeros(rows.shape[0], weights.shape[1])
     target = out.numpy()
-    per_row = weights.nnz / max(weights.shape[0], 1)  # entries of an average weights row
 
     def part(start: int, stop: int) -> None:
         rows_here = np.arange(start, stop)
         add_product(rows.indptr, rows.indices, rows.data, weights, target[start:stop], rows_here)
 
-    # the history entries times the entries of their rows, and the zeroed row, per user
-    in_row_blocks(part, work(rows.indptr, per_row, weights.shape[1]))
+    in_row_blocks(part, work(rows.indptr, 1.0, 0.0))  # a user's work: their history entries
     return out
-
-
-@dataclass
-class StandardizedPass:
-    """One member's user-by-user pass (`standardized_pass`), to be run over every row of a
-    chunk: `run(start, stop, row)` adds rows start..stop of the member's scaled scores to
-    the running sum, with `row` a float32 (I,) buffer of the calling thread's own, and
-    fills `shift` for those rows."""
-
-    run: Callable[[int, int, np.ndarray], None]
-    shift: np.ndarray  # (B,) float64 each user's `weight * mean / spread`
-    cost: np.ndarray  # (B + 1,) cumulative work of the rows (`work`)
 
 
 # users whose rows of the running sum go through every member's pass before the next ones:
@@ -480,20 +469,6 @@ def standardized_pass(
     # passes over the row (zeroing, moments, the add)
     per_row = light.nnz / max(light.shape[0], 1)
     return StandardizedPass(run, shift, work(rows.indptr, per_row, 6 * n_items))
-
-
-def add_standardized_scores(
-    rows: sp.csr_matrix,
-    weights: sp.csr_matrix,
-    split: RowSplit | None,
-    seen: torch.Tensor,
-    weight: float,
-    total: torch.Tensor,
-) -> torch.Tensor:
-    """`standardized_pass` run over every row; returns the shift (B, 1) float64."""
-    found = standardized_pass(rows, weights, split, seen, weight, total)
-    run_passes([found], *total.shape)
-    return torch.from_numpy(found.shift).unsqueeze(1)
 
 
 def _standardized_product_loop(
