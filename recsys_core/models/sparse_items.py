@@ -175,16 +175,16 @@ def _add_product_loop(a_indptr, a_indices, a_data, rows, b_indptr, b_indices, b_
 
 
 @functools.cache
-def _compiled(loop: Callable, reassociate: bool = False) -> Callable:
+def _compiled(loop: Callable) -> Callable:
     """`loop` compiled by numba (imported on first use: the CLI's start does not pay for
     it), without the GIL so that shards' and fits' threads run it at once; the machine code
-    is cached on disk next to this module. With `reassociate`, sums may be reordered (so
-    reductions are vectorised); the loops whose sums must follow scipy's order do not ask.
-    Each loop is compiled with one setting only: the disk cache keeps one machine code per
-    loop and argument types, whatever the flags."""
+    is cached on disk next to this module. The loops in `_REASSOCIATED` may have their sums
+    reordered (so reductions are vectorised); the others keep their order (the products
+    follow scipy's). The setting belongs to the loop, not to a call: the disk cache keeps
+    one machine code per loop and argument types, whatever the flags."""
     import numba
 
-    flags = {"reassoc"} if reassociate else set()
+    flags = {"reassoc"} if loop in _REASSOCIATED else set()
     return numba.njit(nogil=True, cache=True, fastmath=flags)(loop)
 
 
@@ -455,7 +455,7 @@ def standardized_pass(
     values = np.asarray(rows.data, dtype=np.float32)
     light_values = np.asarray(light.data, dtype=np.float32)
     out = total.numpy()
-    loop = _compiled(_standardized_product_loop, reassociate=True)
+    loop = _compiled(_standardized_product_loop)
 
     def run(start: int, stop: int, row: np.ndarray) -> None:
         loop(
@@ -509,6 +509,10 @@ def _standardized_product_loop(
         for j in range(n):
             target[j] += scale32 * row[j]
         shift[r] = mean * scale
+
+
+# loops compiled with their sums free to be reordered (`_compiled`)
+_REASSOCIATED = frozenset({_standardized_product_loop})
 
 
 def sparse_pair_weights(
