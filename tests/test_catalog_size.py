@@ -207,6 +207,57 @@ def test_the_user_by_user_passes_give_the_same_rows_on_any_number_of_threads():
     assert torch.equal(again, total)
 
 
+def test_passes_over_one_weights_matrix_join_and_add_the_same_bits():
+    """EASE with and without a history half-life read one fitted matrix: their passes join,
+    each weights entry read once for both, and the sum and each member's shift are the
+    bits of the passes run one after the other; passes over other weights do not join."""
+    from recsys_core.models.blend import _seen_positions
+    from recsys_core.models.sparse_items import run_passes, standardized_pass
+
+    rng = np.random.default_rng(31)
+    n, users = 200, 60
+    weights = _binary(n, n, 0.05, seed=32).tolil()
+    weights[:4] = rng.random((4, n)).astype(np.float32)  # long rows, kept dense
+    weights = weights.tocsr()
+    weights.data[:] = rng.standard_normal(weights.nnz).astype(np.float32)
+    other = weights.copy()
+    lengths = np.minimum(rng.pareto(1.2, users) * 5 + 1, n).astype(np.int64)
+    h = UserHistories(
+        np.arange(users), np.concatenate([[0], np.cumsum(lengths)]),
+        np.concatenate([rng.choice(n, size=k, replace=False) for k in lengths]),
+        np.zeros(int(lengths.sum()), dtype=np.int64), n,
+    )  # fmt: skip
+    recent = h.csr(rng.random(len(h.items)).astype(np.float32) + 0.5)
+    plain = h.csr(np.ones(len(h.items), dtype=np.float32))
+    seen = _seen_positions(h, n)
+    split = split_rows(weights, share=0.5)
+    assert split is not None
+    start = torch.from_numpy(rng.standard_normal((users, n)).astype(np.float32))
+
+    apart = start.clone()
+    alone = [
+        standardized_pass(recent, weights, split, seen, 0.6, apart),
+        standardized_pass(plain, weights, split, seen, 0.3, apart),
+    ]
+    for found in alone:
+        run_passes([found], users, n)
+    joined = start.clone()
+    passes = [
+        standardized_pass(recent, weights, split, seen, 0.6, joined),
+        standardized_pass(plain, weights, split, seen, 0.3, joined),
+    ]
+    both = passes[0].join(passes[1])
+    assert both is not None and both.scratch_rows == 2
+    run_passes(passes, users, n)
+    assert torch.equal(joined, apart) and not torch.equal(joined, start)
+    for found, want in zip(passes, alone, strict=True):
+        np.testing.assert_array_equal(found.shift, want.shift)
+    assert np.any(passes[0].shift != passes[1].shift)  # each member's own
+    # another matrix (equal entries, another fit), or the same one into another sum: apart
+    assert passes[0].join(standardized_pass(plain, other, split, seen, 0.3, joined)) is None
+    assert passes[0].join(standardized_pass(plain, weights, split, seen, 0.3, apart)) is None
+
+
 def test_row_blocks_cut_the_rows_by_their_work():
     from recsys_core.models.sparse_items import row_blocks, work
 
@@ -318,11 +369,20 @@ def test_pair_weights_look_each_history_item_and_candidate_up_in_the_sparse_weig
     shuffled.has_sorted_indices = False
     history = torch.from_numpy(rng.integers(-1, 60, size=(7, 9)))  # -1: padding
     candidates = torch.from_numpy(rng.integers(0, 60, size=(7, 5)))
+    history[0, :3] = history[0, 5]  # an item met again
+    history[1, 1:] = -1  # one history item: searched in its row, not by the columns
+    candidates[2, 4] = candidates[2, 0]
     got = sparse_pair_weights(shuffled, history, candidates).numpy()
     h, c = history.numpy(), candidates.numpy()
     want = dense[np.maximum(h, 0)[:, :, None], c[:, None, :]] * (h >= 0)[:, :, None]
     np.testing.assert_array_equal(got, want)
     assert (got != 0).any() and (got[h < 0] == 0).all()
+    # the candidates' columns scanned against the history: the same weights
+    by_column = weights.tocsc()
+    np.testing.assert_array_equal(
+        sparse_pair_weights(shuffled, history, candidates, by_column).numpy(), want
+    )
+    assert (want[0, :3] != 0).any()  # the repeated item's slots are filled too
 
 
 def test_ease_stands_down_for_sparse_ease_when_the_catalog_is_too_large():

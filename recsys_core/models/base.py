@@ -38,6 +38,13 @@ class StandardizedPass:
     run: Callable[[int, int, np.ndarray], None]
     shift: np.ndarray  # (B,) float64 each user's `weight * mean / spread`
     cost: np.ndarray  # (B + 1,) cumulative work of the rows (`sparse_items.work`)
+    scratch_rows: int = 1  # `row` holds at least this many (I,) rows
+
+    def join(self, other: StandardizedPass) -> StandardizedPass | None:
+        """One pass that does this pass's work and `other`'s, each still filling its own
+        `shift`, when the two can share their reads (members over one weights matrix);
+        None when they cannot."""
+        return None
 
 
 @dataclass(frozen=True)

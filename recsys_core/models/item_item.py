@@ -47,7 +47,7 @@ class ItemItemRecommender(Recommender):
             weights.sum_duplicates()  # each row's columns ascending, as explanations search them
         self.weights = weights
         self.n_items = weights.shape[0]
-        for derived in ("_row_split", "_derived_from"):  # from W when first needed
+        for derived in ("_row_split", "_by_column", "_derived_from"):  # from W when needed
             self.__dict__.pop(derived, None)
 
     def share_state(self, other: Recommender) -> None:
@@ -72,6 +72,12 @@ class ItemItemRecommender(Recommender):
         """Sparse W's long rows kept dense for scoring."""
         return self._derived("_row_split", split_rows)
 
+    @cached_property
+    def _by_column(self) -> sp.csc_matrix:
+        """Sparse W by candidate, for explanations (`sparse_pair_weights`): as much memory
+        again as W (128 MB at 62,500 items with 256 weights each)."""
+        return self._derived("_by_column", sp.csr_matrix.tocsc)
+
     def score(self, histories: UserHistories) -> torch.Tensor:
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))
         if self.sparse:
@@ -94,7 +100,7 @@ class ItemItemRecommender(Recommender):
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         if self.sparse:
-            return sparse_pair_weights(self.weights, history, candidates)
+            return sparse_pair_weights(self.weights, history, candidates, self._by_column)
         rows = history.clamp_min(0).unsqueeze(-1)  # (B, L, 1)
         return self.weights[rows, candidates.clamp_min(0).unsqueeze(1)]  # (B, L, K)
 
