@@ -173,7 +173,8 @@ def _add_product_loop(a_indptr, a_indices, a_data, rows, b_indptr, b_indices, b_
         for p in range(start, stop):
             if p + PREFETCH_AHEAD < stop:  # a later row of B on its way from memory
                 ahead = a_indices[p + PREFETCH_AHEAD]
-                for q in range(b_indptr[ahead], b_indptr[ahead + 1], LINE_ENTRIES):
+                head = min(b_indptr[ahead + 1], b_indptr[ahead] + PREFETCH_LINES * LINE_ENTRIES)
+                for q in range(b_indptr[ahead], head, LINE_ENTRIES):
                     _prefetch(b_indices, q)
                     _prefetch(b_data, q)
             k, value = a_indices[p], a_data[p]
@@ -182,11 +183,16 @@ def _add_product_loop(a_indptr, a_indices, a_data, rows, b_indptr, b_indices, b_
 
 
 # The scatters above read B's rows in the order of A's entries: rows of a few KB from
-# anywhere in a matrix of hundreds of MB. Asking for the row `PREFETCH_AHEAD` entries on
-# while adding the current one hides most of that wait: one thread, 2,000 users' histories
-# times 256 weights per item at 62,500 items, 0.215 to 0.128 s (1 to 8 entries ahead gave
-# the same). It changes no result.
+# anywhere in a matrix of hundreds of MB. Asking for the start of the row `PREFETCH_AHEAD`
+# entries on while adding the current one hides much of that wait: one thread, 2,000 users'
+# random histories times 256 random weights per item at 62,500 items, 0.215 to 0.128 s for
+# the scatter alone (1 to 8 entries ahead gave the same). Asking for whole rows was slower
+# on the registered 25M blend, whose popular items' rows are long: 4,000 users ranked on
+# one thread in 6.51-6.57 s without the hint, 6.62-6.99 s with whole rows, 5.96-6.46 s with
+# their first 4 lines (random weights: 2.98-3.11, 2.53-2.83, 2.64-2.68 s). It changes no
+# result.
 PREFETCH_AHEAD = 2
+PREFETCH_LINES = 4  # of the row's start: the processor's own prefetcher follows a stream
 LINE_ENTRIES = 16  # 4-byte entries in a 64-byte cache line
 
 
@@ -623,7 +629,8 @@ def _standardized_product_loop(
         for p in range(a_indptr[r], a_indptr[r + 1]):
             if p + PREFETCH_AHEAD < last:  # a later light row on its way (the next user's too)
                 ahead = a_indices[p + PREFETCH_AHEAD]
-                for q in range(b_indptr[ahead], b_indptr[ahead + 1], LINE_ENTRIES):
+                head = min(b_indptr[ahead + 1], b_indptr[ahead] + PREFETCH_LINES * LINE_ENTRIES)
+                for q in range(b_indptr[ahead], head, LINE_ENTRIES):
                     _prefetch(b_indices, q)
                     _prefetch(b_data, q)
             k = a_indices[p]
