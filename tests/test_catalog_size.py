@@ -258,6 +258,24 @@ def test_passes_over_one_weights_matrix_join_and_add_the_same_bits():
     assert passes[0].join(standardized_pass(plain, weights, split, seen, 0.3, apart)) is None
 
 
+def test_the_scatter_loops_prefetch_on_this_machine():
+    """The prefetch hint falls back to a no-op where LLVM will not build it; here it must
+    build, or the loops quietly lose it."""
+    import numba
+
+    from recsys_core.models.sparse_items import _prefetch_hint
+
+    hint = _prefetch_hint()
+
+    @numba.njit
+    def touch(values):
+        hint(values, 3)
+        return values[0]
+
+    assert touch(np.ones(8, dtype=np.float32)) == 1.0
+    assert any("llvm.prefetch" in ir for ir in touch.inspect_llvm().values())
+
+
 def test_row_blocks_cut_the_rows_by_their_work():
     from recsys_core.models.sparse_items import row_blocks, work
 

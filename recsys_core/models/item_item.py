@@ -76,7 +76,7 @@ class ItemItemRecommender(Recommender):
     def _by_column(self) -> sp.csc_matrix:
         """Sparse W by candidate, for explanations (`sparse_pair_weights`): as much memory
         again as W (128 MB at 62,500 items with 256 weights each)."""
-        return self._derived("_by_column", sp.csr_matrix.tocsc)
+        return self._derived("_by_column", lambda weights: weights.tocsc())
 
     def score(self, histories: UserHistories) -> torch.Tensor:
         rows = histories.csr(recency_weights(histories, self.config.history_half_life))

@@ -610,8 +610,9 @@ def _weights_pass(terms: _Terms) -> _WeightsPass:
                 shift[start:stop] = found[start:stop]
             total_shift[start:stop] = shifts[:, start:stop].sum(0)
 
-    # a user's work: the history entries times a weights row's entries, and about six
-    # passes over the row (zeroing, moments, the add) per member
+    # a user's work: the history entries times a weights row's entries (two members joined
+    # cost about 1.4 times one: 0.58 s against 0.81 s apart), and about six passes over the
+    # row (zeroing, moments, the add) per member
     per_row = light.nnz / max(light.shape[0], 1)
     cost = work(rows.indptr, per_row * (1 + 0.4 * (members - 1)), 6 * n_items * members)
     return _WeightsPass(run, total_shift, cost, scratch_rows=members, terms=terms)
