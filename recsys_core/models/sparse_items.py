@@ -520,6 +520,9 @@ class _Terms:
 
 @dataclass(kw_only=True)
 class _WeightsPass(StandardizedPass):
+    """`standardized_pass`'s pass: it joins another such pass over the same weights, sum,
+    seen items and history structure (`_Terms.joins`)."""
+
     terms: _Terms
 
     def join(self, other: StandardizedPass) -> StandardizedPass | None:
@@ -704,7 +707,8 @@ def sparse_pair_weights(
             ascending, once), which is made here when it is not.
         history: (B, L) item indexes, -1 padding.
         candidates: (B, K) item indexes.
-        by_column: `weights` as CSC (`tocsc()`), when the caller keeps it.
+        by_column: `weights` as CSC (`tocsc()` of the canonical weights), when the caller
+            keeps it.
     """
     hist, cand = history.numpy(), np.maximum(candidates.numpy(), 0)  # (B, L), (B, K)
     out = np.zeros((*hist.shape, cand.shape[1]), dtype=np.float32)  # (B, L, K)
