@@ -105,6 +105,8 @@ def test_long_rows_scored_dense_give_the_sparse_product(share):
     got = sparse_scores(rows, weights, split)
     want = torch.from_numpy((rows.astype(np.float64) @ weights.astype(np.float64)).toarray())
     torch.testing.assert_close(got, want.float(), rtol=1e-5, atol=1e-5)
+    buffer = torch.full_like(got, float("nan"))  # a reused buffer: its contents are not read
+    assert sparse_scores(rows, weights, split, out=buffer) is buffer and torch.equal(buffer, got)
     if share <= 1:  # a memory bound keeps the longest rows dense, the others sparse
         bound = split_rows(weights, share=share, memory_bytes=3 * 150 * 4)
         np.testing.assert_array_equal(bound.dense_rows, [0, 1, 2])  # full rows, lowest first
@@ -342,6 +344,31 @@ def test_a_blend_of_sparse_members_scores_the_same_through_the_fused_pass(plante
         return (scores - mean) * unseen
 
     torch.testing.assert_close(centred(block), centred(fused), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "members", [("itemknn",), ("itemknn", "itemknn(history_half_life=2)", "popularity")]
+)
+def test_models_score_into_the_rankers_reused_buffer_as_they_score_alone(
+    planted, members, monkeypatch
+):
+    from recsys_core.models.blend import Blend, BlendConfig
+    from recsys_core.ranking import top_k, topk
+
+    data, _ = planted
+    model = Blend(BlendConfig(members=members)) if len(members) > 1 else create(members[0])
+    model.fit(TrainingData(data), FitOptions(validation_protocol="user_random"))
+    h = data.histories()
+    out = torch.full((len(h), data.n_items), float("nan"))  # what a last chunk left there
+    model.score_into(h, out)
+    assert torch.equal(out, model.score(h).float())
+    # chunks of a few users each reuse one buffer: each chunk's scores are its own
+    one = top_k(model, h, 10, explain=True)
+    assert len(h) > 12
+    monkeypatch.setattr(topk, "_users_per_chunk", lambda *a, **k: 3)
+    small = top_k(model, h, 10, explain=True)
+    assert np.array_equal(one.items, small.items) and np.array_equal(one.reasons, small.reasons)
+    np.testing.assert_array_equal(one.scores, small.scores)
 
 
 def test_the_compiled_product_adds_scipys_sums_into_dense_rows():

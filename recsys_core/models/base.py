@@ -184,6 +184,13 @@ class Recommender(ABC):
     def score(self, histories: UserHistories) -> torch.Tensor:
         """Scores of every item for each user. Returns (B, n_items) float32."""
 
+    def score_into(self, histories: UserHistories, out: torch.Tensor) -> None:
+        """`score` written into `out`, a (B, n_items) float32 C-ordered buffer whose contents
+        are not read: the ranker's buffer, reused from chunk to chunk. Models that can make
+        their scores in place override it, sparing a fresh (B, I) block (its pages are
+        faulted in and zeroed anew for each chunk) and the copy."""
+        out.copy_(self.score(histories))
+
     def factors(self, histories: UserHistories) -> tuple[torch.Tensor, torch.Tensor] | None:
         """User and item vectors whose product is `score`, for factor and embedding models.
 

@@ -230,7 +230,15 @@ class Blend(Recommender):
                 total += weight * standardize(member.score(histories), histories)
         return total  # (B, I)
 
-    def _score_folded(self, histories: UserHistories) -> torch.Tensor:
+    def score_into(self, histories: UserHistories, out: torch.Tensor) -> None:
+        if self.eventless is None:
+            self._score_folded(histories, out)
+        else:
+            out.copy_(self.score(histories))
+
+    def _score_folded(
+        self, histories: UserHistories, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The weighted sum of the members' z-scores, with one weight per member. (B, I)
 
         Members with factors (`als`, `content`) never make their own (B, I) scores: the
@@ -259,7 +267,7 @@ class Blend(Recommender):
             scaled.append(users.float() * scale.float().unsqueeze(1))
             vectors.append(items)
             shift += member_shift
-        total = torch.empty(rows, n_items)
+        total = torch.empty(rows, n_items) if out is None else out
         if scaled:
             torch.matmul(torch.cat(scaled, dim=1), self._side_by_side(vectors).T, out=total)
         else:

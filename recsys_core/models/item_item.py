@@ -84,6 +84,12 @@ class ItemItemRecommender(Recommender):
             return sparse_scores(rows, self.weights, self._row_split)  # (B, I)
         return sparse_dense_matmul(rows, self.weights)  # sparse (B, I) @ dense (I, I)
 
+    def score_into(self, histories: UserHistories, out: torch.Tensor) -> None:
+        if not self.sparse:
+            return super().score_into(histories, out)
+        rows = histories.csr(recency_weights(histories, self.config.history_half_life))
+        sparse_scores(rows, self.weights, self._row_split, out)
+
     def sparse_score(self, histories: UserHistories) -> sp.csr_matrix | None:
         if not self.sparse or self._row_split is not None:
             return None  # dense, or long rows: `score` is faster than this product

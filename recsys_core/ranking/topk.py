@@ -263,9 +263,10 @@ class _ChunkScorer:
             flat = torch.from_numpy(rows * out.shape[1] + found.indices)
             values = torch.from_numpy(found.data.astype(np.float32, copy=False))
             out.view(-1).index_put_((flat,), values)
+        elif self.columns is None:
+            self.model.score_into(chunk, out)  # made in the warm buffer where it can be
         else:
-            raw = self.model.score(chunk).float()  # (B, I)
-            out.copy_(raw[:, self.columns] if self.columns is not None else raw)
+            out.copy_(self.model.score(chunk).float()[:, self.columns])  # (B, I) -> (B, P)
         if self.query is not None:
             self.query.blend(out, offset, self.columns)
         return out

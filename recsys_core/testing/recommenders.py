@@ -167,6 +167,14 @@ class RecommenderContract:
         assert scores.dtype == torch.float32 and scores.device.type == "cpu"
         assert torch.isfinite(scores).all()
 
+    def test_scores_made_in_a_reused_buffer_are_the_scores(self, name, planted):
+        data, _ = planted
+        model = fit_for_test(name, data)
+        histories = data.histories()
+        out = torch.full((len(histories), data.n_items), float("nan"))  # an earlier chunk's
+        model.score_into(histories, out)
+        assert torch.equal(out, model.score(histories))
+
     def test_state_round_trip_scores_identically(self, name, planted, tmp_path):
         data, _ = planted
         model = fit_for_test(name, data)
