@@ -362,3 +362,50 @@ def test_a_blends_reason_is_the_same_whoever_is_ranked_with_the_user():
     together = top_k(blend, histories, 1, explain=True)
     assert alone.items[0, 0] == together.items[0, 0] == 5
     assert alone.reasons[0, 0] == together.reasons[0, 0] == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_blends_best_supporters_are_those_of_its_summed_pair_weights(seed):
+    """The blend's compiled reasons equal the ranker's largest of `pair_weights`, ties (whole
+    weights, so equal sums are common), padding, missing candidates, members that share a
+    fit, a member without pair weights and one without weight included."""
+    from recsys_core.models.base import padded_history
+
+    rng = np.random.default_rng(seed)
+    n = 12
+    blend = Blend(
+        BlendConfig(
+            members=(
+                "itemknn",
+                "itemknn(history_half_life=2)",
+                "content(half_life=None)",
+                "popularity",
+                "itemknn(history_half_life=5)",
+            )
+        )
+    )
+    knn, recent, content, popular, unused = blend.members
+    weights = rng.integers(-2, 3, (n, n)).astype(np.float32) * (rng.random((n, n)) < 0.5)
+    knn.keep(sp.csr_matrix(weights))
+    recent.share_state(knn)  # one fit: one part, two weights
+    unused.keep(sp.csr_matrix(rng.integers(0, 3, (n, n)).astype(np.float32)))
+    content.embeddings = torch.from_numpy(rng.integers(-1, 2, (n, 3)).astype(np.float32))
+    content.map = torch.cat([torch.eye(3), torch.zeros(1, 3)])
+    content.n_items = n
+    popular.popularity = torch.from_numpy(rng.random(n).astype(np.float32))
+    popular.n_items = n
+    blend.weights = torch.tensor([0.5, 0.25, 0.25, 0.5, 0.0])
+    blend.n_items = n
+    lengths = rng.integers(0, 7, 20)
+    histories = histories_of([list(rng.integers(0, n, k)) for k in lengths], n)
+    history = padded_history(histories)  # (B, L), -1 after each user's items
+    candidates = torch.from_numpy(rng.integers(-1, n, (20, 4)))
+
+    found = blend.best_supporters(history, candidates)
+    summed = blend.pair_weights(history, candidates).masked_fill(
+        (history < 0).unsqueeze(-1), -torch.inf
+    )
+    best_weight, best = summed.max(dim=1)
+    want = torch.where((best_weight > 0) & (candidates >= 0), history.gather(1, best), -1)
+    assert torch.equal(found, want)
+    assert (want >= 0).any() and (want < 0).any()

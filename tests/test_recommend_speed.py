@@ -291,9 +291,9 @@ def test_a_blends_factor_members_fold_in_without_their_own_score_matrices(monkey
 def test_reasons_taken_in_groups_of_similar_lengths_equal_those_of_one_padded_block(
     monkeypatch,
 ):
-    """A chunk's users go to `pair_weights` in groups of similar history lengths, each padded
-    to its own longest: every reason is the one the whole chunk padded to its longest gives,
-    and the groups are narrower than the chunk."""
+    """A chunk's users go to `best_supporters` in groups of similar history lengths, each
+    padded to its own longest: every reason is the one the whole chunk padded to its longest
+    gives, and the groups are narrower than the chunk."""
     from recsys_core.ranking import topk as topk_module
 
     n_items = 400
@@ -301,13 +301,13 @@ def test_reasons_taken_in_groups_of_similar_lengths_equal_those_of_one_padded_bl
     data = histories(90, n_items, seed=3)
     top = torch.from_numpy(top_k(model, data, 10).items)
     widths = []
-    pair_weights = Blend.pair_weights
+    best_supporters = Blend.best_supporters
 
     def recorded(self, history, candidates):
         widths.append(history.shape[1])
-        return pair_weights(self, history, candidates)
+        return best_supporters(self, history, candidates)
 
-    monkeypatch.setattr(Blend, "pair_weights", recorded)
+    monkeypatch.setattr(Blend, "best_supporters", recorded)
     monkeypatch.setattr(topk_module, "REASON_GROUPS", 1)
     whole = topk_module._reasons(model, data, top, None)
     assert widths == [padded_history(data).shape[1]]

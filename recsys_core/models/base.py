@@ -229,6 +229,22 @@ class Recommender(ABC):
         """
         return None
 
+    def best_supporters(
+        self, history: torch.Tensor, candidates: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The history item that supports each candidate most, for models that find it
+        without a (B, L, K) block of their `pair_weights` (the blend); None leaves it to the
+        ranker, which takes the largest of `pair_weights` (the first slot among equals).
+
+        Args:
+            history: (B, L) item indexes, -1 for padding.
+            candidates: (B, K) item indexes, -1 for none.
+
+        Returns:
+            (B, K) item indexes, -1 where no history item has a positive weight.
+        """
+        return None
+
     # -- size -----------------------------------------------------------------------------
     def size_problem(self, n_items: int, memory_bytes: int) -> str | None:
         """Why this model cannot train on `n_items` items within `memory_bytes`; None if it can.

@@ -469,6 +469,9 @@ def _best_supporters(
     item_vectors: torch.Tensor | None,
 ) -> torch.Tensor:
     """`_reasons` for one padded (B, L) history block and its (B, K) recommendations."""
+    found = model.best_supporters(history, top_items)
+    if found is not None:
+        return found
     weights = model.pair_weights(history, top_items)  # (B, L, K)
     if weights is None and item_vectors is not None:
         hist = item_vectors[history.clamp_min(0)].float()  # (B, L, D)
