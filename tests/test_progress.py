@@ -159,6 +159,9 @@ class StaticScores:
     def score(self, histories):
         return self.scores[torch.from_numpy(histories.user_index)]
 
+    def score_into(self, histories, out):
+        out.copy_(self.score(histories))
+
 
 def empty_histories(n_users: int, n_items: int) -> UserHistories:
     return UserHistories(
