@@ -241,7 +241,8 @@ class Recommender(ABC):
             candidates: (B, K) item indexes, -1 for none.
 
         Returns:
-            (B, K) item indexes, -1 where no history item has a positive weight.
+            (B, K) item indexes, -1 where the candidate is -1 or no history item has a
+            positive weight.
         """
         return None
 

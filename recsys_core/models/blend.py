@@ -44,7 +44,7 @@ from recsys_core.models.base import (
     TrainingData,
 )
 from recsys_core.models.registry import create, format_spec, register
-from recsys_core.models.sparse_items import _compiled, csr_tensor, run_passes
+from recsys_core.models.sparse_items import compiled_loop, csr_tensor, run_passes
 from recsys_core.models.training import fit_shared, shared_fits, validation_part
 from recsys_core.ranking.topk import score_in_chunks
 
@@ -334,7 +334,7 @@ class Blend(Recommender):
             weights.append(weight)
         reasons = np.full(tuple(candidates.shape), -1, dtype=np.int64)
         if parts:
-            _compiled(_supporters_loop)(
+            compiled_loop(_supporters_loop)(
                 tuple(parts),
                 np.asarray(slots, dtype=np.int64),
                 np.asarray(weights, dtype=np.float32),

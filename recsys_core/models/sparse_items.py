@@ -243,7 +243,7 @@ def _prefetch_hint() -> Callable:
 
 
 @functools.cache
-def _compiled(loop: Callable) -> Callable:
+def compiled_loop(loop: Callable) -> Callable:
     """`loop` compiled by numba (imported on first use: the CLI's start does not pay for
     it), without the GIL so that shards' and fits' threads run it at once; the machine code
     is cached on disk next to this module. The loops in `_REASSOCIATED` may have their sums
@@ -284,7 +284,7 @@ def add_product(
         rows = np.arange(len(a_indptr) - 1)
     if out.dtype != np.float32 or not out.flags.c_contiguous or out.shape[1] != b.shape[1]:
         raise ValueError(f"out must be a C-ordered float32 (rows, {b.shape[1]}) array")
-    _compiled(_add_product_loop)(
+    compiled_loop(_add_product_loop)(
         a_indptr,
         a_indices,
         np.asarray(a_data, dtype=np.float32),
@@ -610,7 +610,7 @@ def _weights_pass(terms: _Terms) -> _WeightsPass:
     total_shift = terms.shifts[0] if members == 1 else np.zeros(n_rows)
     light_values = np.asarray(light.data, dtype=np.float32)
     out = terms.total.numpy()
-    loop = _compiled(_standardized_product_loop)
+    loop = compiled_loop(_standardized_product_loop)
 
     def run(start: int, stop: int, row: np.ndarray) -> None:
         loop(
@@ -691,7 +691,7 @@ def _standardized_product_loop(
             shift[m, r] = mean * scale
 
 
-# loops compiled with their sums free to be reordered (`_compiled`)
+# loops compiled with their sums free to be reordered (`compiled_loop`)
 _REASSOCIATED = frozenset({_standardized_product_loop})
 
 
@@ -733,7 +733,7 @@ def sparse_pair_weights(
             col_indptr, col_indices = by_column.indptr, by_column.indices
             col_data = np.asarray(by_column.data, dtype=np.float32)
             mark = np.zeros(weights.shape[0], dtype=np.int64)
-        _compiled(_pair_weights_loop)(
+        compiled_loop(_pair_weights_loop)(
             weights.indptr,
             weights.indices,
             np.asarray(weights.data, dtype=np.float32),
