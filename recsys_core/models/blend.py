@@ -316,26 +316,11 @@ class Blend(Recommender):
         `benchmarks/recommend.py`'s `blend_item_item` (4,000 users, 62,500 items, top 20):
         0.39-0.40 to 0.27-0.29 s, the members' lookups (about 0.19 s) being most of what
         is left."""
-        parts, slots, weights = [], [], []
-        done: dict = {}  # explanation key -> its part's slot: members sharing a fit share it
-        for member, weight in zip(self.members, self.weights.tolist(), strict=True):
-            key = member.explanation_key() if weight > 0 else None
-            if key is not None and key in done:
-                slot = done[key]
-            else:
-                part = member.pair_weights(history, candidates) if weight > 0 else None
-                if part is None:
-                    continue
-                slot = len(parts)
-                parts.append(np.ascontiguousarray(part.numpy(), dtype=np.float32))
-                if key is not None:
-                    done[key] = slot
-            slots.append(slot)
-            weights.append(weight)
+        parts, slots, weights = self._member_pair_weights(history, candidates)
         reasons = np.full(tuple(candidates.shape), -1, dtype=np.int64)
         if parts:
             compiled_loop(_supporters_loop)(
-                tuple(parts),
+                tuple(np.ascontiguousarray(part.numpy(), dtype=np.float32) for part in parts),
                 np.asarray(slots, dtype=np.int64),
                 np.asarray(weights, dtype=np.float32),
                 np.ascontiguousarray(history.numpy(), dtype=np.int64),
@@ -347,24 +332,45 @@ class Blend(Recommender):
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         total = torch.zeros(history.shape[0], history.shape[1], candidates.shape[1])
         padding = (history < 0).unsqueeze(-1)  # (B, L, 1)
-        done: dict = {}  # explanation key -> (part, scale): members sharing a fit share them
-        for member, weight in zip(self.members, self.weights.tolist(), strict=True):
-            key = member.explanation_key() if weight > 0 else None
-            if key is not None and key in done:
-                part, scale = done[key]
-                total += weight * part / scale
-                continue
-            part = member.pair_weights(history, candidates) if weight > 0 else None
-            if part is not None:  # each member's support on a common scale per user
-                # over the user's own slots: what a member puts in padding (e.g. item 0's
-                # text) would make the scale, and so the reason, depend on who else is
-                # ranked in the chunk
-                part = part.masked_fill(padding, 0.0)
-                scale = part.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-                total += weight * part / scale
-                if key is not None:
-                    done[key] = (part, scale)
+        parts, slots, weights = self._member_pair_weights(history, candidates)
+        scaled = []
+        for part in parts:  # each member's support on a common scale per user
+            # over the user's own slots: what a member puts in padding (e.g. item 0's text)
+            # would make the scale, and so the reason, depend on who else is ranked in the
+            # chunk
+            part = part.masked_fill(padding, 0.0)
+            scaled.append((part, part.abs().amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)))
+        for slot, weight in zip(slots, weights, strict=True):
+            part, scale = scaled[slot]
+            total += weight * part / scale
         return total  # (B, L, K)
+
+    def _member_pair_weights(
+        self, history: torch.Tensor, candidates: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[int], list[float]]:
+        """The (B, L, K) pair weights of the members with weight, each made once per fit
+        (members sharing a fit share them: `explanation_key`), and for each such member in
+        order the index of its part and its weight."""
+        parts: list[torch.Tensor] = []
+        slots: list[int] = []
+        weights: list[float] = []
+        done: dict = {}  # explanation key -> its part's index
+        for member, weight in zip(self.members, self.weights.tolist(), strict=True):
+            if weight <= 0:
+                continue
+            key = member.explanation_key()
+            slot = done.get(key) if key is not None else None
+            if slot is None:
+                part = member.pair_weights(history, candidates)
+                if part is None:
+                    continue
+                slot = len(parts)
+                parts.append(part)
+                if key is not None:
+                    done[key] = slot
+            slots.append(slot)
+            weights.append(weight)
+        return parts, slots, weights
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"weights": self.weights.clone()}

@@ -78,8 +78,12 @@ class ItemItemRecommender(Recommender):
         again as W (128 MB at 62,500 items with 256 weights each)."""
         return self._derived("_by_column", lambda weights: weights.tocsc())
 
+    def _history_rows(self, histories: UserHistories) -> sp.csr_matrix:
+        """(B, I) history rows, the recency weights (`history_half_life`) as values."""
+        return histories.csr(recency_weights(histories, self.config.history_half_life))
+
     def score(self, histories: UserHistories) -> torch.Tensor:
-        rows = histories.csr(recency_weights(histories, self.config.history_half_life))
+        rows = self._history_rows(histories)
         if self.sparse:
             return sparse_scores(rows, self.weights, self._row_split)  # (B, I)
         return sparse_dense_matmul(rows, self.weights)  # sparse (B, I) @ dense (I, I)
@@ -87,13 +91,13 @@ class ItemItemRecommender(Recommender):
     def score_into(self, histories: UserHistories, out: torch.Tensor) -> None:
         if not self.sparse:
             return super().score_into(histories, out)
-        rows = histories.csr(recency_weights(histories, self.config.history_half_life))
+        rows = self._history_rows(histories)
         sparse_scores(rows, self.weights, self._row_split, out)
 
     def sparse_score(self, histories: UserHistories) -> sp.csr_matrix | None:
         if not self.sparse or self._row_split is not None:
             return None  # dense, or long rows: `score` is faster than this product
-        rows = histories.csr(recency_weights(histories, self.config.history_half_life))
+        rows = self._history_rows(histories)
         return rows @ self.weights  # (B, I), the entries `sparse_scores` makes dense
 
     def standardized_pass(
@@ -101,7 +105,7 @@ class ItemItemRecommender(Recommender):
     ) -> StandardizedPass | None:
         if not self.sparse:
             return None  # dense weights: one dense product makes the block
-        rows = histories.csr(recency_weights(histories, self.config.history_half_life))
+        rows = self._history_rows(histories)
         return standardized_pass(rows, self.weights, self._row_split, seen, weight, total)
 
     def pair_weights(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
