@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys_core.data.interactions import Interactions
+from recsys_core.data.interactions import HistoryTable, Interactions
 from recsys_core.data.splits import global_temporal, make_split
 from recsys_core.data.vocab import Vocabulary
 from recsys_core.errors import InputError
@@ -51,6 +51,37 @@ def test_histories_are_chronological_distinct_and_keep_catalog_items():
     part = h.slice(1, 2)
     assert data.items.lookup(part.row(0)).to_list() == ["c"]
     assert h.dense().sum().item() == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 5), st.integers(0, 6)), max_size=60),
+    st.sampled_from([1, 2**60]),  # 2**60: times too far apart for the compiled sort's key
+)
+def test_history_table_from_events_in_any_order(rows, spread):
+    users = np.array([u for u, _, _ in rows], dtype=np.int64)
+    items = np.array([i for _, i, _ in rows], dtype=np.int64)
+    times = np.array([t for _, _, t in rows], dtype=np.int64) * spread - 3 * spread
+    table = HistoryTable.from_events(users, items, times, n_users=5, n_items=6)
+    h = table.rows(np.arange(5))
+    for user in range(5):
+        latest: dict[int, int] = {}  # each item at its latest time
+        for u, i, t in zip(users, items, times, strict=True):
+            if u == user:
+                latest[int(i)] = max(latest.get(int(i), int(t)), int(t))
+        expected = sorted(latest, key=lambda i: (latest[i], i))
+        assert h.row(user).tolist() == expected
+        assert h.timestamps[h.indptr[user] : h.indptr[user + 1]].tolist() == [
+            latest[i] for i in expected
+        ]
+    assert table.items.dtype == np.int32 and table.timestamps.dtype == np.int64
+
+
+def test_history_table_refuses_indexes_outside_the_vocabularies():
+    with pytest.raises(ValueError, match="user indexes"):
+        HistoryTable.from_events(np.array([0, 3]), np.array([0, 0]), np.array([1, 2]), 3, 1)
+    with pytest.raises(ValueError, match="item indexes"):
+        HistoryTable.from_events(np.array([0, 0]), np.array([0, -1]), np.array([1, 2]), 3, 1)
 
 
 @settings(max_examples=40, deadline=None)

@@ -107,14 +107,12 @@ class Interactions:
             items = Vocabulary.from_values(all_items)
         if users is None:
             users = Vocabulary.from_values(events["user_id"])
-        ts = events["timestamp"]
-        seconds = ts.dt.epoch("s") if ts.dtype.is_temporal() else ts.cast(pl.Int64)
         frame = (
             pl.DataFrame(
                 {
                     "user_index": users.index(events["user_id"]),
                     "item_index": items.index(events["item_id"]),
-                    "timestamp": seconds,
+                    "timestamp": epoch_seconds(events["timestamp"]),
                     "value": events["value"].cast(pl.Float32).fill_null(1.0),
                 }
             )
@@ -168,40 +166,18 @@ class Interactions:
         """
         if user_indexes is None:
             user_indexes = np.arange(self.n_users, dtype=np.int64)
-        user_indexes = np.asarray(user_indexes, dtype=np.int64)
-        starts, items, timestamps = self._histories
-        known = (user_indexes >= 0) & (user_indexes < self.n_users)  # others: no history
-        row = np.where(known, user_indexes, 0)
-        begin, lengths = starts[row], np.where(known, starts[row + 1] - starts[row], 0)
-        indptr = np.zeros(len(user_indexes) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        # each row's entries: its start in the table below plus 0, 1, ... (a copy per call)
-        at = np.repeat(begin - indptr[:-1], lengths) + np.arange(indptr[-1])
-        return UserHistories(
-            user_index=user_indexes,
-            indptr=indptr,
-            items=items[at].astype(np.int64),
-            timestamps=timestamps[at],
-            n_items=self.n_items,
-        )
+        return self._histories.rows(user_indexes)
 
     @functools.cached_property
-    def _histories(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every user's distinct items, oldest first, built once per object (a night asks for
-        the histories of the same part's users many times): row starts (n_users + 1,) int64,
-        items (int32) and timestamps (int64)."""
-        latest = (
-            self.frame.group_by("user_index", "item_index")
-            .agg(pl.col("timestamp").max())
-            .sort(["user_index", "timestamp", "item_index"])
-        )
-        users = latest["user_index"].to_numpy()
-        starts = np.zeros(self.n_users + 1, dtype=np.int64)
-        np.cumsum(np.bincount(users, minlength=self.n_users), out=starts[1:])
-        return (
-            starts,
-            latest["item_index"].to_numpy().astype(np.int32),
-            latest["timestamp"].to_numpy().astype(np.int64),
+    def _histories(self) -> HistoryTable:
+        """Every user's distinct items, built once per object (a night asks for the
+        histories of the same part's users many times)."""
+        return HistoryTable.from_events(
+            self.frame["user_index"].to_numpy(),
+            self.frame["item_index"].to_numpy(),
+            self.frame["timestamp"].to_numpy(),
+            n_users=self.n_users,
+            n_items=self.n_items,
         )
 
     def fingerprint(self) -> str:
@@ -210,3 +186,137 @@ class Interactions:
         digest.update(self.frame.hash_rows(seed=0).sort().to_numpy().tobytes())
         digest.update(f"{self.n_users}x{self.n_items}".encode())
         return digest.hexdigest()
+
+
+def epoch_seconds(timestamps: pl.Series) -> pl.Series:
+    """Unix seconds (int64) of a datetime column, or of one already in seconds."""
+    if timestamps.dtype.is_temporal():
+        return timestamps.dt.epoch("s")
+    return timestamps.cast(pl.Int64)
+
+
+@dataclass(frozen=True)
+class HistoryTable:
+    """Every user's distinct items, oldest first (a repeated item counts at its latest time;
+    items at the same time by index), one row per user of a vocabulary: row starts
+    (n_users + 1,) int64, items (int32) and timestamps (int64)."""
+
+    starts: np.ndarray
+    items: np.ndarray
+    timestamps: np.ndarray
+    n_items: int
+
+    @classmethod
+    def from_events(
+        cls,
+        user_index: np.ndarray,
+        item_index: np.ndarray,
+        timestamps: np.ndarray,
+        n_users: int,
+        n_items: int,
+    ) -> HistoryTable:
+        """From event columns in any order (indexes within the vocabularies' sizes).
+
+        One compiled pass groups the events by user (a stable counting sort), sorts a user's
+        events by time and item where they are out of that order, and keeps each item's
+        latest event. `recsys synth`'s 25M events: 1.4 s in time order, 2.4 s shuffled, against
+        5.8 s for a group-by and a sort of the whole table (`benchmarks/histories.py`).
+        """
+        users = np.ascontiguousarray(user_index, dtype=np.int64)
+        if len(users) and (users.min() < 0 or users.max() >= n_users):
+            raise ValueError(f"user indexes must lie in [0, {n_users})")
+        items = np.ascontiguousarray(item_index, dtype=np.int32)
+        if len(items) and (items.min() < 0 or items.max() >= n_items):
+            raise ValueError(f"item indexes must lie in [0, {n_items})")
+        times = np.ascontiguousarray(timestamps, dtype=np.int64)
+        group = _group_loop()
+        grouped = group(users, items, times, n_users, n_items)
+        if grouped is None:  # times too far apart for the loop's sort key: sort them all
+            order = (
+                pl.DataFrame({"u": users, "t": times, "i": items})
+                .select(pl.arg_sort_by("u", "t", "i"))
+                .to_series()
+                .to_numpy()
+            )
+            grouped = group(users[order], items[order], times[order], n_users, n_items)
+        starts, items, times = grouped
+        return cls(starts=starts, items=items, timestamps=times, n_items=n_items)
+
+    def rows(self, user_indexes: np.ndarray) -> UserHistories:
+        """The histories of `user_indexes`, in this order (a copy); an index outside the
+        vocabulary (-1 for an unknown user) gets an empty history."""
+        user_indexes = np.asarray(user_indexes, dtype=np.int64)
+        starts = self.starts
+        known = (user_indexes >= 0) & (user_indexes < len(starts) - 1)  # others: no history
+        row = np.where(known, user_indexes, 0)
+        begin, lengths = starts[row], np.where(known, starts[row + 1] - starts[row], 0)
+        indptr = np.zeros(len(user_indexes) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        # each row's entries: its start in the table plus 0, 1, ...
+        at = np.repeat(begin - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return UserHistories(
+            user_index=user_indexes,
+            indptr=indptr,
+            items=self.items[at].astype(np.int64),
+            timestamps=self.timestamps[at],
+            n_items=self.n_items,
+        )
+
+
+def _group_by_user(users, items, times, n_users, n_items):  # pragma: no cover - compiled
+    """Events grouped by user in (time, item) order, each (user, item)'s latest kept; None
+    where a user's times span too much for one sort key of time and item."""
+    starts = np.zeros(n_users + 1, dtype=np.int64)
+    for u in users:
+        starts[u + 1] += 1
+    for u in range(n_users):
+        starts[u + 1] += starts[u]
+    # a stable counting sort: each user's events keep their input order
+    cursor = starts[:-1].copy()
+    grouped_items = np.empty(len(users), dtype=np.int32)
+    grouped_times = np.empty(len(users), dtype=np.int64)
+    for k in range(len(users)):
+        at = cursor[users[k]]
+        grouped_items[at] = items[k]
+        grouped_times[at] = times[k]
+        cursor[users[k]] = at + 1
+    # keep each item's latest event: walk back from the user's newest, then close the gaps
+    kept = np.zeros(n_users + 1, dtype=np.int64)
+    keep = np.zeros(len(users), dtype=np.bool_)
+    seen = np.full(n_items, -1, dtype=np.int64)  # the last user whose row has the item
+    out = 0
+    for u in range(n_users):
+        lo, hi = starts[u], starts[u + 1]
+        ordered = True
+        for k in range(lo + 1, hi):
+            t0, t1 = grouped_times[k - 1], grouped_times[k]
+            if t1 < t0 or (t1 == t0 and grouped_items[k] < grouped_items[k - 1]):
+                ordered = False
+                break
+        if not ordered:  # sort the row by one key: time, then item
+            first = grouped_times[lo:hi].min()
+            if grouped_times[lo:hi].max() - first > (2**62) // n_items:
+                return None  # a span of times too wide for the key
+            key = (grouped_times[lo:hi] - first) * n_items + grouped_items[lo:hi]
+            order = np.argsort(key) + lo
+            grouped_items[lo:hi] = grouped_items[order]
+            grouped_times[lo:hi] = grouped_times[order]
+        for k in range(hi - 1, lo - 1, -1):
+            if seen[grouped_items[k]] != u:
+                seen[grouped_items[k]] = u
+                keep[k] = True
+        for k in range(lo, hi):
+            if keep[k]:
+                grouped_items[out] = grouped_items[k]
+                grouped_times[out] = grouped_times[k]
+                out += 1
+        kept[u + 1] = out
+    return kept, grouped_items[:out].copy(), grouped_times[:out].copy()
+
+
+@functools.cache
+def _group_loop():
+    """`_group_by_user` compiled by numba (imported on first use), cached on disk."""
+    import numba
+
+    return numba.njit(nogil=True, cache=True)(_group_by_user)
