@@ -14,6 +14,11 @@ A step that does not return to the loop for a long time (one model's fit during 
 would leave the loop silent; with `heartbeat=True` a background thread also logs at least
 every `every` seconds while the block runs, naming the current step (`step`). The thread runs
 in a copy of the caller's context, so Prefect still files its lines under the flow run.
+
+The estimate of what is left assumes the units to come take as long as the finished ones, on
+average; while a unit runs, its share counts down. A caller that expects the next unit to take
+longer or shorter than the average (a blend after the models it is made of) says so with
+`advance(..., expected=seconds)`.
 """
 
 from __future__ import annotations
@@ -91,7 +96,8 @@ class Progress:
         self.expected = expected
         self.done = 0
         self.step = step  # what is running now, e.g. "fitting blend"
-        self.started = self.last = self.clock()
+        self.started = self.last = self.since = self.clock()  # since: the last advance
+        self.next_expected: float | None = None  # seconds the running unit should take
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,15 +126,21 @@ class Progress:
         if self._thread is not None and self._thread.is_alive():
             self._thread.join()
 
-    def advance(self, count: int = 1, *, step: str | None = None) -> None:
+    def advance(
+        self, count: int = 1, *, step: str | None = None, expected: float | None = None
+    ) -> None:
         """Count `count` more units done; logs a line when `every` seconds have passed.
 
         Args:
             count: Units just finished.
             step: What runs next (shown in the lines), when it changes.
+            expected: Seconds the next unit should take, when known better than the average
+                of the finished ones (None: that average).
         """
         with self._lock:
             self.done += count
+            self.since = self.clock()
+            self.next_expected = expected
             if step is not None:
                 self.step = step
         self.poll()
@@ -164,10 +176,16 @@ class Progress:
         now = self.clock() if now is None else now
         if not self.total:
             return None if self.expected is None else max(self.expected - (now - self.started), 0)
+        if self.done >= self.total:
+            return 0.0
         if self.done <= 0:
-            return None
-        rate = (now - self.started) / self.done
-        return rate * max(self.total - self.done, 0)
+            if self.next_expected is None:
+                return None
+            return max(self.next_expected - (now - self.started), 0.0)
+        rate = (self.since - self.started) / self.done  # seconds per finished unit
+        running = rate if self.next_expected is None else self.next_expected
+        # the running unit's share counts down; the units after it at the average
+        return max(running - (now - self.since), 0.0) + rate * (self.total - self.done - 1)
 
     def _beat(self) -> None:
         # wakes a few times per period so a line is never more than a little late

@@ -169,3 +169,48 @@ def empty_histories(n_users: int, n_items: int) -> UserHistories:
         items=np.zeros(0, dtype=np.int64), timestamps=np.zeros(0, dtype=np.int64),
         n_items=n_items,
     )  # fmt: skip
+
+
+def test_the_running_units_share_counts_down_and_an_expected_one_replaces_the_average():
+    clock, lines = FakeClock(), []
+    shown = Progress("train", 4, unit="candidates", clock=clock, log=lines.append)
+    for _ in range(3):  # three candidates of 40 s each
+        clock.t += 40
+        shown.advance()
+    assert shown.seconds_left() == 40  # the fourth at the average
+    clock.t += 30
+    assert shown.seconds_left() == 10  # ... of which 30 s have run
+    clock.t += 60
+    assert shown.seconds_left() == 0  # past the average: no more than that is known
+    shown.advance(0, step="fitting blend", expected=240)  # the last one takes longer
+    clock.t += 60
+    assert shown.line() == (
+        "train [fitting blend]: 3/4 candidates (75%), 4m30s elapsed, about 3m00s left"
+    )
+    shown.advance()
+    assert shown.seconds_left() == 0
+
+
+def test_an_expected_first_unit_has_an_estimate_and_later_units_use_the_average():
+    clock = FakeClock()
+    shown = Progress("train", 3, unit="candidates", clock=clock)
+    assert shown.seconds_left() is None  # nothing to estimate from
+    shown.advance(0, expected=100)
+    clock.t += 30
+    assert shown.seconds_left() == 70
+    clock.t += 20
+    shown.advance()  # it took 50 s: the two left at 50 s each
+    assert shown.seconds_left() == 100
+
+
+def test_a_blend_is_expected_to_take_as_long_as_its_members_models_did():
+    from recsys_core.models.registry import ModelSpec
+    from recsys_core.pipeline.train import expected_seconds
+
+    blend = ModelSpec("blend", {"members": ["sparse_ease", "sparse_ease(history_half_life=5)",
+                                            "itemknn", "content(whiten=1.0)"]})  # fmt: skip
+    assert expected_seconds(blend, {}) is None  # nothing finished: nothing to go by
+    took = {"popularity": 10.0, "sparse_ease": 90.0, "content": 20.0}
+    # itemknn did not run as a candidate: the finished ones' average, 40 s
+    assert expected_seconds(blend, took) == pytest.approx(90 + 90 + 40 + 20)
+    assert expected_seconds(ModelSpec("ease"), took) is None  # the average

@@ -38,12 +38,12 @@ from recsys_core.evaluation import evaluate
 from recsys_core.evaluation.evaluate import ChunkMap
 from recsys_core.models import FitOptions, Recommender, TrainingData, create, registered
 from recsys_core.models.blend import DEFAULT_MEMBERS
-from recsys_core.models.registry import ModelSpec
+from recsys_core.models.registry import ModelSpec, parse_spec
 from recsys_core.models.sasrec import budgeted
 from recsys_core.models.training import fit_shared, shared_fits
 from recsys_core.pipeline.encode import embedding_matrix, encoder_id
 from recsys_core.pipeline.fingerprints import stage_fingerprint
-from recsys_core.progress import Progress, track
+from recsys_core.progress import Progress
 from recsys_core.registry.artifacts import ModelBundle, comparison_png
 from recsys_core.registry.tracking import CHALLENGER, CHAMPION, Tracker, mlflow_names
 from recsys_core.registry.versions import RegisteredVersion, config_key
@@ -499,34 +499,55 @@ def _fit_candidates(night: Night, *, log_files: bool = True, keep: bool = True) 
         keep: Keep each fitted model in `night.fitted` for a refit (training does).
     """
     tracker, settings, report, say = night.tracker, night.settings, night.report, night.say
-    for spec in track(
-        night.work.specs,
-        "train",
-        unit="candidates",
-        step=lambda s: f"fitting {candidate_label({'model': s.name, 'params': s.params})}",
-        heartbeat=True,
-    ):
-        raise_if_stopped()  # `Stopped` is no Exception: it is never taken for a failed fit
-        label = candidate_label({"model": spec.name, "params": spec.params})
-        say(f"fitting {label}")
-        try:
-            result = _fit_candidate(night, spec, log_files=log_files, keep=keep)
-        except Exception as exc:  # a candidate that cannot train never fails the night
-            reason = f"{label}: did not train ({type(exc).__name__}: {exc}); left out"
-            report.left_out.append(reason)
-            say(reason)
-            continue
-        report.candidates.append(result)
-        say(
-            f"{label}: {settings.train.selection_metric}="
-            f"{result.metrics.get(settings.train.selection_metric, float('nan')):.4f}, "
-            f"fit {result.fit_seconds:.1f} s"
-        )
+    specs = night.work.specs
+    took: dict[str, float] = {}  # seconds of each finished candidate (fit and evaluation)
+    with Progress("train", len(specs), unit="candidates", heartbeat=True) as shown:
+        for spec in specs:
+            raise_if_stopped()  # `Stopped` is no Exception: it is never taken for a failed fit
+            label = candidate_label({"model": spec.name, "params": spec.params})
+            shown.advance(0, step=f"fitting {label}", expected=expected_seconds(spec, took))
+            say(f"fitting {label}")
+            start = time.perf_counter()
+            try:
+                result = _fit_candidate(night, spec, log_files=log_files, keep=keep)
+            except Exception as exc:  # a candidate that cannot train never fails the night
+                reason = f"{label}: did not train ({type(exc).__name__}: {exc}); left out"
+                report.left_out.append(reason)
+                say(reason)
+                shown.advance()
+                continue
+            finally:
+                took[spec.name] = time.perf_counter() - start
+            shown.advance()
+            report.candidates.append(result)
+            say(
+                f"{label}: {settings.train.selection_metric}="
+                f"{result.metrics.get(settings.train.selection_metric, float('nan')):.4f}, "
+                f"fit {result.fit_seconds:.1f} s"
+            )
     if report.left_out:
         tracker.log_dict({"left_out": report.left_out}, "left_out.json")
         tracker.set_tag("left_out", "; ".join(report.left_out)[:5000])
     if not report.candidates:
         raise RuntimeError(f"no candidate trained: {'; '.join(report.left_out)}")
+
+
+def expected_seconds(spec: ModelSpec, took: dict[str, float]) -> float | None:
+    """Seconds a candidate should take (fit and evaluation), for the progress estimate.
+
+    A blend fits and scores each of its members, so it should take about as long as the
+    finished candidates of its members' models together (the finished ones' average for a
+    model not among them); None for any other candidate (the average of the finished ones).
+
+    Args:
+        spec: The candidate about to be fitted.
+        took: Seconds of each finished candidate, by model name.
+    """
+    members = spec.params.get("members") if spec.name == "blend" else None
+    if not members or not took:
+        return None
+    average = sum(took.values()) / len(took)
+    return sum(took.get(parse_spec(member)[0], average) for member in members)
 
 
 def _fit_candidate(
