@@ -77,6 +77,13 @@ def test_history_table_from_events_in_any_order(rows, spread):
     assert table.items.dtype == np.int32 and table.timestamps.dtype == np.int64
 
 
+def test_history_table_orders_times_whose_span_overflows_int64():
+    times = np.array([3 * 2**61, -3 * 2**61, 0, 5])  # max - min is past int64
+    table = HistoryTable.from_events(np.zeros(4, dtype=np.int64), np.arange(4), times, 1, 4)
+    assert table.items.tolist() == [1, 2, 3, 0]
+    assert table.timestamps.tolist() == sorted(times.tolist())
+
+
 def test_history_table_refuses_indexes_outside_the_vocabularies():
     with pytest.raises(ValueError, match="user indexes"):
         HistoryTable.from_events(np.array([0, 3]), np.array([0, 0]), np.array([1, 2]), 3, 1)

@@ -295,7 +295,8 @@ def _group_by_user(users, items, times, n_users, n_items):  # pragma: no cover -
                 break
         if not ordered:  # sort the row by one key: time, then item
             first = grouped_times[lo:hi].min()
-            if grouped_times[lo:hi].max() - first > (2**62) // n_items:
+            # the span in floats: in int64 the difference itself may overflow
+            if float(grouped_times[lo:hi].max()) - float(first) > (2**62) // n_items:
                 return None  # a span of times too wide for the key
             key = (grouped_times[lo:hi] - first) * n_items + grouped_items[lo:hi]
             order = np.argsort(key) + lo
