@@ -6,7 +6,7 @@ items, string ids) is turned into each user's distinct items, oldest first, in f
 timed in the same process:
 
 - `recommend`: `recsys_core.pipeline.recommend._histories_of`, the recommend stage's call
-  (ids mapped to the model's indexes, unknown items dropped, then `HistoryTable`);
+  (`HistoryTable.of_events`: ids mapped to the model's indexes, unknown items dropped);
 - `table_in_order` / `table_shuffled`: `HistoryTable.from_events` on the index columns, with
   the events in time order (as a night's `Interactions` keeps them) and shuffled (a lake's
   files in any order);
@@ -33,7 +33,7 @@ import types
 import numpy as np
 import polars as pl
 
-from recsys_core.data.interactions import HistoryTable, Interactions
+from recsys_core.data.interactions import HistoryTable, Interactions, epoch_seconds
 from recsys_core.data.synth import iter_event_chunks
 from recsys_core.data.synth_config import SynthConfig
 from recsys_core.data.vocab import Vocabulary
@@ -86,15 +86,15 @@ def main() -> None:
     users = Vocabulary.from_values(events["user_id"])
     items = Vocabulary.from_values(events["item_id"])
     # the model knows 90% of the items: the others' events are dropped
-    model = types.SimpleNamespace(items=Vocabulary(items.ids.head(len(items) * 9 // 10)))
-    model.users = users
+    known_items = Vocabulary(items.ids.head(len(items) * 9 // 10))
+    model = types.SimpleNamespace(users=users, items=known_items)
     user_index = users.index(events["user_id"])
-    item_index = model.items.index(events["item_id"])
+    item_index = known_items.index(events["item_id"])
     known = item_index >= 0
     columns = (
         user_index[known],
         item_index[known],
-        events["timestamp"].dt.epoch("s").to_numpy()[known],
+        epoch_seconds(events["timestamp"]).to_numpy()[known],
     )
     shuffle = np.random.default_rng(args.seed + 1).permutation(int(known.sum()))
     shuffled = tuple(column[shuffle] for column in columns)

@@ -27,7 +27,7 @@ import polars as pl
 
 from recsys_core import schemas
 from recsys_core.context import RunContext
-from recsys_core.data.interactions import HistoryTable, UserHistories, epoch_seconds
+from recsys_core.data.interactions import HistoryTable, UserHistories
 from recsys_core.data.vocab import Vocabulary
 from recsys_core.errors import EXIT_HELD, InputError
 from recsys_core.pipeline.fingerprints import champion_state, file_digest, stage_fingerprint
@@ -768,17 +768,7 @@ def _histories_of(
     (-1 for users who arrived after training).
     """
     users = users or Vocabulary(pl.Series(user_ids, dtype=pl.String))
-    user_index = users.index(events["user_id"])
-    item_index = bundle.items.index(events["item_id"])
-    known = (user_index >= 0) & (item_index >= 0)
-    table = HistoryTable.from_events(
-        user_index[known],
-        item_index[known],
-        epoch_seconds(events["timestamp"]).to_numpy()[known],
-        n_users=len(users),
-        n_items=len(bundle.items),
-    )
-    histories = table.rows(users.index(user_ids))
+    histories = HistoryTable.of_events(events, users, bundle.items).rows(users.index(user_ids))
     return UserHistories(
         user_index=bundle.users.index(user_ids),
         indptr=histories.indptr,

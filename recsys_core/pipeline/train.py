@@ -514,11 +514,10 @@ def _fit_candidates(night: Night, *, log_files: bool = True, keep: bool = True) 
                 reason = f"{label}: did not train ({type(exc).__name__}: {exc}); left out"
                 report.left_out.append(reason)
                 say(reason)
-                shown.advance()
                 continue
             finally:
                 took[spec.name] = time.perf_counter() - start
-            shown.advance()
+                shown.advance()
             report.candidates.append(result)
             say(
                 f"{label}: {settings.train.selection_metric}="
